@@ -1,0 +1,168 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ReadMode selects how the leader confirms it may answer a read.
+type ReadMode uint8
+
+const (
+	// ReadSafe confirms leadership with a heartbeat round for every batch
+	// of reads (ReadIndex, thesis §6.4). Correct under any clock behaviour.
+	ReadSafe ReadMode = iota
+	// ReadLease answers from the leader's lease (thesis §6.4.1) when it is
+	// held, saving the heartbeat round. It relies on clocks advancing at
+	// rates within Config.MaxClockDriftTicks over an election timeout, and
+	// requires CheckQuorum.
+	ReadLease
+)
+
+func (m ReadMode) String() string {
+	switch m {
+	case ReadSafe:
+		return "safe"
+	case ReadLease:
+		return "lease"
+	}
+	return fmt.Sprintf("ReadMode(%d)", uint8(m))
+}
+
+// Config holds a node's protocol settings. The zero value is not valid;
+// start from DefaultConfig. Times are in ticks: the driver decides how long
+// a tick is (100 ms by default).
+type Config struct {
+	// ID is this node's ID; non-zero.
+	ID uint64
+	// Membership is the bootstrap configuration, used only when the
+	// persisted log holds no snapshot with a membership.
+	Membership Membership
+	// Applied is the last index the state machine has durably applied;
+	// committed entries at or below it are not handed out again.
+	Applied uint64
+
+	// ElectionTicks is the minimum election timeout E; each timeout is
+	// drawn uniformly from [E, 2E) (paper §5.2).
+	ElectionTicks int
+	// HeartbeatTicks is the interval between leader heartbeats; it must
+	// be less than ElectionTicks.
+	HeartbeatTicks int
+	// PreVote runs a pre-election that does not raise terms (thesis §9.6),
+	// so a node returning from a partition cannot depose a healthy leader.
+	PreVote bool
+	// CheckQuorum makes a leader step down when it has not heard from a
+	// quorum within an election timeout, and makes followers ignore votes
+	// while they hear from a leader (thesis §4.2.3, §6.2).
+	CheckQuorum bool
+	// ReadMode selects ReadIndex confirmation; ReadLease needs CheckQuorum.
+	ReadMode ReadMode
+	// MaxClockDriftTicks is subtracted from the lease (ReadLease only): it
+	// bounds how far any two nodes' tick clocks may drift apart within one
+	// election timeout.
+	MaxClockDriftTicks int
+
+	// MaxInflightMsgs bounds unacknowledged appends per follower in the
+	// pipelined replicate state.
+	MaxInflightMsgs int
+	// MaxInflightBytes bounds unacknowledged entry bytes per follower.
+	MaxInflightBytes uint64
+	// MaxMsgBytes bounds the entry bytes of one append message (one entry
+	// larger than this is still sent alone).
+	MaxMsgBytes uint64
+	// MaxUncommittedBytes bounds the leader's appended-but-uncommitted
+	// entry bytes; proposals past it fail with ErrTooManyUncommitted.
+	MaxUncommittedBytes uint64
+	// MaxCommittedBytesPerReady bounds the committed entry bytes handed out
+	// in one Ready (at least one entry is always handed out).
+	MaxCommittedBytesPerReady uint64
+	// MaxPendingReads bounds ReadIndex requests waiting for confirmation.
+	MaxPendingReads int
+
+	// RandomSeed seeds the election-timeout randomisation. Use a
+	// different seed per node (e.g. derived from ID and start time); the
+	// simulator fixes it for replayability.
+	RandomSeed uint64
+}
+
+// DefaultConfig returns the design defaults for node id: with a 100 ms
+// tick, heartbeats every tick and election timeouts in [500 ms, 1 s).
+func DefaultConfig(id uint64, voters ...uint64) Config {
+	return Config{
+		ID:                        id,
+		Membership:                Membership{Voters: voters},
+		ElectionTicks:             5,
+		HeartbeatTicks:            1,
+		PreVote:                   true,
+		CheckQuorum:               true,
+		ReadMode:                  ReadSafe,
+		MaxClockDriftTicks:        1,
+		MaxInflightMsgs:           256,
+		MaxInflightBytes:          32 << 20,
+		MaxMsgBytes:               1 << 20,
+		MaxUncommittedBytes:       64 << 20,
+		MaxCommittedBytesPerReady: 16 << 20,
+		MaxPendingReads:           65536,
+		RandomSeed:                id,
+	}
+}
+
+// Validate reports every problem with c, joined.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.ID == None {
+		bad("ID must be non-zero")
+	}
+	if c.ElectionTicks < 2 {
+		bad("ElectionTicks must be at least 2, got %d", c.ElectionTicks)
+	}
+	if c.HeartbeatTicks < 1 {
+		bad("HeartbeatTicks must be at least 1, got %d", c.HeartbeatTicks)
+	}
+	if c.HeartbeatTicks >= c.ElectionTicks {
+		bad("HeartbeatTicks (%d) must be less than ElectionTicks (%d)", c.HeartbeatTicks, c.ElectionTicks)
+	}
+	switch c.ReadMode {
+	case ReadSafe:
+	case ReadLease:
+		if !c.CheckQuorum {
+			bad("ReadMode lease requires CheckQuorum")
+		}
+		if c.MaxClockDriftTicks < 0 || c.MaxClockDriftTicks >= c.ElectionTicks {
+			bad("MaxClockDriftTicks must be in [0, ElectionTicks), got %d", c.MaxClockDriftTicks)
+		}
+	default:
+		bad("unknown ReadMode %d", c.ReadMode)
+	}
+	if c.MaxInflightMsgs < 1 {
+		bad("MaxInflightMsgs must be at least 1, got %d", c.MaxInflightMsgs)
+	}
+	if c.MaxInflightBytes == 0 {
+		bad("MaxInflightBytes must be non-zero")
+	}
+	if c.MaxMsgBytes == 0 {
+		bad("MaxMsgBytes must be non-zero")
+	}
+	if c.MaxInflightBytes != 0 && c.MaxMsgBytes > c.MaxInflightBytes {
+		bad("MaxMsgBytes (%d) must not exceed MaxInflightBytes (%d)", c.MaxMsgBytes, c.MaxInflightBytes)
+	}
+	if c.MaxUncommittedBytes == 0 {
+		bad("MaxUncommittedBytes must be non-zero")
+	}
+	if c.MaxCommittedBytesPerReady == 0 {
+		bad("MaxCommittedBytesPerReady must be non-zero")
+	}
+	if c.MaxPendingReads < 1 {
+		bad("MaxPendingReads must be at least 1, got %d", c.MaxPendingReads)
+	}
+	if !c.Membership.IsEmpty() {
+		if err := c.Membership.validate(); err != nil {
+			bad("bootstrap %v", err)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("invalid raft config: %w", errors.Join(errs...))
+}

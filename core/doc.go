@@ -1,0 +1,41 @@
+// Package core is the Raft consensus protocol as a pure, deterministic
+// state machine (Raft paper, extended version; Ongaro's thesis).
+//
+// A Node consumes inputs — Tick, Step (messages from peers), Propose,
+// ReadIndex, TransferLeadership, ReportUnreachable, ReportSnapshot — and
+// emits its work as a Ready batch: state and entries to persist, messages
+// to send (split into those that may leave at once and those that may
+// leave only after the persist), committed entries to apply, read states
+// and refused proposals. The driver acknowledges each Ready with Advance.
+// See Ready for the exact contract.
+//
+// Guarantees:
+//   - No I/O, goroutines, clocks, global randomness or logging. Time is
+//     Tick; randomness comes from Config.RandomSeed. The same inputs give
+//     the same outputs, which is what lets core/sim replay any run.
+//   - Durable before dependent: votes, vote requests and append
+//     acknowledgements are in MessagesAfterPersist; the leader counts its
+//     own log toward commitment only after Advance says it is durable.
+//   - Input from the network is untrusted: Step validates every message and
+//     returns an error wrapping ErrInvalidMessage (counted in Status)
+//     without changing state. Nothing a peer sends can panic the node.
+//   - Storage failures are returned, never panicked: the first one latches
+//     and every later call returns it (*StorageError).
+//   - Every growing structure has a limit in Config: inflight appends per
+//     follower (count and bytes), bytes per append, uncommitted bytes,
+//     committed bytes per Ready, pending reads.
+//
+// Assumptions:
+//   - One goroutine uses a Node at a time.
+//   - The LogReader reflects exactly what the driver persisted from Ready.
+//   - The transport may drop, delay, reorder and duplicate messages, except
+//     that it does not duplicate MsgProp (a duplicated forwarded proposal
+//     would be appended twice; gRPC streams never duplicate).
+//
+// Where each feature lives: election.go (§5.2, §5.4.1, PreVote §9.6,
+// CheckQuorum §6.2), replication.go (§5.3, fast backoff, §5.4.2 commit,
+// proposals, InstallSnapshot §7), reads.go (ReadIndex §6.4 and leases),
+// transfer.go (§3.10), progress.go (flow control), log.go (stable and
+// unstable log), ready.go (the output contract), quorum/ (majority and
+// joint quorums).
+package core

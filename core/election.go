@@ -1,0 +1,200 @@
+package core
+
+import "github.com/rafty-db/rafty/core/quorum"
+
+// campaignTransfer in a vote request's Context marks an election the old
+// leader asked for (thesis §3.10): voters grant it even while they still
+// hear from that leader.
+const campaignTransfer uint64 = 1
+
+// campaignKind selects how an election starts.
+type campaignKind uint8
+
+const (
+	// campaignPreElection runs PreVote first when configured.
+	campaignPreElection campaignKind = iota
+	// campaignElection raises the term and asks for votes.
+	campaignElection
+	// campaignTransferred is an election the leader asked for.
+	campaignTransferred
+)
+
+// reset clears per-term state when the term or role changes.
+func (n *Node) reset(term uint64) {
+	if n.term != term {
+		n.term = term
+		n.vote = None
+	}
+	n.lead = None
+	n.electionElapsed = 0
+	n.heartbeatElapsed = 0
+	n.resetRandomizedElectionTimeout()
+	n.abortTransfer()
+	n.votes = nil
+	n.uncommittedBytes = 0
+	n.uncommitted = n.uncommitted[:0]
+	n.failPendingReads(ErrStepDown)
+	last := n.log.lastIndex()
+	for id, pr := range n.progress {
+		*pr = Progress{
+			Next:      last + 1,
+			IsLearner: pr.IsLearner,
+			inflights: newInflights(n.cfg.MaxInflightMsgs, n.cfg.MaxInflightBytes),
+		}
+		if id == n.id {
+			pr.Match = n.log.persistedIndex()
+		}
+	}
+}
+
+// resetRandomizedElectionTimeout draws a timeout in [E, 2E) (paper §5.2):
+// spreading timeouts out makes split votes rare.
+func (n *Node) resetRandomizedElectionTimeout() {
+	n.randomizedElectionTimeout = n.cfg.ElectionTicks + n.rng.IntN(n.cfg.ElectionTicks)
+}
+
+func (n *Node) becomeFollower(term, lead uint64) {
+	n.reset(term)
+	n.role = RoleFollower
+	n.lead = lead
+}
+
+func (n *Node) becomePreCandidate() {
+	// A pre-candidate keeps its term and vote (thesis §9.6): nothing
+	// durable changes, so a failed pre-vote disturbs nobody.
+	n.role = RolePreCandidate
+	n.lead = None
+	n.votes = map[uint64]bool{}
+	n.abortTransfer()
+}
+
+func (n *Node) becomeCandidate() {
+	n.reset(n.term + 1)
+	n.vote = n.id
+	n.role = RoleCandidate
+	n.votes = map[uint64]bool{}
+}
+
+func (n *Node) becomeLeader() {
+	n.reset(n.term)
+	n.role = RoleLeader
+	n.lead = n.id
+	for _, pr := range n.progress {
+		pr.RecentActive = true
+	}
+	// The leader's own progress is always in replicate state: it
+	// "replicates" to itself by persisting.
+	n.self.becomeReplicate()
+	n.self.Match = n.log.persistedIndex()
+	// A no-op in the new term (paper §5.4.2, §8): entries of earlier terms
+	// commit only once an entry of this term does.
+	n.log.append(Entry{Index: n.log.lastIndex() + 1, Term: n.term, Type: EntryNormal})
+	n.bcastAppend()
+	n.maybeCommit()
+}
+
+// campaign starts a pre-election or an election. A transferred campaign
+// skips PreVote and marks its requests so voters under a lease grant them.
+func (n *Node) campaign(kind campaignKind) error {
+	if !n.promotable() {
+		return nil
+	}
+	msgType := MsgVote
+	voteTerm := n.term + 1
+	if n.cfg.PreVote && kind == campaignPreElection {
+		n.becomePreCandidate()
+		msgType = MsgPreVote
+	} else {
+		n.becomeCandidate()
+		voteTerm = n.term
+	}
+	lastIdx := n.log.lastIndex()
+	lastTerm, err := n.log.lastTerm()
+	if err != nil {
+		return n.fail(err)
+	}
+	var ctx uint64
+	if kind == campaignTransferred {
+		ctx = campaignTransfer
+	}
+	if n.recordVoteNoPoll(n.id, true) {
+		return nil
+	}
+	for _, id := range n.voters.IDs() {
+		if id == n.id {
+			continue
+		}
+		n.send(Message{Type: msgType, To: id, Term: voteTerm, Index: lastIdx, LogTerm: lastTerm, Context: ctx})
+	}
+	return nil
+}
+
+// recordVoteNoPoll records the self-vote and, for a single-voter cluster,
+// completes the election at once. It reports whether it did.
+func (n *Node) recordVoteNoPoll(id uint64, granted bool) bool {
+	n.votes[id] = granted
+	if n.voters.VoteResult(n.votes) != quorum.VoteWon {
+		return false
+	}
+	if n.role == RolePreCandidate {
+		n.becomeCandidate()
+		if n.voters.VoteResult(map[uint64]bool{n.id: true}) == quorum.VoteWon {
+			n.becomeLeader()
+		}
+		return true
+	}
+	n.becomeLeader()
+	return true
+}
+
+// recordVote counts a vote response and acts on the outcome.
+func (n *Node) recordVote(from uint64, granted bool) error {
+	if _, seen := n.votes[from]; seen {
+		return nil // duplicates must not count twice
+	}
+	n.votes[from] = granted
+	switch n.voters.VoteResult(n.votes) {
+	case quorum.VoteWon:
+		if n.role == RolePreCandidate {
+			// Real election now that a quorum would vote for us.
+			return n.campaign(campaignElection)
+		}
+		n.becomeLeader()
+	case quorum.VoteLost:
+		// Stay in the term and wait for a leader or the next timeout.
+		n.becomeFollower(n.term, None)
+	}
+	return nil
+}
+
+// handleVoteRequest answers MsgVote and MsgPreVote (paper §5.2, §5.4.1;
+// thesis §9.6).
+func (n *Node) handleVoteRequest(m Message) error {
+	respType := MsgVoteResp
+	if m.Type == MsgPreVote {
+		respType = MsgPreVoteResp
+	}
+	// One vote per term: we may repeat a vote already cast for this
+	// candidate, or cast a new one if we have none and know no leader. A
+	// pre-vote for a future term binds nothing, so it is judged on the
+	// log alone.
+	canVote := n.vote == m.From ||
+		(n.vote == None && n.lead == None) ||
+		(m.Type == MsgPreVote && m.Term > n.term)
+	upToDate, err := n.log.isUpToDate(m.Index, m.LogTerm)
+	if err != nil {
+		return n.fail(err)
+	}
+	if canVote && upToDate && n.voters.Contains(m.From) {
+		// A granted pre-vote answers in the candidate's future term so it
+		// can count it; a rejection carries ours so it can catch up.
+		n.send(Message{Type: respType, To: m.From, Term: m.Term})
+		if m.Type == MsgVote {
+			n.electionElapsed = 0
+			n.vote = m.From
+		}
+		return nil
+	}
+	n.send(Message{Type: respType, To: m.From, Term: n.term, Reject: true})
+	return nil
+}

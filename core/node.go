@@ -1,0 +1,562 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+
+	"github.com/rafty-db/rafty/core/quorum"
+)
+
+// Node is one Raft participant as a pure state machine. It is not safe for
+// concurrent use: exactly one goroutine (the driver) calls its methods.
+//
+// Inputs: Tick, Step, Propose, ReadIndex, TransferLeadership,
+// ReportUnreachable, ReportSnapshot. Output: Ready, acknowledged by
+// Advance. See Ready for the contract.
+type Node struct {
+	cfg Config
+	id  uint64
+	log *raftLog
+	rng *rand.Rand
+
+	term uint64
+	vote uint64
+	role Role
+	lead uint64
+
+	membership Membership
+	voters     quorum.JointConfig
+	progress   map[uint64]*Progress // every member, self included
+	self       *Progress
+	// peers lists every other member, sorted: output order must never
+	// depend on map iteration, or runs would not replay from a seed.
+	peers []uint64
+	votes map[uint64]bool
+
+	// ticks is a monotonic tick counter: the core's only notion of time.
+	ticks                     uint64
+	electionElapsed           int
+	heartbeatElapsed          int
+	randomizedElectionTimeout int
+
+	leadTransferee uint64
+	// uncommitted tracks bytes the leader appended but has not committed,
+	// as (last index, bytes) per proposal batch, to enforce
+	// MaxUncommittedBytes without reading entries back.
+	uncommittedBytes uint64
+	uncommitted      []uncommittedBatch
+
+	reads readIndexQueue
+	// bcastPending: new entries or a new commit index await broadcast.
+	// Broadcasting once per Ready instead of once per proposal or
+	// acknowledgement merges many appends into one message per follower;
+	// nothing observes the difference, as messages only leave via Ready.
+	bcastPending bool
+
+	msgs              []Message
+	msgsAfterPersist  []Message
+	readStates        []ReadState
+	rejectedProposals []RejectedProposal
+
+	prevSoft SoftState
+	prevHard HardState
+	// outstanding is the Ready handed out and not yet advanced.
+	outstanding *readyMark
+
+	counters Counters
+	// err latches the first storage failure; the node is unusable after.
+	err error
+}
+
+type uncommittedBatch struct {
+	last  uint64
+	bytes uint64
+}
+
+// Counters count inputs the node refused, for operators. They never
+// affect the protocol.
+type Counters struct {
+	// InvalidMessages were malformed (unknown type, impossible fields).
+	InvalidMessages uint64
+	// UnknownSenders came from a node outside the configuration.
+	UnknownSenders uint64
+	// StaleMessages carried a lower term and were ignored.
+	StaleMessages uint64
+	// IgnoredVotes were vote requests ignored under a leader lease
+	// (thesis §4.2.3).
+	IgnoredVotes uint64
+}
+
+// New restores a node from the durable state in log and the settings in
+// cfg. A node with an empty log bootstraps with cfg.Membership.
+func New(cfg Config, log LogReader) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	hs, snap, err := log.InitialState()
+	if err != nil {
+		return nil, &StorageError{Err: err}
+	}
+	rl, err := newRaftLog(log, snap, cfg.MaxCommittedBytesPerReady)
+	if err != nil {
+		return nil, err
+	}
+	membership := snap.Membership
+	if membership.IsEmpty() {
+		membership = cfg.Membership
+	}
+	if err := membership.validate(); err != nil {
+		return nil, fmt.Errorf("no usable membership (snapshot or Config.Membership): %w", err)
+	}
+	if hs.Commit > rl.lastIndex() {
+		return nil, &StorageError{Err: fmt.Errorf("hard state commit %d is past the last log index %d", hs.Commit, rl.lastIndex())}
+	}
+	if cfg.Applied > rl.lastIndex() {
+		return nil, fmt.Errorf("config Applied %d is past the last log index %d: state machine and log disagree", cfg.Applied, rl.lastIndex())
+	}
+	n := &Node{
+		cfg:  cfg,
+		id:   cfg.ID,
+		log:  rl,
+		rng:  rand.New(rand.NewPCG(cfg.RandomSeed, cfg.ID)),
+		term: hs.Term,
+		vote: hs.Vote,
+	}
+	// Entries the state machine applied were committed, whatever the
+	// persisted commit says.
+	rl.commitTo(max(hs.Commit, cfg.Applied))
+	if cfg.Applied > rl.applied {
+		rl.applied, rl.applying = cfg.Applied, cfg.Applied
+	}
+	n.setMembership(membership)
+	n.prevHard = HardState{Term: n.term, Vote: n.vote, Commit: rl.committed}
+	n.becomeFollower(n.term, None)
+	n.prevSoft = n.softState()
+	return n, nil
+}
+
+// setMembership installs m and rebuilds progress for its members.
+func (n *Node) setMembership(m Membership) {
+	n.membership = m.Clone()
+	n.voters = quorum.JointConfig{
+		Incoming: quorum.NewMajorityConfig(m.Voters...),
+		Outgoing: quorum.NewMajorityConfig(m.OutgoingVoters...),
+	}
+	old := n.progress
+	n.progress = make(map[uint64]*Progress, len(m.Voters)+len(m.Learners))
+	for _, id := range m.Members() {
+		pr := old[id]
+		if pr == nil {
+			pr = &Progress{Next: n.log.lastIndex() + 1, inflights: newInflights(n.cfg.MaxInflightMsgs, n.cfg.MaxInflightBytes)}
+		}
+		pr.IsLearner = !n.voters.Contains(id)
+		n.progress[id] = pr
+	}
+	n.self = n.progress[n.id]
+	n.peers = n.peers[:0]
+	for _, id := range m.Members() {
+		if id != n.id {
+			n.peers = append(n.peers, id)
+		}
+	}
+}
+
+// promotable reports whether this node may campaign.
+func (n *Node) promotable() bool {
+	return n.voters.Contains(n.id) && n.log.pendingSnap == nil
+}
+
+// AckedIndex lets the quorum package read the leader's progress: a
+// follower's match, and for the leader itself only what it has made
+// durable (design §3 rule 2).
+func (n *Node) AckedIndex(id uint64) (uint64, bool) {
+	if id == n.id {
+		return n.log.persistedIndex(), true
+	}
+	pr, ok := n.progress[id]
+	if !ok {
+		return 0, false
+	}
+	return pr.Match, true
+}
+
+func (n *Node) softState() SoftState { return SoftState{Leader: n.lead, Role: n.role} }
+
+func (n *Node) hardState() HardState {
+	return HardState{Term: n.term, Vote: n.vote, Commit: n.log.committed}
+}
+
+// send queues m. Messages whose meaning depends on state this node has not
+// yet persisted (votes, vote requests, append acknowledgements) wait in
+// msgsAfterPersist; everything else may leave at once (design §3 rule 1).
+func (n *Node) send(m Message) {
+	m.From = n.id
+	if m.Term == 0 {
+		m.Term = n.term
+	}
+	switch m.Type {
+	case MsgVote, MsgVoteResp, MsgAppResp:
+		n.msgsAfterPersist = append(n.msgsAfterPersist, m)
+	default:
+		n.msgs = append(n.msgs, m)
+	}
+}
+
+// fail latches a storage failure and returns it.
+func (n *Node) fail(err error) error {
+	var se *StorageError
+	if !errors.As(err, &se) {
+		err = &StorageError{Err: err}
+	}
+	if n.err == nil {
+		n.err = err
+	}
+	return n.err
+}
+
+// Err returns the latched storage failure, if any.
+func (n *Node) Err() error { return n.err }
+
+// Tick advances the node's clock by one tick.
+func (n *Node) Tick() error {
+	if n.err != nil {
+		return n.err
+	}
+	n.ticks++
+	if n.role == RoleLeader {
+		return n.tickLeader()
+	}
+	n.electionElapsed++
+	if n.promotable() && n.electionElapsed >= n.randomizedElectionTimeout {
+		n.electionElapsed = 0
+		return n.campaign(campaignPreElection)
+	}
+	return nil
+}
+
+func (n *Node) tickLeader() error {
+	n.heartbeatElapsed++
+	n.electionElapsed++
+	if n.electionElapsed >= n.cfg.ElectionTicks {
+		n.electionElapsed = 0
+		if n.cfg.CheckQuorum && !n.quorumActive() {
+			// thesis §6.2: a leader that cannot reach a quorum steps down
+			// so clients find the real leader.
+			n.becomeFollower(n.term, None)
+			return nil
+		}
+		if n.leadTransferee != None {
+			n.abortTransfer()
+		}
+	}
+	if n.heartbeatElapsed >= n.cfg.HeartbeatTicks {
+		n.heartbeatElapsed = 0
+		n.startReadRound()
+	}
+	return nil
+}
+
+// quorumActive reports whether a quorum was heard from since the last
+// sweep, and starts a new sweep.
+func (n *Node) quorumActive() bool {
+	votes := make(map[uint64]bool, len(n.progress))
+	for id, pr := range n.progress {
+		if id == n.id {
+			votes[id] = true
+			continue
+		}
+		if pr.IsLearner {
+			continue
+		}
+		votes[id] = pr.RecentActive
+		pr.RecentActive = false
+	}
+	return n.voters.VoteResult(votes) == quorum.VoteWon
+}
+
+// Step feeds a message from a peer into the node. A malformed message or
+// one from a non-member returns an error wrapping ErrInvalidMessage (and is
+// counted); the node's state is then unchanged.
+func (n *Node) Step(m Message) error {
+	if n.err != nil {
+		return n.err
+	}
+	if err := n.validate(m); err != nil {
+		if errors.Is(err, errUnknownSender) {
+			n.counters.UnknownSenders++
+		} else {
+			n.counters.InvalidMessages++
+		}
+		return err
+	}
+	if err := n.stepTerm(m); err != nil || n.err != nil {
+		return errors.Join(err, n.err)
+	}
+	return nil
+}
+
+var errUnknownSender = fmt.Errorf("%w: sender is not a member", ErrInvalidMessage)
+
+// validate rejects messages no correct peer sends. Messages are untrusted
+// input: nothing here may panic.
+func (n *Node) validate(m Message) error {
+	if !m.Type.Valid() {
+		return invalidf("unknown message type %d", m.Type)
+	}
+	if m.To != n.id {
+		return invalidf("%s addressed to %d, this node is %d", m.Type, m.To, n.id)
+	}
+	if m.From == None || m.From == n.id {
+		return invalidf("%s from invalid sender %d", m.Type, m.From)
+	}
+	if !n.membership.Contains(m.From) {
+		return fmt.Errorf("%w: %s from %d", errUnknownSender, m.Type, m.From)
+	}
+	switch m.Type {
+	case MsgApp:
+		prev, prevTerm := m.Index, m.LogTerm
+		if prevTerm > m.Term {
+			return invalidf("MsgApp previous term %d above message term %d", prevTerm, m.Term)
+		}
+		for i := range m.Entries {
+			e := &m.Entries[i]
+			if e.Index != prev+1 || e.Term < prevTerm || e.Term > m.Term {
+				return invalidf("MsgApp entry %d (index %d term %d) does not follow %d/%d within term %d",
+					i, e.Index, e.Term, prev, prevTerm, m.Term)
+			}
+			if e.Type > EntryConfChange {
+				return invalidf("MsgApp entry %d has unknown type %d", e.Index, e.Type)
+			}
+			prev, prevTerm = e.Index, e.Term
+		}
+	case MsgSnap:
+		if m.Snapshot == nil || m.Snapshot.Index == 0 || m.Snapshot.Term == 0 || m.Snapshot.Term > m.Term {
+			return invalidf("MsgSnap without a valid snapshot")
+		}
+		if err := m.Snapshot.Membership.validate(); err != nil {
+			return invalidf("MsgSnap: %v", err)
+		}
+	case MsgProp:
+		if len(m.Entries) == 0 {
+			return invalidf("MsgProp without entries")
+		}
+	}
+	if termless(m.Type) {
+		return nil
+	}
+	if m.Term == 0 {
+		return invalidf("%s with term 0", m.Type)
+	}
+	return nil
+}
+
+// termless reports message types whose handling does not depend on the
+// sender's term: forwarded requests and their answers.
+func termless(t MessageType) bool {
+	switch t {
+	case MsgProp, MsgPropResp, MsgReadIndex, MsgReadIndexResp, MsgTransferLeader:
+		return true
+	}
+	return false
+}
+
+// stepTerm applies the term rules every role shares (paper §5.1), then
+// dispatches by role.
+func (n *Node) stepTerm(m Message) error {
+	switch {
+	case termless(m.Type):
+	case m.Term > n.term:
+		if m.Type == MsgVote || m.Type == MsgPreVote {
+			// thesis §4.2.3: while a live leader is heard from, ignore
+			// vote requests, unless the leader itself asked (transfer).
+			inLease := n.cfg.CheckQuorum && n.lead != None && n.electionElapsed < n.cfg.ElectionTicks
+			if inLease && m.Context != campaignTransfer {
+				n.counters.IgnoredVotes++
+				return nil
+			}
+		}
+		switch {
+		case m.Type == MsgPreVote:
+			// A pre-vote never changes our term.
+		case m.Type == MsgPreVoteResp && !m.Reject:
+			// Granted pre-votes carry the future term; the candidate
+			// counts them in stepCandidate.
+		case m.Type == MsgApp || m.Type == MsgHeartbeat || m.Type == MsgSnap:
+			n.becomeFollower(m.Term, m.From)
+		default:
+			n.becomeFollower(m.Term, None)
+		}
+	case m.Term < n.term:
+		n.counters.StaleMessages++
+		switch {
+		case (n.cfg.CheckQuorum || n.cfg.PreVote) && (m.Type == MsgApp || m.Type == MsgHeartbeat):
+			// A stale leader would otherwise never learn our term (we
+			// ignore its messages, and with PreVote we never campaign
+			// it down): tell it, so it steps down.
+			n.send(Message{Type: MsgAppResp, To: m.From})
+		case m.Type == MsgPreVote:
+			n.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
+		}
+		return nil
+	}
+
+	switch m.Type {
+	case MsgVote, MsgPreVote:
+		return n.handleVoteRequest(m)
+	}
+	switch n.role {
+	case RoleLeader:
+		return n.stepLeader(m)
+	case RoleCandidate, RolePreCandidate:
+		return n.stepCandidate(m)
+	default:
+		return n.stepFollower(m)
+	}
+}
+
+func (n *Node) stepFollower(m Message) error {
+	switch m.Type {
+	case MsgApp:
+		n.electionElapsed = 0
+		n.lead = m.From
+		return n.handleAppend(m)
+	case MsgHeartbeat:
+		n.electionElapsed = 0
+		n.lead = m.From
+		n.handleHeartbeat(m)
+	case MsgSnap:
+		n.electionElapsed = 0
+		n.lead = m.From
+		return n.handleSnapshot(m)
+	case MsgTimeoutNow:
+		// thesis §3.10: the leader chose us; campaign at once, skipping
+		// PreVote, since the leader is deliberately stepping aside.
+		if n.promotable() {
+			return n.campaign(campaignTransferred)
+		}
+	case MsgProp:
+		n.rejectForwarded(m, &NotLeaderError{Leader: n.lead})
+	case MsgPropResp:
+		n.handlePropResp(m)
+	case MsgReadIndex:
+		n.send(Message{Type: MsgReadIndexResp, To: m.From, Context: m.Context, Reject: true})
+	case MsgReadIndexResp:
+		n.handleReadIndexResp(m)
+	case MsgTransferLeader:
+		// Only a leader can transfer; the requester will time out and
+		// retry against the real leader.
+	}
+	return nil
+}
+
+func (n *Node) stepCandidate(m Message) error {
+	switch m.Type {
+	case MsgApp, MsgHeartbeat, MsgSnap:
+		// A leader exists for our term (paper §5.2): it won.
+		n.becomeFollower(m.Term, m.From)
+		return n.stepFollower(m)
+	case MsgVoteResp, MsgPreVoteResp:
+		wantType := MsgVoteResp
+		if n.role == RolePreCandidate {
+			wantType = MsgPreVoteResp
+		}
+		if m.Type != wantType {
+			return nil
+		}
+		return n.recordVote(m.From, !m.Reject)
+	case MsgProp:
+		n.rejectForwarded(m, ErrNoLeader)
+	case MsgPropResp:
+		n.handlePropResp(m)
+	case MsgReadIndex:
+		n.send(Message{Type: MsgReadIndexResp, To: m.From, Context: m.Context, Reject: true})
+	case MsgReadIndexResp:
+		n.handleReadIndexResp(m)
+	}
+	return nil
+}
+
+func (n *Node) stepLeader(m Message) error {
+	pr := n.progress[m.From]
+	pr.RecentActive = true
+	switch m.Type {
+	case MsgAppResp:
+		return n.handleAppendResp(m, pr)
+	case MsgHeartbeatResp:
+		return n.handleHeartbeatResp(m, pr)
+	case MsgProp:
+		if err := n.appendProposals(m.Entries); err != nil {
+			n.rejectForwarded(m, err)
+		}
+	case MsgReadIndex:
+		n.handleReadIndex(m.Context, m.From)
+	case MsgTransferLeader:
+		if err := n.transferLeadership(m.Context); err != nil {
+			n.counters.InvalidMessages++
+		}
+	case MsgApp, MsgHeartbeat, MsgSnap:
+		// Two leaders in one term would break election safety (paper
+		// §5.2); a correct peer never sends this.
+		n.counters.InvalidMessages++
+		return invalidf("%s from %d in our own term %d while leader", m.Type, m.From, m.Term)
+	}
+	return nil
+}
+
+// Status is a snapshot of the node's state for operators.
+type Status struct {
+	ID        uint64
+	Term      uint64
+	Vote      uint64
+	Role      Role
+	Leader    uint64
+	Commit    uint64
+	Applied   uint64
+	LastIndex uint64
+	// LeadTransferee is the transfer target while one is in progress.
+	LeadTransferee uint64
+	// Progress is set on the leader: a copy of every member's progress.
+	Progress   map[uint64]Progress
+	Membership Membership
+	Counters   Counters
+}
+
+// Status returns the node's current state.
+func (n *Node) Status() Status {
+	s := Status{
+		ID: n.id, Term: n.term, Vote: n.vote, Role: n.role, Leader: n.lead,
+		Commit: n.log.committed, Applied: n.log.applied, LastIndex: n.log.lastIndex(),
+		LeadTransferee: n.leadTransferee, Membership: n.membership.Clone(), Counters: n.counters,
+	}
+	if n.role == RoleLeader {
+		s.Progress = make(map[uint64]Progress, len(n.progress))
+		for id, pr := range n.progress {
+			c := *pr
+			c.inflights.ring = nil
+			s.Progress[id] = c
+		}
+	}
+	return s
+}
+
+// ID returns the node's ID.
+func (n *Node) ID() uint64 { return n.id }
+
+// Members returns the IDs of every member, sorted.
+func (n *Node) Members() []uint64 { return slices.Clone(n.membership.Members()) }
+
+// Role returns the node's current role.
+func (n *Node) Role() Role { return n.role }
+
+// Term returns the node's current term.
+func (n *Node) Term() uint64 { return n.term }
+
+// Leader returns the leader this node knows of, or None.
+func (n *Node) Leader() uint64 { return n.lead }
+
+// EntryTerm returns the term of entry i in this node's log, including
+// entries not yet durable. It returns ErrCompacted or ErrUnavailable for
+// indexes outside the log. For tests and diagnostics.
+func (n *Node) EntryTerm(i uint64) (uint64, error) { return n.log.term(i) }

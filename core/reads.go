@@ -1,0 +1,248 @@
+package core
+
+import (
+	"errors"
+
+	"github.com/rafty-db/rafty/core/quorum"
+)
+
+// ReadIndex (thesis §6.4, paper §8) lets a node serve a linearizable read
+// without writing to the log:
+//
+//  1. The leader must have committed an entry of its own term, so its
+//     commit index is at least as new as any committed entry. Requests
+//     arriving earlier wait (bounded) until that no-op commits.
+//  2. It records its commit index as the request's read index.
+//  3. It confirms it is still leader: a heartbeat round acknowledged by a
+//     quorum, sent after the request arrived, proves no newer leader had
+//     committed anything at that moment.
+//  4. The requester serves the read once its state machine has applied
+//     the read index.
+//
+// Rounds are batched: every request queued since the last round waits for
+// the next one, and each heartbeat tick starts a round, so N concurrent
+// reads cost one heartbeat per follower, not N. A round is identified by a
+// sequence number carried in MsgHeartbeat.Context and echoed back; the
+// quorum package computes the highest round a quorum confirmed, exactly as
+// it computes the commit index.
+//
+// With ReadLease the leader skips step 3 while it holds a lease: a quorum
+// acknowledged a round sent at tick t, and those followers will not vote
+// for anyone else until their election timeout passes (§4.2.3), so no
+// other leader can exist before t + ElectionTicks - MaxClockDriftTicks on
+// our clock.
+
+// readRequest is one pending ReadIndex request.
+type readRequest struct {
+	id    uint64
+	from  uint64 // None for a local request
+	index uint64
+	round uint64 // 0 until a round is started for it
+}
+
+// readIndexQueue holds the leader's pending reads.
+type readIndexQueue struct {
+	// awaitingCommit: requests that arrived before the leader committed
+	// in its term (step 1).
+	awaitingCommit []readRequest
+	// pending: requests in round order; round 0 entries are at the tail.
+	pending []readRequest
+	// round is the last round started.
+	round uint64
+	// needRound: some pending request waits for a round to start.
+	needRound bool
+	// roundTicks remembers when recent rounds started, for the lease.
+	roundTicks [leaseRoundHistory]uint64
+	// leaseUntil is the tick before which the leader holds its lease.
+	leaseUntil uint64
+}
+
+// leaseRoundHistory bounds how many recent rounds remember their start
+// tick. A confirmation for an older round does not extend the lease.
+const leaseRoundHistory = 256
+
+func (q *readIndexQueue) size() int { return len(q.awaitingCommit) + len(q.pending) }
+
+// ErrTooManyPendingReads: Config.MaxPendingReads reads already wait.
+var ErrTooManyPendingReads = errors.New("raft: too many pending reads")
+
+// ReadIndex requests a linearizable read point for requestID. The answer
+// arrives in a later Ready as a ReadState with the same ID: serve the read
+// once the state machine has applied ReadState.Index. Request IDs must be
+// unique among this node's pending requests. On a follower the request is
+// forwarded to the leader; ErrNoLeader if there is none.
+func (n *Node) ReadIndex(requestID uint64) error {
+	if n.err != nil {
+		return n.err
+	}
+	switch n.role {
+	case RoleLeader:
+		return n.handleReadIndex(requestID, None)
+	case RoleFollower:
+		if n.lead == None {
+			return ErrNoLeader
+		}
+		n.send(Message{Type: MsgReadIndex, To: n.lead, Context: requestID})
+		return nil
+	}
+	return ErrNoLeader
+}
+
+// handleReadIndex queues a read on the leader (local when from is None).
+func (n *Node) handleReadIndex(id, from uint64) error {
+	if n.reads.size() >= n.cfg.MaxPendingReads {
+		n.answerRead(readRequest{id: id, from: from}, ErrTooManyPendingReads)
+		return ErrTooManyPendingReads
+	}
+	req := readRequest{id: id, from: from}
+	if !n.committedInTerm() {
+		n.reads.awaitingCommit = append(n.reads.awaitingCommit, req)
+		return nil
+	}
+	n.queueRead(req)
+	return nil
+}
+
+func (n *Node) queueRead(req readRequest) {
+	req.index = n.log.committed
+	if n.voters.VoteResult(map[uint64]bool{n.id: true}) == quorum.VoteWon {
+		// A single voter is the quorum: nothing to confirm.
+		n.answerRead(req, nil)
+		return
+	}
+	if n.cfg.ReadMode == ReadLease && n.ticks < n.reads.leaseUntil && n.leadTransferee == None {
+		n.answerRead(req, nil)
+		return
+	}
+	n.reads.pending = append(n.reads.pending, req)
+	n.reads.needRound = true
+}
+
+// releaseReadsAwaitingCommit runs when the leader first commits in its
+// term.
+func (n *Node) releaseReadsAwaitingCommit() {
+	waiting := n.reads.awaitingCommit
+	n.reads.awaitingCommit = nil
+	for _, req := range waiting {
+		n.queueRead(req)
+	}
+}
+
+// startReadRound begins a heartbeat round; it carries every pending read
+// without a round and refreshes the lease.
+func (n *Node) startReadRound() {
+	q := &n.reads
+	q.round++
+	q.roundTicks[q.round%leaseRoundHistory] = n.ticks
+	for i := len(q.pending) - 1; i >= 0 && q.pending[i].round == 0; i-- {
+		q.pending[i].round = q.round
+	}
+	q.needRound = false
+	n.self.ackedRound = q.round
+	n.bcastHeartbeat()
+	n.confirmReads()
+}
+
+func (n *Node) bcastHeartbeat() {
+	for _, id := range n.peers {
+		pr := n.progress[id]
+		// Never tell a follower to commit past what it is known to hold.
+		commit := min(pr.Match, n.log.committed)
+		n.send(Message{Type: MsgHeartbeat, To: id, Commit: commit, Context: n.reads.round})
+	}
+}
+
+// handleHeartbeatResp records liveness and read confirmations.
+func (n *Node) handleHeartbeatResp(m Message, pr *Progress) error {
+	pr.ProbeSent = false
+	if pr.State == ProgressReplicate && pr.inflights.full() {
+		// The follower is alive but the window is full: the appends in
+		// it may all have been lost. Let one more through; if there was
+		// a gap, its rejection moves the follower back to probing.
+		pr.inflights.freeFirst()
+	}
+	if pr.Match < n.log.lastIndex() {
+		n.sendAppend(m.From, true)
+	}
+	if m.Context > n.reads.round {
+		n.counters.InvalidMessages++
+		return invalidf("MsgHeartbeatResp from %d confirms round %d, newest is %d", m.From, m.Context, n.reads.round)
+	}
+	if m.Context > pr.ackedRound {
+		pr.ackedRound = m.Context
+		n.confirmReads()
+	}
+	return nil
+}
+
+// roundAcks adapts progress to quorum.AckedIndexer over read rounds.
+type roundAcks struct{ n *Node }
+
+func (r roundAcks) AckedIndex(id uint64) (uint64, bool) {
+	pr, ok := r.n.progress[id]
+	if !ok {
+		return 0, false
+	}
+	return pr.ackedRound, true
+}
+
+// confirmReads answers every pending read whose round a quorum confirmed.
+func (n *Node) confirmReads() {
+	q := &n.reads
+	confirmed := n.voters.CommittedIndex(roundAcks{n})
+	if confirmed == 0 || confirmed > q.round {
+		return
+	}
+	if q.round-confirmed < leaseRoundHistory {
+		start := q.roundTicks[confirmed%leaseRoundHistory]
+		until := start + uint64(n.cfg.ElectionTicks-n.cfg.MaxClockDriftTicks)
+		q.leaseUntil = max(q.leaseUntil, until)
+	}
+	done := 0
+	for done < len(q.pending) && q.pending[done].round != 0 && q.pending[done].round <= confirmed {
+		n.answerRead(q.pending[done], nil)
+		done++
+	}
+	if done > 0 {
+		q.pending = append(q.pending[:0], q.pending[done:]...)
+	}
+}
+
+// answerRead delivers a read index (or a refusal) to its requester.
+func (n *Node) answerRead(req readRequest, err error) {
+	if req.from == None {
+		rs := ReadState{RequestID: req.id, Index: req.index, Err: err}
+		if err != nil {
+			rs.Index = 0
+		}
+		n.readStates = append(n.readStates, rs)
+		return
+	}
+	n.send(Message{Type: MsgReadIndexResp, To: req.from, Context: req.id, Index: req.index, Reject: err != nil})
+}
+
+// failPendingReads refuses every queued read, when the leader steps down.
+func (n *Node) failPendingReads(err error) {
+	for _, req := range n.reads.awaitingCommit {
+		n.answerRead(req, err)
+	}
+	for _, req := range n.reads.pending {
+		n.answerRead(req, err)
+	}
+	n.reads.awaitingCommit, n.reads.pending = nil, nil
+	n.reads.needRound = false
+	n.reads.leaseUntil = 0
+	for _, pr := range n.progress {
+		pr.ackedRound = 0
+	}
+	n.reads.round = 0
+}
+
+// handleReadIndexResp delivers the leader's answer to a forwarded read.
+func (n *Node) handleReadIndexResp(m Message) {
+	if m.Reject {
+		n.readStates = append(n.readStates, ReadState{RequestID: m.Context, Err: &NotLeaderError{Leader: n.lead}})
+		return
+	}
+	n.readStates = append(n.readStates, ReadState{RequestID: m.Context, Index: m.Index})
+}

@@ -1,0 +1,724 @@
+// Package sim runs whole Rafty clusters deterministically: a seeded random
+// schedule drives ticks, message delivery (with loss, duplication, delay and
+// reordering), symmetric and asymmetric partitions, crash-restarts that lose
+// everything not yet persisted, proposals, reads and log compaction with
+// snapshot installation. After every step it checks Raft's safety
+// properties (paper Figure 3):
+//
+//   - Election Safety: at most one leader per term.
+//   - Log Matching: an (index, term) pair names one entry, with one
+//     predecessor term, across every node's durable log.
+//   - Leader Completeness: a new leader's log holds every entry any node
+//     has applied.
+//   - State Machine Safety: no two nodes apply different entries at one
+//     index.
+//   - Read linearizability: a ReadIndex answer is at least the highest
+//     commit index any node knew when the read was requested.
+//
+// After the faults stop and the network heals, it checks liveness: a
+// leader is elected within a bounded number of ticks and a proposal
+// commits on every node.
+//
+// Everything is a function of Options.Seed, so a failure replays exactly.
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+
+	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/core/memlog"
+)
+
+// Options configure one simulation run.
+type Options struct {
+	Seed  uint64
+	Nodes int
+	// Steps is the number of faulty steps before healing.
+	Steps int
+	// Probabilities per step of each fault (the rest are ordinary
+	// deliveries, ticks and Ready processing).
+	DropRate      float64
+	DupRate       float64
+	PartitionRate float64
+	CrashRate     float64
+	ProposeRate   float64
+	ReadRate      float64
+	CompactRate   float64
+	TransferRate  float64
+	// MaxDelaySteps bounds how long a message may wait in the network.
+	MaxDelaySteps int
+	// LivenessTicks bounds the ticks after healing within which a leader
+	// must be elected and a proposal committed.
+	LivenessTicks int
+	// Tweak adjusts every node's core.Config.
+	Tweak func(*core.Config)
+	// TraceLen is how many recent events a failure report includes.
+	TraceLen int
+}
+
+// DefaultOptions returns a demanding but fast schedule for seed.
+func DefaultOptions(seed uint64) Options {
+	return Options{
+		Seed: seed, Nodes: 3 + 2*int(seed%2), Steps: 1500,
+		DropRate: 0.05, DupRate: 0.03, PartitionRate: 0.004, CrashRate: 0.003,
+		ProposeRate: 0.08, ReadRate: 0.03, CompactRate: 0.005, TransferRate: 0.002,
+		MaxDelaySteps: 30, LivenessTicks: 400, TraceLen: 80,
+	}
+}
+
+// Result summarises a run.
+type Result struct {
+	Steps, Elections, Crashes, Partitions, Snapshots int
+	Proposed, Applied, Reads                         int
+	Delivered, Dropped, Duplicated                   int
+}
+
+type inflight struct {
+	m         core.Message
+	deliverAt int
+}
+
+type simNode struct {
+	id      uint64
+	n       *core.Node
+	log     *memlog.Log
+	applied []core.Entry // volatile state machine: lost on crash
+	// appliedIndex is the last index applied (or restored from snapshot).
+	appliedIndex uint64
+	up           bool
+	// pendingReads maps a read ID to the commit index it must reach.
+	pendingReads map[uint64]uint64
+}
+
+// Sim is one simulation run.
+type Sim struct {
+	opts  Options
+	rng   *rand.Rand
+	nodes []*simNode // index id-1
+	net   []inflight
+	// cut[a][b]: messages from a to b are lost.
+	cut   map[[2]uint64]bool
+	step  int
+	trace []string
+	res   Result
+
+	// Global knowledge for the safety checks.
+	leaderOf    map[uint64]uint64         // term -> leader
+	entryAt     map[[2]uint64]entryRecord // (index, term) -> entry
+	appliedAt   map[uint64]core.Entry     // index -> entry applied there
+	maxApplied  uint64
+	nextReadID  uint64
+	nextPropID  int
+	snapHistory map[uint64]core.SnapshotMeta // node -> latest local snapshot
+	// commitTermOf: index -> term of the leader first seen committing it;
+	// committedEntryTerm: index -> that entry's own term.
+	commitTermOf       map[uint64]uint64
+	committedEntryTerm map[uint64]uint64
+	commitRecorded     map[uint64]uint64 // node -> commit index recorded
+}
+
+type entryRecord struct {
+	data     string
+	prevTerm uint64
+}
+
+// New builds a simulation.
+func New(opts Options) (*Sim, error) {
+	if opts.Nodes < 1 || opts.Nodes > 9 {
+		return nil, fmt.Errorf("sim: Nodes must be in [1, 9], got %d", opts.Nodes)
+	}
+	s := &Sim{
+		opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0x5eed)),
+		cut: map[[2]uint64]bool{}, leaderOf: map[uint64]uint64{},
+		entryAt: map[[2]uint64]entryRecord{}, appliedAt: map[uint64]core.Entry{},
+		snapHistory: map[uint64]core.SnapshotMeta{}, commitTermOf: map[uint64]uint64{},
+		committedEntryTerm: map[uint64]uint64{}, commitRecorded: map[uint64]uint64{},
+	}
+	for i := 1; i <= opts.Nodes; i++ {
+		sn := &simNode{id: uint64(i), log: memlog.New()}
+		if err := s.start(sn); err != nil {
+			return nil, err
+		}
+		s.nodes = append(s.nodes, sn)
+	}
+	return s, nil
+}
+
+func (s *Sim) voters() []uint64 { return s.opts.nodeIDs() }
+
+// nodeIDs lists node IDs 1..Nodes.
+func (o Options) nodeIDs() []uint64 {
+	ids := make([]uint64, o.Nodes)
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+	}
+	return ids
+}
+
+func (s *Sim) config(id uint64) core.Config {
+	cfg := core.DefaultConfig(id, s.voters()...)
+	cfg.ElectionTicks = 10
+	cfg.HeartbeatTicks = 1
+	cfg.MaxMsgBytes = 4 << 10
+	cfg.MaxInflightMsgs = 8
+	cfg.MaxInflightBytes = 64 << 10
+	cfg.MaxCommittedBytesPerReady = 8 << 10
+	cfg.RandomSeed = s.opts.Seed*1000003 + id + uint64(s.step)
+	if s.opts.Tweak != nil {
+		s.opts.Tweak(&cfg)
+	}
+	return cfg
+}
+
+// start (re)creates a node from its durable log. The state machine is
+// rebuilt from the latest snapshot, as a real one restores from its files.
+func (s *Sim) start(sn *simNode) error {
+	_, snap, err := sn.log.InitialState()
+	if err != nil {
+		return err
+	}
+	sn.applied, sn.appliedIndex = nil, snap.Index
+	if snap.Index > 0 {
+		sn.applied = s.snapshotState(snap.Index)
+	}
+	cfg := s.config(sn.id)
+	cfg.Applied = snap.Index
+	n, err := core.New(cfg, sn.log)
+	if err != nil {
+		return fmt.Errorf("restart node %d: %w", sn.id, err)
+	}
+	sn.n, sn.up = n, true
+	sn.pendingReads = map[uint64]uint64{}
+	return nil
+}
+
+// snapshotState is the state machine contents through index, taken from
+// the globally applied history (State Machine Safety makes it unique).
+func (s *Sim) snapshotState(index uint64) []core.Entry {
+	out := make([]core.Entry, 0, index)
+	for i := uint64(1); i <= index; i++ {
+		e, ok := s.appliedAt[i]
+		if !ok {
+			continue // compacted-away no-ops are not needed; see apply
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (s *Sim) logf(format string, args ...any) {
+	line := fmt.Sprintf("%5d ", s.step) + fmt.Sprintf(format, args...)
+	s.trace = append(s.trace, line)
+	if max := s.opts.TraceLen; max > 0 && len(s.trace) > 4*max {
+		s.trace = slices.Clone(s.trace[len(s.trace)-max:])
+	}
+}
+
+// Failure is a safety or liveness violation with its replay information.
+type Failure struct {
+	Seed  uint64
+	Step  int
+	Err   error
+	Trace []string
+}
+
+func (f *Failure) Error() string {
+	return fmt.Sprintf("seed %d step %d: %v\nreplay: go test ./core/sim -run TestSimulation -sim.seed=%d -v\nlast events:\n%s",
+		f.Seed, f.Step, f.Err, f.Seed, strings.Join(f.Trace, "\n"))
+}
+
+func (s *Sim) failure(err error) error {
+	tr := s.trace
+	if max := s.opts.TraceLen; max > 0 && len(tr) > max {
+		tr = tr[len(tr)-max:]
+	}
+	return &Failure{Seed: s.opts.Seed, Step: s.step, Err: err, Trace: slices.Clone(tr)}
+}
+
+// Run executes the schedule and the liveness phase.
+func (s *Sim) Run() (Result, error) {
+	for s.step = 0; s.step < s.opts.Steps; s.step++ {
+		if err := s.randomStep(); err != nil {
+			return s.res, s.failure(err)
+		}
+	}
+	if err := s.heal(); err != nil {
+		return s.res, s.failure(err)
+	}
+	s.res.Steps = s.step
+	return s.res, nil
+}
+
+func (s *Sim) chance(p float64) bool { return s.rng.Float64() < p }
+
+func (s *Sim) randomNode() *simNode { return s.nodes[s.rng.IntN(len(s.nodes))] }
+
+func (s *Sim) randomStep() error {
+	o := s.opts
+	switch {
+	case s.chance(o.CrashRate):
+		return s.crash(s.randomNode())
+	case s.chance(o.PartitionRate):
+		s.partition()
+		return nil
+	case s.chance(o.ProposeRate):
+		return s.propose(s.randomNode())
+	case s.chance(o.ReadRate):
+		return s.read(s.randomNode())
+	case s.chance(o.CompactRate):
+		return s.compact(s.randomNode())
+	case s.chance(o.TransferRate):
+		return s.transfer()
+	}
+	switch s.rng.IntN(3) {
+	case 0:
+		sn := s.randomNode()
+		if !sn.up {
+			return s.restart(sn)
+		}
+		s.logf("tick %d", sn.id)
+		if err := s.wrap(sn, sn.n.Tick()); err != nil {
+			return err
+		}
+		return s.observe(sn)
+	case 1:
+		return s.process(s.randomNode(), true)
+	default:
+		return s.deliverSome()
+	}
+}
+
+func (s *Sim) wrap(sn *simNode, err error) error {
+	if err != nil {
+		return fmt.Errorf("node %d: %w", sn.id, err)
+	}
+	return nil
+}
+
+func (s *Sim) restart(sn *simNode) error {
+	s.logf("restart %d", sn.id)
+	return s.start(sn)
+}
+
+// crash stops a node; everything not saved to its log is lost. It may
+// crash mid-Ready: after sending Messages but before persisting.
+func (s *Sim) crash(sn *simNode) error {
+	if !sn.up {
+		return nil
+	}
+	s.res.Crashes++
+	if sn.n.HasReady() && s.chance(0.5) {
+		rd, err := sn.n.Ready()
+		if err != nil {
+			return s.wrap(sn, err)
+		}
+		// Leaders may send appends before their own write (§10.2.1);
+		// crash right after, losing the write.
+		s.sendAll(rd.Messages)
+		s.logf("crash %d mid-Ready (sent %d, lost %d entries)", sn.id, len(rd.Messages), len(rd.Entries))
+	} else {
+		s.logf("crash %d", sn.id)
+	}
+	sn.up, sn.n, sn.applied = false, nil, nil
+	return nil
+}
+
+func (s *Sim) partition() {
+	s.res.Partitions++
+	s.cut = map[[2]uint64]bool{}
+	ids := s.opts.nodeIDs()
+	switch s.rng.IntN(4) {
+	case 0:
+		s.logf("heal partitions")
+	case 1: // split into two groups
+		s.rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+		k := 1 + s.rng.IntN(len(ids)-1+boolInt(len(ids) == 1))
+		a, b := ids[:min(k, len(ids))], ids[min(k, len(ids)):]
+		for _, x := range a {
+			for _, y := range b {
+				s.cut[[2]uint64{x, y}], s.cut[[2]uint64{y, x}] = true, true
+			}
+		}
+		s.logf("partition %v | %v", a, b)
+	case 2: // isolate one node
+		x := ids[s.rng.IntN(len(ids))]
+		for _, y := range ids {
+			if y != x {
+				s.cut[[2]uint64{x, y}], s.cut[[2]uint64{y, x}] = true, true
+			}
+		}
+		s.logf("isolate %d", x)
+	default: // asymmetric: some one-way links lost
+		for _, x := range ids {
+			for _, y := range ids {
+				if x != y && s.chance(0.3) {
+					s.cut[[2]uint64{x, y}] = true
+				}
+			}
+		}
+		s.logf("asymmetric cuts %v", keys(s.cut))
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func keys(m map[[2]uint64]bool) [][2]uint64 {
+	var out [][2]uint64
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b [2]uint64) int {
+		if a[0] != b[0] {
+			return int(a[0]) - int(b[0])
+		}
+		return int(a[1]) - int(b[1])
+	})
+	return out
+}
+
+func (s *Sim) maxCommit() uint64 {
+	var c uint64
+	for _, sn := range s.nodes {
+		if sn.up {
+			c = max(c, sn.n.Status().Commit)
+		}
+	}
+	return max(c, s.maxApplied)
+}
+
+func (s *Sim) propose(sn *simNode) error {
+	if !sn.up {
+		return nil
+	}
+	s.nextPropID++
+	data := fmt.Sprintf("s%d-p%d", s.opts.Seed, s.nextPropID)
+	err := sn.n.Propose([]byte(data))
+	s.logf("propose %d %q: %v", sn.id, data, err)
+	if err == nil {
+		s.res.Proposed++
+		return nil
+	}
+	var nl *core.NotLeaderError
+	if errors.Is(err, core.ErrNoLeader) || errors.As(err, &nl) || errors.Is(err, core.ErrTransferInProgress) ||
+		errors.Is(err, core.ErrTooManyUncommitted) {
+		return nil
+	}
+	return s.wrap(sn, err)
+}
+
+func (s *Sim) read(sn *simNode) error {
+	if !sn.up {
+		return nil
+	}
+	s.nextReadID++
+	id := s.nextReadID
+	need := s.maxCommit()
+	err := sn.n.ReadIndex(id)
+	s.logf("read %d id=%d need>=%d: %v", sn.id, id, need, err)
+	if err == nil {
+		sn.pendingReads[id] = need
+		return nil
+	}
+	if errors.Is(err, core.ErrNoLeader) || errors.Is(err, core.ErrTooManyPendingReads) {
+		return nil
+	}
+	return s.wrap(sn, err)
+}
+
+// compact takes a local snapshot at the applied index and discards most of
+// the log below it, keeping a margin, as the compaction policy does.
+func (s *Sim) compact(sn *simNode) error {
+	if !sn.up {
+		return nil
+	}
+	st := sn.n.Status()
+	idx := st.Applied
+	first, _ := sn.log.FirstIndex()
+	if idx < first+5 {
+		return nil
+	}
+	term, err := sn.log.Term(idx)
+	if err != nil {
+		return nil // not yet durable locally
+	}
+	meta := core.SnapshotMeta{Index: idx, Term: term, Membership: core.Membership{Voters: s.voters()}}
+	sn.log.SetSnapshot(meta)
+	s.snapHistory[sn.id] = meta
+	keep := uint64(s.rng.IntN(10))
+	if err := sn.log.Compact(idx - min(keep, idx-first)); err != nil {
+		return s.wrap(sn, err)
+	}
+	s.logf("compact %d to %d (snapshot %d/%d)", sn.id, idx-min(keep, idx-first), term, idx)
+	return nil
+}
+
+func (s *Sim) transfer() error {
+	for _, sn := range s.nodes {
+		if sn.up && sn.n.Status().Role == core.RoleLeader {
+			to := uint64(1 + s.rng.IntN(len(s.nodes)))
+			err := sn.n.TransferLeadership(to)
+			s.logf("transfer %d -> %d: %v", sn.id, to, err)
+			return nil
+		}
+	}
+	return nil
+}
+
+// sendAll puts messages on the network, applying loss and duplication.
+func (s *Sim) sendAll(msgs []core.Message) {
+	for _, m := range msgs {
+		if s.cut[[2]uint64{m.From, m.To}] || s.chance(s.opts.DropRate) {
+			s.res.Dropped++
+			s.dropped(m)
+			continue
+		}
+		delay := 0
+		if s.opts.MaxDelaySteps > 0 {
+			delay = s.rng.IntN(s.opts.MaxDelaySteps)
+		}
+		s.net = append(s.net, inflight{m: m, deliverAt: s.step + delay})
+		// A stream transport never duplicates a forwarded proposal;
+		// everything else may arrive twice.
+		if m.Type != core.MsgProp && s.chance(s.opts.DupRate) {
+			s.res.Duplicated++
+			s.net = append(s.net, inflight{m: m, deliverAt: s.step + delay + s.rng.IntN(5)})
+		}
+	}
+}
+
+// dropped tells a leader its snapshot message was lost, as a transport
+// reports a failed snapshot stream.
+func (s *Sim) dropped(m core.Message) {
+	if m.Type != core.MsgSnap {
+		return
+	}
+	if from := s.nodes[m.From-1]; from.up {
+		from.n.ReportSnapshot(m.To, errors.New("snapshot stream lost"))
+	}
+}
+
+// deliverSome delivers one message that is due, chosen at random: this is
+// where reordering comes from.
+func (s *Sim) deliverSome() error {
+	var due []int
+	for i, f := range s.net {
+		if f.deliverAt <= s.step {
+			due = append(due, i)
+		}
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	i := due[s.rng.IntN(len(due))]
+	f := s.net[i]
+	s.net = append(s.net[:i], s.net[i+1:]...)
+	return s.deliver(f.m)
+}
+
+func (s *Sim) deliver(m core.Message) error {
+	to := s.nodes[m.To-1]
+	if !to.up || s.cut[[2]uint64{m.From, m.To}] {
+		s.res.Dropped++
+		s.dropped(m)
+		return nil
+	}
+	s.res.Delivered++
+	s.logf("deliver %v", m)
+	if err := to.n.Step(m); err != nil {
+		if errors.Is(err, core.ErrInvalidMessage) {
+			// Duplicated or reordered messages from an old term can be
+			// refused; that must never corrupt state, which the checks
+			// verify. A refusal of a fresh message is a bug.
+			s.logf("  refused: %v", err)
+			return nil
+		}
+		return s.wrap(to, err)
+	}
+	if err := s.observe(to); err != nil {
+		return err
+	}
+	if m.Type == core.MsgSnap {
+		// The snapshot data travels with the message in this simulation;
+		// the sender learns the outcome once the receiver processes it.
+		if err := s.process(to, false); err != nil {
+			return err
+		}
+		if from := s.nodes[m.From-1]; from.up {
+			from.n.ReportSnapshot(m.To, nil)
+		}
+	}
+	return nil
+}
+
+// process runs one node's Ready through the persistence contract and
+// checks the invariants. mayCrash allows a crash between persisting and
+// the messages that depend on it.
+func (s *Sim) process(sn *simNode, mayCrash bool) error {
+	if !sn.up || !sn.n.HasReady() {
+		return nil
+	}
+	rd, err := sn.n.Ready()
+	if err != nil {
+		return s.wrap(sn, err)
+	}
+	s.sendAll(rd.Messages)
+	if rd.Snapshot != nil {
+		if err := sn.log.InstallSnapshot(*rd.Snapshot); err != nil {
+			return s.wrap(sn, err)
+		}
+		sn.applied, sn.appliedIndex = s.snapshotState(rd.Snapshot.Index), rd.Snapshot.Index
+		s.res.Snapshots++
+		s.logf("install snapshot %d at %d/%d", sn.id, rd.Snapshot.Term, rd.Snapshot.Index)
+	}
+	if err := s.checkAndRecordEntries(sn, rd.Entries); err != nil {
+		return err
+	}
+	if err := s.recordCommit(sn, &rd); err != nil {
+		return err
+	}
+	if err := sn.log.Save(rd.HardState, rd.Entries); err != nil {
+		return s.wrap(sn, err)
+	}
+	if mayCrash && s.chance(s.opts.CrashRate) {
+		s.logf("crash %d after persist, before acks", sn.id)
+		s.res.Crashes++
+		sn.up, sn.n, sn.applied = false, nil, nil
+		return nil
+	}
+	s.sendAll(rd.MessagesAfterPersist)
+	if err := s.apply(sn, rd.CommittedEntries); err != nil {
+		return err
+	}
+	if err := s.checkReads(sn, rd.ReadStates); err != nil {
+		return err
+	}
+	if err := sn.n.Advance(rd); err != nil {
+		return s.wrap(sn, err)
+	}
+	return nil
+}
+
+// heal removes every fault and checks liveness: within LivenessTicks a
+// leader exists and a new proposal is applied on every node.
+func (s *Sim) heal() error {
+	s.logf("heal: faults stop")
+	s.cut = map[[2]uint64]bool{}
+	for _, sn := range s.nodes {
+		if !sn.up {
+			if err := s.restart(sn); err != nil {
+				return err
+			}
+		}
+	}
+	probe := fmt.Sprintf("s%d-liveness", s.opts.Seed)
+	proposed := false
+	for tick := 0; tick < s.opts.LivenessTicks; tick++ {
+		s.step++
+		for _, sn := range s.nodes {
+			if err := s.wrap(sn, sn.n.Tick()); err != nil {
+				return err
+			}
+			if err := s.observe(sn); err != nil {
+				return err
+			}
+		}
+		if err := s.drain(); err != nil {
+			return err
+		}
+		if !proposed {
+			for _, sn := range s.nodes {
+				if sn.n.Status().Role == core.RoleLeader {
+					if err := sn.n.Propose([]byte(probe)); err == nil {
+						proposed = true
+						s.logf("liveness: proposed on leader %d at tick %d", sn.id, tick)
+					}
+				}
+			}
+			continue
+		}
+		if s.allApplied(probe) {
+			return nil
+		}
+	}
+	if !proposed {
+		return fmt.Errorf("liveness: no leader accepted a proposal within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
+	}
+	return fmt.Errorf("liveness: proposal not applied on every node within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
+}
+
+// drain processes and delivers (without faults) until quiet.
+func (s *Sim) drain() error {
+	for range 1000 {
+		busy := false
+		for _, sn := range s.nodes {
+			for sn.n.HasReady() {
+				busy = true
+				if err := s.process(sn, false); err != nil {
+					return err
+				}
+			}
+		}
+		if len(s.net) > 0 {
+			busy = true
+			net := s.net
+			s.net = nil
+			for _, f := range net {
+				if err := s.deliver(f.m); err != nil {
+					return err
+				}
+			}
+		}
+		if !busy {
+			return nil
+		}
+	}
+	return errors.New("drain: cluster did not quiesce")
+}
+
+// describe renders every node's state, for failure reports.
+func (s *Sim) describe() string {
+	var b strings.Builder
+	for _, sn := range s.nodes {
+		if !sn.up {
+			fmt.Fprintf(&b, "  node %d down\n", sn.id)
+			continue
+		}
+		st := sn.n.Status()
+		first, _ := sn.log.FirstIndex()
+		_, snap, _ := sn.log.InitialState()
+		fmt.Fprintf(&b, "  node %d %s term=%d lead=%d commit=%d applied=%d last=%d first=%d snap=%d\n",
+			sn.id, st.Role, st.Term, st.Leader, st.Commit, st.Applied, st.LastIndex, first, snap.Index)
+		for _, id := range s.opts.nodeIDs() {
+			if pr, ok := st.Progress[id]; ok {
+				fmt.Fprintf(&b, "    progress %d: %s active=%v probeSent=%v pendingSnap=%d\n",
+					id, pr.String(), pr.RecentActive, pr.ProbeSent, pr.PendingSnapshot)
+			}
+		}
+	}
+	return b.String()
+}
+
+func (s *Sim) allApplied(data string) bool {
+	for _, sn := range s.nodes {
+		found := false
+		for i := len(sn.applied) - 1; i >= 0; i-- {
+			if string(sn.applied[i].Data) == data {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
