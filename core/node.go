@@ -62,8 +62,10 @@ type Node struct {
 
 	prevSoft SoftState
 	prevHard HardState
-	// outstanding is the Ready handed out and not yet advanced.
-	outstanding *readyMark
+	// outstanding: a Ready was handed out and not yet advanced; mark
+	// records what it contained.
+	outstanding bool
+	mark        readyMark
 
 	counters Counters
 	// err latches the first storage failure; the node is unusable after.

@@ -73,7 +73,7 @@ type readyMark struct {
 
 // HasReady reports whether Ready would return a non-empty batch.
 func (n *Node) HasReady() bool {
-	if n.err != nil || n.outstanding != nil {
+	if n.err != nil || n.outstanding {
 		return false
 	}
 	if (n.reads.needRound || n.bcastPending) && n.role == RoleLeader {
@@ -95,7 +95,7 @@ func (n *Node) Ready() (Ready, error) {
 	if n.err != nil {
 		return Ready{}, n.err
 	}
-	if n.outstanding != nil {
+	if n.outstanding {
 		return Ready{}, ErrReadyNotAdvanced
 	}
 	if n.bcastPending {
@@ -112,7 +112,8 @@ func (n *Node) Ready() (Ready, error) {
 	if hs := n.hardState(); hs != n.prevHard {
 		rd.HardState = hs
 	}
-	mark := &readyMark{persistedHard: n.prevHard}
+	n.mark = readyMark{persistedHard: n.prevHard}
+	mark := &n.mark
 	if n.log.pendingSnap != nil && !n.log.snapHandedOut {
 		s := *n.log.pendingSnap
 		s.Membership = s.Membership.Clone()
@@ -140,7 +141,7 @@ func (n *Node) Ready() (Ready, error) {
 	if !rd.HardState.IsZero() {
 		n.prevHard = rd.HardState
 	}
-	n.outstanding = mark
+	n.outstanding = true
 	return rd, nil
 }
 
@@ -151,11 +152,11 @@ func (n *Node) Advance(rd Ready) error {
 	if n.err != nil {
 		return n.err
 	}
-	mark := n.outstanding
-	if mark == nil {
+	if !n.outstanding {
 		return fmt.Errorf("raft: Advance called without an outstanding Ready")
 	}
-	n.outstanding = nil
+	mark := &n.mark
+	n.outstanding = false
 	if mark.snapIndex != 0 {
 		n.log.snapshotStable(mark.snapIndex)
 	}

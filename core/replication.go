@@ -18,11 +18,7 @@ func (n *Node) Propose(data ...[]byte) error {
 	}
 	switch n.role {
 	case RoleLeader:
-		ents := make([]Entry, len(data))
-		for i, d := range data {
-			ents[i] = Entry{Type: EntryNormal, Data: d}
-		}
-		return n.appendProposals(ents)
+		return n.proposeLocal(data)
 	case RoleFollower:
 		if n.lead == None {
 			return ErrNoLeader
@@ -37,21 +33,52 @@ func (n *Node) Propose(data ...[]byte) error {
 	return ErrNoLeader
 }
 
+// proposeLocal is appendProposals for local commands: it builds the
+// entries directly in the unstable log, saving a copy on the hot path.
+func (n *Node) proposeLocal(data [][]byte) error {
+	if n.leadTransferee != None {
+		return ErrTransferInProgress
+	}
+	var size uint64
+	for _, d := range data {
+		size += uint64(len(d)) + entryOverheadBytes
+	}
+	if err := n.checkUncommitted(size); err != nil {
+		return err
+	}
+	last := n.log.lastIndex()
+	for i, d := range data {
+		n.log.append(Entry{Index: last + 1 + uint64(i), Term: n.term, Type: EntryNormal, Data: d})
+	}
+	n.trackUncommitted(last+uint64(len(data)), size)
+	return nil
+}
+
+func (n *Node) checkUncommitted(size uint64) error {
+	if size > n.cfg.MaxUncommittedBytes {
+		return ErrProposalTooLarge
+	}
+	if n.uncommittedBytes+size > n.cfg.MaxUncommittedBytes {
+		return ErrTooManyUncommitted
+	}
+	return nil
+}
+
+func (n *Node) trackUncommitted(last, size uint64) {
+	n.uncommittedBytes += size
+	n.uncommitted = append(n.uncommitted, uncommittedBatch{last: last, bytes: size})
+	n.bcastPending = true
+}
+
 // appendProposals is the leader's proposal path: assign indexes in this
 // term, append, and replicate.
 func (n *Node) appendProposals(ents []Entry) error {
 	if n.leadTransferee != None {
 		return ErrTransferInProgress
 	}
-	var size uint64
-	for i := range ents {
-		size += ents[i].Size()
-	}
-	if size > n.cfg.MaxUncommittedBytes {
-		return ErrProposalTooLarge
-	}
-	if n.uncommittedBytes+size > n.cfg.MaxUncommittedBytes {
-		return ErrTooManyUncommitted
+	size := entriesSize(ents)
+	if err := n.checkUncommitted(size); err != nil {
+		return err
 	}
 	last := n.log.lastIndex()
 	for i := range ents {
@@ -59,9 +86,7 @@ func (n *Node) appendProposals(ents []Entry) error {
 		ents[i].Term = n.term
 	}
 	n.log.append(ents...)
-	n.uncommittedBytes += size
-	n.uncommitted = append(n.uncommitted, uncommittedBatch{last: last + uint64(len(ents)), bytes: size})
-	n.bcastPending = true
+	n.trackUncommitted(last+uint64(len(ents)), size)
 	// A single-voter cluster commits once its own write is durable, in
 	// Advance; nothing more to do here.
 	return nil
