@@ -79,8 +79,11 @@ func (n *Node) becomeLeader() {
 	n.reset(n.term)
 	n.role = RoleLeader
 	n.lead = n.id
+	// Every voter just took part in electing us: count them as heard
+	// from now, so CheckQuorum measures a full timeout from here.
 	for _, pr := range n.progress {
 		pr.RecentActive = true
+		pr.lastHeardTick = n.ticks
 	}
 	// The leader's own progress is always in replicate state: it
 	// "replicates" to itself by persisting.

@@ -241,14 +241,15 @@ func (n *Node) Tick() error {
 func (n *Node) tickLeader() error {
 	n.heartbeatElapsed++
 	n.electionElapsed++
+	n.self.lastHeardTick = n.ticks
+	if n.cfg.CheckQuorum && !n.quorumActive() {
+		// thesis §6.2: a leader that has not heard from a quorum for an
+		// election timeout steps down so clients find the real leader.
+		n.becomeFollower(n.term, None)
+		return nil
+	}
 	if n.electionElapsed >= n.cfg.ElectionTicks {
 		n.electionElapsed = 0
-		if n.cfg.CheckQuorum && !n.quorumActive() {
-			// thesis §6.2: a leader that cannot reach a quorum steps down
-			// so clients find the real leader.
-			n.becomeFollower(n.term, None)
-			return nil
-		}
 		if n.leadTransferee != None {
 			n.abortTransfer()
 		}
@@ -260,22 +261,27 @@ func (n *Node) tickLeader() error {
 	return nil
 }
 
-// quorumActive reports whether a quorum was heard from since the last
-// sweep, and starts a new sweep.
+// quorumActive reports whether a quorum has been heard from within the
+// last election timeout. The quorum arithmetic that finds the commit index
+// finds, over last-heard ticks, the latest tick by which a quorum was
+// heard from.
 func (n *Node) quorumActive() bool {
-	votes := make(map[uint64]bool, len(n.progress))
-	for id, pr := range n.progress {
-		if id == n.id {
-			votes[id] = true
-			continue
-		}
-		if pr.IsLearner {
-			continue
-		}
-		votes[id] = pr.RecentActive
-		pr.RecentActive = false
+	heard := n.voters.CommittedIndex(heardTicks{n})
+	for _, pr := range n.progress {
+		pr.RecentActive = n.ticks-pr.lastHeardTick < uint64(n.cfg.ElectionTicks)
 	}
-	return n.voters.VoteResult(votes) == quorum.VoteWon
+	return n.ticks-heard < uint64(n.cfg.ElectionTicks)
+}
+
+// heardTicks adapts progress to quorum.AckedIndexer over last-heard ticks.
+type heardTicks struct{ n *Node }
+
+func (h heardTicks) AckedIndex(id uint64) (uint64, bool) {
+	pr, ok := h.n.progress[id]
+	if !ok {
+		return 0, false
+	}
+	return pr.lastHeardTick, true
 }
 
 // Step feeds a message from a peer into the node. A malformed message or
@@ -483,6 +489,7 @@ func (n *Node) stepCandidate(m Message) error {
 func (n *Node) stepLeader(m Message) error {
 	pr := n.progress[m.From]
 	pr.RecentActive = true
+	pr.lastHeardTick = n.ticks
 	switch m.Type {
 	case MsgAppResp:
 		return n.handleAppendResp(m, pr)

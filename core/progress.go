@@ -42,9 +42,12 @@ type Progress struct {
 	ProbeSent bool
 	// PendingSnapshot is the index of the snapshot being sent.
 	PendingSnapshot uint64
-	// RecentActive: the follower was heard from since the last
-	// CheckQuorum sweep.
+	// RecentActive: the follower was heard from within the last
+	// election timeout.
 	RecentActive bool
+	// lastHeardTick is the leader tick at which the follower was last
+	// heard from (the leader's own entry is always the current tick).
+	lastHeardTick uint64
 	// IsLearner: the follower receives the log but does not vote.
 	IsLearner bool
 	// sentCommit is the commit index last sent to this follower.

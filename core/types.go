@@ -263,7 +263,10 @@ func (m Message) String() string {
 	if m.Commit != 0 {
 		s += fmt.Sprintf(" commit=%d", m.Commit)
 	}
-	if len(m.Entries) > 0 {
+	switch {
+	case len(m.Entries) > 0 && m.Entries[0].Index == 0:
+		s += fmt.Sprintf(" proposals=%d", len(m.Entries)) // not yet in the log
+	case len(m.Entries) > 0:
 		s += fmt.Sprintf(" entries=%d..%d", m.Entries[0].Index, m.Entries[len(m.Entries)-1].Index)
 	}
 	if m.Reject {
