@@ -1,0 +1,356 @@
+package disk
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/rafty-db/rafty/core"
+)
+
+// Group commit, leader/follower style, with no background goroutine:
+//
+// Save validates and encodes its records into the newest queued batch (or
+// a new one), then waits. Whenever no write is in flight, any waiting Save
+// takes the oldest queued batch and becomes the leader for it: it releases
+// wmu, writes the batch with one pwrite and one fdatasync, publishes the
+// result to readers, and wakes everyone. Saves that arrive while a write is
+// in flight pile into the next batch, so under load each fsync carries
+// everything that accumulated during the previous one; with a single caller
+// every Save is exactly one write and one fdatasync. A Save returns once the
+// batch holding it is durable and visible through the LogReader methods.
+//
+// No goroutine is started, so there is nothing to stop: Close just waits for
+// the queue to drain.
+
+// batch is one future write: a batch header record followed by the records
+// of one or more Saves.
+type batch struct {
+	buf   []byte // batchRecordBytes reserved for the header, then the body
+	count uint32 // records in the body
+	ents  []pendingEntry
+	hs    core.HardState // last hard state saved in this batch
+	hasHS bool
+	mk    *snapshotMarker // InstallSnapshot batches carry only this
+
+	done bool
+	err  error
+}
+
+// pendingEntry locates an entry inside batch.buf until its segment offset
+// is known.
+type pendingEntry struct {
+	index, term uint64
+	typ         core.EntryType
+	recOff      uint32 // record offset within buf
+	dataOff     uint32
+	dataLen     uint32
+}
+
+func newBatch(capHint int) *batch {
+	return &batch{buf: make([]byte, batchRecordBytes, batchRecordBytes+capHint)}
+}
+
+// Save makes hs (unless zero, meaning unchanged) and entries durable; see
+// driver.Storage for the contract. Entries must be contiguous and start
+// after the snapshot index and at or below LastIndex()+1 (counting Saves
+// still queued); writing index i supersedes every stored entry >= i. An
+// entry whose record exceeds MaxRecordBytes, or a Save larger than
+// MaxBatchBytes, fails with ErrTooLarge before anything is written.
+func (s *Store) Save(hs core.HardState, entries []core.Entry) error {
+	size, err := s.checkSave(entries)
+	if err != nil {
+		return err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for s.exclusive && !s.closed {
+		s.wcond.Wait()
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	writeHS := !hs.IsZero() && hs != s.qHS
+	if len(entries) == 0 && !writeHS {
+		return nil // nothing new to make durable
+	}
+	if n := len(entries); n > 0 {
+		first := entries[0].Index
+		if first <= s.qSnapIndex {
+			return fmt.Errorf("disk: Save: entry %d is at or below the snapshot index %d: %w",
+				first, s.qSnapIndex, ErrInvalidArgument)
+		}
+		if first > s.qLast+1 {
+			return fmt.Errorf("disk: Save: entry %d leaves a gap after the last index %d: %w",
+				first, s.qLast, ErrInvalidArgument)
+		}
+	}
+	if writeHS {
+		size += hardStateRecordBytes
+	}
+	if batchRecordBytes+size > s.opts.MaxBatchBytes {
+		return fmt.Errorf("disk: Save: %d entries encode to a %d-byte batch, over Options.MaxBatchBytes %d: %w",
+			len(entries), batchRecordBytes+size, s.opts.MaxBatchBytes, ErrTooLarge)
+	}
+
+	// Join the newest queued batch if it has room, else start one.
+	var b *batch
+	if n := len(s.queue); n > 0 && s.queue[n-1].mk == nil && len(s.queue[n-1].buf)+size <= s.opts.MaxBatchBytes {
+		b = s.queue[n-1]
+	} else {
+		b = newBatch(size)
+		s.queue = append(s.queue, b)
+	}
+	// Hard state first: any prefix of a batch then pairs entries with a
+	// term at least as new as theirs.
+	if writeHS {
+		b.buf = appendHardStateRecord(b.buf, hs)
+		b.count++
+		b.hs, b.hasHS = hs, true
+		s.qHS = hs
+	}
+	for i := range entries {
+		e := &entries[i]
+		recOff := len(b.buf)
+		b.buf = appendEntryRecord(b.buf, e)
+		b.count++
+		b.ents = append(b.ents, pendingEntry{
+			index: e.Index, term: e.Term, typ: e.Type,
+			recOff:  uint32(recOff),
+			dataOff: uint32(len(b.buf) - len(e.Data)),
+			dataLen: uint32(len(e.Data)),
+		})
+	}
+	if n := len(entries); n > 0 {
+		s.qLast = entries[n-1].Index
+	}
+	s.stats.saves.Add(1)
+	if s.testHookEnqueued != nil {
+		s.testHookEnqueued()
+	}
+	return s.waitLocked(b)
+}
+
+// checkSave validates what needs no lock and returns the encoded size of
+// the entry records.
+func (s *Store) checkSave(entries []core.Entry) (int, error) {
+	size := batchRecordBytes
+	for i := range entries {
+		e := &entries[i]
+		if i > 0 && e.Index != entries[i-1].Index+1 {
+			return 0, fmt.Errorf("disk: Save: entries not contiguous: %d follows %d: %w",
+				e.Index, entries[i-1].Index, ErrInvalidArgument)
+		}
+		if n := EntryOverheadBytes + len(e.Data); n > s.opts.MaxRecordBytes {
+			return 0, fmt.Errorf("disk: Save: entry %d record payload is %d bytes, over Options.MaxRecordBytes %d: %w",
+				e.Index, n, s.opts.MaxRecordBytes, ErrTooLarge)
+		}
+		size += entryRecordBytes(e)
+	}
+	return size - batchRecordBytes, nil
+}
+
+func (s *Store) writable() error {
+	if s.closed {
+		return ErrClosed
+	}
+	if s.failed != nil {
+		return s.failed
+	}
+	return nil
+}
+
+// waitLocked waits, holding wmu, until b is durable, leading the writes of
+// queued batches whenever nobody else is.
+func (s *Store) waitLocked(b *batch) error {
+	for !b.done {
+		if !s.flushing && len(s.queue) > 0 {
+			s.flushLocked()
+			continue
+		}
+		s.wcond.Wait()
+	}
+	return b.err
+}
+
+// flushLocked writes the oldest queued batch. Called with wmu held and no
+// write in flight; releases wmu during the I/O and holds it again on return.
+func (s *Store) flushLocked() {
+	b := s.queue[0]
+	s.queue[0] = nil
+	s.queue = s.queue[1:]
+	if s.failed != nil {
+		b.err, b.done = s.failed, true
+		s.wcond.Broadcast()
+		return
+	}
+	s.flushing = true
+	s.wmu.Unlock()
+	err := s.writeBatch(b)
+	s.wmu.Lock()
+	s.flushing = false
+	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrFailed, err)
+		if s.failed == nil {
+			s.failed = err
+		}
+	}
+	b.err, b.done = err, true
+	s.wcond.Broadcast()
+}
+
+// beginExclusive (wmu held) drains the queue and the in-flight write and
+// keeps new Saves out until endExclusive, so the caller may write and
+// change state with wmu held, knowing the queued state equals the durable
+// state.
+func (s *Store) beginExclusive() {
+	for s.exclusive {
+		s.wcond.Wait()
+	}
+	s.exclusive = true
+	for s.flushing || len(s.queue) > 0 {
+		if !s.flushing {
+			s.flushLocked()
+			continue
+		}
+		s.wcond.Wait()
+	}
+}
+
+func (s *Store) endExclusive() {
+	s.exclusive = false
+	s.wcond.Broadcast()
+}
+
+// writeBatch appends b to the WAL and makes it durable, then publishes it.
+// Only the write-token holder calls it.
+func (s *Store) writeBatch(b *batch) error {
+	putBatchRecord(b.buf, batchHeader{
+		seq:     s.nextBatchSeq,
+		bodyLen: uint32(len(b.buf) - batchRecordBytes),
+		count:   b.count,
+	})
+	seg := s.segs[len(s.segs)-1]
+	// base is where b lands; wbuf is what is written at writeOff.
+	f, base, wbuf, writeOff := s.active, seg.size, b.buf, seg.size
+
+	// Rotate when the batch would push a segment holding batches past
+	// SegmentBytes. A batch is never split across segments.
+	var newSeg *segment
+	if seg.size > seg.cpEnd && seg.size+int64(len(b.buf)) > s.opts.SegmentBytes {
+		var err error
+		newSeg, f, wbuf, err = s.createSegment(seg.seq+1, b.buf)
+		if err != nil {
+			return err
+		}
+		base, writeOff = newSeg.cpEnd, 0
+	}
+	err := writeAndSync(f, wbuf, writeOff)
+	if err == nil && newSeg != nil {
+		// The new file's directory entry must be durable too before the
+		// batch counts as durable.
+		if err = syncDir(s.walDir); err == nil {
+			s.stats.dirSyncs.Add(1)
+		}
+	}
+	if err != nil {
+		if newSeg != nil {
+			f.Close()
+		}
+		return err
+	}
+	s.stats.fsyncs.Add(1)
+	s.stats.batches.Add(1)
+	s.stats.bytes.Add(uint64(len(wbuf)))
+	s.nextBatchSeq++
+
+	// Publish.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if newSeg != nil {
+		s.st.locs.seal(seg.seq)
+		old := s.active
+		s.segs = append(s.segs, newSeg)
+		s.active = f
+		seg = newSeg
+		if err := old.Close(); err != nil {
+			s.logger.Warn("disk: closing sealed segment", "file", old.Name(), "err", err)
+		}
+	}
+	seg.size = base + int64(len(b.buf))
+	return s.applyBatch(b, seg.seq, base)
+}
+
+// writeAndSync writes buf at off with one pwrite and makes it durable
+// with one fdatasync.
+func writeAndSync(f *os.File, buf []byte, off int64) error {
+	if _, err := f.WriteAt(buf, off); err != nil {
+		return fmt.Errorf("disk: write WAL: %w", err)
+	}
+	return fdatasync(f)
+}
+
+// applyBatch applies a durable batch to the index and the cache (mu held).
+func (s *Store) applyBatch(b *batch, seq uint64, base int64) error {
+	if b.hasHS {
+		s.st.hs = b.hs
+	}
+	if b.mk != nil {
+		if err := s.st.applySnapshot(*b.mk); err != nil {
+			return fmt.Errorf("disk: apply snapshot marker (bug): %w", err)
+		}
+		if b.mk.keep {
+			s.cache.trimBefore(b.mk.meta.Index + 1)
+		} else {
+			s.cache.reset()
+		}
+	}
+	if len(b.ents) == 0 {
+		return nil
+	}
+	var cached []core.Entry
+	if s.cache.max > 0 {
+		cached = make([]core.Entry, len(b.ents))
+	}
+	for k := range b.ents {
+		pe := &b.ents[k]
+		if err := s.st.applyEntry(pe.index, pe.term, seq, uint32(base)+pe.recOff); err != nil {
+			return fmt.Errorf("disk: apply entry (bug): %w", err)
+		}
+		if cached != nil {
+			var data []byte
+			if pe.dataLen > 0 {
+				end := pe.dataOff + pe.dataLen
+				// Full slice expression: an append by a reader cannot
+				// spill into the next record.
+				data = b.buf[pe.dataOff:end:end]
+			}
+			cached[k] = core.Entry{Index: pe.index, Term: pe.term, Type: pe.typ, Data: data}
+		}
+	}
+	s.cache.append(cached)
+	return nil
+}
+
+// createSegment creates segment seq and returns it with the bytes to write
+// at its start: its checkpoint (the state after every earlier record)
+// followed by first. Only the write-token holder calls it.
+func (s *Store) createSegment(seq uint64, first []byte) (*segment, *os.File, []byte, error) {
+	cp := checkpoint{
+		segSeq:       seq,
+		nextBatchSeq: s.nextBatchSeq,
+		last:         s.st.last,
+		hs:           s.st.hs,
+		snap:         s.st.snap,
+	}
+	buf := make([]byte, 0, checkpointRecordBytes(&cp)+len(first))
+	buf = appendCheckpointRecord(buf, &cp)
+	cpEnd := int64(len(buf))
+	buf = append(buf, first...)
+	path := filepath.Join(s.walDir, segmentName(seq))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("disk: create segment: %w", err)
+	}
+	return &segment{seq: seq, path: path, cpEnd: cpEnd, size: cpEnd}, f, buf, nil
+}

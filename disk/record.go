@@ -1,0 +1,384 @@
+package disk
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/rafty-db/rafty/core"
+)
+
+// Record framing (see doc.go for the whole format):
+//
+//	offset 0  uint32  CRC-32C (Castagnoli) of bytes [4, 9+length)
+//	offset 4  uint32  length of the payload
+//	offset 8  uint8   record type
+//	offset 9  payload (length bytes)
+//
+// All integers are little endian. The CRC covers the length and the type,
+// so a flipped bit anywhere in a record is detected.
+const recordHeaderSize = 9
+
+// recordType says how to decode a payload. Zero is invalid so that a
+// zero-filled region never decodes as a record.
+type recordType uint8
+
+const (
+	recInvalid    recordType = iota
+	recCheckpoint            // first record of every segment: the state so far
+	recBatch                 // opens a group-commit batch: seq, body length, count
+	recEntry                 // one log entry
+	recHardState             // term, vote, commit
+	recSnapshot              // InstallSnapshot marker
+	recTypeEnd
+)
+
+func (t recordType) String() string {
+	switch t {
+	case recCheckpoint:
+		return "checkpoint"
+	case recBatch:
+		return "batch"
+	case recEntry:
+		return "entry"
+	case recHardState:
+		return "hardstate"
+	case recSnapshot:
+		return "snapshot"
+	}
+	return fmt.Sprintf("recordType(%d)", uint8(t))
+}
+
+// Fixed payload sizes.
+const (
+	batchPayloadSize     = 16 // seq u64, body length u32, record count u32
+	batchRecordBytes     = recordHeaderSize + batchPayloadSize
+	hardStatePayloadSize = 24 // term, vote, commit
+	hardStateRecordBytes = recordHeaderSize + hardStatePayloadSize
+
+	// EntryOverheadBytes is the part of an entry record's payload that is
+	// not Data: index u64, term u64, type u8. An entry fits when
+	// EntryOverheadBytes+len(Data) <= Options.MaxRecordBytes.
+	EntryOverheadBytes = 17
+
+	checkpointVersion = 1
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Decoding failures of the framing. Which of them means "torn tail" and
+// which "corruption" is decided by the caller from where they happen.
+var (
+	errRecTruncated = errors.New("record extends past the end of the data")
+	errRecTooLong   = errors.New("record length exceeds Options.MaxRecordBytes")
+	errRecChecksum  = errors.New("record CRC-32C mismatch")
+	errRecType      = errors.New("unknown record type")
+)
+
+// beginRecord reserves a header at the end of buf; endRecord fills it once
+// the payload has been appended. Encoding in place avoids a copy per record.
+func beginRecord(buf []byte) ([]byte, int) {
+	start := len(buf)
+	return append(buf, make([]byte, recordHeaderSize)...), start
+}
+
+func endRecord(buf []byte, start int, typ recordType) []byte {
+	h := buf[start:]
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(buf)-start-recordHeaderSize))
+	h[8] = byte(typ)
+	binary.LittleEndian.PutUint32(h[0:], crc32.Checksum(h[4:], crcTable))
+	return buf
+}
+
+// decodeRecord decodes the record at the start of buf. maxPayload bounds the
+// length field before anything is trusted. It returns the payload (aliasing
+// buf) and the record's total size. It never panics on any input.
+func decodeRecord(buf []byte, maxPayload int) (recordType, []byte, int, error) {
+	if len(buf) < recordHeaderSize {
+		return recInvalid, nil, 0, errRecTruncated
+	}
+	n := binary.LittleEndian.Uint32(buf[4:])
+	if uint64(n) > uint64(max(maxPayload, 0)) {
+		return recInvalid, nil, 0, fmt.Errorf("%w: length %d > %d", errRecTooLong, n, maxPayload)
+	}
+	end := recordHeaderSize + int(n)
+	if end > len(buf) {
+		return recInvalid, nil, 0, errRecTruncated
+	}
+	if err := checkRecord(buf[:recordHeaderSize], buf[recordHeaderSize:end]); err != nil {
+		return recInvalid, nil, 0, err
+	}
+	return recordType(buf[8]), buf[recordHeaderSize:end], end, nil
+}
+
+// checkRecord verifies the CRC and the type of a record whose header and
+// payload were read separately.
+func checkRecord(hdr, payload []byte) error {
+	want := binary.LittleEndian.Uint32(hdr[0:])
+	crc := crc32.Update(crc32.Checksum(hdr[4:recordHeaderSize], crcTable), crcTable, payload)
+	if crc != want {
+		return fmt.Errorf("%w: stored %#08x, computed %#08x", errRecChecksum, want, crc)
+	}
+	if t := recordType(hdr[8]); t == recInvalid || t >= recTypeEnd {
+		return fmt.Errorf("%w %d", errRecType, hdr[8])
+	}
+	return nil
+}
+
+// errPayload reports a record whose CRC is valid but whose payload does not
+// decode: never a torn write, always damage or a bug.
+func errPayload(t recordType, format string, args ...any) error {
+	return fmt.Errorf("malformed %s payload: %s", t, fmt.Sprintf(format, args...))
+}
+
+// --- entry ---------------------------------------------------------------
+
+func appendEntryRecord(buf []byte, e *core.Entry) []byte {
+	buf, start := beginRecord(buf)
+	buf = binary.LittleEndian.AppendUint64(buf, e.Index)
+	buf = binary.LittleEndian.AppendUint64(buf, e.Term)
+	buf = append(buf, byte(e.Type))
+	buf = append(buf, e.Data...)
+	return endRecord(buf, start, recEntry)
+}
+
+// entryRecordBytes is the framed size of e's record.
+func entryRecordBytes(e *core.Entry) int {
+	return recordHeaderSize + EntryOverheadBytes + len(e.Data)
+}
+
+// decodeEntry returns the entry in p; Data aliases p.
+func decodeEntry(p []byte) (core.Entry, error) {
+	if len(p) < EntryOverheadBytes {
+		return core.Entry{}, errPayload(recEntry, "%d bytes, need at least %d", len(p), EntryOverheadBytes)
+	}
+	e := core.Entry{
+		Index: binary.LittleEndian.Uint64(p[0:]),
+		Term:  binary.LittleEndian.Uint64(p[8:]),
+		Type:  core.EntryType(p[16]),
+	}
+	if len(p) > EntryOverheadBytes {
+		e.Data = p[EntryOverheadBytes:]
+	}
+	return e, nil
+}
+
+// --- hard state ------------------------------------------------------------
+
+func appendHardStateRecord(buf []byte, hs core.HardState) []byte {
+	buf, start := beginRecord(buf)
+	buf = appendHardState(buf, hs)
+	return endRecord(buf, start, recHardState)
+}
+
+func appendHardState(buf []byte, hs core.HardState) []byte {
+	buf = binary.LittleEndian.AppendUint64(buf, hs.Term)
+	buf = binary.LittleEndian.AppendUint64(buf, hs.Vote)
+	return binary.LittleEndian.AppendUint64(buf, hs.Commit)
+}
+
+func decodeHardState(p []byte) (core.HardState, error) {
+	if len(p) != hardStatePayloadSize {
+		return core.HardState{}, errPayload(recHardState, "%d bytes, want %d", len(p), hardStatePayloadSize)
+	}
+	return core.HardState{
+		Term:   binary.LittleEndian.Uint64(p[0:]),
+		Vote:   binary.LittleEndian.Uint64(p[8:]),
+		Commit: binary.LittleEndian.Uint64(p[16:]),
+	}, nil
+}
+
+// --- batch header ------------------------------------------------------------
+
+// batchHeader opens a group-commit batch: the body that follows is exactly
+// bodyLen bytes holding count records. Seq increases by one per batch across
+// the whole WAL, which lets recovery tell a torn final batch from damage.
+type batchHeader struct {
+	seq     uint64
+	bodyLen uint32
+	count   uint32
+}
+
+// putBatchRecord writes a complete batch record into dst (batchRecordBytes).
+func putBatchRecord(dst []byte, h batchHeader) {
+	p := dst[recordHeaderSize:batchRecordBytes]
+	binary.LittleEndian.PutUint64(p[0:], h.seq)
+	binary.LittleEndian.PutUint32(p[8:], h.bodyLen)
+	binary.LittleEndian.PutUint32(p[12:], h.count)
+	binary.LittleEndian.PutUint32(dst[4:], batchPayloadSize)
+	dst[8] = byte(recBatch)
+	binary.LittleEndian.PutUint32(dst[0:], crc32.Checksum(dst[4:batchRecordBytes], crcTable))
+}
+
+func decodeBatch(p []byte) (batchHeader, error) {
+	if len(p) != batchPayloadSize {
+		return batchHeader{}, errPayload(recBatch, "%d bytes, want %d", len(p), batchPayloadSize)
+	}
+	return batchHeader{
+		seq:     binary.LittleEndian.Uint64(p[0:]),
+		bodyLen: binary.LittleEndian.Uint32(p[8:]),
+		count:   binary.LittleEndian.Uint32(p[12:]),
+	}, nil
+}
+
+// --- membership and snapshot metadata --------------------------------------
+
+// appendMembership encodes the three ID lists, each as count u32 then IDs.
+func appendMembership(buf []byte, m core.Membership) []byte {
+	for _, ids := range [][]uint64{m.Voters, m.OutgoingVoters, m.Learners} {
+		buf = binary.LittleEndian.AppendUint32(buf, uint32(len(ids)))
+		for _, id := range ids {
+			buf = binary.LittleEndian.AppendUint64(buf, id)
+		}
+	}
+	return buf
+}
+
+func membershipBytes(m core.Membership) int {
+	return 12 + 8*(len(m.Voters)+len(m.OutgoingVoters)+len(m.Learners))
+}
+
+// decodeMembership decodes what appendMembership wrote and returns the rest.
+// Counts are checked against the bytes present before any allocation.
+func decodeMembership(p []byte) (core.Membership, []byte, error) {
+	var lists [3][]uint64
+	for k := range lists {
+		if len(p) < 4 {
+			return core.Membership{}, nil, fmt.Errorf("membership list %d: truncated count", k)
+		}
+		n := binary.LittleEndian.Uint32(p)
+		p = p[4:]
+		if uint64(n) > uint64(len(p)/8) {
+			return core.Membership{}, nil, fmt.Errorf("membership list %d: count %d exceeds the %d bytes left", k, n, len(p))
+		}
+		if n > 0 {
+			ids := make([]uint64, n)
+			for i := range ids {
+				ids[i] = binary.LittleEndian.Uint64(p[8*i:])
+			}
+			lists[k] = ids
+		}
+		p = p[8*int(n):]
+	}
+	return core.Membership{Voters: lists[0], OutgoingVoters: lists[1], Learners: lists[2]}, p, nil
+}
+
+func appendSnapshotMeta(buf []byte, meta core.SnapshotMeta) []byte {
+	buf = binary.LittleEndian.AppendUint64(buf, meta.Index)
+	buf = binary.LittleEndian.AppendUint64(buf, meta.Term)
+	return appendMembership(buf, meta.Membership)
+}
+
+func snapshotMetaBytes(meta core.SnapshotMeta) int { return 16 + membershipBytes(meta.Membership) }
+
+func decodeSnapshotMeta(p []byte) (core.SnapshotMeta, []byte, error) {
+	if len(p) < 16 {
+		return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: %d bytes, need at least 16", len(p))
+	}
+	meta := core.SnapshotMeta{
+		Index: binary.LittleEndian.Uint64(p[0:]),
+		Term:  binary.LittleEndian.Uint64(p[8:]),
+	}
+	m, rest, err := decodeMembership(p[16:])
+	if err != nil {
+		return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: %w", err)
+	}
+	meta.Membership = m
+	return meta, rest, nil
+}
+
+// --- snapshot marker ---------------------------------------------------------
+
+// snapshotMarker records InstallSnapshot. Keep says whether the entries after
+// Meta.Index survived (the log held Meta.Index with Meta.Term, Raft §7) or
+// the whole log was discarded; storing the decision keeps replay exact even
+// when the entry it was based on is no longer on disk.
+type snapshotMarker struct {
+	meta core.SnapshotMeta
+	keep bool
+}
+
+func snapshotRecordBytes(meta core.SnapshotMeta) int {
+	return recordHeaderSize + 1 + snapshotMetaBytes(meta)
+}
+
+func appendSnapshotRecord(buf []byte, mk snapshotMarker) []byte {
+	buf, start := beginRecord(buf)
+	keep := byte(0)
+	if mk.keep {
+		keep = 1
+	}
+	buf = append(buf, keep)
+	buf = appendSnapshotMeta(buf, mk.meta)
+	return endRecord(buf, start, recSnapshot)
+}
+
+func decodeSnapshotMarker(p []byte) (snapshotMarker, error) {
+	if len(p) < 1 || p[0] > 1 {
+		return snapshotMarker{}, errPayload(recSnapshot, "bad keep flag")
+	}
+	meta, rest, err := decodeSnapshotMeta(p[1:])
+	if err != nil {
+		return snapshotMarker{}, errPayload(recSnapshot, "%v", err)
+	}
+	if len(rest) != 0 {
+		return snapshotMarker{}, errPayload(recSnapshot, "%d trailing bytes", len(rest))
+	}
+	return snapshotMarker{meta: meta, keep: p[0] == 1}, nil
+}
+
+// --- segment checkpoint ------------------------------------------------------
+
+// checkpoint is the first record of every segment: the durable state after
+// every record of the earlier segments. It makes a segment self-describing,
+// so Compact can delete older segments without losing the hard state or the
+// snapshot marker they held.
+type checkpoint struct {
+	segSeq       uint64 // sequence number of the segment it opens
+	nextBatchSeq uint64 // seq of the first batch in this segment
+	last         uint64 // last log index when the segment was created
+	hs           core.HardState
+	snap         core.SnapshotMeta
+}
+
+func checkpointRecordBytes(cp *checkpoint) int {
+	return recordHeaderSize + 4 + 24 + hardStatePayloadSize + snapshotMetaBytes(cp.snap)
+}
+
+func appendCheckpointRecord(buf []byte, cp *checkpoint) []byte {
+	buf, start := beginRecord(buf)
+	buf = binary.LittleEndian.AppendUint32(buf, checkpointVersion)
+	buf = binary.LittleEndian.AppendUint64(buf, cp.segSeq)
+	buf = binary.LittleEndian.AppendUint64(buf, cp.nextBatchSeq)
+	buf = binary.LittleEndian.AppendUint64(buf, cp.last)
+	buf = appendHardState(buf, cp.hs)
+	buf = appendSnapshotMeta(buf, cp.snap)
+	return endRecord(buf, start, recCheckpoint)
+}
+
+func decodeCheckpoint(p []byte) (checkpoint, error) {
+	const fixed = 4 + 24 + hardStatePayloadSize
+	if len(p) < fixed {
+		return checkpoint{}, errPayload(recCheckpoint, "%d bytes, need at least %d", len(p), fixed)
+	}
+	if v := binary.LittleEndian.Uint32(p); v != checkpointVersion {
+		return checkpoint{}, errPayload(recCheckpoint, "format version %d, this build reads %d", v, checkpointVersion)
+	}
+	cp := checkpoint{
+		segSeq:       binary.LittleEndian.Uint64(p[4:]),
+		nextBatchSeq: binary.LittleEndian.Uint64(p[12:]),
+		last:         binary.LittleEndian.Uint64(p[20:]),
+	}
+	hs, _ := decodeHardState(p[28:fixed])
+	cp.hs = hs
+	meta, rest, err := decodeSnapshotMeta(p[fixed:])
+	if err != nil {
+		return checkpoint{}, errPayload(recCheckpoint, "%v", err)
+	}
+	if len(rest) != 0 {
+		return checkpoint{}, errPayload(recCheckpoint, "%d trailing bytes", len(rest))
+	}
+	cp.snap = meta
+	return cp, nil
+}
