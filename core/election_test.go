@@ -392,3 +392,46 @@ func hasVoteRequest(t *testing.T, n *core.Node) bool {
 	}
 	return false
 }
+
+// TestRestartedNodeKeepsLeaderLease: a node restarted from persisted state
+// may have acknowledged a leader just before the crash, and that leader may
+// serve lease reads on the strength of it. So for one election timeout the
+// restarted node ignores vote requests, as a follower hearing a live leader
+// would (thesis §4.2.3). Found by the driver's lease-read scenario
+// (driver/corebug_test.go).
+func TestRestartedNodeKeepsLeaderLease(t *testing.T) {
+	s := newSolo(t, core.HardState{Term: 3}, entriesWithTerms(1, 3), func(cfg *core.Config) { cfg.CheckQuorum = true })
+	vote := core.Message{Type: core.MsgPreVote, From: 2, Term: 4, Index: 2, LogTerm: 3}
+	if err := s.step(vote); err != nil {
+		t.Fatal(err)
+	}
+	if out := s.flush(); len(out) != 0 {
+		t.Fatalf("restarted node answered a pre-vote inside the lease window: %v", out)
+	}
+	for range 10 { // one election timeout (ElectionTicks 10)
+		if err := s.n.Tick(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.flush()
+	if err := s.step(vote); err != nil {
+		t.Fatal(err)
+	}
+	granted := false
+	for _, m := range s.flush() {
+		if m.Type == core.MsgPreVoteResp && m.To == 2 && !m.Reject {
+			granted = true
+		}
+	}
+	if !granted {
+		t.Fatal("pre-vote refused after the restart lease expired")
+	}
+	// A brand-new node has acknowledged nobody: no lease to keep.
+	fresh := newSolo(t, core.HardState{}, nil, func(cfg *core.Config) { cfg.CheckQuorum = true })
+	if err := fresh.step(core.Message{Type: core.MsgPreVote, From: 2, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if out := fresh.flush(); len(out) != 1 || out[0].Reject {
+		t.Fatalf("fresh node refused a pre-vote: %v", out)
+	}
+}

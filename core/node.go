@@ -38,6 +38,11 @@ type Node struct {
 	// ticks is a monotonic tick counter: the core's only notion of time.
 	ticks                     uint64
 	electionElapsed           int
+	// restartLease: this node restarted from persisted state and may have
+	// acknowledged a leader just before, which that leader may still count
+	// toward its read lease. It cannot know, so it refuses votes for one
+	// election timeout, as if it still heard that leader (thesis §4.2.3).
+	restartLease bool
 	heartbeatElapsed          int
 	randomizedElectionTimeout int
 
@@ -135,6 +140,7 @@ func New(cfg Config, log LogReader) (*Node, error) {
 	n.setMembership(membership)
 	n.prevHard = HardState{Term: n.term, Vote: n.vote, Commit: rl.committed}
 	n.becomeFollower(n.term, None)
+	n.restartLease = !hs.IsZero() || rl.lastIndex() > 0
 	n.prevSoft = n.softState()
 	return n, nil
 }
@@ -231,6 +237,9 @@ func (n *Node) Tick() error {
 		return n.tickLeader()
 	}
 	n.electionElapsed++
+	if n.electionElapsed >= n.cfg.ElectionTicks {
+		n.restartLease = false
+	}
 	if n.promotable() && n.electionElapsed >= n.randomizedElectionTimeout {
 		n.electionElapsed = 0
 		return n.campaign(campaignPreElection)
@@ -379,7 +388,8 @@ func (n *Node) stepTerm(m Message) error {
 		if m.Type == MsgVote || m.Type == MsgPreVote {
 			// thesis §4.2.3: while a live leader is heard from, ignore
 			// vote requests, unless the leader itself asked (transfer).
-			inLease := n.cfg.CheckQuorum && n.lead != None && n.electionElapsed < n.cfg.ElectionTicks
+			inLease := n.cfg.CheckQuorum && (n.lead != None || n.restartLease) &&
+				n.electionElapsed < n.cfg.ElectionTicks
 			if inLease && m.Context != campaignTransfer {
 				n.counters.IgnoredVotes++
 				return nil
