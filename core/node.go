@@ -36,13 +36,13 @@ type Node struct {
 	votes map[uint64]bool
 
 	// ticks is a monotonic tick counter: the core's only notion of time.
-	ticks                     uint64
-	electionElapsed           int
+	ticks           uint64
+	electionElapsed int
 	// restartLease: this node restarted from persisted state and may have
 	// acknowledged a leader just before, which that leader may still count
 	// toward its read lease. It cannot know, so it refuses votes for one
 	// election timeout, as if it still heard that leader (thesis §4.2.3).
-	restartLease bool
+	restartLease              bool
 	heartbeatElapsed          int
 	randomizedElectionTimeout int
 
