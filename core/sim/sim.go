@@ -54,6 +54,10 @@ type Options struct {
 	// LivenessTicks bounds the ticks after healing within which a leader
 	// must be elected and a proposal committed.
 	LivenessTicks int
+	// LeaseReads runs every node with ReadLease. Leases assume clocks
+	// advance at the same rate, so ticks then advance every live node
+	// together (lockstep) instead of one random node at a time.
+	LeaseReads bool
 	// Tweak adjusts every node's core.Config.
 	Tweak func(*core.Config)
 	// TraceLen is how many recent events a failure report includes.
@@ -67,6 +71,7 @@ func DefaultOptions(seed uint64) Options {
 		DropRate: 0.05, DupRate: 0.03, PartitionRate: 0.004, CrashRate: 0.003,
 		ProposeRate: 0.08, ReadRate: 0.03, CompactRate: 0.005, TransferRate: 0.002,
 		MaxDelaySteps: 30, LivenessTicks: 400, TraceLen: 80,
+		LeaseReads: seed%4 == 3,
 	}
 }
 
@@ -168,6 +173,10 @@ func (s *Sim) config(id uint64) core.Config {
 	cfg.MaxInflightBytes = 64 << 10
 	cfg.MaxCommittedBytesPerReady = 8 << 10
 	cfg.RandomSeed = s.opts.Seed*1000003 + id + uint64(s.step)
+	if s.opts.LeaseReads {
+		cfg.ReadMode = core.ReadLease
+		cfg.MaxClockDriftTicks = 1
+	}
 	if s.opts.Tweak != nil {
 		s.opts.Tweak(&cfg)
 	}
@@ -280,6 +289,9 @@ func (s *Sim) randomStep() error {
 		if !sn.up {
 			return s.restart(sn)
 		}
+		if s.opts.LeaseReads {
+			return s.tickAll()
+		}
 		s.logf("tick %d", sn.id)
 		if err := s.wrap(sn, sn.n.Tick()); err != nil {
 			return err
@@ -290,6 +302,23 @@ func (s *Sim) randomStep() error {
 	default:
 		return s.deliverSome()
 	}
+}
+
+// tickAll advances every live node's clock by one tick.
+func (s *Sim) tickAll() error {
+	s.logf("tick all")
+	for _, sn := range s.nodes {
+		if !sn.up {
+			continue
+		}
+		if err := s.wrap(sn, sn.n.Tick()); err != nil {
+			return err
+		}
+		if err := s.observe(sn); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Sim) wrap(sn *simNode, err error) error {
