@@ -1,0 +1,182 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rafty-db/rafty/core"
+	pb "github.com/rafty-db/rafty/transport/transportpb"
+)
+
+// server implements the Raft gRPC service: the receiving side.
+type server struct {
+	pb.UnimplementedRaftServer
+	t *GRPC
+}
+
+// errSenderDone marks a message stream the sender closed cleanly.
+var errSenderDone = errors.New("sender closed the stream")
+
+// Stream receives one peer's batches. The receive loop runs in its own
+// goroutine so that Close can end the RPC at once even while the loop is
+// blocked in RecvMsg (gRPC offers no other way to interrupt a server
+// stream); returning from here ends the stream, which then unblocks the
+// loop.
+func (s *server) Stream(ss pb.Raft_StreamServer) error {
+	t := s.t
+	done := make(chan error, 1)
+	t.wg.Go(func() { done <- t.receiveBatches(ss) })
+	select {
+	case err := <-done:
+		if errors.Is(err, errSenderDone) {
+			return ss.SendAndClose(&pb.StreamResponse{})
+		}
+		return err
+	case <-t.ctx.Done():
+		return status.Errorf(codes.Unavailable, "transport: node %d is shutting down", t.cfg.NodeID)
+	}
+}
+
+// Snapshot receives one snapshot transfer; see snapshot.go.
+func (s *server) Snapshot(ss pb.Raft_SnapshotServer) error {
+	return s.t.receiveSnapshot(ss)
+}
+
+// receiveBatches is the receive loop of one message stream. It returns
+// the status that ends the stream.
+func (t *GRPC) receiveBatches(ss pb.Raft_StreamServer) error {
+	ctx := ss.Context()
+	var sender uint64 // fixed by the first batch
+	var gen uint64    // this stream's delivery generation, see senderOrder
+	for {
+		// A fresh buffer per batch: entry data handed to the handler
+		// aliases it, and the handler may keep it.
+		f := rawFrame{}
+		if err := ss.RecvMsg(&f); err != nil {
+			if errors.Is(err, io.EOF) {
+				return errSenderDone
+			}
+			return err
+		}
+		sc, err := scanBatch(f.b)
+		if err != nil {
+			return t.reject(RejectMalformed, codes.InvalidArgument,
+				"transport: node %d received a malformed batch (stream sender %d): %v", t.cfg.NodeID, sender, err)
+		}
+		if err := t.checkHeader(sc.batchHeader, sender); err != nil {
+			return err
+		}
+		if sender == 0 {
+			sender = sc.from
+		}
+		b := sc.decode()
+		p := t.peer(sender)
+		if p == nil {
+			// checkHeader found it a moment ago; it was just removed.
+			return t.reject(RejectUnknownSender, codes.PermissionDenied,
+				"transport: node %d no longer knows sender node %d", t.cfg.NodeID, sender)
+		}
+		for i := range b.msgs {
+			m := &b.msgs[i]
+			if m.From != sender {
+				return t.reject(RejectSenderMismatch, codes.PermissionDenied,
+					"transport: message from node %d in a batch from node %d (received by node %d)", m.From, sender, t.cfg.NodeID)
+			}
+			if m.To != t.cfg.NodeID {
+				return t.reject(RejectWrongReceiver, codes.FailedPrecondition,
+					"transport: message for node %d reached node %d", m.To, t.cfg.NodeID)
+			}
+		}
+		if b.invalid > 0 {
+			t.counters.invalidMessages(sender, b.invalid)
+			if t.limiter.allow(fmt.Sprintf("invalid-from-%d", sender)) {
+				t.log.Warn("discarded invalid messages", "peer", sender, "count", b.invalid, "first_err", b.firstInvalid)
+			}
+		}
+		t.counters.received(p.pc, len(b.msgs), len(f.b))
+		if len(b.msgs) == 0 {
+			continue
+		}
+		if err := t.deliver(ctx, sender, &gen, b.msgs); err != nil {
+			return err
+		}
+	}
+}
+
+// senderOrder keeps one sender's messages in order across streams. A
+// sender has one stream at a time, but when it replaces one (after a
+// network failure, or a restart) the receiver may still be handling the
+// old stream's last batch while the new one starts. Delivery under mu,
+// with the newest stream's generation recorded, guarantees that once a
+// new stream has delivered anything, the old one delivers nothing more.
+type senderOrder struct {
+	mu  sync.Mutex
+	gen uint64 // generation of the newest stream that delivered
+}
+
+// deliver hands msgs from sender to the handler, in order with what the
+// sender's other streams delivered. *gen is the stream's generation, 0
+// until its first delivery.
+func (t *GRPC) deliver(ctx context.Context, sender uint64, gen *uint64, msgs []core.Message) error {
+	h := t.currentHandler()
+	if h == nil {
+		return status.Errorf(codes.Unavailable, "transport: node %d has no handler yet", t.cfg.NodeID)
+	}
+	v, _ := t.order.LoadOrStore(sender, new(senderOrder))
+	o := v.(*senderOrder)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if *gen == 0 {
+		o.gen++
+		*gen = o.gen
+	} else if o.gen != *gen {
+		t.log.Info("message stream superseded by a newer one", "peer", sender)
+		return status.Errorf(codes.Aborted, "transport: node %d has a newer stream from node %d", t.cfg.NodeID, sender)
+	}
+	if err := h.HandleMessages(ctx, msgs); err != nil {
+		return status.Errorf(codes.Unavailable, "transport: node %d is not accepting messages: %v", t.cfg.NodeID, err)
+	}
+	return nil
+}
+
+// checkHeader checks the identity a batch or snapshot header claims.
+// streamSender is the sender already established on the stream, or 0.
+// The cluster is checked first, so that cross-cluster traffic is reported
+// as such rather than as an unknown sender.
+func (t *GRPC) checkHeader(h batchHeader, streamSender uint64) error {
+	if h.clusterID != t.cfg.ClusterID {
+		return t.reject(RejectClusterMismatch, codes.FailedPrecondition,
+			"transport: cluster ID mismatch: sender node %d is in cluster %d, receiver node %d is in cluster %d",
+			h.from, h.clusterID, t.cfg.NodeID, t.cfg.ClusterID)
+	}
+	if streamSender != 0 && h.from != streamSender {
+		return t.reject(RejectSenderMismatch, codes.PermissionDenied,
+			"transport: batch from node %d on the stream of node %d (received by node %d)", h.from, streamSender, t.cfg.NodeID)
+	}
+	if h.from == t.cfg.NodeID || t.peer(h.from) == nil {
+		return t.reject(RejectUnknownSender, codes.PermissionDenied,
+			"transport: unknown sender: node %d is not a peer of node %d (cluster %d)", h.from, t.cfg.NodeID, t.cfg.ClusterID)
+	}
+	if h.to != t.cfg.NodeID {
+		return t.reject(RejectWrongReceiver, codes.FailedPrecondition,
+			"transport: wrong receiver: node %d sent to node %d, but this is node %d", h.from, h.to, t.cfg.NodeID)
+	}
+	return nil
+}
+
+// reject counts and logs a refused batch or snapshot and returns the
+// status that ends its stream.
+func (t *GRPC) reject(reason RejectReason, code codes.Code, format string, args ...any) error {
+	t.counters.reject(reason)
+	msg := fmt.Sprintf(format, args...)
+	if t.limiter.allow("reject-" + string(reason)) {
+		t.log.Warn("refused peer traffic", "reason", string(reason), "err", msg)
+	}
+	return status.Error(code, msg)
+}
