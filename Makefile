@@ -48,6 +48,8 @@ bench-core:
 proto:
 	protoc --proto_path=transport/transportpb --go_out=paths=source_relative:transport/transportpb \
 		--go-grpc_out=paths=source_relative:transport/transportpb transport/transportpb/*.proto
+	protoc --proto_path=app/kv/kvpb --go_out=paths=source_relative:app/kv/kvpb \
+		--go-grpc_out=paths=source_relative:app/kv/kvpb app/kv/kvpb/*.proto
 
 ## tools: install the code generators and linters the build uses.
 tools:

@@ -47,8 +47,8 @@ type Storage interface {
 //   - Send never blocks on the network. A message that cannot be queued
 //     (peer queue full, peer unknown) is dropped and the peer reported
 //     through MessageHandler.ReportUnreachable; Raft retransmits.
-//   - Messages to one peer are delivered in the order Send was called, or
-//     not at all (a reconnect may lose a suffix).
+//   - Any message may be lost (a full queue, a reconnect); the messages to
+//     one peer that are delivered arrive in the order Send was called.
 //   - The Message slices handed to Send are never modified afterwards by
 //     the caller; the transport must not modify them either.
 type Transport interface {
@@ -66,12 +66,21 @@ type Transport interface {
 // implements it.
 type MessageHandler interface {
 	// HandleMessages delivers a batch received from a peer. It must return
-	// quickly; it is called from the transport's receive goroutines.
+	// quickly; it is called from the transport's receive goroutines. The
+	// handler takes ownership of msgs. The driver's handler never blocks:
+	// when its inbox is full it drops the batch and returns ErrInboxFull,
+	// and after the node stopped it returns ErrStopped; in both cases
+	// Raft retransmits, so the transport just counts the error.
 	HandleMessages(ctx context.Context, msgs []core.Message) error
-	// HandleSnapshot receives a snapshot stream. It returns once the
-	// snapshot is installed (or failed); the transport reports the result
-	// to the sender.
+	// HandleSnapshot receives a snapshot stream. It must read data to
+	// io.EOF before installing (the transport verifies the checksum only
+	// then) and return when ctx is cancelled. It returns once the snapshot
+	// is installed (or failed); the transport reports the result to the
+	// sender. The driver returns ErrSnapshotUnsupported until
+	// snapshot transfer is wired with log compaction (see handler.go).
 	HandleSnapshot(ctx context.Context, msg core.Message, data io.Reader) error
 	// ReportUnreachable tells the driver a message to peer was dropped.
+	// It may be called from any goroutine, asynchronously, with several
+	// drops to one peer merged into one call; it must not block.
 	ReportUnreachable(peer uint64)
 }

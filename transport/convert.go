@@ -75,9 +75,10 @@ const (
 
 // Smallest honest encodings, used to bound what a decoder allocates: a
 // message in a batch always has a type, a From and a To (each non-zero,
-// so at least two bytes) plus its tag and length; an entry always has a
-// non-zero index. A batch claiming more messages or entries than its size
-// allows is malformed.
+// so at least two bytes) plus its tag and length; a log entry always has a
+// non-zero index, and a forwarded proposal always has data (the driver's
+// envelope), so either takes at least four bytes. A batch claiming more
+// messages or entries than its size allows is malformed.
 const (
 	minMessageWireBytes = 8
 	minEntryWireBytes   = 4
@@ -615,6 +616,15 @@ func decodeMessage(b []byte, m *core.Message, ents []core.Entry, allowSnap bool)
 	case m.Type != core.MsgSnap && m.Snapshot != nil:
 		return 0, invalidf("%v with snapshot metadata", m.Type)
 	}
+	// Entries of log messages have indexes; forwarded proposals (and
+	// refused ones coming back) do not yet: the leader assigns them.
+	if m.Type != core.MsgProp && m.Type != core.MsgPropResp {
+		for i := range used {
+			if ents[i].Index == 0 {
+				return 0, invalidf("%v entry with index 0", m.Type)
+			}
+		}
+	}
 	if used > 0 {
 		m.Entries = ents[:used:used]
 	}
@@ -668,9 +678,6 @@ func decodeEntry(b []byte, e *core.Entry) error {
 			}
 			b = b[n:]
 		}
-	}
-	if e.Index == 0 {
-		return invalidf("entry with index 0")
 	}
 	return nil
 }

@@ -34,8 +34,9 @@
 //     (gRPC FailedPrecondition), from a sender that is not a configured
 //     peer or that contradicts its own stream (PermissionDenied), or that
 //     is malformed (InvalidArgument), and counts it. Received data is
-//     untrusted: a message that fails validation (unknown type, entry
-//     with index 0, MsgSnap outside a snapshot transfer, ...) is discarded
+//     untrusted: a message that fails validation (unknown type, a log
+//     entry with index 0 — only forwarded proposals carry unindexed
+//     entries —, MsgSnap outside a snapshot transfer, ...) is discarded
 //     and counted; decoding never panics.
 //   - SendSnapshot returns nil only once the receiver's HandleSnapshot
 //     returned nil, having read the data to io.EOF; the transport returns

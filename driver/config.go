@@ -1,0 +1,268 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rafty-db/rafty/core"
+)
+
+// Clock is the loop's source of time. Production uses the wall clock (nil
+// Config.Clock); tests inject a manual clock (drivertest.Clock) so that
+// elections happen when the test lets time pass.
+type Clock interface {
+	// Now returns the current time. The loop measures elapsed time with
+	// it to feed the core every tick it is owed (see Config.TickInterval),
+	// so Now must be monotonic.
+	Now() time.Time
+	// NewTicker returns a ticker firing every d. Like time.Ticker it may
+	// drop ticks for a slow receiver; the loop does not count fires, it
+	// only wakes up on them.
+	NewTicker(d time.Duration) Ticker
+}
+
+// Ticker is the part of time.Ticker the loop uses.
+type Ticker interface {
+	// C returns the channel ticks are delivered on.
+	C() <-chan time.Time
+	// Stop ends the ticker; no tick is delivered afterwards.
+	Stop()
+}
+
+// wallClock is the real Clock.
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+func (wallClock) NewTicker(d time.Duration) Ticker { return wallTicker{time.NewTicker(d)} }
+
+type wallTicker struct{ t *time.Ticker }
+
+func (t wallTicker) C() <-chan time.Time { return t.t.C }
+func (t wallTicker) Stop()               { t.t.Stop() }
+
+// Defaults applied by Start to zero-valued Config fields.
+const (
+	DefaultTickInterval        = 100 * time.Millisecond
+	DefaultMaxPendingProposals = 4096
+	DefaultMaxProposalBytes    = 1 << 20
+	DefaultMaxBatchProposals   = 1024
+	DefaultMaxBatchBytes       = 8 << 20
+	DefaultMaxPendingReads     = 4096
+	DefaultMaxStepMessages     = 4096
+	DefaultInboxSize           = 1024
+)
+
+// minTickInterval guards against a unit slip (TickInterval: 100 meaning
+// 100 ns): a loop ticking that fast would do nothing but tick.
+const minTickInterval = time.Millisecond
+
+// Config describes one node. Zero-valued limits take the defaults above;
+// negative ones are errors. Validate reports every problem at once.
+type Config struct {
+	// ID is this node's ID, non-zero and unique in the cluster.
+	ID uint64
+	// Peers are the IDs of the bootstrap voters, this node included. They
+	// are used only when Storage holds no snapshot with a membership (a
+	// brand-new cluster); a restarted node keeps its persisted membership.
+	Peers []uint64
+
+	// Storage is the durable log. The node owns it once Start succeeds
+	// and closes it when it stops; on a Start error the caller keeps it.
+	Storage Storage
+	// StateMachine is the replicated application; see StateMachine.
+	StateMachine StateMachine
+
+	// Exactly one of Transport and NewTransport is set.
+	//
+	// NewTransport builds a transport that delivers to the given handler
+	// (this node). The node owns what it returns: it closes it when it
+	// stops, after the loop has exited and before closing Storage. This is
+	// the usual way, since a transport needs its handler at construction.
+	NewTransport func(MessageHandler) (Transport, error)
+	// Transport is a transport the embedder owns and closes after Stop
+	// returns; the embedder routes inbound traffic to Node.Handler().
+	Transport Transport
+
+	// TickInterval is the length of one Raft tick (design §5: 100 ms).
+	// core.Config's ElectionTicks and HeartbeatTicks count these. The loop
+	// feeds the core one tick per TickInterval of Clock time that has
+	// passed, including time it spent blocked (a slow fsync), so the
+	// core's notion of time, and with it any read lease, never lags the
+	// clock by more than one iteration.
+	TickInterval time.Duration
+	// Clock is the time source; nil means the wall clock.
+	Clock Clock
+
+	// TuneRaft, when set, adjusts the protocol settings. It receives
+	// core.DefaultConfig(ID, Peers...) with Applied filled in from the
+	// state machine and a random RandomSeed; it must not change ID or
+	// Applied. Use it for ElectionTicks, CheckQuorum, ReadMode, flow
+	// control and the like. It may be called more than once (Validate
+	// calls it too), so it must only set fields.
+	TuneRaft func(*core.Config)
+
+	// MaxPendingProposals bounds Propose calls in flight on this node
+	// (queued for the loop or waiting to be applied). A Propose beyond it
+	// fails at once with ErrBusy rather than block: the caller learns
+	// about overload immediately and can shed load or retry with backoff.
+	MaxPendingProposals int
+	// MaxProposalBytes bounds one command (without the envelope); larger
+	// commands fail with a DroppedError wrapping core.ErrProposalTooLarge.
+	MaxProposalBytes int
+	// MaxBatchProposals bounds how many queued proposals the loop hands
+	// to the core at once, i.e. appends in one disk write. Batching is
+	// natural: everything queued while the previous write ran goes into
+	// the next one, up to this count and MaxBatchBytes.
+	MaxBatchProposals int
+	// MaxBatchBytes bounds the entry bytes of one such batch. It must not
+	// exceed core.Config.MaxUncommittedBytes and must hold one maximal
+	// proposal.
+	MaxBatchBytes int
+	// MaxPendingReads bounds Read calls in flight on this node; beyond it
+	// Read fails at once with ErrBusy.
+	MaxPendingReads int
+	// MaxStepMessages bounds how many inbound messages the loop steps
+	// between two Readies, so a flood of traffic cannot postpone
+	// persisting and applying indefinitely (whole batches are stepped, so
+	// it may be exceeded by one batch).
+	MaxStepMessages int
+	// InboxSize is the capacity, in message batches, of the queue between
+	// the transport and the loop. When it is full the handler drops the
+	// batch and returns ErrInboxFull instead of blocking the transport.
+	InboxSize int
+
+	// Logger receives the node's logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer, when set, receives the node's metrics (see metrics.go).
+	// Several nodes in one process need distinct labels: wrap it with
+	// prometheus.WrapRegistererWith. The metrics are unregistered when
+	// the node stops.
+	Registerer prometheus.Registerer
+}
+
+// entryOverheadBytes is what core.Entry.Size adds to the data length; the
+// batch limits count entries the way the core's uncommitted limit does.
+const entryOverheadBytes = 24
+
+// withDefaults returns c with zero limits replaced by the defaults.
+func (c Config) withDefaults() Config {
+	setDefault := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = DefaultTickInterval
+	}
+	if c.Clock == nil {
+		c.Clock = wallClock{}
+	}
+	setDefault(&c.MaxPendingProposals, DefaultMaxPendingProposals)
+	setDefault(&c.MaxProposalBytes, DefaultMaxProposalBytes)
+	setDefault(&c.MaxBatchProposals, DefaultMaxBatchProposals)
+	setDefault(&c.MaxBatchBytes, DefaultMaxBatchBytes)
+	setDefault(&c.MaxPendingReads, DefaultMaxPendingReads)
+	setDefault(&c.MaxStepMessages, DefaultMaxStepMessages)
+	setDefault(&c.InboxSize, DefaultInboxSize)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// raftConfig builds the core configuration for c (defaults applied).
+func (c *Config) raftConfig(applied, seed uint64) core.Config {
+	rc := core.DefaultConfig(c.ID, c.Peers...)
+	rc.Applied = applied
+	rc.RandomSeed = seed
+	if c.TuneRaft != nil {
+		c.TuneRaft(&rc)
+	}
+	return rc
+}
+
+// Validate reports every problem with c (after applying defaults to zero
+// fields), joined into one error, or nil. Start calls it.
+func (c Config) Validate() error {
+	_, err := c.validated()
+	return err
+}
+
+// validated applies defaults, checks everything, and returns the result.
+func (c Config) validated() (Config, error) {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.ID == 0 {
+		bad("ID must be non-zero")
+	}
+	seen := map[uint64]bool{}
+	for _, p := range c.Peers {
+		if p == 0 {
+			bad("Peers: ID 0 is reserved")
+		} else if seen[p] {
+			bad("Peers: %d listed twice", p)
+		}
+		seen[p] = true
+	}
+	if c.Storage == nil {
+		bad("Storage is required")
+	}
+	if c.StateMachine == nil {
+		bad("StateMachine is required")
+	}
+	switch {
+	case c.Transport == nil && c.NewTransport == nil:
+		bad("one of Transport and NewTransport is required")
+	case c.Transport != nil && c.NewTransport != nil:
+		bad("set only one of Transport (embedder-owned) and NewTransport (node-owned)")
+	}
+	if c.TickInterval < minTickInterval {
+		bad("TickInterval must be at least %v, got %v", minTickInterval, c.TickInterval)
+	}
+	positive := func(name string, v int) {
+		if v < 0 {
+			bad("%s must not be negative, got %d", name, v)
+		}
+	}
+	positive("MaxPendingProposals", c.MaxPendingProposals)
+	positive("MaxProposalBytes", c.MaxProposalBytes)
+	positive("MaxBatchProposals", c.MaxBatchProposals)
+	positive("MaxBatchBytes", c.MaxBatchBytes)
+	positive("MaxPendingReads", c.MaxPendingReads)
+	positive("MaxStepMessages", c.MaxStepMessages)
+	positive("InboxSize", c.InboxSize)
+
+	maxEntry := c.MaxProposalBytes + EnvelopeOverhead + entryOverheadBytes
+	if c.MaxProposalBytes > 0 && c.MaxBatchBytes > 0 && maxEntry > c.MaxBatchBytes {
+		bad("MaxBatchBytes (%d) must hold one maximal proposal: MaxProposalBytes (%d) + %d bytes of overhead",
+			c.MaxBatchBytes, c.MaxProposalBytes, EnvelopeOverhead+entryOverheadBytes)
+	}
+
+	if c.ID != 0 {
+		rc := c.raftConfig(0, 1)
+		if c.TuneRaft != nil && rc.ID != c.ID {
+			bad("TuneRaft must not change ID (%d -> %d)", c.ID, rc.ID)
+		}
+		if rc.Applied != 0 {
+			bad("TuneRaft must not set Applied: the state machine reports it")
+		}
+		if err := rc.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if c.MaxBatchBytes > 0 && uint64(c.MaxBatchBytes) > rc.MaxUncommittedBytes {
+			bad("MaxBatchBytes (%d) must not exceed the core's MaxUncommittedBytes (%d), or a full batch could never be accepted",
+				c.MaxBatchBytes, rc.MaxUncommittedBytes)
+		}
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("invalid driver config: %w", errors.Join(errs...))
+	}
+	return c, nil
+}

@@ -1,0 +1,105 @@
+package driver_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/core/memlog"
+	"github.com/rafty-db/rafty/driver"
+	"github.com/rafty-db/rafty/driver/drivertest"
+)
+
+func TestConfigValidate(t *testing.T) {
+	nw := drivertest.NewNetwork()
+	defer nw.Close()
+	valid := func() driver.Config {
+		return driver.Config{
+			ID:           1,
+			Peers:        []uint64{1, 2, 3},
+			Storage:      memlog.New(),
+			StateMachine: &testSM{},
+			NewTransport: nw.NewTransport(1),
+		}
+	}
+	tests := []struct {
+		name   string
+		mutate func(*driver.Config)
+		want   []string // substrings of the error; none means valid
+	}{
+		{"valid defaults", func(*driver.Config) {}, nil},
+		{"embedder-owned transport", func(c *driver.Config) {
+			c.NewTransport = nil
+			c.Transport = nw.Join(1, nil)
+		}, nil},
+		{"zero ID", func(c *driver.Config) { c.ID = 0 }, []string{"ID must be non-zero"}},
+		{"zero peer", func(c *driver.Config) { c.Peers = []uint64{1, 0} }, []string{"Peers: ID 0 is reserved"}},
+		{"duplicate peer", func(c *driver.Config) { c.Peers = []uint64{1, 2, 2} }, []string{"Peers: 2 listed twice"}},
+		{"no storage", func(c *driver.Config) { c.Storage = nil }, []string{"Storage is required"}},
+		{"no state machine", func(c *driver.Config) { c.StateMachine = nil }, []string{"StateMachine is required"}},
+		{"no transport", func(c *driver.Config) { c.NewTransport = nil }, []string{"one of Transport and NewTransport is required"}},
+		{"both transports", func(c *driver.Config) { c.Transport = nw.Join(9, nil) }, []string{"set only one of Transport"}},
+		{"tick too short", func(c *driver.Config) { c.TickInterval = 100 }, []string{"TickInterval must be at least 1ms, got 100ns"}},
+		{"negative limits", func(c *driver.Config) {
+			c.MaxPendingProposals = -1
+			c.MaxPendingReads = -2
+			c.InboxSize = -3
+			c.MaxStepMessages = -4
+			c.MaxBatchProposals = -5
+		}, []string{
+			"MaxPendingProposals must not be negative, got -1",
+			"MaxPendingReads must not be negative, got -2",
+			"InboxSize must not be negative, got -3",
+			"MaxStepMessages must not be negative, got -4",
+			"MaxBatchProposals must not be negative, got -5",
+		}},
+		{"batch smaller than a proposal", func(c *driver.Config) {
+			c.MaxProposalBytes = 4096
+			c.MaxBatchBytes = 4096
+		}, []string{"MaxBatchBytes (4096) must hold one maximal proposal"}},
+		{"batch larger than the uncommitted limit", func(c *driver.Config) {
+			c.TuneRaft = func(rc *core.Config) { rc.MaxUncommittedBytes = 1 << 20 }
+			c.MaxProposalBytes = 1000
+			c.MaxBatchBytes = 2 << 20
+		}, []string{"MaxBatchBytes (2097152) must not exceed the core's MaxUncommittedBytes (1048576)"}},
+		{"bad core settings", func(c *driver.Config) {
+			c.TuneRaft = func(rc *core.Config) { rc.ElectionTicks = 1 }
+		}, []string{"ElectionTicks must be at least 2"}},
+		{"tune changes ID", func(c *driver.Config) {
+			c.TuneRaft = func(rc *core.Config) { rc.ID = 7 }
+		}, []string{"TuneRaft must not change ID"}},
+		{"tune sets Applied", func(c *driver.Config) {
+			c.TuneRaft = func(rc *core.Config) { rc.Applied = 7 }
+		}, []string{"TuneRaft must not set Applied"}},
+		{"several problems at once", func(c *driver.Config) {
+			c.ID = 0
+			c.Storage = nil
+			c.TickInterval = time.Microsecond
+		}, []string{"ID must be non-zero", "Storage is required", "TickInterval"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := valid()
+			tt.mutate(&cfg)
+			err := cfg.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if !strings.HasPrefix(err.Error(), "invalid driver config: ") {
+				t.Errorf("error %q lacks the common prefix", err)
+			}
+		})
+	}
+}

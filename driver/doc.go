@@ -1,0 +1,91 @@
+// Package driver runs a Raft node: it owns a core.Node on one goroutine
+// and connects it to durable storage, a network transport and the
+// embedder's state machine. It is Rafty's embedding API:
+//
+//	n, err := driver.Start(ctx, driver.Config{
+//		ID: 1, Peers: []uint64{1, 2, 3},
+//		Storage: store, StateMachine: sm,
+//		NewTransport: func(h driver.MessageHandler) (driver.Transport, error) { ... },
+//	})
+//	result, err := n.Propose(ctx, cmd) // replicated, applied, result returned
+//	err = n.Read(ctx)                  // linearizable barrier, then read sm locally
+//	n.Stop()
+//
+// # What the embedder implements
+//
+// A StateMachine (Applied, Apply, Snapshot, Restore; see statemachine.go).
+// Storage and Transport come from packages disk and transport, or any
+// implementation of the interfaces in interfaces.go. For tests, package
+// drivertest provides an in-memory network and a manual clock, and
+// core/memlog an in-memory log: a whole cluster runs in one process (see
+// Example).
+//
+// # The loop and its ordering guarantees
+//
+// One goroutine (loop.go) is the only caller of the core. It waits for
+// ticks, inbound messages, proposals, reads and control requests, feeds
+// them to the core, then handles the core's Ready exactly as core.Ready's
+// contract requires:
+//
+//  1. send Ready.Messages (a leader's appends leave while it writes the
+//     same entries to its own log, thesis §10.2.1);
+//  2. install Ready.Snapshot, then Storage.Save(hard state, entries);
+//     durable when Save returns;
+//  3. send Ready.MessagesAfterPersist (votes and acknowledgements, which
+//     promise what step 2 wrote, so never earlier — design §3 rule 1);
+//  4. apply Ready.CommittedEntries in index order, then answer reads
+//     whose read index has been applied, then fail refused proposals;
+//  5. Advance.
+//
+// Consequences an embedder can rely on:
+//   - Commands reach StateMachine.Apply in log order, each once per
+//     state-machine lifetime (after a restart, from Applied()+1 on).
+//   - Propose returns success only after the command was committed (so it
+//     survives any minority of crashes) and applied on this node.
+//   - Read returns nil only once this node's state machine reflects every
+//     write committed before Read was called.
+//   - Proposals queued while a Save runs go into the next Save together
+//     (natural batching: no timer, no added latency when idle), up to
+//     Config.MaxBatchProposals and Config.MaxBatchBytes.
+//   - A leader is fed one tick per Config.TickInterval of clock time,
+//     counting time its loop spent blocked (up to an election timeout's
+//     worth at once), so a leader whose disk stalled for longer than an
+//     election timeout no longer trusts its read lease: it confirms
+//     leadership with a quorum before answering reads, and steps down
+//     when it learns of a newer term or CheckQuorum finds it unfollowed,
+//     instead of acting as if no time had passed. Other roles get at most
+//     one tick per wake-up, so a pause of the whole process does not set
+//     off elections everywhere. Status never waits for the loop.
+//
+// # Proposals on any node
+//
+// Each command is wrapped in an envelope naming its proposer (node ID,
+// a random per-start epoch, a sequence number; see envelope.go). A
+// follower forwards proposals to the leader; when any node applies an
+// entry whose envelope names one of its own waiting Propose calls, it
+// returns the state machine's result to it. A forwarded proposal the
+// leader refuses comes back and fails at once with the reason. A proposal
+// whose index is taken by another committed entry fails as dropped. One
+// whose fate is undecided when the caller's context ends (typically the
+// leader changed or became unreachable) returns ErrOutcomeUnknown: it may
+// still be applied later.
+//
+// # Limits
+//
+// Every queue is bounded and named in Config: pending proposals and reads
+// (excess fails fast with ErrBusy), proposal size, batch count and bytes,
+// inbound messages per iteration, inbox capacity (excess is dropped with
+// ErrInboxFull; Raft retransmits).
+//
+// # Shutdown and ownership
+//
+// Cancelling Start's context or calling Stop ends the loop. On the way out
+// the node fails every pending Propose and Read with ErrStopped (a
+// proposal already handed to Raft gets an *OutcomeUnknownError wrapping
+// ErrStopped), closes the transport if it owns it (Config.NewTransport),
+// then closes Storage, which it owns from a successful Start. Stop returns
+// only when all that is done and no goroutine the node started is left.
+// A transport passed as Config.Transport belongs to the embedder, who
+// closes it after Stop. A storage or state-machine failure stops the node
+// the same way; Err reports it.
+package driver

@@ -1,0 +1,100 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors a caller can act on. Use errors.Is; the reasons inside
+// DroppedError are the core's sentinels (core.ErrNoLeader,
+// core.ErrTransferInProgress, core.ErrTooManyUncommitted,
+// core.ErrProposalTooLarge, core.ErrStepDown) or a *core.NotLeaderError
+// carrying the leader hint, reachable with errors.Is / errors.As.
+var (
+	// ErrStopped: the node has stopped (Stop, context cancelled, or a fatal
+	// storage or state-machine error; Node.Err says which). Give up on
+	// this node.
+	ErrStopped = errors.New("driver: node stopped")
+
+	// ErrBusy: the node already holds Config.MaxPendingProposals proposals
+	// or Config.MaxPendingReads reads. Nothing was submitted; back off and
+	// retry.
+	ErrBusy = errors.New("driver: too many pending requests")
+
+	// ErrProposalDropped: the proposal was refused and will never be
+	// applied (no leader, not leader, transfer in progress, too much
+	// uncommitted data, too large, or another entry was committed at its
+	// index). Retrying is safe. The concrete error is a *DroppedError
+	// whose Reason says why.
+	ErrProposalDropped = errors.New("driver: proposal dropped")
+
+	// ErrOutcomeUnknown: the proposal reached the Raft log (locally or
+	// forwarded to a leader) but had not been applied on this node when
+	// the caller stopped waiting (context done or node stopped). It may
+	// still be committed and applied later, or never. Retry only if the
+	// command is idempotent, or read back to find out. The concrete error
+	// is an *OutcomeUnknownError whose Cause is the context error or
+	// ErrStopped.
+	ErrOutcomeUnknown = errors.New("driver: proposal outcome unknown")
+
+	// ErrInboxFull is returned by the MessageHandler when the inbound
+	// queue (Config.InboxSize) is full: the batch was dropped and Raft
+	// will retransmit. Transports count it; they must not retry in a loop.
+	ErrInboxFull = errors.New("driver: inbox full, messages dropped")
+
+	// ErrSnapshotUnsupported is returned by HandleSnapshot until snapshot
+	// transfer is wired with log compaction.
+	ErrSnapshotUnsupported = errors.New("driver: snapshot transfer not supported yet")
+
+	// ErrCorruptEntry: a committed entry does not carry a valid proposal
+	// envelope. The node stops rather than feed the state machine bytes it
+	// cannot interpret.
+	ErrCorruptEntry = errors.New("driver: committed entry is not a valid proposal envelope")
+)
+
+// DroppedError reports a proposal that will never be applied, with the
+// reason. errors.Is(err, ErrProposalDropped) is true, and Unwrap yields the
+// reason so errors.Is(err, core.ErrNoLeader) and errors.As(err,
+// **core.NotLeaderError) work.
+type DroppedError struct {
+	Reason error
+}
+
+// Error describes the refusal and its reason.
+func (e *DroppedError) Error() string { return "driver: proposal dropped: " + e.Reason.Error() }
+
+// Is makes errors.Is(err, ErrProposalDropped) true.
+func (e *DroppedError) Is(target error) bool { return target == ErrProposalDropped }
+
+// Unwrap returns the reason.
+func (e *DroppedError) Unwrap() error { return e.Reason }
+
+// OutcomeUnknownError reports a proposal whose fate is unknown: it was
+// handed to Raft but not seen applied before the caller stopped waiting.
+// errors.Is(err, ErrOutcomeUnknown) is true; Cause (the context's error or
+// ErrStopped) is reachable through Unwrap, so errors.Is(err,
+// context.DeadlineExceeded) also holds after a deadline.
+type OutcomeUnknownError struct {
+	Cause error
+}
+
+// Error says the proposal may still be applied, and why the caller
+// stopped waiting.
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("driver: proposal outcome unknown (it may still be applied): %v", e.Cause)
+}
+
+// Is makes errors.Is(err, ErrOutcomeUnknown) true.
+func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcomeUnknown }
+
+// Unwrap returns the cause.
+func (e *OutcomeUnknownError) Unwrap() error { return e.Cause }
+
+// stoppedError wraps the reason the node stopped, when there is one, so
+// callers see both ErrStopped and, e.g., the storage failure.
+func stoppedError(cause error) error {
+	if cause == nil {
+		return ErrStopped
+	}
+	return fmt.Errorf("%w: %w", ErrStopped, cause)
+}

@@ -1,0 +1,344 @@
+package driver_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/disk"
+	"github.com/rafty-db/rafty/driver"
+	"github.com/rafty-db/rafty/transport"
+)
+
+// countingStore counts Saves (each one fdatasync on disk.Store when
+// called alone, which is how the loop calls it) and saved entries.
+type countingStore struct {
+	driver.Storage
+	saves   atomic.Int64
+	entries atomic.Int64
+}
+
+func (s *countingStore) Save(hs core.HardState, ents []core.Entry) error {
+	s.saves.Add(1)
+	s.entries.Add(int64(len(ents)))
+	return s.Storage.Save(hs, ents)
+}
+
+// realCluster runs nodes on the real disk and gRPC transport packages:
+// disk.Store in a temporary directory per node, transport.GRPC on
+// 127.0.0.1 with a port chosen by the kernel (kept across restarts), and
+// the wall clock.
+type realCluster struct {
+	t      testing.TB
+	ids    []uint64
+	dirs   map[uint64]string
+	addrs  map[uint64]string
+	lns    map[uint64]net.Listener // opened up front, handed to the first transport
+	sms    map[uint64]*testSM
+	stores map[uint64]*countingStore
+	nodes  map[uint64]*driver.Node
+	tick   time.Duration
+	tune   func(*core.Config)
+}
+
+const realClusterID = 0x7af7
+
+// realTick is the tick of integration clusters: with ElectionTicks 10 an
+// election timeout is 200-400 ms, long enough that scheduling delays of a
+// loaded machine under -race rarely depose a leader.
+const realTick = 20 * time.Millisecond
+
+func newRealCluster(t testing.TB, size int, tick time.Duration, tune func(*core.Config)) *realCluster {
+	t.Helper()
+	c := &realCluster{
+		t: t, dirs: map[uint64]string{}, addrs: map[uint64]string{}, lns: map[uint64]net.Listener{},
+		sms: map[uint64]*testSM{}, stores: map[uint64]*countingStore{}, nodes: map[uint64]*driver.Node{},
+		tick: tick, tune: tune,
+	}
+	root := t.TempDir()
+	for i := 1; i <= size; i++ {
+		id := uint64(i)
+		c.ids = append(c.ids, id)
+		c.dirs[id] = filepath.Join(root, fmt.Sprintf("node%d", id))
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.lns[id] = ln
+		c.addrs[id] = ln.Addr().String()
+		c.sms[id] = &testSM{}
+	}
+	t.Cleanup(c.close)
+	for _, id := range c.ids {
+		c.start(id)
+	}
+	return c
+}
+
+func (c *realCluster) start(id uint64) {
+	c.t.Helper()
+	st, err := disk.Open(c.dirs[id], disk.DefaultOptions())
+	if err != nil {
+		c.t.Fatalf("disk.Open node %d: %v", id, err)
+	}
+	cs := &countingStore{Storage: st}
+	ln := c.lns[id]
+	delete(c.lns, id)
+	cfg := driver.Config{
+		ID:           id,
+		Peers:        c.ids,
+		Storage:      cs,
+		StateMachine: c.sms[id],
+		TickInterval: c.tick,
+		Logger:       testLogger(),
+		TuneRaft:     c.tune,
+		NewTransport: func(h driver.MessageHandler) (driver.Transport, error) {
+			tc := transport.Config{
+				ClusterID: realClusterID, NodeID: id, Peers: c.addrs, Handler: h,
+				Logger: testLogger(),
+			}
+			if ln != nil {
+				tc.Listener = ln
+			} else {
+				tc.ListenAddr = c.addrs[id]
+			}
+			tr, err := transport.New(tc)
+			if err != nil {
+				if ln != nil {
+					ln.Close()
+				}
+				return nil, err
+			}
+			if err := tr.Start(context.Background()); err != nil {
+				tr.Close()
+				return nil, err
+			}
+			return tr, nil
+		},
+	}
+	n, err := driver.Start(context.Background(), cfg)
+	if err != nil {
+		st.Close() // a failed Start leaves the storage to us
+		c.t.Fatalf("start node %d: %v", id, err)
+	}
+	c.nodes[id] = n
+	c.stores[id] = cs
+}
+
+func (c *realCluster) stop(id uint64) {
+	c.t.Helper()
+	if n := c.nodes[id]; n != nil {
+		if err := n.Stop(); err != nil {
+			c.t.Errorf("stop node %d: %v", id, err)
+		}
+		delete(c.nodes, id)
+	}
+}
+
+func (c *realCluster) close() {
+	for _, id := range c.ids {
+		c.stop(id)
+	}
+	for _, ln := range c.lns {
+		ln.Close()
+	}
+}
+
+func (c *realCluster) running() []uint64 {
+	var ids []uint64
+	for _, id := range c.ids {
+		if c.nodes[id] != nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// asCluster adapts realCluster to the helpers written for the in-memory
+// cluster (leader, propose, read, awaitConverged).
+func (c *realCluster) asCluster() *cluster {
+	return &cluster{t: c.t, ids: c.running(), nodes: c.nodes, sms: c.sms}
+}
+
+// TestIntegrationDiskAndGRPC runs a 3-node cluster on the real disk and
+// transport packages: election, proposals, a follower read,
+// leadership transfer, a follower restart that catches up from its disk
+// log and the network, and a full-cluster restart that loses no
+// acknowledged write.
+func TestIntegrationDiskAndGRPC(t *testing.T) {
+	rc := newRealCluster(t, 3, realTick, func(cfg *core.Config) {
+		cfg.ElectionTicks = 10
+	})
+	c := rc.asCluster()
+	lead := c.leader()
+
+	acked := map[uint64]string{}
+	for round := range 3 {
+		cmd := fmt.Sprintf("r%d-leader", round)
+		acked[c.propose(lead, cmd)] = cmd
+	}
+	f := c.followers(lead)[0]
+	idx := c.propose(lead, "read-me")
+	acked[idx] = "read-me"
+	c.read(f)
+	if got, _ := rc.sms[f].at(idx); got != "read-me" {
+		t.Fatalf("follower %d read after the write: index %d = %q", f, idx, got)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := rc.nodes[lead].TransferLeadership(ctx, f); err != nil {
+		t.Fatalf("transfer to %d: %v", f, err)
+	}
+	lead = c.leader()
+
+	// A follower restarts on its disk log and catches up.
+	other := c.followers(lead)[0]
+	rc.stop(other) // disk.Open in start below also proves Stop closed the store
+	for i := range 10 {
+		cmd := fmt.Sprintf("while-down-%d", i)
+		acked[c.propose(lead, cmd)] = cmd
+	}
+	// It keeps its (in-memory) state machine, as a durable one would be
+	// kept: the driver resumes after its Applied index.
+	rc.start(other)
+	c = rc.asCluster()
+	c.awaitConverged("while-down-9")
+
+	// Stop everything and restart on the same directories with empty
+	// state machines: every acknowledged write comes back from disk.
+	for _, id := range rc.ids {
+		rc.stop(id)
+	}
+	for _, id := range rc.ids {
+		rc.sms[id] = &testSM{}
+		rc.start(id)
+	}
+	c = rc.asCluster()
+	lead = c.leader()
+	c.propose(lead, "after-full-restart")
+	c.awaitConverged("after-full-restart")
+	for idx, cmd := range acked {
+		for _, id := range rc.ids {
+			if got, _ := rc.sms[id].at(idx); got != cmd {
+				t.Fatalf("node %d after full restart: index %d = %q, acknowledged %q", id, idx, got, cmd)
+			}
+		}
+	}
+	saves := rc.stores[lead].saves.Load()
+	t.Logf("leader %d: %d Saves, %d entries since restart", lead, saves, rc.stores[lead].entries.Load())
+}
+
+// TestIntegrationFollowerProposal: a proposal made on a follower is
+// forwarded to the leader in a MsgProp whose entries have no index yet
+// (Index 0: the leader assigns it, core/replication.go Propose), and its
+// result comes back when the follower applies it. Refused forwarded
+// proposals come back the same way (MsgPropResp). The transport must carry
+// such entries.
+func TestIntegrationFollowerProposal(t *testing.T) {
+	rc := newRealCluster(t, 3, realTick, func(cfg *core.Config) {
+		cfg.ElectionTicks = 10
+	})
+	c := rc.asCluster()
+	lead := c.leader()
+	for _, f := range c.followers(lead) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := rc.nodes[f].Propose(ctx, []byte(fmt.Sprintf("via-follower-%d", f)))
+		cancel()
+		if err != nil {
+			t.Fatalf("proposal on follower %d: %v\n"+
+				"(if the transport logs \"discarded invalid messages ... entry with index 0\", it rejects "+
+				"MsgProp/MsgPropResp entries, which legitimately carry Index 0 until the leader appends them)", f, err)
+		}
+		idx := res.(uint64)
+		if got, _ := rc.sms[f].at(idx); got != fmt.Sprintf("via-follower-%d", f) {
+			t.Fatalf("follower %d: index %d = %q", f, idx, got)
+		}
+	}
+	c.awaitConverged("via-follower-" + fmt.Sprint(c.followers(lead)[0]))
+}
+
+// recordingHandler records delivered messages, for
+// TestTransportBugIndexZeroEntries.
+type recordingHandler struct {
+	mu   sync.Mutex
+	msgs []core.Message
+}
+
+func (h *recordingHandler) HandleMessages(_ context.Context, msgs []core.Message) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.msgs = append(h.msgs, msgs...)
+	return nil
+}
+func (h *recordingHandler) HandleSnapshot(context.Context, core.Message, io.Reader) error {
+	return driver.ErrSnapshotUnsupported
+}
+func (h *recordingHandler) ReportUnreachable(uint64) {}
+
+func (h *recordingHandler) types() []core.MessageType {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ts []core.MessageType
+	for _, m := range h.msgs {
+		ts = append(ts, m.Type)
+	}
+	return ts
+}
+
+// TestTransportDeliversUnindexedProposals: transport.GRPC must deliver a
+// MsgProp (and a MsgPropResp) whose entries have Index 0. The core forwards
+// a follower's proposals that way (the leader assigns Index and Term) and
+// returns refused ones the same way. The receiver once rejected them as
+// "entry with index 0", so every proposal made on a follower was lost and
+// ended at its deadline with ErrOutcomeUnknown; this is the regression test
+// (the cluster-level form is TestIntegrationFollowerProposal).
+func TestTransportDeliversUnindexedProposals(t *testing.T) {
+	var lns [2]net.Listener
+	addrs := map[uint64]string{}
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i] = ln
+		addrs[uint64(i+1)] = ln.Addr().String()
+	}
+	recv := &recordingHandler{}
+	var trs []*transport.GRPC
+	for i, h := range []driver.MessageHandler{&recordingHandler{}, recv} {
+		tr, err := transport.New(transport.Config{
+			ClusterID: realClusterID, NodeID: uint64(i + 1), Peers: addrs, Handler: h, Listener: lns[i],
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		trs = append(trs, tr)
+	}
+	prop := []core.Entry{{Type: core.EntryNormal, Data: []byte("cmd")}}
+	trs[0].Send([]core.Message{
+		{Type: core.MsgProp, From: 1, To: 2, Entries: prop},
+		{Type: core.MsgPropResp, From: 1, To: 2, Term: 1, Entries: prop, Reject: true, Context: 1},
+		// Delivered after the two above or not at all (per-peer order).
+		{Type: core.MsgHeartbeat, From: 1, To: 2, Term: 1},
+	})
+	await(t, "the heartbeat", func() bool { return slices.Contains(recv.types(), core.MsgHeartbeat) })
+	got := recv.types()
+	for _, want := range []core.MessageType{core.MsgProp, core.MsgPropResp} {
+		if !slices.Contains(got, want) {
+			t.Errorf("%v with Index-0 entries was not delivered (received %v)", want, got)
+		}
+	}
+}
