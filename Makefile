@@ -4,7 +4,12 @@ PKGS      ?= ./...
 SIM_SEEDS ?= 20000
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-short lint fmt-check vet staticcheck sim bench bench-core fuzz proto tools clean
+IMAGE           ?= rafty/kvnode:dev
+COMPOSE         ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_PROJECT ?= rafty
+
+.PHONY: all build test test-short test-deploy lint fmt-check vet staticcheck sim bench bench-core proto tools clean \
+	run image compose-up compose-down e2e
 
 all: build
 
@@ -12,9 +17,14 @@ build:
 	$(GO) build $(PKGS)
 
 ## test: everything CI checks — formatting, vet, staticcheck, unit and
-## simulation tests under the race detector, fuzz seed corpora.
-test: lint
+## simulation tests under the race detector, fuzz seed corpora, the
+## end-to-end and Docker Compose tests of kvnode, the k8s manifests.
+test: lint test-deploy
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+## test-deploy: the k8s manifest module (./... at the root does not reach it).
+test-deploy:
+	cd deploy/k8s && $(GO) vet ./... && staticcheck ./... && $(GO) test -count=1 ./...
 
 ## test-short: the same tests without the race detector, for quick loops.
 test-short:
@@ -56,6 +66,25 @@ tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.1
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+## run: a three-node cluster on loopback, data in ./data (Ctrl-C stops it).
+run:
+	GO=$(GO) ./scripts/run-local.sh
+
+## image: the static kvnode binary wrapped FROM scratch.
+image:
+	GO=$(GO) ./scripts/build-image.sh $(IMAGE)
+
+compose-up: image
+	KVNODE_IMAGE=$(IMAGE) $(COMPOSE) -f deploy/compose.yaml -p $(COMPOSE_PROJECT) up -d
+
+## compose-down: COMPOSE_DOWN_FLAGS=-v also deletes the volumes.
+compose-down:
+	$(COMPOSE) -f deploy/compose.yaml -p $(COMPOSE_PROJECT) down $(COMPOSE_DOWN_FLAGS)
+
+## e2e: only the multi-process and Docker Compose tests, verbosely.
+e2e:
+	$(GO) test -count=1 -timeout 10m -v -run 'TestEndToEnd|TestCompose' ./cmd/kvnode/
 
 clean:
 	rm -rf bin artifacts

@@ -1,0 +1,604 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rafty-db/rafty/app/kv/kvpb"
+)
+
+// runCLI runs the CLI in-process and returns its exit status and output.
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(context.Background(), append([]string{"kvnode"}, args...), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// wantOneLineError checks the CLI failed with code and one stderr line
+// containing want, and printed nothing else.
+func wantOneLineError(t *testing.T, args []string, code int, stdout, stderr string, wantCode int, want string) {
+	t.Helper()
+	if code != wantCode {
+		t.Errorf("kvnode %q: exit %d, want %d (stderr %q)", args, code, wantCode, stderr)
+	}
+	if !strings.HasPrefix(stderr, "kvnode: ") || strings.Count(stderr, "\n") != 1 || !strings.HasSuffix(stderr, "\n") {
+		t.Errorf("kvnode %q: stderr is not one \"kvnode: ...\" line: %q", args, stderr)
+	}
+	if !strings.Contains(stderr, want) {
+		t.Errorf("kvnode %q: stderr %q does not contain %q", args, stderr, want)
+	}
+	if stdout != "" {
+		t.Errorf("kvnode %q: unexpected stdout %q", args, stdout)
+	}
+}
+
+func TestCLIBadInput(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dead := freeAddr(t) // nothing listens there
+
+	serve := []string{"serve", "--id", "1", "--peers", "1=127.0.0.1:1", "--data-dir", t.TempDir()}
+	for _, tc := range []struct {
+		args     []string
+		env      map[string]string
+		wantCode int
+		want     string
+		logged   bool // a log line precedes the error
+	}{
+		{args: []string{"frob"}, wantCode: exitUsage, want: `unknown command "frob"`},
+		{args: []string{"--nope"}, wantCode: exitUsage, want: "unknown flag --nope"},
+		{args: []string{"put", "--bogus", "k", "v"}, wantCode: exitUsage, want: "unknown flag --bogus"},
+		{args: []string{"put"}, wantCode: exitUsage, want: "usage: kvnode put KEY VALUE (got 0 arguments)"},
+		{args: []string{"put", "k"}, wantCode: exitUsage, want: "(got 1 argument)"},
+		{args: []string{"put", "k", "v", "w"}, wantCode: exitUsage, want: "(got 3 arguments)"},
+		{args: []string{"put", "", "v"}, wantCode: exitUsage, want: "the key must not be empty"},
+		{args: []string{"put", "k", "v", "--endpoints", "nohost"}, wantCode: exitUsage, want: `--endpoints: address "nohost" is not HOST:PORT`},
+		{args: []string{"put", "k", "v", "--endpoints", "a:1,,b:2"}, wantCode: exitUsage, want: "has an empty entry"},
+		{args: []string{"put", "k", "v", "--endpoints", "a:1,a:1"}, wantCode: exitUsage, want: "lists a:1 twice"},
+		{args: []string{"put", "k", "v", "--timeout", "0s"}, wantCode: exitUsage, want: "--timeout must be positive"},
+		{args: []string{"put", "k", "v", "--timeout", "soon"}, wantCode: exitUsage, want: `invalid value "soon" for flag --timeout`},
+		{args: []string{"put", "k", "v"}, env: map[string]string{"KVNODE_TIMEOUT": "soon"}, wantCode: exitUsage,
+			want: `"soon" as time.Duration value from environment variable "KVNODE_TIMEOUT"`},
+		{args: []string{"put", "k", "v", "--endpoints", dead, "--timeout", "300ms"}, wantCode: exitFailure,
+			want: "put: timed out: no endpoint could answer: " + dead + ": unavailable: connection refused"},
+		{args: []string{"get"}, wantCode: exitUsage, want: "usage: kvnode get KEY"},
+		{args: []string{"get", "a", "b"}, wantCode: exitUsage, want: "(got 2 arguments)"},
+		{args: []string{"get", "k", "--serializable=maybe"}, wantCode: exitUsage, want: "--serializable"},
+		{args: []string{"get", "k", "--endpoints", dead, "--timeout", "300ms"}, wantCode: exitFailure, want: "get: timed out"},
+		{args: []string{"del"}, wantCode: exitUsage, want: "del: takes KEY, --prefix PREFIX or START END"},
+		{args: []string{"del", "--prefix", ""}, wantCode: exitUsage, want: "refusing an empty prefix"},
+		{args: []string{"del", "c", "a"}, wantCode: exitUsage, want: `END "a" must sort after START "c"`},
+		{args: []string{"del", "a", "b", "c"}, wantCode: exitUsage, want: "too many arguments"},
+		{args: []string{"scan", "--limit", "-1"}, wantCode: exitUsage, want: "--limit must not be negative"},
+		{args: []string{"scan", "--limit", "x"}, wantCode: exitUsage, want: `invalid value "x" for flag --limit`},
+		{args: []string{"scan", "--count", "--keys-only"}, wantCode: exitUsage, want: "--count cannot be combined"},
+		{args: []string{"scan", "--prefix", "a", "b"}, wantCode: exitUsage, want: "--prefix takes one PREFIX"},
+		{args: []string{"scan", "a", "b", "c"}, wantCode: exitUsage, want: "too many arguments"},
+		{args: []string{"txn"}, wantCode: exitUsage, want: "txn: nothing to do"},
+		{args: []string{"txn", "extra"}, wantCode: exitUsage, want: "usage: kvnode txn"},
+		{args: []string{"txn", "--if", "value(k)", "--then", "put k v"}, wantCode: exitUsage, want: `txn: condition "value(k)": at offset 8: expected =, !=, < or >`},
+		{args: []string{"txn", "--then", "put k"}, wantCode: exitUsage, want: `txn: --then: operation "put k": put takes KEY VALUE`},
+		{args: []string{"txn", "--then", "put k v", "--else", "get"}, wantCode: exitUsage, want: "--else"},
+		{args: []string{"status", "x"}, wantCode: exitUsage, want: "usage: kvnode status"},
+		{args: []string{"status", "--endpoints", ""}, wantCode: exitUsage, want: "--endpoints"},
+		{args: []string{"health", "--url", "ftp://x/readyz"}, wantCode: exitUsage, want: "is not an http:// or https:// URL"},
+		{args: []string{"health", "--url", "http://" + dead + "/readyz"}, wantCode: exitFailure, want: "connection refused"},
+		{args: []string{"health", "--timeout", "0s"}, wantCode: exitUsage, want: "--timeout must be positive"},
+		{args: []string{"health", "x"}, wantCode: exitUsage, want: "usage: kvnode health"},
+		{args: []string{"serve", "extra"}, wantCode: exitUsage, want: "usage: kvnode serve"},
+		{args: []string{"serve", "--id", "1"}, wantCode: exitUsage, want: "no members: give --peers"},
+		{args: []string{"serve", "--id", "1", "--peers", "1=a"}, wantCode: exitUsage, want: `--peers: entry "1=a": address "a" is not HOST:PORT`},
+		{args: []string{"serve", "--peer-template", "r-{i}:7000", "--cluster-size", "3", "--hostname", "laptop"}, wantCode: exitUsage,
+			want: `--id is empty and host name "laptop" does not end in -<ordinal>`},
+		{args: []string{"serve", "--peer-template", "r-{i}:7000", "--cluster-size", "x"}, wantCode: exitUsage, want: "--cluster-size"},
+		{args: []string{"serve"}, env: map[string]string{"KVNODE_PEER_TEMPLATE": "r-{i}:7000", "KVNODE_CLUSTER_SIZE": "3", "KVNODE_HOSTNAME": "r-5"},
+			wantCode: exitUsage, want: "this node's ID 6 is not a member (members: 1,2,3)"},
+		{args: serve, env: map[string]string{"KVNODE_TICK": "fast"}, wantCode: exitUsage,
+			want: `"fast" as time.Duration value from environment variable "KVNODE_TICK"`},
+		{args: append(slices.Clone(serve), "--election-ticks", "1", "--log-format", "xml"), wantCode: exitUsage,
+			want: `--election-ticks must be at least 2, got 1; --log-format must be text or json, got "xml"`},
+		// Past flag validation, the node logs its configuration first.
+		{args: append(slices.Clone(serve), "--metrics-listen", busy.Addr().String()), wantCode: exitFailure, logged: true,
+			want: "--metrics-listen " + busy.Addr().String() + ": bind: address already in use"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			code, stdout, stderr := runCLI(t, tc.args...)
+			if tc.logged {
+				first, rest, _ := strings.Cut(stderr, "\n")
+				if !strings.Contains(first, `msg="starting kvnode"`) {
+					t.Errorf("first stderr line %q is not the startup log line", first)
+				}
+				stderr = rest
+			}
+			wantOneLineError(t, tc.args, code, stdout, stderr, tc.wantCode, tc.want)
+		})
+	}
+}
+
+func TestCLIHelp(t *testing.T) {
+	code, stdout, stderr := runCLI(t, "--help")
+	if code != exitOK || stderr != "" || !strings.Contains(stdout, "txn") {
+		t.Fatalf("kvnode --help: exit %d stdout %q stderr %q", code, stdout, stderr)
+	}
+	code, stdout, _ = runCLI(t, "serve", "--help")
+	if code != exitOK || !strings.Contains(stdout, "KVNODE_PEER_TEMPLATE") {
+		t.Fatalf("kvnode serve --help: exit %d, no env twin in %q", code, stdout)
+	}
+}
+
+// freeAddr returns a loopback address nothing listens on (it was free a
+// moment ago; the kernel does not hand it out again at once).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// fakeKV is an in-memory KV service: enough of the real one's behaviour
+// to check what the CLI sends and prints. Range returns pages of at most
+// pageSize pairs, to exercise scan's paging.
+type fakeKV struct {
+	kvpb.UnimplementedKVServer
+	pageSize int
+
+	mu    sync.Mutex
+	data  map[string]string
+	mods  map[string]uint64
+	index uint64
+	// failures are returned, in order, by the next calls.
+	failures []error
+	calls    int
+}
+
+func newFakeKV() *fakeKV {
+	return &fakeKV{pageSize: 2, data: map[string]string{}, mods: map[string]uint64{}}
+}
+
+// errHang makes a call block until its context ends, like a member
+// forwarding to a leader that died.
+var errHang = errors.New("hang")
+
+// fail returns the next injected failure, if any; it must be called
+// without f.mu held.
+func (f *fakeKV) fail(ctx context.Context) error {
+	f.mu.Lock()
+	f.calls++
+	var err error
+	if len(f.failures) > 0 {
+		err = f.failures[0]
+		f.failures = f.failures[1:]
+	}
+	f.mu.Unlock()
+	if err == errHang {
+		<-ctx.Done()
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return err
+}
+
+func inSpan(k string, key, end []byte, prefix bool) bool {
+	switch {
+	case prefix:
+		return strings.HasPrefix(k, string(key))
+	case len(end) == 0:
+		return k == string(key)
+	case bytes.Equal(end, noUpperBound):
+		return k >= string(key)
+	default:
+		return k >= string(key) && k < string(end)
+	}
+}
+
+func (f *fakeKV) sortedKeys() []string {
+	keys := make([]string, 0, len(f.data))
+	for k := range f.data {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func (f *fakeKV) put(r *kvpb.PutRequest) *kvpb.PutResponse {
+	f.index++
+	f.data[string(r.Key)] = string(r.Value)
+	f.mods[string(r.Key)] = f.index
+	return &kvpb.PutResponse{Index: f.index}
+}
+
+func (f *fakeKV) del(r *kvpb.DeleteRequest) *kvpb.DeleteResponse {
+	f.index++
+	var n int64
+	for _, k := range f.sortedKeys() {
+		if inSpan(k, r.Key, r.RangeEnd, r.Prefix) {
+			delete(f.data, k)
+			delete(f.mods, k)
+			n++
+		}
+	}
+	return &kvpb.DeleteResponse{Index: f.index, Deleted: n}
+}
+
+func (f *fakeKV) rng(r *kvpb.RangeRequest) *kvpb.RangeResponse {
+	resp := &kvpb.RangeResponse{}
+	for _, k := range f.sortedKeys() {
+		if !inSpan(k, r.Key, r.RangeEnd, r.Prefix) {
+			continue
+		}
+		if r.CountOnly {
+			resp.Count++
+			continue
+		}
+		if (r.Limit > 0 && int64(len(resp.Kvs)) == r.Limit) || len(resp.Kvs) == f.pageSize {
+			resp.More = true
+			break
+		}
+		kv := &kvpb.KeyValue{Key: []byte(k), ModIndex: f.mods[k]}
+		if !r.KeysOnly {
+			kv.Value = []byte(f.data[k])
+		}
+		resp.Kvs = append(resp.Kvs, kv)
+	}
+	if !r.CountOnly {
+		resp.Count = int64(len(resp.Kvs))
+	}
+	return resp
+}
+
+func (f *fakeKV) Put(ctx context.Context, r *kvpb.PutRequest) (*kvpb.PutResponse, error) {
+	if err := f.fail(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.put(r), nil
+}
+
+func (f *fakeKV) Get(ctx context.Context, r *kvpb.GetRequest) (*kvpb.GetResponse, error) {
+	if err := f.fail(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.data[string(r.Key)]
+	if !ok {
+		return &kvpb.GetResponse{}, nil
+	}
+	return &kvpb.GetResponse{Found: true, Kv: &kvpb.KeyValue{Key: r.Key, Value: []byte(v), ModIndex: f.mods[string(r.Key)]}}, nil
+}
+
+func (f *fakeKV) Delete(ctx context.Context, r *kvpb.DeleteRequest) (*kvpb.DeleteResponse, error) {
+	if err := f.fail(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.del(r), nil
+}
+
+func (f *fakeKV) Range(ctx context.Context, r *kvpb.RangeRequest) (*kvpb.RangeResponse, error) {
+	if err := f.fail(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rng(r), nil
+}
+
+func (f *fakeKV) Txn(ctx context.Context, r *kvpb.TxnRequest) (*kvpb.TxnResponse, error) {
+	if err := f.fail(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ok := true
+	for _, c := range r.Compare {
+		v, exists := f.data[string(c.Key)]
+		var holds bool
+		switch c.Target {
+		case kvpb.Compare_EXISTS:
+			holds = exists == c.Exists
+		case kvpb.Compare_VALUE:
+			holds = exists && cmpHolds(strings.Compare(v, string(c.Value)), c.Result)
+		case kvpb.Compare_MOD_INDEX:
+			m := f.mods[string(c.Key)]
+			holds = cmpHolds(compareUint(m, c.ModIndex), c.Result)
+		}
+		ok = ok && holds
+	}
+	ops := r.Success
+	if !ok {
+		ops = r.Failure
+	}
+	resp := &kvpb.TxnResponse{Succeeded: ok}
+	for _, op := range ops {
+		switch o := op.Op.(type) {
+		case *kvpb.RequestOp_Put:
+			resp.Responses = append(resp.Responses, &kvpb.ResponseOp{Op: &kvpb.ResponseOp_Put{Put: f.put(o.Put)}})
+		case *kvpb.RequestOp_Delete:
+			resp.Responses = append(resp.Responses, &kvpb.ResponseOp{Op: &kvpb.ResponseOp_Delete{Delete: f.del(o.Delete)}})
+		case *kvpb.RequestOp_Range:
+			resp.Responses = append(resp.Responses, &kvpb.ResponseOp{Op: &kvpb.ResponseOp_Range{Range: f.rng(o.Range)}})
+		}
+	}
+	return resp, nil
+}
+
+func (f *fakeKV) Status(ctx context.Context, r *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {
+	if err := f.fail(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := &kvpb.StatusResponse{MemberId: 1, Leader: 1, Term: 4, Role: "leader", CommitIndex: f.index, AppliedIndex: f.index, DbSizeBytes: 3 << 20}
+	if r.Hash {
+		st.Hash, st.HashIndex, st.HashKeys = 0xabc, f.index, uint64(len(f.data))
+	}
+	return st, nil
+}
+
+func compareUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func cmpHolds(c int, r kvpb.Compare_Result) bool {
+	switch r {
+	case kvpb.Compare_EQUAL:
+		return c == 0
+	case kvpb.Compare_NOT_EQUAL:
+		return c != 0
+	case kvpb.Compare_LESS:
+		return c < 0
+	case kvpb.Compare_GREATER:
+		return c > 0
+	}
+	return false
+}
+
+// startFakeKV serves f on a loopback port until the test ends.
+func startFakeKV(t *testing.T, f *fakeKV) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	kvpb.RegisterKVServer(srv, f)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return lis.Addr().String()
+}
+
+func TestCLIAgainstFakeServer(t *testing.T) {
+	f := newFakeKV()
+	ep := "--endpoints=" + freeAddr(t) + "," + startFakeKV(t, f) // the first endpoint is down
+	steps := []struct {
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{args: []string{"put", "greeting", "hello"}, wantStdout: "OK\n"},
+		{args: []string{"get", "greeting"}, wantStdout: "hello\n"},
+		{args: []string{"get", "greeting", "--serializable"}, wantStdout: "hello\n"},
+		{args: []string{"get", "missing"}, wantCode: exitFalse, wantStderr: "kvnode: get: key \"missing\" not found\n"},
+		{args: []string{"put", "user/1", "ann"}, wantStdout: "OK\n"},
+		{args: []string{"put", "user/2", "bob\tby"}, wantStdout: "OK\n"},
+		{args: []string{"put", "user/3", "cy"}, wantStdout: "OK\n"},
+		{args: []string{"put", "v", "a,b"}, wantStdout: "OK\n"},
+		{args: []string{"get", "v"}, wantStdout: "a,b\n"},
+		// Three keys, two per page: scan must continue after the first page.
+		{args: []string{"scan", "--prefix", "user/"}, wantStdout: "user/1\tann\nuser/2\t\"bob\\tby\"\nuser/3\tcy\n"},
+		{args: []string{"scan", "--prefix", "user/", "--keys-only"}, wantStdout: "user/1\nuser/2\nuser/3\n"},
+		{args: []string{"scan", "--prefix", "user/", "--limit", "1"}, wantStdout: "user/1\tann\n"},
+		{args: []string{"scan", "--prefix", "user/", "--count"}, wantStdout: "3\n"},
+		{args: []string{"scan", "user/2"}, wantStdout: "user/2\t\"bob\\tby\"\nuser/3\tcy\nv\ta,b\n"},
+		{args: []string{"scan", "greeting", "user/2"}, wantStdout: "greeting\thello\nuser/1\tann\n"},
+		{args: []string{"scan", "--limit", "3"}, wantStdout: "greeting\thello\nuser/1\tann\nuser/2\t\"bob\\tby\"\n"},
+		{args: []string{"txn", "--if", "value(greeting)=hello", "--then", "put greeting bye", "--else", "get greeting"},
+			wantStdout: "SUCCEEDED\nOK\n"},
+		{args: []string{"txn", "--if", "value(greeting)=hello", "--then", "put greeting bye", "--else", "get greeting"},
+			wantCode: exitFalse, wantStdout: "FAILED\ngreeting\tbye\n"},
+		{args: []string{"txn", "--if", "!exists(lock) && exists(greeting)", "--then", "put lock me", "--then", "del --prefix user/"},
+			wantStdout: "SUCCEEDED\nOK\n3\n"},
+		{args: []string{"txn", "--if", `value("v")="a,b"`, "--then", `put "two words" "x y"`}, wantStdout: "SUCCEEDED\nOK\n"},
+		{args: []string{"get", "two words"}, wantStdout: "x y\n"},
+		{args: []string{"del", "lock"}, wantStdout: "1\n"},
+		{args: []string{"del", "lock"}, wantStdout: "0\n"},
+		{args: []string{"del", "a", "w"}, wantStdout: "3\n"},
+	}
+	for _, s := range steps {
+		code, stdout, stderr := runCLI(t, append(s.args, ep, "--timeout=5s")...)
+		if code != s.wantCode || stdout != s.wantStdout || stderr != s.wantStderr {
+			t.Errorf("kvnode %q: exit %d stdout %q stderr %q; want exit %d stdout %q stderr %q",
+				s.args, code, stdout, stderr, s.wantCode, s.wantStdout, s.wantStderr)
+		}
+	}
+}
+
+func TestCLIRetriesAndFailures(t *testing.T) {
+	f := newFakeKV()
+	addr := startFakeKV(t, f)
+	inject := func(errs ...error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.failures, f.calls = errs, 0
+	}
+	calls := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.calls
+	}
+	ep := "--endpoints=" + addr
+
+	// Unavailable (no leader, overload): retried until it works.
+	inject(status.Error(codes.Unavailable, "write not applied, safe to retry: no leader"),
+		status.Error(codes.Unavailable, "write not applied, safe to retry: no leader"))
+	if code, stdout, stderr := runCLI(t, "put", "k", "v", ep); code != exitOK || stdout != "OK\n" || calls() != 3 {
+		t.Errorf("put after two Unavailable: exit %d stdout %q stderr %q calls %d", code, stdout, stderr, calls())
+	}
+	// A transaction is retried after the server's own Unavailable...
+	inject(status.Error(codes.Unavailable, "write not applied, safe to retry: leader changed"))
+	if code, _, stderr := runCLI(t, "txn", "--then", "put a b", ep); code != exitOK || calls() != 2 {
+		t.Errorf("txn after Unavailable: exit %d stderr %q calls %d", code, stderr, calls())
+	}
+	// ...but not when the connection broke after it may have been sent.
+	inject(status.Error(codes.Unavailable, "error reading from server: EOF"))
+	code, stdout, stderr := runCLI(t, "txn", "--then", "put a b", ep)
+	wantOneLineError(t, []string{"txn"}, code, stdout, stderr, exitFailure, "unavailable: error reading from server: EOF")
+	// Outcome unknown: a put is repeated (applying it twice does no harm)...
+	inject(status.Error(codes.Aborted, "outcome unknown"))
+	if code, _, stderr := runCLI(t, "put", "k", "v", ep); code != exitOK || calls() != 2 {
+		t.Errorf("put after Aborted: exit %d stderr %q calls %d", code, stderr, calls())
+	}
+	// ...a transaction is reported, never repeated.
+	inject(status.Error(codes.Aborted, "outcome unknown"))
+	code, stdout, stderr = runCLI(t, "txn", "--then", "put a b", ep)
+	wantOneLineError(t, []string{"txn"}, code, stdout, stderr, exitFailure, "aborted: outcome unknown (a write may or may not have been applied)")
+	if calls() != 1 {
+		t.Errorf("Aborted txn was tried %d times, want 1", calls())
+	}
+	// A stuck endpoint is abandoned after --attempt-timeout for a put...
+	inject(errHang)
+	if code, _, stderr := runCLI(t, "put", "k", "v", ep, "--attempt-timeout", "100ms"); code != exitOK || calls() != 2 {
+		t.Errorf("put after a stuck attempt: exit %d stderr %q calls %d", code, stderr, calls())
+	}
+	// ...but a transaction waits: abandoning it would leave its outcome unknown.
+	inject(errHang)
+	code, stdout, stderr = runCLI(t, "txn", "--then", "put a b", ep, "--attempt-timeout", "100ms", "--timeout", "500ms")
+	wantOneLineError(t, []string{"txn"}, code, stdout, stderr, exitFailure, "txn: timed out waiting for "+addr+": the write may or may not have been applied")
+	// Bad input refused by the server is a usage error.
+	inject(status.Error(codes.InvalidArgument, "invalid request: key is 5000 bytes, over the limit of 4096"))
+	code, stdout, stderr = runCLI(t, "put", "k", "v", ep)
+	wantOneLineError(t, []string{"put"}, code, stdout, stderr, exitUsage, "invalid argument: invalid request: key is 5000 bytes")
+	// Reads retry on anything Unavailable, including a broken connection.
+	inject(status.Error(codes.Unavailable, "error reading from server: EOF"))
+	if code, _, stderr := runCLI(t, "get", "k", ep); code != exitOK {
+		t.Errorf("get after a broken connection: exit %d stderr %q", code, stderr)
+	}
+}
+
+func TestCLIStatus(t *testing.T) {
+	f := newFakeKV()
+	addr := startFakeKV(t, f)
+	if code, _, stderr := runCLI(t, "put", "k", "v", "--endpoints", addr); code != exitOK {
+		t.Fatalf("put: exit %d stderr %q", code, stderr)
+	}
+	code, stdout, stderr := runCLI(t, "status", "--hash", "--endpoints", addr)
+	if code != exitOK || stderr != "" {
+		t.Fatalf("status: exit %d stderr %q", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "ENDPOINT") || !strings.Contains(lines[0], "DB SIZE") || !strings.Contains(lines[0], "HASH") {
+		t.Fatalf("status table:\n%s", stdout)
+	}
+	if f := strings.Fields(lines[1]); len(f) != 12 || f[0] != addr || f[1] != "1" || f[2] != "leader" || f[7] != "3.0" || f[8] != "MiB" || f[9] != "0000000000000abc" {
+		t.Fatalf("status row %q", lines[1])
+	}
+
+	dead := freeAddr(t)
+	code, stdout, stderr = runCLI(t, "status", "--endpoints", addr+","+dead, "--timeout", "1s")
+	if code != exitFailure || !strings.Contains(strings.Join(strings.Fields(stdout), " "), dead+" - unreachable: unavailable: connection refused") {
+		t.Fatalf("status with a dead endpoint: exit %d stdout %q", code, stdout)
+	}
+	if stderr != "kvnode: status: 1 of 2 endpoints did not answer\n" {
+		t.Fatalf("status stderr %q", stderr)
+	}
+}
+
+func TestHealthCommand(t *testing.T) {
+	ready := true
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("no leader known\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok: leader 2, applied 7\n"))
+	}))
+	defer srv.Close()
+
+	code, stdout, stderr := runCLI(t, "health", "--url", srv.URL+"/readyz")
+	if code != exitOK || stdout != "ok: leader 2, applied 7\n" || stderr != "" {
+		t.Fatalf("health: exit %d stdout %q stderr %q", code, stdout, stderr)
+	}
+	mu.Lock()
+	ready = false
+	mu.Unlock()
+	args := []string{"health", "--url", srv.URL + "/readyz"}
+	code, stdout, stderr = runCLI(t, args...)
+	wantOneLineError(t, args, code, stdout, stderr, exitFailure, "/readyz: 503 Service Unavailable: no leader known")
+}
+
+func TestMetricsEndpoints(t *testing.T) {
+	r := &readiness{node: &nodeRef{}}
+	reg := newRegistry()
+	reg.MustRegister(newStatusCollector(r.node))
+	srv := httptest.NewServer(newMetricsMux(reg, r, discardLogger()))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	if code, body := get("/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body != "starting\n" {
+		t.Errorf("/readyz before the node runs: %d %q", code, body)
+	}
+	r.stopping.Store(true)
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body != "shutting down\n" {
+		t.Errorf("/readyz while stopping: %d %q", code, body)
+	}
+	if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics: %d, no Go metrics", code)
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,0 +1,591 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v3"
+)
+
+// Defaults of the serve flags. The ports follow common practice for
+// key-value stores (2379 for clients) and Prometheus exporters (9090), so
+// the deploy manifests and the README can name them.
+const (
+	defaultPeerListen      = "0.0.0.0:7000"
+	defaultClientListen    = "0.0.0.0:2379"
+	defaultMetricsListen   = "0.0.0.0:9090"
+	defaultDataDir         = "data"
+	defaultClusterName     = "rafty"
+	defaultTick            = 100 * time.Millisecond
+	defaultElectionTicks   = 5
+	defaultHeartbeatTicks  = 1
+	defaultShutdownTimeout = 8 * time.Second
+
+	// maxClusterSize bounds --cluster-size: a Raft cluster of more voters
+	// than this is a configuration slip (every write waits for a majority).
+	maxClusterSize = 15
+	// maxShutdownTimeout keeps a stop bounded even when misconfigured;
+	// orchestrators kill a process that ignores SIGTERM for long anyway.
+	maxShutdownTimeout = time.Minute
+	// minTick mirrors the driver's own floor, so the error names the flag.
+	minTick = time.Millisecond
+)
+
+// Names of the serve flags, shared by the flag table and the code that
+// reads them back, so a typo cannot silently read an unset flag.
+const (
+	flagID              = "id"
+	flagHostname        = "hostname"
+	flagPeers           = "peers"
+	flagPeerTemplate    = "peer-template"
+	flagClusterSize     = "cluster-size"
+	flagClusterID       = "cluster-id"
+	flagDataDir         = "data-dir"
+	flagPeerListen      = "peer-listen"
+	flagClientListen    = "client-listen"
+	flagMetricsListen   = "metrics-listen"
+	flagTick            = "tick"
+	flagElectionTicks   = "election-ticks"
+	flagHeartbeatTicks  = "heartbeat-ticks"
+	flagPeerTLSCert     = "peer-tls-cert"
+	flagPeerTLSKey      = "peer-tls-key"
+	flagPeerTLSCA       = "peer-tls-ca"
+	flagShutdownTimeout = "shutdown-timeout"
+	flagLogFormat       = "log-format"
+	flagLogLevel        = "log-level"
+)
+
+// envName returns the environment twin of a flag: KVNODE_ plus the flag
+// name upper-cased with dashes as underscores (--peer-template ->
+// KVNODE_PEER_TEMPLATE). Every flag has one, so a container can be
+// configured entirely through its environment.
+func envName(flag string) string {
+	return "KVNODE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// env is the Sources value of a flag's environment twin.
+func env(flag string) cli.ValueSourceChain { return cli.EnvVars(envName(flag)) }
+
+// serveFlags returns the flags of `kvnode serve`. A fresh set per call:
+// urfave/cli flags keep parse state, and tests build many apps.
+func serveFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: flagID, Sources: env(flagID), Category: "identity",
+			Usage: "this node's Raft ID (1, 2, ...); empty derives it from the StatefulSet ordinal of --hostname (rafty-2 -> 3)"},
+		&cli.StringFlag{Name: flagHostname, Sources: env(flagHostname), Category: "identity",
+			Usage: "host name whose -<ordinal> suffix gives the ID when --id is empty (default: the system host name)"},
+		&cli.StringFlag{Name: flagPeers, Sources: env(flagPeers), Category: "cluster",
+			Usage: "every member's peer address, this node included: `ID=HOST:PORT,...`"},
+		&cli.StringFlag{Name: flagPeerTemplate, Sources: env(flagPeerTemplate), Category: "cluster",
+			Usage: "instead of --peers: peer address with {i} (ordinal, from 0) or {id} (ordinal+1), e.g. 'rafty-{i}.rafty.default.svc.cluster.local:7000'; member i gets ID i+1"},
+		&cli.IntFlag{Name: flagClusterSize, Sources: env(flagClusterSize), Category: "cluster",
+			Usage: "number of members --peer-template expands to"},
+		&cli.StringFlag{Name: flagClusterID, Sources: env(flagClusterID), Category: "cluster", Value: defaultClusterName,
+			Usage: "cluster name, the same on every member; peers of another cluster are refused"},
+		&cli.StringFlag{Name: flagDataDir, Sources: env(flagDataDir), Category: "storage", Value: defaultDataDir, TakesFile: true,
+			Usage: "directory holding raft/ (write-ahead log) and kv/ (Pebble)"},
+		&cli.StringFlag{Name: flagPeerListen, Sources: env(flagPeerListen), Category: "network", Value: defaultPeerListen,
+			Usage: "host:port serving Raft traffic from peers"},
+		&cli.StringFlag{Name: flagClientListen, Sources: env(flagClientListen), Category: "network", Value: defaultClientListen,
+			Usage: "host:port serving the client gRPC API"},
+		&cli.StringFlag{Name: flagMetricsListen, Sources: env(flagMetricsListen), Category: "network", Value: defaultMetricsListen,
+			Usage: "host:port serving /metrics, /healthz and /readyz"},
+		&cli.DurationFlag{Name: flagTick, Sources: env(flagTick), Category: "raft", Value: defaultTick,
+			Usage: "length of one Raft tick"},
+		&cli.IntFlag{Name: flagElectionTicks, Sources: env(flagElectionTicks), Category: "raft", Value: defaultElectionTicks,
+			Usage: "minimum election timeout in ticks (each timeout is drawn from [n, 2n) ticks)"},
+		&cli.IntFlag{Name: flagHeartbeatTicks, Sources: env(flagHeartbeatTicks), Category: "raft", Value: defaultHeartbeatTicks,
+			Usage: "leader heartbeat interval in ticks (less than --election-ticks)"},
+		&cli.StringFlag{Name: flagPeerTLSCert, Sources: env(flagPeerTLSCert), Category: "peer TLS", TakesFile: true,
+			Usage: "PEM certificate for peer mutual TLS (server and client use); with --peer-tls-key and --peer-tls-ca"},
+		&cli.StringFlag{Name: flagPeerTLSKey, Sources: env(flagPeerTLSKey), Category: "peer TLS", TakesFile: true,
+			Usage: "PEM private key of --peer-tls-cert"},
+		&cli.StringFlag{Name: flagPeerTLSCA, Sources: env(flagPeerTLSCA), Category: "peer TLS", TakesFile: true,
+			Usage: "PEM CA bundle that signs every peer's certificate"},
+		&cli.DurationFlag{Name: flagShutdownTimeout, Sources: env(flagShutdownTimeout), Category: "process", Value: defaultShutdownTimeout,
+			Usage: "bound on a graceful stop (leadership transfer, draining requests, closing files) after SIGTERM"},
+		&cli.StringFlag{Name: flagLogFormat, Sources: env(flagLogFormat), Category: "process", Value: "text",
+			Usage: "log format: text or json"},
+		&cli.StringFlag{Name: flagLogLevel, Sources: env(flagLogLevel), Category: "process", Value: "info",
+			Usage: "log level: debug, info, warn or error"},
+	}
+}
+
+// serveConfig is the validated configuration of one node.
+type serveConfig struct {
+	ID uint64
+	// Peers maps every member's ID to its peer address, this node's too.
+	Peers map[uint64]string
+	// ClusterName is what the operator typed; ClusterID is its hash,
+	// which travels on every peer message.
+	ClusterName string
+	ClusterID   uint64
+
+	DataDir       string
+	PeerListen    string
+	ClientListen  string
+	MetricsListen string
+
+	Tick           time.Duration
+	ElectionTicks  int
+	HeartbeatTicks int
+
+	TLSCertFile string
+	TLSKeyFile  string
+	TLSCAFile   string
+
+	ShutdownTimeout time.Duration
+	LogFormat       string
+	LogLevel        slog.Level
+}
+
+// RaftDir is where the write-ahead log lives.
+func (c *serveConfig) RaftDir() string { return filepath.Join(c.DataDir, "raft") }
+
+// KVDir is where Pebble keeps the state machine.
+func (c *serveConfig) KVDir() string { return filepath.Join(c.DataDir, "kv") }
+
+// PeerIDs returns the member IDs in ascending order.
+func (c *serveConfig) PeerIDs() []uint64 {
+	ids := make([]uint64, 0, len(c.Peers))
+	for id := range c.Peers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// LogAttrs describes the effective configuration in one log line, so an
+// operator can tell from the first line of a node's log what it runs with.
+func (c *serveConfig) LogAttrs() []any {
+	peers := make([]string, 0, len(c.Peers))
+	for _, id := range c.PeerIDs() {
+		peers = append(peers, fmt.Sprintf("%d=%s", id, c.Peers[id]))
+	}
+	return []any{
+		slog.Uint64("id", c.ID),
+		slog.String("peers", strings.Join(peers, ",")),
+		slog.String("cluster", c.ClusterName),
+		slog.Uint64("cluster_id", c.ClusterID),
+		slog.String("data_dir", c.DataDir),
+		slog.String("peer_listen", c.PeerListen),
+		slog.String("client_listen", c.ClientListen),
+		slog.String("metrics_listen", c.MetricsListen),
+		slog.String("tick", c.Tick.String()),
+		slog.Int("election_ticks", c.ElectionTicks),
+		slog.Int("heartbeat_ticks", c.HeartbeatTicks),
+		slog.Bool("peer_tls", c.TLSCertFile != ""),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.String("log_level", c.LogLevel.String()),
+	}
+}
+
+// flagValues is what the serve flags hold, before validation. Tests fill
+// it directly; the command fills it from its parsed flags.
+type flagValues struct {
+	ID, Hostname                      string
+	Peers, PeerTemplate               string
+	ClusterSize                       int
+	ClusterName, DataDir              string
+	PeerListen, ClientListen, Metrics string
+	Tick                              time.Duration
+	ElectionTicks, HeartbeatTicks     int
+	TLSCert, TLSKey, TLSCA            string
+	ShutdownTimeout                   time.Duration
+	LogFormat, LogLevel               string
+	// systemHostname and statFile replace os.Hostname and os.Stat in
+	// tests; nil means the real ones.
+	systemHostname func() (string, error)
+	statFile       func(string) (os.FileInfo, error)
+}
+
+// readFlagValues collects the serve flags of cmd.
+func readFlagValues(cmd *cli.Command) flagValues {
+	return flagValues{
+		ID:              cmd.String(flagID),
+		Hostname:        cmd.String(flagHostname),
+		Peers:           cmd.String(flagPeers),
+		PeerTemplate:    cmd.String(flagPeerTemplate),
+		ClusterSize:     cmd.Int(flagClusterSize),
+		ClusterName:     cmd.String(flagClusterID),
+		DataDir:         cmd.String(flagDataDir),
+		PeerListen:      cmd.String(flagPeerListen),
+		ClientListen:    cmd.String(flagClientListen),
+		Metrics:         cmd.String(flagMetricsListen),
+		Tick:            cmd.Duration(flagTick),
+		ElectionTicks:   cmd.Int(flagElectionTicks),
+		HeartbeatTicks:  cmd.Int(flagHeartbeatTicks),
+		TLSCert:         cmd.String(flagPeerTLSCert),
+		TLSKey:          cmd.String(flagPeerTLSKey),
+		TLSCA:           cmd.String(flagPeerTLSCA),
+		ShutdownTimeout: cmd.Duration(flagShutdownTimeout),
+		LogFormat:       cmd.String(flagLogFormat),
+		LogLevel:        cmd.String(flagLogLevel),
+	}
+}
+
+// defaultFlagValues returns the values the flags hold when none is given;
+// tests start from it.
+func defaultFlagValues() flagValues {
+	return flagValues{
+		ClusterName:     defaultClusterName,
+		DataDir:         defaultDataDir,
+		PeerListen:      defaultPeerListen,
+		ClientListen:    defaultClientListen,
+		Metrics:         defaultMetricsListen,
+		Tick:            defaultTick,
+		ElectionTicks:   defaultElectionTicks,
+		HeartbeatTicks:  defaultHeartbeatTicks,
+		ShutdownTimeout: defaultShutdownTimeout,
+		LogFormat:       "text",
+		LogLevel:        "info",
+	}
+}
+
+// config validates v and returns the node configuration. Every problem is
+// reported, joined with "; " into one line, so an operator fixes them all
+// in one go instead of one restart per mistake.
+func (v flagValues) config() (*serveConfig, error) {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	c := &serveConfig{
+		DataDir:         v.DataDir,
+		Tick:            v.Tick,
+		ElectionTicks:   v.ElectionTicks,
+		HeartbeatTicks:  v.HeartbeatTicks,
+		TLSCertFile:     v.TLSCert,
+		TLSKeyFile:      v.TLSKey,
+		TLSCAFile:       v.TLSCA,
+		ShutdownTimeout: v.ShutdownTimeout,
+	}
+
+	// Membership: exactly one of --peers and --peer-template.
+	switch {
+	case v.Peers != "" && v.PeerTemplate != "":
+		bad("--%s and --%s are mutually exclusive; give one", flagPeers, flagPeerTemplate)
+	case v.Peers == "" && v.PeerTemplate == "":
+		bad("no members: give --%s ID=HOST:PORT,... or --%s with --%s", flagPeers, flagPeerTemplate, flagClusterSize)
+	case v.Peers != "":
+		if v.ClusterSize != 0 {
+			bad("--%s applies only to --%s", flagClusterSize, flagPeerTemplate)
+		}
+		peers, err := parsePeers(v.Peers)
+		if err != nil {
+			bad("--%s: %v", flagPeers, err)
+		}
+		c.Peers = peers
+	default:
+		peers, err := expandPeerTemplate(v.PeerTemplate, v.ClusterSize)
+		if err != nil {
+			bad("--%s: %v", flagPeerTemplate, err)
+		}
+		c.Peers = peers
+	}
+
+	// Identity: --id, or the ordinal of the host name.
+	if v.ID != "" {
+		id, err := parseNodeID(v.ID)
+		if err != nil {
+			bad("--%s: %v", flagID, err)
+		}
+		c.ID = id
+	} else {
+		host := v.Hostname
+		if host == "" {
+			sys := v.systemHostname
+			if sys == nil {
+				sys = os.Hostname
+			}
+			h, err := sys()
+			if err != nil {
+				bad("--%s is empty and the host name is unknown (%v); set --%s", flagID, err, flagID)
+			}
+			host = h
+		}
+		if host != "" {
+			id, err := idFromHostname(host)
+			if err != nil {
+				bad("--%s is empty and %v; set --%s", flagID, err, flagID)
+			}
+			c.ID = id
+		}
+	}
+	if c.ID != 0 && c.Peers != nil {
+		if _, ok := c.Peers[c.ID]; !ok {
+			bad("this node's ID %d is not a member (members: %s)", c.ID, joinIDs(c.PeerIDs()))
+		}
+	}
+
+	if strings.TrimSpace(v.ClusterName) == "" {
+		bad("--%s must not be empty", flagClusterID)
+	}
+	c.ClusterName = v.ClusterName
+	c.ClusterID = clusterIDFromName(v.ClusterName)
+
+	if strings.TrimSpace(v.DataDir) == "" {
+		bad("--%s must not be empty", flagDataDir)
+	}
+	listens := []struct {
+		flag string
+		val  string
+		dst  *string
+	}{
+		{flagPeerListen, v.PeerListen, &c.PeerListen},
+		{flagClientListen, v.ClientListen, &c.ClientListen},
+		{flagMetricsListen, v.Metrics, &c.MetricsListen},
+	}
+	seen := map[string]string{}
+	for _, l := range listens {
+		if err := checkListenAddr(l.val); err != nil {
+			bad("--%s: %v", l.flag, err)
+			continue
+		}
+		*l.dst = l.val
+		if _, port, _ := net.SplitHostPort(l.val); port != "0" {
+			if other, dup := seen[l.val]; dup {
+				bad("--%s and --%s both listen on %s", other, l.flag, l.val)
+			}
+			seen[l.val] = l.flag
+		}
+	}
+
+	if v.Tick < minTick {
+		bad("--%s must be at least %v, got %v", flagTick, minTick, v.Tick)
+	}
+	if v.ElectionTicks < 2 {
+		bad("--%s must be at least 2, got %d", flagElectionTicks, v.ElectionTicks)
+	}
+	if v.HeartbeatTicks < 1 {
+		bad("--%s must be at least 1, got %d", flagHeartbeatTicks, v.HeartbeatTicks)
+	} else if v.ElectionTicks >= 2 && v.HeartbeatTicks >= v.ElectionTicks {
+		bad("--%s (%d) must be less than --%s (%d)", flagHeartbeatTicks, v.HeartbeatTicks, flagElectionTicks, v.ElectionTicks)
+	}
+
+	tlsFiles := []struct{ flag, path string }{
+		{flagPeerTLSCert, v.TLSCert}, {flagPeerTLSKey, v.TLSKey}, {flagPeerTLSCA, v.TLSCA},
+	}
+	var given, missing []string
+	for _, f := range tlsFiles {
+		if f.path == "" {
+			missing = append(missing, "--"+f.flag)
+		} else {
+			given = append(given, "--"+f.flag)
+		}
+	}
+	if len(given) > 0 && len(missing) > 0 {
+		bad("peer TLS needs --%s, --%s and --%s together; %s missing",
+			flagPeerTLSCert, flagPeerTLSKey, flagPeerTLSCA, strings.Join(missing, " and "))
+	}
+	stat := v.statFile
+	if stat == nil {
+		stat = os.Stat
+	}
+	for _, f := range tlsFiles {
+		if f.path == "" {
+			continue
+		}
+		if fi, err := stat(f.path); err != nil {
+			bad("--%s: %v", f.flag, unwrapPathError(err))
+		} else if fi.IsDir() {
+			bad("--%s: %s is a directory, want a PEM file", f.flag, f.path)
+		}
+	}
+
+	if v.ShutdownTimeout <= 0 || v.ShutdownTimeout > maxShutdownTimeout {
+		bad("--%s must be in (0, %v], got %v", flagShutdownTimeout, maxShutdownTimeout, v.ShutdownTimeout)
+	}
+	switch v.LogFormat {
+	case "text", "json":
+		c.LogFormat = v.LogFormat
+	default:
+		bad("--%s must be text or json, got %q", flagLogFormat, v.LogFormat)
+	}
+	lvl, err := parseLogLevel(v.LogLevel)
+	if err != nil {
+		bad("--%s: %v", flagLogLevel, err)
+	}
+	c.LogLevel = lvl
+
+	if len(errs) > 0 {
+		return nil, usageError(errors.New(strings.Join(errs, "; ")))
+	}
+	return c, nil
+}
+
+// parseNodeID parses a Raft node ID: a decimal number from 1.
+func parseNodeID(s string) (uint64, error) {
+	id, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("node ID %q is not a positive decimal number", s)
+	}
+	if id == 0 {
+		return 0, errors.New("node ID 0 is reserved; IDs start at 1")
+	}
+	return id, nil
+}
+
+// idFromHostname derives a node ID from a StatefulSet pod's host name:
+// pods are named <statefulset>-<ordinal> with ordinals from 0, and Raft IDs
+// start at 1, so rafty-2 is node 3. A fully qualified name is cut at its
+// first dot first (rafty-2.rafty.default.svc.cluster.local).
+func idFromHostname(host string) (uint64, error) {
+	short, _, _ := strings.Cut(host, ".")
+	i := strings.LastIndexByte(short, '-')
+	if i < 0 || i == len(short)-1 {
+		return 0, fmt.Errorf("host name %q does not end in -<ordinal> (a StatefulSet pod name like rafty-0)", host)
+	}
+	digits := short[i+1:]
+	for _, r := range digits {
+		if r < '0' || r > '9' {
+			return 0, fmt.Errorf("host name %q does not end in -<ordinal> (a StatefulSet pod name like rafty-0)", host)
+		}
+	}
+	ord, err := strconv.ParseUint(digits, 10, 63)
+	if err != nil {
+		return 0, fmt.Errorf("host name %q has an ordinal out of range", host)
+	}
+	return ord + 1, nil
+}
+
+// parsePeers parses ID=HOST:PORT,... into a map. Entries may be separated
+// by commas and surrounding spaces; IDs and addresses must be unique.
+func parsePeers(s string) (map[uint64]string, error) {
+	peers := map[uint64]string{}
+	byAddr := map[string]uint64{}
+	for entry := range strings.SplitSeq(s, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			return nil, fmt.Errorf("empty entry in %q (want ID=HOST:PORT,...)", s)
+		}
+		idText, addr, ok := strings.Cut(entry, "=")
+		if !ok {
+			return nil, fmt.Errorf("entry %q is not ID=HOST:PORT", entry)
+		}
+		id, err := parseNodeID(idText)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: %v", entry, err)
+		}
+		addr = strings.TrimSpace(addr)
+		if err := checkDialAddr(addr); err != nil {
+			return nil, fmt.Errorf("entry %q: %v", entry, err)
+		}
+		if _, dup := peers[id]; dup {
+			return nil, fmt.Errorf("node %d is listed twice", id)
+		}
+		if other, dup := byAddr[addr]; dup {
+			return nil, fmt.Errorf("nodes %d and %d share address %s", other, id, addr)
+		}
+		peers[id] = addr
+		byAddr[addr] = id
+	}
+	return peers, nil
+}
+
+// expandPeerTemplate turns a StatefulSet-style address template into the
+// member map: member i (from 0) gets ID i+1 and the template with {i}
+// replaced by i and {id} by i+1. The template must distinguish members,
+// so it needs at least one placeholder; any other {...} is an error, as it
+// is most likely a misspelt placeholder.
+func expandPeerTemplate(tmpl string, size int) (map[uint64]string, error) {
+	if size < 1 || size > maxClusterSize {
+		return nil, fmt.Errorf("needs --%s between 1 and %d, got %d", flagClusterSize, maxClusterSize, size)
+	}
+	rest := strings.NewReplacer("{i}", "", "{id}", "").Replace(tmpl)
+	if rest == tmpl {
+		return nil, fmt.Errorf("template %q has no {i} or {id} placeholder, so every member would get the same address", tmpl)
+	}
+	if strings.ContainsAny(rest, "{}") {
+		return nil, fmt.Errorf("template %q has an unknown placeholder; only {i} (ordinal from 0) and {id} (ordinal+1) exist", tmpl)
+	}
+	peers := make(map[uint64]string, size)
+	for i := range size {
+		addr := strings.NewReplacer("{i}", strconv.Itoa(i), "{id}", strconv.Itoa(i+1)).Replace(tmpl)
+		if err := checkDialAddr(addr); err != nil {
+			return nil, fmt.Errorf("member %d: %v", i, err)
+		}
+		peers[uint64(i+1)] = addr
+	}
+	return peers, nil
+}
+
+// checkDialAddr accepts HOST:PORT with a non-empty host and a numeric port
+// from 1 to 65535: the peers' addresses must be dialable.
+func checkDialAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q is not HOST:PORT", addr)
+	}
+	if host == "" {
+		return fmt.Errorf("address %q has no host", addr)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("address %q has an invalid port (want 1-65535)", addr)
+	}
+	return nil
+}
+
+// checkListenAddr accepts [HOST]:PORT with a numeric port (0 picks one).
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q has an invalid port (want 0-65535)", addr)
+	}
+	return nil
+}
+
+// clusterIDFromName hashes a cluster name to the non-zero 64-bit ID the
+// transport puts on every message. A name is easier to keep consistent
+// across manifests than a number, and a hash collision between two
+// clusters that could reach each other is negligible (2^-64).
+func clusterIDFromName(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	if id := h.Sum64(); id != 0 {
+		return id
+	}
+	return 1
+}
+
+// parseLogLevel accepts the slog level names in any case.
+func parseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	switch strings.ToLower(s) {
+	case "debug", "info", "warn", "error":
+		if err := l.UnmarshalText([]byte(s)); err != nil {
+			return 0, err
+		}
+		return l, nil
+	}
+	return 0, fmt.Errorf("want debug, info, warn or error, got %q", s)
+}
+
+// joinIDs formats IDs as "1,2,3" for messages.
+func joinIDs(ids []uint64) string {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = strconv.FormatUint(id, 10)
+	}
+	return strings.Join(parts, ",")
+}
+
+// unwrapPathError shortens "stat x: no such file or directory" to the
+// path and the reason, which is all the operator needs.
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %v", pe.Path, pe.Err)
+	}
+	return err
+}

@@ -1,0 +1,425 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/urfave/cli/v3"
+	"google.golang.org/grpc"
+
+	"github.com/rafty-db/rafty/app/kv"
+	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/disk"
+	"github.com/rafty-db/rafty/driver"
+	"github.com/rafty-db/rafty/transport"
+)
+
+// serveCommand is `kvnode serve`: run one member until SIGTERM or SIGINT.
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run a cluster member until SIGTERM or SIGINT",
+		UsageText: "kvnode serve --id N --peers 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT [flags]\n" +
+			"kvnode serve --peer-template 'rafty-{i}.rafty.default.svc.cluster.local:7000' --cluster-size 3 [flags]\n\n" +
+			"Every flag has an environment twin: KVNODE_ + the flag name in upper case, dashes as underscores.\n" +
+			"SIGTERM/SIGINT stop gracefully (leadership handed over, requests drained, files closed);\n" +
+			"a second signal exits at once.",
+		Flags: serveFlags(),
+		Action: action(func(ctx context.Context, cmd *cli.Command) error {
+			if err := wantArgs(cmd, 0, 0, "[flags]"); err != nil {
+				return err
+			}
+			cfg, err := readFlagValues(cmd).config()
+			if err != nil {
+				return err
+			}
+			log := newLogger(cmd.Root().ErrWriter, cfg)
+			ctx, stop := watchSignals(ctx, log, os.Exit)
+			defer stop()
+			return serve(ctx, cfg, log)
+		}),
+	}
+}
+
+// newLogger builds the node's structured logger on w (standard error).
+func newLogger(w io.Writer, cfg *serveConfig) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// server holds a running node's parts, in the order they are stopped.
+type server struct {
+	cfg *serveConfig
+	log *slog.Logger
+
+	reg   *prometheus.Registry
+	ready *readiness
+	node  nodeRef
+
+	metricsSrv *http.Server
+	clientSrv  *grpc.Server
+	clientLis  net.Listener
+	serveErr   chan error // the client and metrics servers' Serve errors
+
+	wal    *disk.Store
+	kv     *kv.Store
+	limits kv.Limits
+	// stopHealth marks the gRPC health service NOT_SERVING for good.
+	stopHealth func()
+}
+
+// serve runs a node until ctx is cancelled (the first stop signal), then
+// stops it gracefully within cfg.ShutdownTimeout. It returns nil after a
+// clean stop, and an error when the node could not start or failed.
+func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
+	log.Info("starting kvnode", cfg.LogAttrs()...)
+	s := &server{cfg: cfg, log: log, reg: newRegistry(), serveErr: make(chan error, 2), limits: kv.DefaultLimits()}
+	s.ready = &readiness{node: &s.node}
+	if err := s.start(); err != nil {
+		s.closeAll()
+		return err
+	}
+	log.Info("serving", "client", s.clientLis.Addr().String(), "metrics", s.metricsSrv.Addr)
+
+	n := s.node.load()
+	select {
+	case <-ctx.Done():
+		return s.shutdown()
+	case <-n.Done():
+		err := n.Err()
+		log.Error("node stopped unexpectedly", "err", err)
+		s.markStopping()
+		s.clientSrv.Stop()
+		s.closeAll()
+		return fmt.Errorf("node stopped: %v", err)
+	case err := <-s.serveErr:
+		log.Error("serving failed", "err", err)
+		s.markStopping()
+		s.clientSrv.Stop()
+		_ = n.Stop()
+		s.closeAll()
+		return err
+	}
+}
+
+// start opens everything in dependency order: sockets first (so a port
+// conflict fails fast with the flag's name, before any recovery work),
+// the metrics endpoint (so /healthz answers while the WAL recovers), then
+// storage, the Raft node with its transport, and the client service.
+func (s *server) start() error {
+	cfg := s.cfg
+	metricsLis, err := listen(flagMetricsListen, cfg.MetricsListen)
+	if err != nil {
+		return err
+	}
+	clientLis, err := listen(flagClientListen, cfg.ClientListen)
+	if err != nil {
+		_ = metricsLis.Close()
+		return err
+	}
+	s.clientLis = clientLis
+	peerLis, err := listen(flagPeerListen, cfg.PeerListen)
+	if err != nil {
+		_ = metricsLis.Close()
+		return err
+	}
+	// Owned by the transport once transport.New succeeds.
+	peerLisOwned := false
+	defer func() {
+		if !peerLisOwned {
+			_ = peerLis.Close()
+		}
+	}()
+
+	leaderChanges := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rafty_node_leader_changes_total", Help: "Changes to a new known leader seen by this node.",
+	})
+	s.reg.MustRegister(newStatusCollector(&s.node), leaderChanges)
+	s.metricsSrv = &http.Server{
+		Addr:              metricsLis.Addr().String(),
+		Handler:           newMetricsMux(s.reg, s.ready, s.log),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := s.metricsSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.serveErr <- fmt.Errorf("metrics server: %w", err)
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("--%s: %v", flagDataDir, unwrapPathError(err))
+	}
+	dopts := disk.DefaultOptions()
+	dopts.Logger = s.log.With("component", "disk")
+	s.wal, err = disk.Open(cfg.RaftDir(), dopts)
+	if err != nil {
+		return fmt.Errorf("opening the write-ahead log: %w", err)
+	}
+	s.reg.MustRegister(newDiskCollector(s.wal))
+	s.kv, err = kv.OpenStore(cfg.KVDir(), kv.Options{Logger: s.log.With("component", "kv")})
+	if err != nil {
+		return fmt.Errorf("opening the key-value store: %w", err)
+	}
+	s.reg.MustRegister(newStoreCollector(s.kv))
+
+	node, err := driver.Start(context.Background(), driver.Config{
+		ID:           cfg.ID,
+		Peers:        cfg.PeerIDs(),
+		Storage:      s.wal,
+		StateMachine: s.kv,
+		// The driver's default proposal limit is below what the client
+		// service accepts (a maximal value plus its key and framing).
+		MaxProposalBytes: s.limits.MaxProposalBytes(),
+		NewTransport: func(h driver.MessageHandler) (driver.Transport, error) {
+			t, err := transport.New(transport.Config{
+				ClusterID:   cfg.ClusterID,
+				NodeID:      cfg.ID,
+				Listener:    peerLis,
+				Peers:       cfg.Peers,
+				Handler:     h,
+				TLSCertFile: cfg.TLSCertFile,
+				TLSKeyFile:  cfg.TLSKeyFile,
+				TLSCAFile:   cfg.TLSCAFile,
+				Registerer:  s.reg,
+				Logger:      s.log,
+			})
+			if err != nil {
+				return nil, err
+			}
+			peerLisOwned = true
+			if err := t.Start(context.Background()); err != nil {
+				_ = t.Close()
+				return nil, err
+			}
+			return t, nil
+		},
+		TickInterval: cfg.Tick,
+		TuneRaft: func(rc *core.Config) {
+			rc.ElectionTicks = cfg.ElectionTicks
+			rc.HeartbeatTicks = cfg.HeartbeatTicks
+		},
+		Logger:     s.log,
+		Registerer: s.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the Raft node: %w", err)
+	}
+	// The node owns the WAL from here on and closes it when it stops.
+	s.wal = nil
+	s.node.store(node)
+	go watchLeader(node, leaderChanges)
+
+	svc, err := kv.NewService(s.kv, node, cfg.ClusterID, s.limits)
+	if err != nil {
+		// The node uses the store: stop it before closeAll closes that.
+		_ = node.Stop()
+		return fmt.Errorf("starting the client service: %w", err)
+	}
+	reqs := newRequestMetrics(s.reg)
+	s.clientSrv = grpc.NewServer(append(s.limits.ServerOptions(),
+		grpc.ChainUnaryInterceptor(reqs.unaryInterceptor),
+		grpc.ChainStreamInterceptor(reqs.streamInterceptor),
+	)...)
+	svc.Register(s.clientSrv)
+	s.stopHealth = kv.RegisterHealth(s.clientSrv, node)
+	go func() {
+		if err := s.clientSrv.Serve(clientLis); err != nil {
+			s.serveErr <- fmt.Errorf("client server: %w", err)
+		}
+	}()
+	return nil
+}
+
+// listen opens a TCP listener, naming the flag in the error.
+func listen(flag, addr string) (net.Listener, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			err = op.Err
+		}
+		return nil, fmt.Errorf("--%s %s: %v", flag, addr, err)
+	}
+	return lis, nil
+}
+
+// Shares of ShutdownTimeout given to each step of a graceful stop; the
+// rest is left for closing Pebble and the WAL.
+const (
+	transferShare = 0.4
+	drainShare    = 0.4
+)
+
+// shutdown stops a running node gracefully:
+//
+//  1. /readyz and the gRPC health service start failing, so load
+//     balancers stop sending requests;
+//  2. a leader hands leadership to the most up-to-date follower, so the
+//     cluster does not wait out an election timeout without a leader;
+//  3. the client server stops accepting calls and finishes the ones in
+//     flight (a follower still forwards their proposals to the new
+//     leader), then cuts whatever is left;
+//  4. the node stops (closing the transport and the WAL), then Pebble.
+//
+// Each step has a bounded share of ShutdownTimeout.
+func (s *server) shutdown() error {
+	start := time.Now()
+	deadline := start.Add(s.cfg.ShutdownTimeout)
+	s.markStopping()
+	n := s.node.load()
+
+	budget := func(share float64) time.Duration {
+		return time.Duration(float64(s.cfg.ShutdownTimeout) * share)
+	}
+	if err := s.handOverLeadership(n, budget(transferShare)); err != nil {
+		s.log.Warn("leadership transfer did not complete; the followers will elect a leader", "err", err)
+	}
+
+	drained := make(chan struct{})
+	go func() {
+		s.clientSrv.GracefulStop()
+		close(drained)
+	}()
+	drainTimer := time.NewTimer(min(budget(drainShare), time.Until(deadline)))
+	select {
+	case <-drained:
+		drainTimer.Stop()
+	case <-drainTimer.C:
+		s.log.Warn("client requests still running after the drain budget; cutting them off")
+		s.clientSrv.Stop()
+		<-drained
+	}
+
+	if err := n.Stop(); err != nil {
+		s.log.Error("stopping the Raft node", "err", err)
+	}
+	err := s.closeAll()
+	elapsed := time.Since(start)
+	if err != nil {
+		s.log.Error("stopped with errors", "err", err, "elapsed", elapsed.Round(time.Millisecond).String())
+		return err
+	}
+	s.log.Info("stopped", "elapsed", elapsed.Round(time.Millisecond).String())
+	return nil
+}
+
+// markStopping makes both health signals fail, HTTP /readyz and the gRPC
+// health service, so load balancers and clients move away first.
+func (s *server) markStopping() {
+	s.ready.stopping.Store(true)
+	if s.stopHealth != nil {
+		s.stopHealth()
+	}
+}
+
+// handOverLeadership transfers leadership away from n if it leads, to the
+// voter whose log is most complete (it can take over at once), and waits
+// until that voter leads or timeout passes. It gives up early when the
+// transfer has become moot: another node took over, or no leader emerged
+// within two election timeouts (the other members are stopping too).
+func (s *server) handOverLeadership(n *driver.Node, timeout time.Duration) error {
+	st := n.Status()
+	if st.Role != core.RoleLeader {
+		return nil
+	}
+	to := transferTarget(st)
+	if to == core.None {
+		return nil // a cluster of one: nobody to hand over to
+	}
+	s.log.Info("transferring leadership before stopping", "to", to)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.TransferLeadership(ctx, to) }()
+	abandon := func(why error) error {
+		cancel()
+		<-done
+		return why
+	}
+
+	leaderless := time.NewTimer(time.Hour)
+	leaderless.Stop()
+	defer leaderless.Stop()
+	waiting := false
+	for {
+		lead, changed := n.Leader()
+		switch {
+		case lead == core.None && !waiting:
+			leaderless.Reset(2 * time.Duration(s.cfg.ElectionTicks) * s.cfg.Tick)
+			waiting = true
+		case lead != core.None && lead != to && lead != st.ID:
+			return abandon(fmt.Errorf("node %d became leader instead", lead))
+		case lead != core.None && waiting:
+			leaderless.Stop()
+			waiting = false
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				return err
+			}
+			s.log.Info("leadership transferred", "to", to)
+			return nil
+		case <-changed:
+		case <-leaderless.C:
+			return abandon(errors.New("no leader emerged: the other members do not answer"))
+		}
+	}
+}
+
+// transferTarget picks the voter other than the leader with the highest
+// match index (ties to the lowest ID, for determinism), or None.
+func transferTarget(st driver.Status) uint64 {
+	best, bestMatch := core.None, uint64(0)
+	for _, id := range st.Membership.Voters {
+		if id == st.ID {
+			continue
+		}
+		pr, ok := st.Progress[id]
+		if !ok || pr.IsLearner {
+			continue
+		}
+		if best == core.None || pr.Match > bestMatch || (pr.Match == bestMatch && id < best) {
+			best, bestMatch = id, pr.Match
+		}
+	}
+	return best
+}
+
+// closeAll releases what start opened and the node does not own: Pebble,
+// the WAL (only if the node never took it), the client listener and the
+// metrics server. It is the last step of every exit path.
+func (s *server) closeAll() error {
+	var errs []error
+	if s.kv != nil {
+		if err := s.kv.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing the key-value store: %w", err))
+		}
+	}
+	if s.wal != nil {
+		if err := s.wal.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing the write-ahead log: %w", err))
+		}
+	}
+	if s.clientSrv == nil && s.clientLis != nil {
+		_ = s.clientLis.Close()
+	}
+	if s.metricsSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = s.metricsSrv.Shutdown(ctx)
+	}
+	return errors.Join(errs...)
+}
