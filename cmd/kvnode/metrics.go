@@ -44,6 +44,9 @@ import (
 //	rafty_kv_proposal_failures_total{code}      those that failed, by gRPC code
 //	rafty_kv_proposal_duration_seconds          their latency, failures included
 //	rafty_pebble_disk_usage_bytes               bytes the Pebble store uses on disk
+//	rafty_pebble_{memtable_bytes,memtables,l0_files,l0_sublevels,read_amplification,
+//	  compaction_debt_bytes,compactions_total,flushes_total,block_cache_bytes,
+//	  block_cache_hits_total,block_cache_misses_total}  Pebble engine statistics
 //	rafty_kv_applied_index                      applied index recorded in Pebble
 
 // newRegistry returns the registry every component of a node registers
@@ -224,32 +227,61 @@ func watchLeader(n *driver.Node, changes prometheus.Counter) {
 	}
 }
 
-// storeCollector exports the Pebble store's size and applied index at
-// scrape time.
+// storeCollector exports the Pebble store's statistics and applied index
+// at scrape time.
 type storeCollector struct {
-	store              *kv.Store
-	diskUsage, applied *prometheus.Desc
+	store   *kv.Store
+	applied *prometheus.Desc
+	pebble  []pebbleGauge
+}
+
+// pebbleGauge is one Pebble statistic exported as a metric.
+type pebbleGauge struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(kv.PebbleStats) float64
 }
 
 func newStoreCollector(store *kv.Store) *storeCollector {
+	g := func(name, help string, kind prometheus.ValueType, v func(kv.PebbleStats) float64) pebbleGauge {
+		return pebbleGauge{desc: prometheus.NewDesc("rafty_pebble_"+name, help, nil, nil), kind: kind, value: v}
+	}
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
 	return &storeCollector{
-		store:     store,
-		diskUsage: prometheus.NewDesc("rafty_pebble_disk_usage_bytes", "Bytes the Pebble store uses on disk.", nil, nil),
-		applied:   prometheus.NewDesc("rafty_kv_applied_index", "Applied index recorded by the key-value store.", nil, nil),
+		store:   store,
+		applied: prometheus.NewDesc("rafty_kv_applied_index", "Applied index recorded by the key-value store.", nil, nil),
+		pebble: []pebbleGauge{
+			g("disk_usage_bytes", "Bytes the Pebble store uses on disk.", gauge, func(p kv.PebbleStats) float64 { return float64(p.DiskSpaceUsageBytes) }),
+			g("memtable_bytes", "Bytes allocated by memtables.", gauge, func(p kv.PebbleStats) float64 { return float64(p.MemTableBytes) }),
+			g("memtables", "Number of memtables.", gauge, func(p kv.PebbleStats) float64 { return float64(p.MemTableCount) }),
+			g("l0_files", "Sstables in level 0.", gauge, func(p kv.PebbleStats) float64 { return float64(p.L0Files) }),
+			g("l0_sublevels", "Sublevels in level 0.", gauge, func(p kv.PebbleStats) float64 { return float64(p.L0Sublevels) }),
+			g("read_amplification", "Read amplification of the LSM.", gauge, func(p kv.PebbleStats) float64 { return float64(p.ReadAmplification) }),
+			g("compaction_debt_bytes", "Estimated bytes compaction must rewrite to reach a stable LSM.", gauge, func(p kv.PebbleStats) float64 { return float64(p.CompactionDebtBytes) }),
+			g("compactions_total", "Compactions run.", counter, func(p kv.PebbleStats) float64 { return float64(p.Compactions) }),
+			g("flushes_total", "Memtable flushes run.", counter, func(p kv.PebbleStats) float64 { return float64(p.Flushes) }),
+			g("block_cache_bytes", "Bytes in the block cache.", gauge, func(p kv.PebbleStats) float64 { return float64(p.BlockCacheBytes) }),
+			g("block_cache_hits_total", "Block cache hits.", counter, func(p kv.PebbleStats) float64 { return float64(p.BlockCacheHits) }),
+			g("block_cache_misses_total", "Block cache misses.", counter, func(p kv.PebbleStats) float64 { return float64(p.BlockCacheMisses) }),
+		},
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.diskUsage
 	ch <- c.applied
+	for _, g := range c.pebble {
+		ch <- g.desc
+	}
 }
 
 // Collect implements prometheus.Collector; a closed store (during a stop)
 // reports its last applied index only.
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
-	if n, err := c.store.DiskSize(); err == nil {
-		ch <- prometheus.MustNewConstMetric(c.diskUsage, prometheus.GaugeValue, float64(n))
+	if st, err := c.store.PebbleStats(); err == nil {
+		for _, g := range c.pebble {
+			ch <- prometheus.MustNewConstMetric(g.desc, g.kind, g.value(st))
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.applied, prometheus.GaugeValue, float64(c.store.AppliedIndex()))
 }
