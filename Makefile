@@ -9,7 +9,7 @@ COMPOSE         ?= $(shell docker compose version >/dev/null 2>&1 && echo "docke
 COMPOSE_PROJECT ?= rafty
 
 .PHONY: all build test test-short test-deploy lint fmt-check vet staticcheck sim bench bench-core proto tools clean \
-	run image compose-up compose-down e2e
+	run image compose-up compose-down e2e bench-compare
 
 all: build
 
@@ -53,6 +53,11 @@ bench: bench-core
 bench-core:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./core/...
 	cd bench/etcdraft && $(GO) test -run '^$$' -bench . -benchmem -count 5 .
+
+## bench-compare: Rafty's and etcd's 3-node clusters alternately on loopback,
+## same workload, several rounds; writes artifacts/bench/table.md.
+bench-compare:
+	bash bench/etcd/compare.sh
 
 ## proto: regenerate protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc).
 proto:

@@ -128,6 +128,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			txnCommand(),
 			statusCommand(),
 			healthCommand(),
+			benchCommand(),
 		},
 		Action: func(_ context.Context, cmd *cli.Command) error {
 			if cmd.NArg() > 0 {

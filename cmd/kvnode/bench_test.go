@@ -1,0 +1,63 @@
+package main
+
+import (
+	"encoding/json"
+	"strconv"
+	"testing"
+
+	"github.com/rafty-db/rafty/bench/workload"
+)
+
+func TestBenchBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "--op", "nope"}, `--op "nope"`},
+		{[]string{"bench", "--concurrency", "0"}, "--concurrency"},
+		{[]string{"bench", "--conns", "0"}, "--conns"},
+		{[]string{"bench", "--duration", "0s"}, "--duration"},
+		{[]string{"bench", "--mix", "put=x"}, "--mix"},
+		{[]string{"bench", "--pids", "abc"}, "--pids"},
+		{[]string{"bench", "--op-timeout", "0s"}, "--op-timeout"},
+		{[]string{"bench", "--endpoints", ""}, "--endpoints"},
+		{[]string{"bench", "extra"}, `unexpected argument "extra"`},
+	} {
+		code, stdout, stderr := runCLI(t, tc.args...)
+		wantOneLineError(t, tc.args, code, stdout, stderr, exitUsage, tc.want)
+	}
+}
+
+// TestBenchAgainstCluster runs a short mixed load against a real
+// three-process cluster and checks the JSON result is a workload.Result
+// with work done and no errors.
+func TestBenchAgainstCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-process cluster; skipped with -short")
+	}
+	c := startCluster(t, 3)
+	code, stdout, stderr := c.cli(t, "bench", "--endpoints", c.endpoints(), "--leader-only", "--json", "--quiet",
+		"--op", "mixed", "--concurrency", "8", "--keys", "100", "--prefill", "--warmup", "200ms", "--duration", "1s",
+		"--pids", strconv.Itoa(c.nodes[0].cmd.Process.Pid))
+	if code != 0 {
+		t.Fatalf("bench exit %d: %s", code, stderr)
+	}
+	var res workload.Result
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("bench --json output is not a Result: %v\n%s", err, stdout)
+	}
+	if res.System != "rafty" || res.Ops == 0 || res.OpsPerSec <= 0 || !res.LeaderOnly {
+		t.Fatalf("implausible result: %+v", res)
+	}
+	if len(res.Errors) != 0 {
+		t.Fatalf("errors under a healthy cluster: %v", res.Errors)
+	}
+	for _, kind := range workload.Kinds {
+		if res.OpsByKind[kind] == 0 {
+			t.Errorf("mixed run issued no %s operations: %v", kind, res.OpsByKind)
+		}
+	}
+	if res.P50 <= 0 || res.P99 < res.P50 {
+		t.Errorf("latency percentiles out of order: p50 %v p99 %v", res.P50, res.P99)
+	}
+}
