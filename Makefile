@@ -9,7 +9,7 @@ COMPOSE         ?= $(shell docker compose version >/dev/null 2>&1 && echo "docke
 COMPOSE_PROJECT ?= rafty
 
 .PHONY: all build test test-short test-deploy lint fmt-check vet staticcheck sim bench bench-core proto tools clean \
-	run image compose-up compose-down e2e bench-compare
+	run image compose-up compose-down e2e bench-compare profile
 
 all: build
 
@@ -58,6 +58,11 @@ bench-core:
 ## same workload, several rounds; writes artifacts/bench/table.md.
 bench-compare:
 	bash bench/etcd/compare.sh
+
+## profile: CPU and allocation profiles of the leader under the C=128 put
+## load, saved with their top entries in artifacts/profile.
+profile:
+	GO=$(GO) ./scripts/profile.sh
 
 ## proto: regenerate protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc).
 proto:

@@ -574,7 +574,7 @@ func TestMetricsEndpoints(t *testing.T) {
 	r := &readiness{node: &nodeRef{}}
 	reg := newRegistry()
 	reg.MustRegister(newStatusCollector(r.node))
-	srv := httptest.NewServer(newMetricsMux(reg, r, discardLogger()))
+	srv := httptest.NewServer(newMetricsMux(reg, r, discardLogger(), false))
 	defer srv.Close()
 	get := func(path string) (int, string) {
 		resp, err := http.Get(srv.URL + path)

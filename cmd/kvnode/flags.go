@@ -62,6 +62,7 @@ const (
 	flagShutdownTimeout = "shutdown-timeout"
 	flagLogFormat       = "log-format"
 	flagLogLevel        = "log-level"
+	flagEnablePprof     = "enable-pprof"
 )
 
 // envName returns the environment twin of a flag: KVNODE_ plus the flag
@@ -117,6 +118,8 @@ func serveFlags() []cli.Flag {
 			Usage: "log format: text or json"},
 		&cli.StringFlag{Name: flagLogLevel, Sources: env(flagLogLevel), Category: "process", Value: "info",
 			Usage: "log level: debug, info, warn or error"},
+		&cli.BoolFlag{Name: flagEnablePprof, Sources: env(flagEnablePprof), Category: "process",
+			Usage: "serve Go's /debug/pprof profiles on the metrics address (off by default: they expose internals)"},
 	}
 }
 
@@ -146,6 +149,8 @@ type serveConfig struct {
 	ShutdownTimeout time.Duration
 	LogFormat       string
 	LogLevel        slog.Level
+	// EnablePprof serves /debug/pprof on the metrics listener.
+	EnablePprof bool
 }
 
 // RaftDir is where the write-ahead log lives.
@@ -202,6 +207,7 @@ type flagValues struct {
 	TLSCert, TLSKey, TLSCA            string
 	ShutdownTimeout                   time.Duration
 	LogFormat, LogLevel               string
+	EnablePprof                       bool
 	// systemHostname and statFile replace os.Hostname and os.Stat in
 	// tests; nil means the real ones.
 	systemHostname func() (string, error)
@@ -230,6 +236,7 @@ func readFlagValues(cmd *cli.Command) flagValues {
 		ShutdownTimeout: cmd.Duration(flagShutdownTimeout),
 		LogFormat:       cmd.String(flagLogFormat),
 		LogLevel:        cmd.String(flagLogLevel),
+		EnablePprof:     cmd.Bool(flagEnablePprof),
 	}
 }
 
@@ -414,6 +421,7 @@ func (v flagValues) config() (*serveConfig, error) {
 		bad("--%s: %v", flagLogLevel, err)
 	}
 	c.LogLevel = lvl
+	c.EnablePprof = v.EnablePprof
 
 	if len(errs) > 0 {
 		return nil, usageError(errors.New(strings.Join(errs, "; ")))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -399,8 +400,17 @@ func (r *readiness) check() (bool, string) {
 
 // newMetricsMux serves /metrics, /healthz (the process is up and serving
 // HTTP) and /readyz (see readiness).
-func newMetricsMux(reg *prometheus.Registry, ready *readiness, log *slog.Logger) *http.ServeMux {
+func newMetricsMux(reg *prometheus.Registry, ready *readiness, log *slog.Logger, enablePprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
+	if enablePprof {
+		// The profiles make benchmark bottlenecks visible (make profile);
+		// off by default because they expose the process's internals.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandling:     promhttp.ContinueOnError,

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,5 +46,18 @@ func TestStoreCollectorExportsPebbleStats(t *testing.T) {
 	}
 	if len(families) != 1 || families[0].GetName() != "rafty_kv_applied_index" {
 		t.Fatalf("closed store exported %d families, want only the applied index", len(families))
+	}
+}
+
+// TestPprofOnlyWhenEnabled: profiles are served on the metrics address
+// only with --enable-pprof.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	for _, enabled := range []bool{false, true} {
+		mux := newMetricsMux(prometheus.NewRegistry(), &readiness{}, discardLogger(), enabled)
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
+		if got := rec.Code == http.StatusOK; got != enabled {
+			t.Errorf("enable-pprof=%v: GET /debug/pprof/ answered %d", enabled, rec.Code)
+		}
 	}
 }

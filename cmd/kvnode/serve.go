@@ -148,7 +148,7 @@ func (s *server) start() error {
 	s.reg.MustRegister(newStatusCollector(&s.node), leaderChanges)
 	s.metricsSrv = &http.Server{
 		Addr:              metricsLis.Addr().String(),
-		Handler:           newMetricsMux(s.reg, s.ready, s.log),
+		Handler:           newMetricsMux(s.reg, s.ready, s.log, s.cfg.EnablePprof),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
@@ -177,7 +177,7 @@ func (s *server) start() error {
 	node, err := driver.Start(context.Background(), driver.Config{
 		ID:           cfg.ID,
 		Peers:        cfg.PeerIDs(),
-		Storage:      s.wal,
+		Storage:      wrapStorage(s.wal, s.log), // chaos_hook.go; the chaos build wraps it (chaos_disk.go)
 		StateMachine: s.kv,
 		// The driver's default proposal limit is below what the client
 		// service accepts (a maximal value plus its key and framing).
