@@ -400,9 +400,13 @@ func (n *Node) handleSnapshot(m Message) error {
 	}
 	if n.log.matchTerm(meta.Index, meta.Term) {
 		// We already hold the entry the snapshot ends at, so our log
-		// agrees up to there: just commit, keep the log (paper §7).
+		// agrees up to there: commit it and keep the log (paper §7). The
+		// acknowledgement covers only that much: entries after it were
+		// never checked against the leader's log and may conflict, and
+		// acknowledging them would let the leader count (and commit to
+		// us) entries it does not have.
 		n.log.commitTo(meta.Index)
-		n.send(Message{Type: MsgAppResp, To: m.From, Index: n.log.lastIndex()})
+		n.send(Message{Type: MsgAppResp, To: m.From, Index: meta.Index})
 		return nil
 	}
 	n.log.restore(meta)

@@ -408,3 +408,25 @@ func TestProposalsBatchIntoOneAppend(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotOverMatchingEntryAcksOnlyTheSnapshot: a follower that
+// already holds the snapshot's last entry keeps its log (paper §7) but
+// acknowledges only up to the snapshot, since its later entries were never
+// checked against the leader's. Acknowledging its whole log let the
+// leader record a false match and commit conflicting entries to it (found
+// by the driver's snapshot work, driver/core_bug_test.go).
+func TestSnapshotOverMatchingEntryAcksOnlyTheSnapshot(t *testing.T) {
+	// Follower log: 1/1 2/1 3/1 4/1 5/1 (term/index); 4 and 5 are stale.
+	s := newSolo(t, core.HardState{Term: 3}, entriesWithTerms(1, 1, 1, 1, 1), nil)
+	snap := &core.SnapshotMeta{Index: 3, Term: 1, Membership: core.Membership{Voters: []uint64{1, 2, 3}}}
+	if err := s.step(core.Message{Type: core.MsgSnap, From: 2, Term: 3, Snapshot: snap}); err != nil {
+		t.Fatal(err)
+	}
+	out := s.flush()
+	if len(out) != 1 || out[0].Type != core.MsgAppResp || out[0].Reject || out[0].Index != 3 {
+		t.Fatalf("response %v, want one MsgAppResp acknowledging index 3", out)
+	}
+	if st := s.n.Status(); st.Commit != 3 || st.LastIndex != 5 {
+		t.Fatalf("commit %d last %d, want commit 3 with the log kept (last 5)", st.Commit, st.LastIndex)
+	}
+}
