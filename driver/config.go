@@ -55,6 +55,18 @@ const (
 	DefaultMaxPendingReads     = 4096
 	DefaultMaxStepMessages     = 4096
 	DefaultInboxSize           = 1024
+
+	// Snapshots and log compaction (Config.Snapshots).
+	DefaultSnapshotEntries         = 10_000
+	DefaultSnapshotBytes           = 64 << 20
+	DefaultCompactionMarginEntries = 5_000
+	DefaultCompactionMarginBytes   = 16 << 20
+	DefaultSnapshotTimeout         = time.Minute
+	DefaultMaxSnapshotSends        = 2
+	DefaultSnapshotRetryDelay      = time.Second
+	// maxSnapshotRetryDelayFactor caps the doubling retry delay at this
+	// multiple of Config.SnapshotRetryDelay (32 s with the default).
+	maxSnapshotRetryDelayFactor = 32
 )
 
 // minTickInterval guards against a unit slip (TickInterval: 100 meaning
@@ -136,6 +148,46 @@ type Config struct {
 	// batch and returns ErrInboxFull instead of blocking the transport.
 	InboxSize int
 
+	// Snapshots stores snapshots (disk.Store.Snapshots() for a disk.Store).
+	// With it the node takes a snapshot of its state machine every
+	// SnapshotEntries entries or SnapshotBytes bytes applied, compacts its
+	// log up to a margin below it, streams the latest snapshot to a
+	// follower that needs compacted entries, installs snapshots it
+	// receives, and restores from snapshot plus log tail on restart (see
+	// snapshot.go). nil turns all of that off: the log grows without
+	// bound and a follower that needs compacted entries cannot be caught
+	// up (ErrSnapshotUnsupported). The embedder owns it; the node does not
+	// close it.
+	Snapshots SnapshotStore
+	// SnapshotEntries: take a snapshot once this many log entries were
+	// applied since the latest one.
+	SnapshotEntries int
+	// SnapshotBytes: take a snapshot once the entries applied since the
+	// latest one total this many bytes (as core.Entry.Size counts them),
+	// whichever of the two comes first.
+	SnapshotBytes int64
+	// CompactionMarginEntries and CompactionMarginBytes: once a snapshot
+	// at index S is durable, the log is compacted up to S minus a margin
+	// of at most this many entries and at most this many bytes, so that a
+	// follower briefly behind catches up from the log instead of needing a
+	// snapshot. The log then holds at most the margin plus what the
+	// snapshot thresholds allow.
+	CompactionMarginEntries int
+	CompactionMarginBytes   int64
+	// SnapshotTimeout fails an outgoing snapshot transfer that makes no
+	// progress for this long: no data read for the receiver, or, after the
+	// last byte, no answer while the receiver installs. A failed transfer
+	// is reported to the core and retried.
+	SnapshotTimeout time.Duration
+	// MaxSnapshotSends bounds the outgoing snapshot transfers running at
+	// once (one per follower at most); others wait their turn.
+	MaxSnapshotSends int
+	// SnapshotRetryDelay is the pause before retrying a snapshot transfer
+	// to a follower after a failure (and before retrying a failed local
+	// snapshot); it doubles with each consecutive failure, up to 32 times
+	// this.
+	SnapshotRetryDelay time.Duration
+
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer, when set, receives the node's metrics (see metrics.go).
@@ -143,6 +195,10 @@ type Config struct {
 	// prometheus.WrapRegistererWith. The metrics are unregistered when
 	// the node stops.
 	Registerer prometheus.Registerer
+
+	// hook, set only by tests (export_test.go), runs at each step of
+	// snapshot installation; an error it returns crashes the node there.
+	hook func(step string) error
 }
 
 // entryOverheadBytes is what core.Entry.Size adds to the data length; the
@@ -169,6 +225,21 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxPendingReads, DefaultMaxPendingReads)
 	setDefault(&c.MaxStepMessages, DefaultMaxStepMessages)
 	setDefault(&c.InboxSize, DefaultInboxSize)
+	setDefault(&c.SnapshotEntries, DefaultSnapshotEntries)
+	setDefault(&c.CompactionMarginEntries, DefaultCompactionMarginEntries)
+	setDefault(&c.MaxSnapshotSends, DefaultMaxSnapshotSends)
+	if c.SnapshotBytes == 0 {
+		c.SnapshotBytes = DefaultSnapshotBytes
+	}
+	if c.CompactionMarginBytes == 0 {
+		c.CompactionMarginBytes = DefaultCompactionMarginBytes
+	}
+	if c.SnapshotTimeout == 0 {
+		c.SnapshotTimeout = DefaultSnapshotTimeout
+	}
+	if c.SnapshotRetryDelay == 0 {
+		c.SnapshotRetryDelay = DefaultSnapshotRetryDelay
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -238,6 +309,21 @@ func (c Config) validated() (Config, error) {
 	positive("MaxPendingReads", c.MaxPendingReads)
 	positive("MaxStepMessages", c.MaxStepMessages)
 	positive("InboxSize", c.InboxSize)
+	positive("SnapshotEntries", c.SnapshotEntries)
+	positive("CompactionMarginEntries", c.CompactionMarginEntries)
+	positive("MaxSnapshotSends", c.MaxSnapshotSends)
+	if c.SnapshotBytes < 0 {
+		bad("SnapshotBytes must not be negative, got %d", c.SnapshotBytes)
+	}
+	if c.CompactionMarginBytes < 0 {
+		bad("CompactionMarginBytes must not be negative, got %d", c.CompactionMarginBytes)
+	}
+	if c.SnapshotTimeout < 0 {
+		bad("SnapshotTimeout must not be negative, got %v", c.SnapshotTimeout)
+	}
+	if c.SnapshotRetryDelay < 0 {
+		bad("SnapshotRetryDelay must not be negative, got %v", c.SnapshotRetryDelay)
+	}
 
 	maxEntry := c.MaxProposalBytes + EnvelopeOverhead + entryOverheadBytes
 	if c.MaxProposalBytes > 0 && c.MaxBatchBytes > 0 && maxEntry > c.MaxBatchBytes {

@@ -54,6 +54,28 @@ func TestConfigValidate(t *testing.T) {
 			"MaxStepMessages must not be negative, got -4",
 			"MaxBatchProposals must not be negative, got -5",
 		}},
+		{"snapshots", func(c *driver.Config) {
+			c.Snapshots = drivertest.NewSnapshotStore()
+			c.SnapshotEntries = 100
+			c.CompactionMarginEntries = 10
+		}, nil},
+		{"negative snapshot settings", func(c *driver.Config) {
+			c.SnapshotEntries = -1
+			c.SnapshotBytes = -2
+			c.CompactionMarginEntries = -3
+			c.CompactionMarginBytes = -4
+			c.MaxSnapshotSends = -5
+			c.SnapshotTimeout = -time.Second
+			c.SnapshotRetryDelay = -time.Second
+		}, []string{
+			"SnapshotEntries must not be negative, got -1",
+			"SnapshotBytes must not be negative, got -2",
+			"CompactionMarginEntries must not be negative, got -3",
+			"CompactionMarginBytes must not be negative, got -4",
+			"MaxSnapshotSends must not be negative, got -5",
+			"SnapshotTimeout must not be negative, got -1s",
+			"SnapshotRetryDelay must not be negative, got -1s",
+		}},
 		{"batch smaller than a proposal", func(c *driver.Config) {
 			c.MaxProposalBytes = 4096
 			c.MaxBatchBytes = 4096

@@ -5,6 +5,7 @@
 //	n, err := driver.Start(ctx, driver.Config{
 //		ID: 1, Peers: []uint64{1, 2, 3},
 //		Storage: store, StateMachine: sm,
+//		Snapshots: store.Snapshots(), // optional: snapshots and log compaction
 //		NewTransport: func(h driver.MessageHandler) (driver.Transport, error) { ... },
 //	})
 //	result, err := n.Propose(ctx, cmd) // replicated, applied, result returned
@@ -14,11 +15,11 @@
 // # What the embedder implements
 //
 // A StateMachine (Applied, Apply, Snapshot, Restore; see statemachine.go).
-// Storage and Transport come from packages disk and transport, or any
-// implementation of the interfaces in interfaces.go. For tests, package
-// drivertest provides an in-memory network and a manual clock, and
-// core/memlog an in-memory log: a whole cluster runs in one process (see
-// Example).
+// Storage, SnapshotStore and Transport come from packages disk and
+// transport, or any implementation of the interfaces in interfaces.go. For
+// tests, package drivertest provides an in-memory network, snapshot store
+// and manual clock, and core/memlog an in-memory log: a whole cluster runs
+// in one process (see Example).
 //
 // # The loop and its ordering guarantees
 //
@@ -76,6 +77,34 @@
 // (excess fails fast with ErrBusy), proposal size, batch count and bytes,
 // inbound messages per iteration, inbox capacity (excess is dropped with
 // ErrInboxFull; Raft retransmits).
+//
+// # Snapshots and log compaction
+//
+// With Config.Snapshots set (snapshot.go, snapsend.go, handler.go,
+// install.go):
+//   - Every SnapshotEntries entries or SnapshotBytes bytes applied, the
+//     loop captures the state machine (StateMachine.Snapshot, a
+//     point-in-time view) and one background goroutine streams it into a
+//     snapshot file; writes go on meanwhile. Once the file is durable and
+//     the state machine is too (Syncer), the log is compacted up to a
+//     margin (CompactionMarginEntries, CompactionMarginBytes) below the
+//     snapshot, never past what the state machine made durable.
+//   - A follower that needs compacted entries is sent the latest snapshot
+//     as a stream, in the background, at most MaxSnapshotSends at once;
+//     every transfer ends in a report to the core (a stalled one after
+//     SnapshotTimeout), and failures are retried with a doubling delay, so
+//     no follower stays in snapshot state. An interrupted transfer resumes
+//     where the follower's data stops, when the transport supports it.
+//   - A follower writes a received snapshot to a temporary file, has it
+//     verified end to end, and installs it before anything else of the
+//     Ready that carries it: the state machine's state, then the log, then
+//     the acknowledgement. A crash at any step leaves a node that Start
+//     brings back consistent.
+//   - Start restores from snapshot plus log tail: an in-memory state
+//     machine is restored from the latest snapshot, an installation a crash
+//     interrupted is completed.
+//   - Node.Backup streams a consistent backup from a live node;
+//     RestoreBackup seeds a new node's storage and state machine from it.
 //
 // # Shutdown and ownership
 //

@@ -42,9 +42,24 @@ var (
 	// will retransmit. Transports count it; they must not retry in a loop.
 	ErrInboxFull = errors.New("driver: inbox full, messages dropped")
 
-	// ErrSnapshotUnsupported is returned by HandleSnapshot until snapshot
-	// transfer is wired with log compaction.
-	ErrSnapshotUnsupported = errors.New("driver: snapshot transfer not supported yet")
+	// ErrSnapshotUnsupported is returned by HandleSnapshot, and reported
+	// for outgoing snapshots, when the node has no Config.Snapshots.
+	ErrSnapshotUnsupported = errors.New("driver: snapshots are not configured (Config.Snapshots)")
+
+	// ErrSnapshotCorrupt marks snapshot data that failed verification in
+	// transit or on disk. Transports wrap it in the error a snapshot reader
+	// returns when the sender's checksum does not match, so the handler
+	// discards what it received instead of resuming from it.
+	ErrSnapshotCorrupt = errors.New("driver: snapshot data corrupt")
+
+	// ErrSnapshotNotNeeded is returned by HandleSnapshot when this node
+	// already holds everything the snapshot covers; the leader learns its
+	// position from the acknowledgement sent instead.
+	ErrSnapshotNotNeeded = errors.New("driver: snapshot not needed, the log already covers it")
+
+	// ErrSnapshotBusy is reported when a snapshot transfer cannot start
+	// because another one with the same peer is still running.
+	ErrSnapshotBusy = errors.New("driver: a snapshot transfer with this peer is in progress")
 
 	// ErrCorruptEntry: a committed entry does not carry a valid proposal
 	// envelope. The node stops rather than feed the state machine bytes it

@@ -45,12 +45,23 @@ func (c *counter) Apply(cmds []driver.Command) ([]any, error) {
 	return results, nil
 }
 
-func (c *counter) Snapshot(w io.Writer) error {
+// Snapshot captures the value (small state: a copy is the point-in-time
+// view); the driver streams it later from another goroutine.
+func (c *counter) Snapshot() (driver.SnapshotSource, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, err := fmt.Fprint(w, c.value)
-	return err
+	return counterSnapshot{value: c.value}, nil
 }
+
+// counterSnapshot is a captured counter value.
+type counterSnapshot struct{ value int64 }
+
+func (s counterSnapshot) WriteTo(w io.Writer) (int64, error) {
+	n, err := fmt.Fprint(w, s.value)
+	return int64(n), err
+}
+
+func (s counterSnapshot) Close() error { return nil }
 
 func (c *counter) Restore(r io.Reader) error {
 	b, err := io.ReadAll(r)
@@ -111,6 +122,9 @@ func Example() {
 			Peers:        peers,
 			Storage:      memlog.New(), // disk.Open(...) in production
 			StateMachine: counters[id],
+			// Snapshots and log compaction; store.Snapshots() for a
+			// disk.Store in production.
+			Snapshots:    drivertest.NewSnapshotStore(),
 			NewTransport: network.NewTransport(id),
 			TickInterval: 10 * time.Millisecond,
 		})

@@ -89,8 +89,10 @@ func (s *testSM) Apply(cmds []driver.Command) ([]any, error) {
 	return res, nil
 }
 
-func (s *testSM) Snapshot(io.Writer) error { return errors.New("testSM: no snapshots") }
-func (s *testSM) Restore(io.Reader) error  { return errors.New("testSM: no snapshots") }
+func (s *testSM) Snapshot() (driver.SnapshotSource, error) {
+	return nil, errors.New("testSM: no snapshots")
+}
+func (s *testSM) Restore(io.Reader) error { return errors.New("testSM: no snapshots") }
 
 // reopen simulates the state machine after a restart.
 func (s *testSM) reopen() *testSM {

@@ -30,6 +30,14 @@ type Storage interface {
 	// entry above it that conflicts), FirstIndex becomes meta.Index+1,
 	// Term(meta.Index) returns meta.Term, and InitialState reports meta.
 	// Durable on return.
+	//
+	// The driver calls it in two ways: with a snapshot received from the
+	// leader (its data already restored into the state machine), and, for
+	// log compaction, with the position (index, term, membership) of the
+	// compaction point, which lies a margin below the latest local
+	// snapshot and matches the log there, so the entries after it are
+	// kept. The driver itself keeps track of the latest snapshot with data
+	// (in SnapshotStore) and reports it to the core.
 	InstallSnapshot(meta core.SnapshotMeta) error
 
 	// Compact allows every entry at or below index to be discarded. index
@@ -39,6 +47,51 @@ type Storage interface {
 
 	// Close releases files and locks. The Storage is unusable afterwards.
 	Close() error
+}
+
+// SnapshotStore keeps snapshots: metadata plus the state machine's data as
+// a file, written and read as streams so that no snapshot is ever held in
+// memory. disk.SnapshotStore implements it (disk.Store.Snapshots()).
+// Setting Config.Snapshots turns on snapshots and log compaction (see
+// snapshot.go); without it the log grows forever and a follower that needs
+// compacted entries cannot be caught up.
+//
+// Contract:
+//   - A snapshot becomes visible (to OpenSnapshot, OpenLatest,
+//     ListSnapshots) only when Commit returns, atomically and durably; a
+//     crash before that leaves nothing behind. Abort discards it.
+//   - Readers verify a checksum of the data: a reader fails instead of
+//     returning io.EOF when the data is damaged.
+//   - It keeps at least the newest committed snapshot; it may delete older
+//     ones once a newer one is committed.
+//   - Safe for concurrent use; writers and readers are used from one
+//     goroutine each.
+type SnapshotStore interface {
+	// CreateSnapshot starts writing the data of the snapshot meta.
+	CreateSnapshot(meta core.SnapshotMeta) (SnapshotWriter, error)
+	// OpenSnapshot opens the snapshot with this index and term, with its
+	// metadata.
+	OpenSnapshot(index, term uint64) (core.SnapshotMeta, io.ReadCloser, error)
+	// OpenLatest opens the newest snapshot whose data is intact.
+	OpenLatest() (core.SnapshotMeta, io.ReadCloser, error)
+	// ListSnapshots returns the metadata of the stored snapshots, newest
+	// (highest index) first. It is cheap: data is not read.
+	ListSnapshots() ([]core.SnapshotMeta, error)
+}
+
+// SnapshotWriter streams one snapshot's data into a SnapshotStore. Sync
+// makes what was written durable without publishing it (so that Commit is
+// quick); Commit publishes it; Abort discards it. After Commit or Abort the
+// writer is finished; Abort after Commit does nothing.
+//
+// It is an alias of an interface type literal, so an implementation outside
+// this package (disk.SnapshotStore.CreateSnapshot returns the identical
+// disk.SnapshotSink) needs no import of package driver.
+type SnapshotWriter = interface {
+	io.Writer
+	Sync() error
+	Commit() error
+	Abort() error
 }
 
 // Transport moves messages between peers. transport.GRPC implements it.
@@ -55,8 +108,11 @@ type Transport interface {
 	// Send queues msgs for delivery to their To nodes.
 	Send(msgs []core.Message)
 	// SendSnapshot streams a snapshot to msg.To: msg is the core's MsgSnap,
-	// data the state machine's snapshot. It returns once the receiver has
-	// installed it, or with an error.
+	// data the snapshot's data. It returns once the receiver has installed
+	// it, or with an error; it returns when ctx ends. Memory use must not
+	// depend on the snapshot's size. A transport that supports resuming
+	// hands the receiver a reader implementing SnapshotResumer and skips
+	// the data the receiver already holds.
 	SendSnapshot(ctx context.Context, msg core.Message, data io.Reader) error
 	// Close stops every goroutine and connection the transport started.
 	Close() error
@@ -74,13 +130,30 @@ type MessageHandler interface {
 	HandleMessages(ctx context.Context, msgs []core.Message) error
 	// HandleSnapshot receives a snapshot stream. It must read data to
 	// io.EOF before installing (the transport verifies the checksum only
-	// then) and return when ctx is cancelled. It returns once the snapshot
-	// is installed (or failed); the transport reports the result to the
-	// sender. The driver returns ErrSnapshotUnsupported until
-	// snapshot transfer is wired with log compaction (see handler.go).
+	// then; a damaged transfer fails the read with an error wrapping
+	// ErrSnapshotCorrupt) and return when ctx is cancelled. It returns once
+	// the snapshot is installed (or failed); the transport reports the
+	// result to the sender. If data implements SnapshotResumer, the
+	// handler may resume an earlier, interrupted transfer of the same
+	// snapshot from the same sender. The driver's handler returns
+	// ErrSnapshotUnsupported when Config.Snapshots is nil (see handler.go).
 	HandleSnapshot(ctx context.Context, msg core.Message, data io.Reader) error
 	// ReportUnreachable tells the driver a message to peer was dropped.
 	// It may be called from any goroutine, asynchronously, with several
 	// drops to one peer merged into one call; it must not block.
 	ReportUnreachable(peer uint64)
+}
+
+// SnapshotResumer is implemented by the data reader a Transport passes to
+// MessageHandler.HandleSnapshot when the transfer can resume where an
+// interrupted one stopped, instead of starting over.
+type SnapshotResumer interface {
+	// ResumeAt, called before the first Read, tells the sender that the
+	// handler already holds the first offset bytes of the data, whose
+	// CRC-32C (Castagnoli) is crc; the reader then yields the data from
+	// offset on. The transport's end-to-end check still covers every
+	// byte: the receiver's checksum continues from crc and must match the
+	// sender's checksum of its whole data. It fails (and the handler must
+	// start over) if the sender cannot resume or data was already read.
+	ResumeAt(offset uint64, crc uint32) error
 }

@@ -38,6 +38,10 @@ type loop struct {
 	// defers to the next write (see persist).
 	lastHS    core.HardState
 	unsavedHS bool
+	// durableCommit is the commit index of the last hard state saved (or
+	// implied durable at start); nothing beyond it is applied (see
+	// persist).
+	durableCommit uint64
 
 	// ours maps a log index to the sequence number of this incarnation's
 	// proposal that was persisted locally at that index, until the index
@@ -54,6 +58,30 @@ type loop struct {
 	// carry is a proposal taken from propc that did not fit the previous
 	// batch; it heads the next one.
 	carry *proposalWaiter
+
+	// Snapshots and compaction (snapshot.go, snapsend.go); unused when
+	// Config.Snapshots is nil.
+	//
+	// snapIndex is the latest snapshot with data (local or installed),
+	// compactIndex the log's compaction point. cumBytes counts the bytes
+	// of entries applied since Start, snapBytes its value at snapIndex;
+	// marks sample it per applied batch for the byte margin.
+	snapIndex, compactIndex uint64
+	cumBytes, snapBytes     uint64
+	marks                   []appliedMark
+	snapRunning             *localSnapshot
+	snapFailures            int
+	snapRetryAt             time.Time
+	// sending maps each follower with a transfer running to the index of
+	// the snapshot it is being sent, below which compaction waits;
+	// sendFailures counts consecutive failed transfers per follower, for
+	// the retry backoff, and lastSent is the snapshot of a follower's last
+	// failed transfer, retried first so that the transfer can resume.
+	sending      map[uint64]uint64
+	sendFailures map[uint64]int
+	lastSent     map[uint64]core.SnapshotMeta
+	// install is the received snapshot being stepped and installed.
+	install *installRequest
 
 	// Scratch buffers reused across iterations.
 	batch  [][]byte
@@ -75,17 +103,27 @@ func newLoop(n *Node, rn *core.Node) *loop {
 		leader:        st.Leader,
 		applied:       st.Applied,
 		lastHS:        core.HardState{Term: st.Term, Vote: st.Vote, Commit: st.Commit},
+		// At start the core's commit is the persisted one or the state
+		// machine's durably applied index, whichever is higher.
+		durableCommit: st.Commit,
 		ours:          map[uint64]uint64{},
 		readsSent:     map[uint64]struct{}{},
+		sending:       map[uint64]uint64{},
+		sendFailures:  map[uint64]int{},
+		lastSent:      map[uint64]core.SnapshotMeta{},
 	}
 }
 
 // event is what woke the loop up; at most one field is set.
 type event struct {
-	msgs []core.Message
-	prop *proposalWaiter
-	read *readWaiter
-	ctrl *ctrlRequest
+	msgs     []core.Message
+	prop     *proposalWaiter
+	read     *readWaiter
+	ctrl     *ctrlRequest
+	snapDone *snapResult
+	sendDone *sendResult
+	install  *installRequest
+	fail     error
 }
 
 // run is the loop. Each iteration:
@@ -123,6 +161,12 @@ func (l *loop) run() {
 			case c := <-n.ctrlc:
 				ev.ctrl = &c
 			case <-n.unreachableNotify:
+			case r := <-n.snapDone:
+				ev.snapDone = &r
+			case r := <-n.sendDone:
+				ev.sendDone = &r
+			case ev.install = <-n.installc:
+			case ev.fail = <-n.failc:
 			}
 		}
 		if n.ctx.Err() != nil {
@@ -137,6 +181,9 @@ func (l *loop) run() {
 
 // iterate performs steps 2 and 3 of run. A returned error is fatal.
 func (l *loop) iterate(ev event) error {
+	if err := l.snapshotEvents(ev); err != nil {
+		return err
+	}
 	if l.role == core.RoleLeader {
 		if err := l.catchUpTicks(); err != nil {
 			return err
@@ -158,8 +205,62 @@ func (l *loop) iterate(ev event) error {
 	if err := l.issueReads(ev.read); err != nil {
 		return err
 	}
+	if l.install != nil && !l.rn.HasReady() {
+		// Stepped without effect (a stale term): nothing to install.
+		l.finishInstall(nil)
+	}
 	if l.rn.HasReady() {
-		return l.handleReady()
+		if err := l.handleReady(); err != nil {
+			return err
+		}
+	}
+	return l.maybeSnapshot()
+}
+
+// snapshotEvents handles the snapshot-related event that woke the loop,
+// then whatever else of that kind is queued (the loop may not wait in
+// select for a while under load): finished local snapshots and outgoing
+// transfers, a received snapshot to step, a crash requested by a test
+// hook.
+func (l *loop) snapshotEvents(ev event) error {
+	n := l.n
+	if ev.fail != nil {
+		return ev.fail
+	}
+	select {
+	case err := <-n.failc:
+		return err
+	default:
+	}
+	if ev.snapDone != nil {
+		if err := l.onSnapshotDone(*ev.snapDone); err != nil {
+			return err
+		}
+	}
+	if ev.sendDone != nil {
+		l.onSendDone(*ev.sendDone)
+	}
+	for more := true; more; {
+		select {
+		case r := <-n.snapDone:
+			if err := l.onSnapshotDone(r); err != nil {
+				return err
+			}
+		case r := <-n.sendDone:
+			l.onSendDone(r)
+		default:
+			more = false
+		}
+	}
+	req := ev.install
+	if req == nil {
+		select {
+		case req = <-n.installc:
+		default:
+		}
+	}
+	if req != nil {
+		return l.stepInstall(req)
 	}
 	return nil
 }
@@ -260,7 +361,11 @@ func (l *loop) reportUnreachable() {
 // runControl runs first and any other queued control requests.
 func (l *loop) runControl(first *ctrlRequest) error {
 	run := func(c ctrlRequest) error {
-		c.reply <- c.fn(l.rn)
+		if c.lfn != nil {
+			c.reply <- c.lfn(l)
+		} else {
+			c.reply <- c.fn(l.rn)
+		}
 		return l.rn.Err()
 	}
 	if first != nil {
@@ -402,6 +507,13 @@ func (l *loop) shutdown(fatal error) {
 	if fatal != nil {
 		l.log.Error("node stopped on a fatal error", "err", fatal)
 	}
+	// Snapshot work: answer a received snapshot being stepped, stop the
+	// local snapshot writer and outgoing transfers (their contexts derive
+	// from n.ctx) and wait for them.
+	if l.install != nil {
+		l.finishInstall(ErrStopped)
+	}
+	n.bg.Wait()
 	var errs []error
 	if fatal == nil && l.unsavedHS {
 		if err := n.cfg.Storage.Save(l.lastHS, nil); err != nil {
@@ -426,6 +538,7 @@ func (l *loop) shutdown(fatal error) {
 			errs = append(errs, fmt.Errorf("driver: closing transport: %w", err))
 		}
 	}
+	n.closePartial()
 	if err := n.cfg.Storage.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("driver: closing storage: %w", err))
 	}

@@ -19,6 +19,25 @@ import (
 //	rafty_driver_proposals_per_batch        histogram  local proposals handed to the core together
 //	rafty_driver_inbox_dropped_total        counter    inbound batches dropped, inbox full
 //	rafty_driver_invalid_messages_total     counter    inbound messages the core rejected as invalid
+//
+// Snapshots and compaction (with Config.Snapshots):
+//
+//	rafty_driver_snapshots_total                   counter    local snapshots taken (durable)
+//	rafty_driver_snapshot_failures_total           counter    local snapshots that failed
+//	rafty_driver_snapshot_duration_seconds         histogram  capture to durable, per local snapshot
+//	rafty_driver_snapshot_size_bytes               gauge      data bytes of the latest local snapshot
+//	rafty_driver_snapshot_index                    gauge      index of the latest snapshot (local or installed)
+//	rafty_driver_compacted_index                   gauge      the log holds no entry at or below this index
+//	rafty_driver_compactions_total                 counter    log compactions
+//	rafty_driver_snapshot_sends_total              counter    snapshots sent to followers and installed there
+//	rafty_driver_snapshot_send_failures_total      counter    outgoing transfers that failed (retried with backoff)
+//	rafty_driver_snapshot_send_duration_seconds    histogram  outgoing transfer, open to the follower's acknowledgement
+//	rafty_driver_snapshot_sent_bytes_total         counter    snapshot data bytes read for followers
+//	rafty_driver_snapshots_installed_total         counter    snapshots received from the leader and installed
+//	rafty_driver_snapshot_receive_failures_total   counter    incoming transfers that failed
+//	rafty_driver_snapshot_received_bytes_total     counter    snapshot data bytes received
+//	rafty_driver_snapshot_resumes_total            counter    incoming transfers that resumed an interrupted one
+//	rafty_driver_snapshot_install_duration_seconds histogram  restore of the state machine and log, per installed snapshot
 type metrics struct {
 	proposeSeconds    prometheus.Histogram
 	saveSeconds       prometheus.Histogram
@@ -28,12 +47,32 @@ type metrics struct {
 	inboxDropped      prometheus.Counter
 	invalidMessages   prometheus.Counter
 
+	snapshots          prometheus.Counter
+	snapshotFailures   prometheus.Counter
+	snapshotSeconds    prometheus.Histogram
+	snapshotSize       prometheus.Gauge
+	snapshotIndex      prometheus.Gauge
+	compactedIndex     prometheus.Gauge
+	compactions        prometheus.Counter
+	snapSends          prometheus.Counter
+	snapSendFailures   prometheus.Counter
+	snapSendSeconds    prometheus.Histogram
+	snapSentBytes      prometheus.Counter
+	snapInstalls       prometheus.Counter
+	snapRecvFailures   prometheus.Counter
+	snapRecvBytes      prometheus.Counter
+	snapResumes        prometheus.Counter
+	snapInstallSeconds prometheus.Histogram
+
 	reg        prometheus.Registerer
 	registered []prometheus.Collector
 }
 
 // latencyBuckets span 50 µs to ~3 s: an in-memory fsync to a stalled disk.
 var latencyBuckets = prometheus.ExponentialBuckets(50e-6, 2, 17)
+
+// slowBuckets span 1 ms to ~17 min: snapshots of any size.
+var slowBuckets = prometheus.ExponentialBuckets(1e-3, 2, 21)
 
 // countBuckets span 1 to 4096 items per batch.
 var countBuckets = prometheus.ExponentialBuckets(1, 2, 13)
@@ -49,6 +88,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "rafty", Subsystem: "driver", Name: name, Help: help,
 		})
 	}
+	g := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "rafty", Subsystem: "driver", Name: name, Help: help,
+		})
+	}
 	m := &metrics{
 		proposeSeconds:    h("propose_duration_seconds", "Time from Propose to its result, for successful proposals.", latencyBuckets),
 		saveSeconds:       h("save_duration_seconds", "Time spent in Storage.Save (durable write) per Ready.", latencyBuckets),
@@ -58,6 +102,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inboxDropped:      c("inbox_dropped_total", "Inbound message batches dropped because the inbox was full."),
 		invalidMessages:   c("invalid_messages_total", "Inbound messages the core rejected as invalid."),
 		reg:               reg,
+
+		snapshots:          c("snapshots_total", "Local snapshots taken and made durable."),
+		snapshotFailures:   c("snapshot_failures_total", "Local snapshots that failed."),
+		snapshotSeconds:    h("snapshot_duration_seconds", "Time from capturing a local snapshot to its being durable.", slowBuckets),
+		snapshotSize:       g("snapshot_size_bytes", "Data bytes of the latest local snapshot."),
+		snapshotIndex:      g("snapshot_index", "Log index of the latest snapshot, taken locally or installed."),
+		compactedIndex:     g("compacted_index", "The log holds no entry at or below this index."),
+		compactions:        c("compactions_total", "Log compactions."),
+		snapSends:          c("snapshot_sends_total", "Snapshots sent to followers and installed there."),
+		snapSendFailures:   c("snapshot_send_failures_total", "Outgoing snapshot transfers that failed (retried with backoff)."),
+		snapSendSeconds:    h("snapshot_send_duration_seconds", "Outgoing snapshot transfers, from opening the snapshot to the follower's acknowledgement.", slowBuckets),
+		snapSentBytes:      c("snapshot_sent_bytes_total", "Snapshot data bytes read for followers."),
+		snapInstalls:       c("snapshots_installed_total", "Snapshots received from the leader and installed."),
+		snapRecvFailures:   c("snapshot_receive_failures_total", "Incoming snapshot transfers that failed."),
+		snapRecvBytes:      c("snapshot_received_bytes_total", "Snapshot data bytes received."),
+		snapResumes:        c("snapshot_resumes_total", "Incoming snapshot transfers that resumed an interrupted one."),
+		snapInstallSeconds: h("snapshot_install_duration_seconds", "Time to restore the state machine and the log from a received snapshot.", slowBuckets),
 	}
 	if reg == nil {
 		return m, nil
@@ -65,6 +126,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, col := range []prometheus.Collector{
 		m.proposeSeconds, m.saveSeconds, m.applySeconds, m.saveEntries,
 		m.proposalsPerBatch, m.inboxDropped, m.invalidMessages,
+		m.snapshots, m.snapshotFailures, m.snapshotSeconds, m.snapshotSize, m.snapshotIndex,
+		m.compactedIndex, m.compactions, m.snapSends, m.snapSendFailures, m.snapSendSeconds,
+		m.snapSentBytes, m.snapInstalls, m.snapRecvFailures, m.snapRecvBytes, m.snapResumes,
+		m.snapInstallSeconds,
 	} {
 		if err := reg.Register(col); err != nil {
 			m.unregister()

@@ -72,6 +72,26 @@ type Node struct {
 	leader   uint64
 	// leaderCh is closed and replaced whenever leader changes.
 	leaderCh chan struct{}
+
+	// Snapshots (snapshot.go, snapsend.go, handler.go); snaps and snapLog
+	// are nil when Config.Snapshots is.
+	snaps     SnapshotStore
+	snapLog   *snapshotLog
+	snapStats snapshotCounters
+	// bg counts the snapshot goroutines (the local snapshot writer and
+	// outgoing transfers), which the loop waits for when it stops.
+	bg       sync.WaitGroup
+	sendSem  chan struct{}   // MaxSnapshotSends slots
+	sendDone chan sendResult // outgoing transfers report here
+	snapDone chan snapResult // the local snapshot writer reports here
+	installc chan *installRequest
+	recvSem  chan struct{} // one incoming transfer at a time
+	// failc carries a crash requested by a test hook to the loop.
+	failc chan error
+	// partial is an interrupted incoming transfer kept for resuming.
+	partialMu     sync.Mutex
+	partial       *partialSnapshot
+	partialClosed bool
 }
 
 // Status is a point-in-time view of the node, published by the loop after
@@ -86,11 +106,14 @@ type Status struct {
 	PendingReads     int
 	// Stopped reports that the node has stopped.
 	Stopped bool
+	// Snapshots reports snapshots and log compaction.
+	Snapshots SnapshotStatus
 }
 
 // ctrlRequest runs fn on the loop goroutine, which owns the core.
 type ctrlRequest struct {
 	fn    func(*core.Node) error
+	lfn   func(*loop) error // instead of fn, for the driver's own requests
 	reply chan error
 }
 
@@ -107,11 +130,27 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("driver: state machine Applied: %w", err)
 	}
+	var (
+		reader  core.LogReader = cfg.Storage
+		snapLog *snapshotLog
+		marker  core.SnapshotMeta
+	)
+	if cfg.Snapshots != nil {
+		var latest core.SnapshotMeta
+		if applied, latest, err = recoverSnapshots(&cfg, applied); err != nil {
+			return nil, err
+		}
+		if _, marker, err = cfg.Storage.InitialState(); err != nil {
+			return nil, fmt.Errorf("driver: reading storage: %w", err)
+		}
+		snapLog = &snapshotLog{Storage: cfg.Storage, snap: latest}
+		reader = snapLog
+	}
 	rc := cfg.raftConfig(applied, rand.Uint64())
 	if rc.Applied != applied || rc.ID != cfg.ID {
 		return nil, errors.New("driver: TuneRaft must not change ID or Applied")
 	}
-	rn, err := core.New(rc, cfg.Storage)
+	rn, err := core.New(rc, reader)
 	if err != nil {
 		return nil, fmt.Errorf("driver: restoring node %d: %w", cfg.ID, err)
 	}
@@ -136,6 +175,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		loopDone:          make(chan struct{}),
 		done:              make(chan struct{}),
 		leaderCh:          make(chan struct{}),
+		snaps:             cfg.Snapshots,
+		snapLog:           snapLog,
+		sendSem:           make(chan struct{}, cfg.MaxSnapshotSends),
+		sendDone:          make(chan sendResult, 16),
+		snapDone:          make(chan snapResult, 1),
+		installc:          make(chan *installRequest),
+		recvSem:           make(chan struct{}, 1),
+		failc:             make(chan error, 1),
 	}
 	n.readSeq.Store(rand.Uint64())
 	if cfg.NewTransport != nil {
@@ -155,6 +202,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.publishStatus(rn.Status())
 	n.ctx, n.cancel = context.WithCancel(ctx)
 	l := newLoop(n, rn)
+	if snapLog != nil {
+		l.snapIndex = snapLog.snap.Index
+		l.compactIndex = marker.Index
+		n.snapStats.index.Store(l.snapIndex)
+		n.snapStats.compacted.Store(l.compactIndex)
+		m.snapshotIndex.Set(float64(l.snapIndex))
+		m.compactedIndex.Set(float64(l.compactIndex))
+	}
 	go l.run()
 	n.log.Info("node started", "applied", applied, "epoch", n.epoch)
 	return n, nil
@@ -301,6 +356,7 @@ func (n *Node) Status() Status {
 	s.PendingProposals = int(n.pendingProposals.Load())
 	s.PendingReads = int(n.pendingReads.Load())
 	s.Stopped = n.stopped()
+	s.Snapshots = n.snapStats.status()
 	return s
 }
 
@@ -385,7 +441,11 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 
 // onLoop runs fn on the loop goroutine and returns its error.
 func (n *Node) onLoop(ctx context.Context, fn func(*core.Node) error) error {
-	req := ctrlRequest{fn: fn, reply: make(chan error, 1)}
+	return n.control(ctx, ctrlRequest{fn: fn, reply: make(chan error, 1)})
+}
+
+// control runs req on the loop goroutine and returns its error.
+func (n *Node) control(ctx context.Context, req ctrlRequest) error {
 	select {
 	case n.ctrlc <- req:
 	case <-ctx.Done():

@@ -41,6 +41,11 @@ func (l *loop) handleReady() error {
 		return err
 	}
 	l.n.publishStatus(l.rn.Status())
+	if l.install != nil {
+		// The received snapshot was installed (rd.Snapshot) or found not
+		// needed; either way its acknowledgement has left.
+		l.finishInstall(nil)
+	}
 	return nil
 }
 
@@ -67,9 +72,8 @@ func (l *loop) onSoftState(ss core.SoftState) {
 	clear(l.readsSent)
 }
 
-// send hands msgs to the transport. MsgSnap needs the snapshot stream,
-// which arrives with log compaction; until then the core is told the
-// transfer failed, so it keeps probing the follower.
+// send hands msgs to the transport, except MsgSnap: a snapshot travels
+// with its data over a stream of its own (snapsend.go).
 func (l *loop) send(msgs []core.Message) {
 	if len(msgs) == 0 {
 		return
@@ -85,8 +89,7 @@ func (l *loop) send(msgs []core.Message) {
 		out := make([]core.Message, 0, len(msgs))
 		for _, m := range msgs {
 			if m.Type == core.MsgSnap {
-				l.log.Warn("cannot send snapshot yet; follower needs compacted entries", "to", m.To)
-				l.rn.ReportSnapshot(m.To, ErrSnapshotUnsupported)
+				l.sendSnapshot(m)
 				continue
 			}
 			out = append(out, m)
@@ -101,15 +104,19 @@ func (l *loop) send(msgs []core.Message) {
 // persist performs step 2 of the Ready contract.
 //
 // A Ready whose only durable change is the commit index does not need an
-// fsync (core.Ready.MustSync: commit is never required for safety), so the
-// loop does not write it then; it remembers the hard state and writes it
-// with the next Save (and at shutdown). That halves the writes of an idle
-// leader's commit rounds. Everything else is written before this returns.
+// fsync for Raft's safety (core.Ready.MustSync), so the loop defers it to
+// the next Save (and shutdown) — unless the Ready's committed entries go
+// past the durable commit index. The state machine applies without fsync
+// (the Raft log is its WAL), and a restarted node re-applies only up to
+// the commit index it finds on disk; if entries already visible to reads
+// lay beyond it, a serializable read after kill -9 or power loss would go
+// back in time (found by the chaos suite). Invariant: every applied index
+// is at most durableCommit.
 func (l *loop) persist(rd *core.Ready) error {
 	st := l.n.cfg.Storage
 	if rd.Snapshot != nil {
-		if err := st.InstallSnapshot(*rd.Snapshot); err != nil {
-			return fmt.Errorf("driver: installing snapshot at %d: %w", rd.Snapshot.Index, err)
+		if err := l.installSnapshot(*rd.Snapshot); err != nil {
+			return err
 		}
 	}
 	l.trackOurs(rd.Entries)
@@ -118,6 +125,9 @@ func (l *loop) persist(rd *core.Ready) error {
 	if !hs.IsZero() {
 		l.lastHS = hs
 		l.unsavedHS = true
+	}
+	if n := len(rd.CommittedEntries); n > 0 && rd.CommittedEntries[n-1].Index > l.durableCommit {
+		mustSync = true
 	}
 	if !mustSync {
 		return nil
@@ -130,6 +140,9 @@ func (l *loop) persist(rd *core.Ready) error {
 		return fmt.Errorf("driver: saving hard state and %d entries: %w", len(rd.Entries), err)
 	}
 	l.unsavedHS = false
+	if !hs.IsZero() {
+		l.durableCommit = hs.Commit
+	}
 	l.n.metrics.saveSeconds.Observe(time.Since(start).Seconds())
 	l.n.metrics.saveEntries.Observe(float64(len(rd.Entries)))
 	return nil
@@ -165,6 +178,7 @@ func (l *loop) apply(ents []core.Entry) error {
 	if len(ents) == 0 {
 		return nil
 	}
+	l.recordApplied(ents)
 	cmds, owners := l.cmds[:0], l.owners[:0]
 	defer func() {
 		clear(cmds) // do not pin entry data until the next apply

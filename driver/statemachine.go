@@ -44,15 +44,50 @@ type StateMachine interface {
 	// applied.
 	Apply(cmds []Command) ([]any, error)
 
-	// Snapshot writes the state machine's state as of the last applied
-	// command to w. It is called from the loop goroutine between Apply
-	// calls; an implementation that takes long should capture a
-	// point-in-time view (e.g. a Pebble snapshot) and stream it. Reserved
-	// for log compaction; the driver does not call it yet.
-	Snapshot(w io.Writer) error
+	// Snapshot captures the state as of the last applied command and
+	// returns a source that streams it. It is called from the loop
+	// goroutine between Apply calls, so it must be quick: capture a
+	// point-in-time view (a Pebble snapshot, a copy-on-write reference, or
+	// a copy of small state) and leave the streaming to the source. The
+	// driver then calls the source's WriteTo from another goroutine,
+	// concurrently with later Apply calls (and possibly Restore), and
+	// Close once, when done or abandoned.
+	Snapshot() (SnapshotSource, error)
 
 	// Restore replaces the state machine's entire state with a snapshot
-	// produced by Snapshot (possibly on another node). Reserved for
-	// snapshot installation; the driver does not call it yet.
+	// streamed by a SnapshotSource (possibly on another node). It must
+	// not change the state if it fails before the end of r (verify, then
+	// replace), and when it returns nil the new state must be as durable
+	// as applied commands are (a state machine whose Applied survives a
+	// restart must report the snapshot's index, or at least the index of
+	// its last command, after one). The driver calls it from the loop
+	// goroutine: when installing a snapshot received from the leader, and
+	// in Start when the log no longer holds what the state machine lacks
+	// (an in-memory state machine after a restart, or an install a crash
+	// interrupted).
 	Restore(r io.Reader) error
+}
+
+// SnapshotSource streams a state captured by StateMachine.Snapshot.
+type SnapshotSource interface {
+	// WriteTo writes the captured state to w and returns the bytes
+	// written. The driver calls it at most once, from its own goroutine;
+	// an error from w (the driver's cancellation included) must end it
+	// promptly.
+	io.WriterTo
+	// Close releases the captured view. Called exactly once, after WriteTo
+	// returned or instead of it.
+	io.Closer
+}
+
+// Syncer is implemented by a StateMachine whose Apply does not make its
+// effects durable on return (app/kv.Store writes without fsync, since the
+// Raft log is the write-ahead log). Before compacting the log the driver
+// calls Sync, which must make every command applied so far durable and
+// return the applied index it covers; the log is never compacted past it.
+// A state machine without Sync is taken to be either durable on return or
+// in memory (Applied 0), in which case Start restores it from the latest
+// snapshot.
+type Syncer interface {
+	Sync() (uint64, error)
 }

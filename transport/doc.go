@@ -42,8 +42,14 @@
 //     returned nil, having read the data to io.EOF; the transport returns
 //     io.EOF to the handler only after the CRC-32C and length in the
 //     sender's trailer have matched, and an error (ErrSnapshotChecksum)
-//     instead otherwise. Memory use on both sides is a few chunks,
-//     whatever the snapshot's size.
+//     instead otherwise (also wrapping driver.ErrSnapshotCorrupt). Memory
+//     use on both sides is a few chunks, whatever the snapshot's size.
+//   - Snapshot transfers resume. The handler's reader is a
+//     driver.SnapshotResumer: a handler holding the first bytes of the
+//     same snapshot from an interrupted transfer tells the sender where to
+//     resume (in the response headers, before any data flows), and the
+//     sender checksums those bytes locally instead of sending them; the
+//     trailer's checksum still covers all the data (see snapshot.go).
 //   - Close returns only when every goroutine and connection the
 //     transport started is gone.
 //

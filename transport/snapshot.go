@@ -6,12 +6,17 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
+	"strconv"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/driver"
 	pb "github.com/rafty-db/rafty/transport/transportpb"
 )
 
@@ -19,13 +24,36 @@ import (
 // arm64), the checksum disk/ uses for WAL records as well.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// Resuming. The client marks its stream resumable with the request
+// metadata key resumeKey. After the header frame it waits for the
+// receiver's response headers, which carry offsetKey: how many leading
+// bytes of the data the receiver's handler already holds from an
+// interrupted transfer of the same snapshot (driver.SnapshotResumer), 0 to
+// start over. The sender reads and checksums those bytes locally without
+// sending them, then streams the rest; the trailer's CRC-32C and length
+// still cover the whole data, and the receiver's checksum continues from
+// the handler's CRC of its prefix, so every byte is verified end to end. A
+// client that does not mark its stream resumable (another implementation)
+// gets no early headers and must send everything; its handler cannot
+// resume.
+const (
+	resumeKey = "rafty-snapshot-resume"
+	offsetKey = "rafty-snapshot-offset"
+)
+
+// ErrResumeUnsupported is returned by SnapshotResumer.ResumeAt when the
+// sender did not ask for a resumable transfer, or data was already read.
+var ErrResumeUnsupported = errors.New("transport: this snapshot transfer cannot resume")
+
 // SendSnapshot streams a snapshot to msg.To and returns nil only once the
 // receiver's HandleSnapshot has returned nil after reading the data in
 // full and the checksum has matched. msg must be a MsgSnap with its
 // metadata (a zero From is filled in). data is read in
 // SnapshotChunkBytes pieces, one at a time, so memory use does not depend
 // on the snapshot's size. The transfer uses its own connection, so that a
-// large snapshot does not delay heartbeats on the message stream.
+// large snapshot does not delay heartbeats on the message stream. If the
+// receiver resumes an interrupted transfer, the data it already holds is
+// read (and checksummed) here but not sent.
 //
 // Errors: ErrSnapshotRejected (the receiver's handler failed; its message
 // follows), ErrSnapshotChecksum, ErrUnknownPeer, ErrClosed, ctx's error,
@@ -74,13 +102,17 @@ func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reade
 		return fmt.Errorf("transport: snapshot to node %d: %w", to, err)
 	}
 	defer conn.Close()
-	st, err := pb.NewRaftClient(conn).Snapshot(ctx)
+	st, err := pb.NewRaftClient(conn).Snapshot(metadata.AppendToOutgoingContext(ctx, resumeKey, "1"))
 	if err != nil {
 		return t.snapshotSendError(ctx, to, err)
 	}
 	_ = st.Context() // commit the attempt: no replay buffer of 1 MiB chunks
 	if err := st.SendMsg(&header); err != nil {
 		return t.snapshotSendError(ctx, to, finalStatus(st, err))
+	}
+	offset, err := resumeOffset(st)
+	if err != nil {
+		return t.snapshotSendError(ctx, to, err)
 	}
 
 	buf := make([]byte, t.cfg.SnapshotChunkBytes)
@@ -89,6 +121,22 @@ func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reade
 	frame := outChunk{kind: chunkData, pool: mem.NewTieredBufferPool(sizeLenField(len(buf)))}
 	var crc uint32
 	var total uint64
+	if offset > 0 {
+		// The receiver holds the first offset bytes: checksum them here,
+		// send the rest.
+		for total < offset {
+			n, rerr := io.ReadFull(data, buf[:min(uint64(len(buf)), offset-total)])
+			crc = crc32.Update(crc, castagnoli, buf[:n])
+			total += uint64(n)
+			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+				return fmt.Errorf("transport: snapshot to node %d: the receiver resumes at byte %d, the data ends at %d", to, offset, total)
+			}
+			if rerr != nil {
+				return fmt.Errorf("transport: snapshot to node %d: reading data: %w", to, rerr)
+			}
+		}
+		t.log.Info("resuming snapshot transfer", "peer", to, "index", msg.Snapshot.Index, "offset", offset)
+	}
 	for {
 		n, rerr := io.ReadFull(data, buf)
 		if n > 0 {
@@ -125,6 +173,28 @@ func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reade
 	t.counters.snapshotDone(to, true)
 	t.log.Info("snapshot sent", "peer", to, "index", msg.Snapshot.Index, "term", msg.Snapshot.Term, "bytes", total)
 	return nil
+}
+
+// resumeOffset waits for the receiver's response headers and returns the
+// offset it resumes at. A stream the receiver ended instead (its handler
+// refused the snapshot) yields the receiver's status.
+func resumeOffset(st pb.Raft_SnapshotClient) (uint64, error) {
+	md, err := st.Header()
+	if err != nil {
+		return 0, err
+	}
+	vals := md.Get(offsetKey)
+	if len(vals) == 0 {
+		if rerr := st.RecvMsg(new(pb.SnapshotResponse)); rerr != nil {
+			return 0, rerr
+		}
+		return 0, errors.New("receiver ended the snapshot stream before its data")
+	}
+	off, err := strconv.ParseUint(vals[0], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("receiver sent a bad resume offset %q", vals[0])
+	}
+	return off, nil
 }
 
 // finalStatus turns SendMsg's io.EOF (the receiver ended the stream) into
@@ -200,22 +270,47 @@ func (t *GRPC) receiveSnapshot(ss pb.Raft_SnapshotServer) error {
 		return status.Errorf(codes.Unavailable, "transport: node %d has no handler yet", self)
 	}
 
+	md, _ := metadata.FromIncomingContext(ctx)
 	pr, pw := io.Pipe()
+	stream := &snapshotStream{pr: pr, resumable: slices.Contains(md.Get(resumeKey), "1"), start: make(chan streamStart, 1)}
 	result := make(chan error, 1)
 	t.wg.Go(func() {
-		err := h.HandleSnapshot(ctx, msg, pr)
+		err := h.HandleSnapshot(ctx, msg, stream)
 		pr.CloseWithError(errHandlerReturned)
+		stream.begin(streamStart{}) // unblock the wait below if it never read
 		result <- err
 	})
 
+	// Wait until the handler decides where the data starts: its first
+	// Read (from the beginning) or ResumeAt.
+	var start streamStart
+	select {
+	case start = <-stream.start:
+	case <-ctx.Done():
+		pw.CloseWithError(ctx.Err())
+		<-result
+		return status.FromContextError(ctx.Err()).Err()
+	}
 	var (
-		crc      uint32
-		total    uint64
+		crc      = start.crc
+		total    = start.offset
 		failure  error // a status that takes precedence over the handler's result
 		verified bool
+		herr     error
+		returned bool
 	)
+	if !start.read {
+		// The handler returned without reading: it refused the snapshot.
+		herr, returned = <-result, true
+		failure = t.handlerStatus(self, from, herr, false)
+	} else if stream.resumable {
+		if err := ss.SendHeader(metadata.Pairs(offsetKey, strconv.FormatUint(start.offset, 10))); err != nil {
+			pw.CloseWithError(fmt.Errorf("transport: snapshot from node %d interrupted: %w", from, err))
+			failure = err
+		}
+	}
 loop:
-	for {
+	for failure == nil {
 		if err := ss.RecvMsg(&f); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = status.Errorf(codes.InvalidArgument, "transport: snapshot stream from node %d ended before its trailer", from)
@@ -245,8 +340,8 @@ loop:
 			}
 		case chunkTrailer:
 			if fr.crc != crc || fr.total != total {
-				cerr := fmt.Errorf("%w: node %d received %d bytes with CRC-32C %08x from node %d, which sent %d bytes with %08x",
-					ErrSnapshotChecksum, self, total, crc, from, fr.total, fr.crc)
+				cerr := fmt.Errorf("%w (%w): node %d received %d bytes with CRC-32C %08x from node %d, which sent %d bytes with %08x",
+					ErrSnapshotChecksum, driver.ErrSnapshotCorrupt, self, total, crc, from, fr.total, fr.crc)
 				pw.CloseWithError(cerr)
 				failure = status.Error(codes.DataLoss, cerr.Error())
 			} else {
@@ -256,19 +351,75 @@ loop:
 			break loop
 		}
 	}
-	herr := <-result
+	if !returned {
+		herr = <-result
+	}
 	switch {
 	case failure != nil:
 		t.log.Warn("snapshot transfer failed", "peer", from, "err", failure, "handler_err", herr)
 		return failure
-	case herr != nil:
-		t.log.Warn("snapshot handler failed", "peer", from, "err", herr)
-		return status.Errorf(codes.Aborted, "snapshot handler on node %d: %v", self, herr)
-	case !verified:
-		return status.Errorf(codes.FailedPrecondition,
-			"snapshot handler on node %d returned before reading the whole snapshot", self)
+	case herr != nil || !verified:
+		return t.handlerStatus(self, from, herr, true)
 	}
 	t.counters.snapshotDone(from, false)
 	t.log.Info("snapshot received", "peer", from, "index", msg.Snapshot.Index, "term", msg.Snapshot.Term, "bytes", total)
 	return ss.SendAndClose(&pb.SnapshotResponse{})
+}
+
+// handlerStatus is the status reporting a handler that failed (herr), or
+// returned nil without having read the whole snapshot.
+func (t *GRPC) handlerStatus(self, from uint64, herr error, logIt bool) error {
+	if herr == nil {
+		return status.Errorf(codes.FailedPrecondition,
+			"snapshot handler on node %d returned before reading the whole snapshot", self)
+	}
+	if logIt {
+		t.log.Warn("snapshot handler failed", "peer", from, "err", herr)
+	}
+	return status.Errorf(codes.Aborted, "snapshot handler on node %d: %v", self, herr)
+}
+
+// streamStart is where the handler's data begins: offset bytes it already
+// holds, whose CRC-32C is crc. read is false when the handler returned
+// without reading.
+type streamStart struct {
+	offset uint64
+	crc    uint32
+	read   bool
+}
+
+// snapshotStream is the reader a handler receives: the pipe fed by the
+// receive loop, and driver.SnapshotResumer when the sender can resume.
+type snapshotStream struct {
+	pr        *io.PipeReader
+	resumable bool
+	once      sync.Once
+	start     chan streamStart // buffered; receives exactly one value
+}
+
+var _ driver.SnapshotResumer = (*snapshotStream)(nil)
+
+func (s *snapshotStream) begin(st streamStart) bool {
+	first := false
+	s.once.Do(func() {
+		first = true
+		s.start <- st
+	})
+	return first
+}
+
+func (s *snapshotStream) Read(p []byte) (int, error) {
+	s.begin(streamStart{read: true})
+	return s.pr.Read(p)
+}
+
+// ResumeAt implements driver.SnapshotResumer.
+func (s *snapshotStream) ResumeAt(offset uint64, crc uint32) error {
+	if !s.resumable {
+		return ErrResumeUnsupported
+	}
+	if !s.begin(streamStart{offset: offset, crc: crc, read: true}) {
+		return fmt.Errorf("%w: data was already read", ErrResumeUnsupported)
+	}
+	return nil
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/rafty-db/rafty/driver"
 )
 
 // Snapshot format (version 1). A stream, written and read record by
@@ -49,29 +51,102 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Snapshot writes the store's state as of its applied index to w, in the
-// format above. It reads a Pebble snapshot, so Apply may continue
-// meanwhile (the driver does not, today, call it concurrently anyway).
-func (s *Store) Snapshot(w io.Writer) error {
+// Snapshot captures the store's state at its applied index and returns a
+// source that streams it in the format above: it implements
+// driver.StateMachine.Snapshot. Capturing is a Pebble snapshot, O(1); the
+// source reads it later, from any goroutine, while Apply (and even
+// Restore) go on. Close the source when done; Close on the Store closes
+// any still open (a later WriteTo then fails with ErrClosed).
+func (s *Store) Snapshot() (driver.SnapshotSource, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if err := s.usable(); err != nil {
-		return err
+		return nil, err
+	}
+	s.srcMu.Lock()
+	defer s.srcMu.Unlock()
+	if s.srcClosed {
+		return nil, ErrClosed
 	}
 	snap := s.db.NewSnapshot()
-	defer snap.Close()
 	applied, err := readApplied(snap)
+	if err != nil {
+		_ = snap.Close()
+		return nil, err
+	}
+	src := &snapshotSource{s: s, snap: snap, applied: applied}
+	s.sources[src] = struct{}{}
+	return src, nil
+}
+
+// WriteSnapshot writes the store's state as of its applied index to w, in
+// the format above (Snapshot, WriteTo, Close): a consistent backup of the
+// state machine alone. driver.Node.Backup adds the Raft metadata a restore
+// needs.
+func (s *Store) WriteSnapshot(w io.Writer) error {
+	src, err := s.Snapshot()
 	if err != nil {
 		return err
 	}
-	sw := newSnapshotWriter(w, applied)
-	if err := scanUser(snap, sw.add); err != nil {
-		return fmt.Errorf("kv: writing snapshot: %w", err)
+	defer src.Close()
+	_, err = src.WriteTo(w)
+	return err
+}
+
+// snapshotSource streams a captured Pebble snapshot.
+type snapshotSource struct {
+	s       *Store
+	snap    *pebble.Snapshot // nil once closed
+	applied uint64
+}
+
+// Applied returns the applied index the source captured.
+func (src *snapshotSource) Applied() uint64 { return src.applied }
+
+// WriteTo implements io.WriterTo: it writes the snapshot to w.
+func (src *snapshotSource) WriteTo(w io.Writer) (int64, error) {
+	s := src.s
+	// srcMu (shared) keeps Close from closing the database under the
+	// iterator; s.mu is not held, so Restore need not wait for a stream.
+	s.srcMu.RLock()
+	defer s.srcMu.RUnlock()
+	if src.snap == nil || s.srcClosed {
+		return 0, ErrClosed
+	}
+	cw := &countingWriter{w: w}
+	sw := newSnapshotWriter(cw, src.applied)
+	if err := scanUser(src.snap, sw.add); err != nil {
+		return cw.n, fmt.Errorf("kv: writing snapshot: %w", err)
 	}
 	if err := sw.finish(); err != nil {
-		return fmt.Errorf("kv: writing snapshot: %w", err)
+		return cw.n, fmt.Errorf("kv: writing snapshot: %w", err)
 	}
-	return nil
+	return cw.n, nil
+}
+
+// Close releases the Pebble snapshot. Idempotent.
+func (src *snapshotSource) Close() error {
+	s := src.s
+	s.srcMu.Lock()
+	defer s.srcMu.Unlock()
+	if src.snap == nil {
+		return nil
+	}
+	err := src.snap.Close()
+	src.snap = nil
+	delete(s.sources, src)
+	return err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // readApplied reads the applied index stored in r (0 if none).

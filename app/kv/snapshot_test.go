@@ -57,7 +57,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	pr, pw := io.Pipe()
 	errc := make(chan error, 1)
 	go func() {
-		err := src.Snapshot(pw)
+		err := src.WriteSnapshot(pw)
 		pw.CloseWithError(err)
 		errc <- err
 	}()
@@ -100,7 +100,7 @@ func assertNoRestoreFiles(t *testing.T, s *Store) {
 func snapshotBytes(t *testing.T, s *Store) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := s.Snapshot(&buf); err != nil {
+	if err := s.WriteSnapshot(&buf); err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
 	return buf.Bytes()
@@ -256,7 +256,8 @@ func TestClosedStoreFailsCleanly(t *testing.T) {
 	_, checks["Sync"] = s.Sync()
 	_, checks["DiskSize"] = s.DiskSize()
 	_, checks["Hash"] = s.Hash(context.Background())
-	checks["Snapshot"] = s.Snapshot(io.Discard)
+	_, checks["Snapshot"] = s.Snapshot()
+	checks["WriteSnapshot"] = s.WriteSnapshot(io.Discard)
 	checks["Restore"] = s.Restore(bytes.NewReader(nil))
 	_, checks["get"] = s.get([]byte("a"))
 	_, checks["rangeLocal"] = s.rangeLocal(&rangeOp{prefix: true}, 100)
@@ -319,5 +320,56 @@ func TestRestoreIsAtomicForReaders(t *testing.T) {
 	}
 	if got := keysOf(dump(t, dst)); len(got) != 1000 || !strings.HasPrefix(got[0], "new/") {
 		t.Fatalf("after restore: %d keys, first %q", len(got), got[0])
+	}
+}
+
+// A snapshot source is a point-in-time view: applying (and restoring)
+// after Snapshot returned does not change what it streams. Close on the
+// store closes sources still open.
+func TestSnapshotSourceIsPointInTime(t *testing.T) {
+	s := openStore(t, Options{})
+	next := fill(t, s, "key/", 200, 100, 1)
+	want := snapshotBytes(t, s)
+	src, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, s, next, putCmd("key/000001", "changed"), putCmd("new", "key"))
+	// Restore replaces everything while the source is open.
+	other := openStore(t, Options{})
+	fill(t, other, "other/", 10, 10, 1)
+	if err := s.Restore(bytes.NewReader(snapshotBytes(t, other))); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	n, err := src.WriteTo(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(buf.Len()) || !bytes.Equal(buf.Bytes(), want) {
+		t.Fatalf("the source streamed %d bytes differing from the state when it was captured", n)
+	}
+	if a := src.(interface{ Applied() uint64 }).Applied(); a != next-1 {
+		t.Fatalf("source applied %d, want %d", a, next-1)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+
+	open, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close with an open source: %v", err)
+	}
+	if _, err := open.WriteTo(io.Discard); !errors.Is(err, ErrClosed) {
+		t.Fatalf("WriteTo after the store closed: %v", err)
+	}
+	if err := open.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -135,6 +135,13 @@ type Store struct {
 
 	// hashSem lets one Hash run at a time: each reads the whole keyspace.
 	hashSem chan struct{}
+
+	// sources are the open snapshot sources (Snapshot). srcMu guards them
+	// and srcClosed; a source streams holding it shared, and Close takes
+	// it exclusively to close them before the database.
+	srcMu     sync.RWMutex
+	sources   map[*snapshotSource]struct{}
+	srcClosed bool
 }
 
 var _ driver.StateMachine = (*Store)(nil)
@@ -166,7 +173,8 @@ func OpenStore(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kv: opening pebble in %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, fs: fs, opts: opts, log: opts.Logger, db: db, hashSem: make(chan struct{}, 1)}
+	s := &Store{dir: dir, fs: fs, opts: opts, log: opts.Logger, db: db, hashSem: make(chan struct{}, 1),
+		sources: map[*snapshotSource]struct{}{}}
 	if err := s.recover(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -328,6 +336,15 @@ func (s *Store) Close() error {
 	if s.db == nil {
 		return nil
 	}
+	// Snapshot sources first: Pebble's snapshots must not outlive it.
+	s.srcMu.Lock()
+	s.srcClosed = true
+	for src := range s.sources {
+		_ = src.snap.Close()
+		src.snap = nil
+		delete(s.sources, src)
+	}
+	s.srcMu.Unlock()
 	err := s.db.Close()
 	s.db = nil
 	if err != nil {

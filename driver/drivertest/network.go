@@ -2,6 +2,9 @@ package drivertest
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
 	"io"
 	"slices"
 	"sync"
@@ -242,9 +245,109 @@ func (e *Endpoint) receive(ctx context.Context, batch []core.Message) bool {
 	return true
 }
 
-// SendSnapshot is not supported by the in-memory network yet.
-func (e *Endpoint) SendSnapshot(context.Context, core.Message, io.Reader) error {
-	return driver.ErrSnapshotUnsupported
+// SendSnapshot streams data to msg.To's handler, from the calling
+// goroutine, and returns nil once the handler returned nil having read the
+// data to io.EOF. It fails if the destination is unknown, the link is cut
+// (also mid-transfer: the next read fails, as a broken connection would) or
+// the drop filter drops msg. The handler's reader implements
+// driver.SnapshotResumer: resuming skips the bytes the receiver holds, and
+// the reader then checks, in place of io.EOF, that the receiver's checksum
+// (continued from the one it gave) matches the sender's whole data, failing
+// with an error wrapping driver.ErrSnapshotCorrupt otherwise.
+func (e *Endpoint) SendSnapshot(ctx context.Context, msg core.Message, data io.Reader) error {
+	if msg.From == core.None {
+		msg.From = e.id
+	}
+	if msg.Type != core.MsgSnap || msg.Snapshot == nil {
+		return fmt.Errorf("%w: SendSnapshot needs a MsgSnap, got %v", core.ErrInvalidMessage, msg)
+	}
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return errors.New("drivertest: endpoint closed")
+	}
+	dst, kept := e.nw.route(e.id, msg.To, []core.Message{msg})
+	if dst == nil || len(kept) == 0 {
+		e.h.ReportUnreachable(msg.To)
+		return fmt.Errorf("drivertest: snapshot to %d: unreachable", msg.To)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(e.ctx, cancel)()
+	defer context.AfterFunc(dst.ctx, cancel)()
+	r := &snapshotReader{ctx: ctx, nw: e.nw, from: e.id, to: msg.To, r: data}
+	if err := dst.h.HandleSnapshot(ctx, msg, r); err != nil {
+		return fmt.Errorf("drivertest: snapshot to %d: %w", msg.To, err)
+	}
+	if !r.eof {
+		return fmt.Errorf("drivertest: snapshot to %d: the handler returned before reading the whole snapshot", msg.To)
+	}
+	return nil
+}
+
+// snapshotReader is the receiving handler's view of a snapshot stream.
+type snapshotReader struct {
+	ctx      context.Context
+	nw       *Network
+	from, to uint64
+	r        io.Reader
+	started  bool
+	sent     uint32 // CRC-32C of every byte of the sender's data read so far
+	recv     uint32 // the receiver's CRC-32C: its resumed prefix, then what it read
+	eof      bool
+}
+
+var _ driver.SnapshotResumer = (*snapshotReader)(nil)
+
+func (r *snapshotReader) ResumeAt(offset uint64, crc uint32) error {
+	if r.started {
+		return errors.New("drivertest: ResumeAt after Read")
+	}
+	r.started = true
+	buf := make([]byte, 32<<10)
+	for left := offset; left > 0; {
+		k, err := r.r.Read(buf[:min(uint64(len(buf)), left)])
+		r.sent = crc32.Update(r.sent, castagnoli, buf[:k])
+		left -= uint64(k)
+		if err == io.EOF && left > 0 {
+			return fmt.Errorf("drivertest: cannot resume at %d: the snapshot is shorter", offset)
+		}
+		if err != nil && err != io.EOF {
+			return err
+		}
+	}
+	r.recv = crc
+	return nil
+}
+
+func (r *snapshotReader) Read(p []byte) (int, error) {
+	r.started = true
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if r.nw.isCut(r.from, r.to) {
+		return 0, fmt.Errorf("drivertest: link %d->%d cut during a snapshot transfer", r.from, r.to)
+	}
+	n, err := r.r.Read(p)
+	r.sent = crc32.Update(r.sent, castagnoli, p[:n])
+	r.recv = crc32.Update(r.recv, castagnoli, p[:n])
+	if err == io.EOF {
+		if r.sent != r.recv {
+			return n, fmt.Errorf("drivertest: snapshot checksum mismatch: %w", driver.ErrSnapshotCorrupt)
+		}
+		r.eof = true
+	}
+	return n, err
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// isCut reports whether delivery from -> to is cut.
+func (nw *Network) isCut(from, to uint64) bool {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	return nw.cut[[2]uint64{from, to}]
 }
 
 // Close stops the endpoint's goroutines and detaches it from the network.

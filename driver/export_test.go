@@ -1,0 +1,28 @@
+package driver
+
+// Test-only access to the snapshot installation hooks.
+
+// Steps of installing a received snapshot at which SetInstallHook's hook
+// runs.
+const (
+	StepBeforeWrite     = stepBeforeWrite
+	StepMidStream       = stepMidStream
+	StepAfterTempWrite  = stepAfterTempWrite
+	StepAfterCommit     = stepAfterCommit
+	StepAfterRestore    = stepAfterRestore
+	StepAfterLogInstall = stepAfterLogInstall
+)
+
+// InstallSteps lists them in order.
+var InstallSteps = []string{
+	StepBeforeWrite, StepMidStream, StepAfterTempWrite, StepAfterCommit, StepAfterRestore, StepAfterLogInstall,
+}
+
+// SetInstallHook makes the node started with cfg run hook at each step of
+// installing a received snapshot; an error crashes the node there (its
+// loop stops as on a storage failure, files left as they are).
+func SetInstallHook(cfg *Config, hook func(step string) error) { cfg.hook = hook }
+
+// SnapshotStepMessage is snapshotStepMessage: what the driver steps for a
+// received MsgSnap.
+var SnapshotStepMessage = snapshotStepMessage
