@@ -22,7 +22,3 @@ var InstallSteps = []string{
 // installing a received snapshot; an error crashes the node there (its
 // loop stops as on a storage failure, files left as they are).
 func SetInstallHook(cfg *Config, hook func(step string) error) { cfg.hook = hook }
-
-// SnapshotStepMessage is snapshotStepMessage: what the driver steps for a
-// received MsgSnap.
-var SnapshotStepMessage = snapshotStepMessage

@@ -77,9 +77,7 @@ func withoutSnapshots(msgs []core.Message) []core.Message {
 //     transfer of the same snapshot from the same sender that was
 //     interrupted (if data is a SnapshotResumer), read to io.EOF (so the
 //     transport has verified the sender's checksum) and synced.
-//  3. The loop Steps the MsgSnap (or, when its log already holds the
-//     snapshot's last entry, the equivalent empty append: see
-//     snapshotStepMessage). If the core accepts it, the next Ready
+//  3. The loop Steps the MsgSnap. If the core accepts it, the next Ready
 //     carries it as Ready.Snapshot and the loop installs it before
 //     anything else in that Ready (installSnapshot): it commits the file,
 //     restores the state machine from it, records it in the log

@@ -14,7 +14,7 @@ import (
 // next Ready carries it: installSnapshot) or answers without it; either
 // way finishInstall answers the handler after that Ready.
 func (l *loop) stepInstall(req *installRequest) error {
-	if err := l.rn.Step(snapshotStepMessage(l.rn, req.msg)); err != nil {
+	if err := l.rn.Step(req.msg); err != nil {
 		if fatal := l.rn.Err(); fatal != nil {
 			l.install = req
 			l.finishInstall(ErrStopped)
@@ -27,31 +27,6 @@ func (l *loop) stepInstall(req *installRequest) error {
 	}
 	l.install = req
 	return nil
-}
-
-// snapshotStepMessage returns what to step for the received MsgSnap m.
-// When the local log already holds the snapshot's last entry (same index
-// and term), the data is not needed, and the core's own handling of that
-// case (core/replication.go handleSnapshot) acknowledges the follower's
-// last index, vouching for entries after the snapshot that nobody
-// checked: if they conflict with the leader's, the leader records a
-// match it does not have, ignores the follower's later rejections as
-// stale, and its heartbeats then commit the follower's conflicting
-// entries (see TestCoreSnapshotAckBug). So the driver steps what the
-// snapshot tells in that case instead: an empty append from the leader
-// at the snapshot's last entry with the snapshot's index as commit (a
-// snapshot covers only committed entries). The core answers it with the
-// right acknowledgement (that index), and the leader's next appends fix
-// whatever follows.
-func snapshotStepMessage(rn *core.Node, m core.Message) core.Message {
-	s := m.Snapshot
-	if t, err := rn.EntryTerm(s.Index); err != nil || t != s.Term {
-		return m
-	}
-	return core.Message{
-		Type: core.MsgApp, From: m.From, To: m.To, Term: m.Term,
-		Index: s.Index, LogTerm: s.Term, Commit: s.Index,
-	}
 }
 
 // finishInstall answers the pending install request with err, discarding
