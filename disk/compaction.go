@@ -56,6 +56,7 @@ func (s *Store) InstallSnapshot(meta core.SnapshotMeta) error {
 	b.buf = appendSnapshotRecord(b.buf, *mk)
 	b.count = 1
 	b.mk = mk
+	b.sync = true // durable on return, like Save
 	if err := s.writeBatch(b); err != nil {
 		err = fmt.Errorf("%w: %w", ErrFailed, err)
 		s.failed = err

@@ -32,6 +32,9 @@ type batch struct {
 	hs    core.HardState // last hard state saved in this batch
 	hasHS bool
 	mk    *snapshotMarker // InstallSnapshot batches carry only this
+	// sync: some Save in the batch needs it durable, not just written
+	// (SaveCommitUnsynced batches alone skip the fdatasync).
+	sync bool
 
 	done bool
 	err  error
@@ -58,6 +61,24 @@ func newBatch(capHint int) *batch {
 // entry whose record exceeds MaxRecordBytes, or a Save larger than
 // MaxBatchBytes, fails with ErrTooLarge before anything is written.
 func (s *Store) Save(hs core.HardState, entries []core.Entry) error {
+	return s.save(hs, entries, true)
+}
+
+// SaveCommitUnsynced writes hs, a hard state that differs from the last
+// one saved only in its commit index, to the WAL without waiting for an
+// fdatasync: it survives a crash of the process (the bytes are in the
+// kernel) but not necessarily a power loss, until the next Save's
+// fdatasync covers it. Raft's safety never depends on the commit index
+// being durable (a restarted node learns it again from the leader), so
+// the driver uses this for commit-only advances instead of a full Save;
+// see driver.UnsyncedCommitSaver. A hard state whose term or vote differs
+// from the last one queued is refused with ErrInvalidArgument: those must
+// be durable before any message that depends on them leaves.
+func (s *Store) SaveCommitUnsynced(hs core.HardState) error {
+	return s.save(hs, nil, false)
+}
+
+func (s *Store) save(hs core.HardState, entries []core.Entry, sync bool) error {
 	size, err := s.checkSave(entries)
 	if err != nil {
 		return err
@@ -69,6 +90,10 @@ func (s *Store) Save(hs core.HardState, entries []core.Entry) error {
 	}
 	if err := s.writable(); err != nil {
 		return err
+	}
+	if !sync && (hs.Term != s.qHS.Term || hs.Vote != s.qHS.Vote) {
+		return fmt.Errorf("disk: SaveCommitUnsynced: term/vote %d/%d differ from the saved %d/%d: %w",
+			hs.Term, hs.Vote, s.qHS.Term, s.qHS.Vote, ErrInvalidArgument)
 	}
 	writeHS := !hs.IsZero() && hs != s.qHS
 	if len(entries) == 0 && !writeHS {
@@ -101,6 +126,7 @@ func (s *Store) Save(hs core.HardState, entries []core.Entry) error {
 		b = newBatch(size)
 		s.queue = append(s.queue, b)
 	}
+	b.sync = b.sync || sync
 	// Hard state first: any prefix of a batch then pairs entries with a
 	// term at least as new as theirs.
 	if writeHS {
@@ -238,6 +264,15 @@ func (s *Store) writeBatch(b *batch) error {
 	// SegmentBytes. A batch is never split across segments.
 	var newSeg *segment
 	if seg.size > seg.cpEnd && seg.size+int64(len(b.buf)) > s.opts.SegmentBytes {
+		// A sealed segment must be wholly durable: recovery treats a
+		// short sealed segment as corruption, not as a torn tail.
+		if s.unsynced {
+			if err := fdatasync(f); err != nil {
+				return err
+			}
+			s.unsynced = false
+			s.stats.fsyncs.Add(1)
+		}
 		var err error
 		newSeg, f, wbuf, err = s.createSegment(seg.seq+1, b.buf)
 		if err != nil {
@@ -245,7 +280,10 @@ func (s *Store) writeBatch(b *batch) error {
 		}
 		base, writeOff = newSeg.cpEnd, 0
 	}
-	err := writeAndSync(f, wbuf, writeOff)
+	// A new segment is always synced: its directory entry must be
+	// durable before anything after it is, and syncing it once is cheap.
+	synced := b.sync || newSeg != nil
+	err := writeBatchBytes(f, wbuf, writeOff, synced)
 	if err == nil && newSeg != nil {
 		// The new file's directory entry must be durable too before the
 		// batch counts as durable.
@@ -259,7 +297,10 @@ func (s *Store) writeBatch(b *batch) error {
 		}
 		return err
 	}
-	s.stats.fsyncs.Add(1)
+	s.unsynced = !synced
+	if synced {
+		s.stats.fsyncs.Add(1)
+	}
 	s.stats.batches.Add(1)
 	s.stats.bytes.Add(uint64(len(wbuf)))
 	s.nextBatchSeq++
@@ -281,11 +322,14 @@ func (s *Store) writeBatch(b *batch) error {
 	return s.applyBatch(b, seg.seq, base)
 }
 
-// writeAndSync writes buf at off with one pwrite and makes it durable
-// with one fdatasync.
-func writeAndSync(f *os.File, buf []byte, off int64) error {
+// writeBatchBytes writes buf at off with one pwrite and, if sync, makes
+// it (and every earlier unsynced write to f) durable with one fdatasync.
+func writeBatchBytes(f *os.File, buf []byte, off int64, sync bool) error {
 	if _, err := f.WriteAt(buf, off); err != nil {
 		return fmt.Errorf("disk: write WAL: %w", err)
+	}
+	if !sync {
+		return nil
 	}
 	return fdatasync(f)
 }

@@ -153,7 +153,7 @@ func (s *Store) createFirstSegment() error {
 	if err != nil {
 		return err
 	}
-	if err := writeAndSync(f, buf, 0); err != nil {
+	if err := writeBatchBytes(f, buf, 0, true); err != nil {
 		f.Close()
 		return err
 	}

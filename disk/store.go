@@ -45,6 +45,9 @@ type Store struct {
 	// Fields only the write-token holder touches.
 	nextBatchSeq uint64
 	active       *os.File // last segment, opened read-write
+	// unsynced: the active segment holds a SaveCommitUnsynced write that
+	// no fdatasync has covered yet; Close syncs it.
+	unsynced bool
 
 	// Read side.
 	mu      sync.RWMutex
@@ -144,7 +147,11 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	s.rclosed = true
 	s.mu.Unlock()
-	return s.closeFiles()
+	var syncErr error
+	if s.unsynced && s.failed == nil && s.active != nil {
+		syncErr = fdatasync(s.active)
+	}
+	return errors.Join(syncErr, s.closeFiles())
 }
 
 func (s *Store) closeFiles() error {

@@ -49,6 +49,27 @@ type Storage interface {
 	Close() error
 }
 
+// UnsyncedCommitSaver is an optional Storage extension that writes a hard
+// state differing from the saved one only in its commit index without
+// waiting for an fsync: the write survives a crash of the process (it is
+// in the kernel) and the next Save's fsync makes it durable. disk.Store
+// implements it.
+//
+// The driver applies a committed entry only once a commit index covering
+// it is at least written to storage, so that a restarted node re-applies
+// everything it had exposed to reads. Without this extension that costs an
+// fsync whenever a commit advances without new entries to save (every
+// write at low load); with it, a pwrite. A power loss can still take a
+// node's unsynced commit index and its state machine's unsynced writes
+// back to the last fsync — serializable reads on that node may then
+// briefly go back in time, never acknowledged writes, which are fsynced
+// on a quorum before they are acknowledged.
+type UnsyncedCommitSaver interface {
+	// SaveCommitUnsynced writes hs, whose term and vote equal the last
+	// saved hard state's, without an fsync.
+	SaveCommitUnsynced(hs core.HardState) error
+}
+
 // SnapshotStore keeps snapshots: metadata plus the state machine's data as
 // a file, written and read as streams so that no snapshot is ever held in
 // memory. disk.SnapshotStore implements it (disk.Store.Snapshots()).

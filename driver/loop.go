@@ -38,10 +38,11 @@ type loop struct {
 	// defers to the next write (see persist).
 	lastHS    core.HardState
 	unsavedHS bool
-	// durableCommit is the commit index of the last hard state saved (or
-	// implied durable at start); nothing beyond it is applied (see
+	// writtenCommit is the commit index of the last hard state written
+	// to storage (or implied at start): fsynced by Save, or only written
+	// by an UnsyncedCommitSaver. Nothing beyond it is applied (see
 	// persist).
-	durableCommit uint64
+	writtenCommit uint64
 
 	// ours maps a log index to the sequence number of this incarnation's
 	// proposal that was persisted locally at that index, until the index
@@ -105,7 +106,7 @@ func newLoop(n *Node, rn *core.Node) *loop {
 		lastHS:        core.HardState{Term: st.Term, Vote: st.Vote, Commit: st.Commit},
 		// At start the core's commit is the persisted one or the state
 		// machine's durably applied index, whichever is higher.
-		durableCommit: st.Commit,
+		writtenCommit: st.Commit,
 		ours:          map[uint64]uint64{},
 		readsSent:     map[uint64]struct{}{},
 		sending:       map[uint64]uint64{},
