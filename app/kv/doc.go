@@ -96,7 +96,9 @@
 // bounded on both sides. Store.Hash digests the keyspace (SHA-256 of the
 // snapshot records, truncated to 64 bits) at a stated applied index, for
 // convergence checks; it costs a full scan, runs one at a time, and is
-// computed only when asked (StatusRequest.hash).
+// computed only when asked (StatusRequest.hash). The Backup RPC streams
+// driver.Node.Backup after a linearizable read barrier (backup.go): a
+// consistent backup holding every write acknowledged before the call.
 //
 // Directory layout: dir/pebble holds Pebble's files; dir/restore.snap is
 // a verified snapshot whose installation is in progress (OpenStore

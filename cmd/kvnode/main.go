@@ -6,6 +6,8 @@
 //	kvnode get greeting
 //	kvnode txn --if 'value(greeting)=hello' --then 'put greeting bye' --else 'get greeting'
 //	kvnode status --endpoints 127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793
+//	kvnode snapshot save backup.rbak --endpoints 127.0.0.1:23791,127.0.0.1:23792
+//	kvnode snapshot restore backup.rbak --id 1 --peers 1=10.0.0.1:7000,... --data-dir /var/lib/rafty
 //
 // Every flag has an environment twin: KVNODE_ and the flag name in upper
 // case with underscores (--peer-template is KVNODE_PEER_TEMPLATE).
@@ -129,6 +131,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			statusCommand(),
 			healthCommand(),
 			benchCommand(),
+			snapshotCommand(),
 		},
 		Action: func(_ context.Context, cmd *cli.Command) error {
 			if cmd.NArg() > 0 {
@@ -183,11 +186,12 @@ func action(fn cli.ActionFunc) cli.ActionFunc {
 }
 
 // wantArgs checks the number of positional arguments of cmd, which
-// urfave/cli leaves to the command.
+// urfave/cli leaves to the command. The usage names the command's whole
+// path, so a subcommand reads "kvnode snapshot save FILE".
 func wantArgs(cmd *cli.Command, lo, hi int, usage string) error {
 	n := cmd.NArg()
 	if n < lo || n > hi {
-		return usagef("usage: kvnode %s %s (got %d argument%s)", cmd.Name, usage, n, plural(n))
+		return usagef("usage: %s %s (got %d argument%s)", cmd.FullName(), usage, n, plural(n))
 	}
 	return nil
 }

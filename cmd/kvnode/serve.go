@@ -158,21 +158,11 @@ func (s *server) start() error {
 		}
 	}()
 
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return fmt.Errorf("--%s: %v", flagDataDir, unwrapPathError(err))
-	}
-	dopts := disk.DefaultOptions()
-	dopts.Logger = s.log.With("component", "disk")
-	s.wal, err = disk.Open(cfg.RaftDir(), dopts)
+	s.wal, s.kv, err = openStorage(cfg, s.log)
 	if err != nil {
-		return fmt.Errorf("opening the write-ahead log: %w", err)
+		return err
 	}
-	s.reg.MustRegister(newDiskCollector(s.wal))
-	s.kv, err = kv.OpenStore(cfg.KVDir(), kv.Options{Logger: s.log.With("component", "kv")})
-	if err != nil {
-		return fmt.Errorf("opening the key-value store: %w", err)
-	}
-	s.reg.MustRegister(newStoreCollector(s.kv))
+	s.reg.MustRegister(newDiskCollector(s.wal), newStoreCollector(s.kv))
 
 	node, err := driver.Start(context.Background(), driver.Config{
 		ID:           cfg.ID,
@@ -252,6 +242,28 @@ func (s *server) start() error {
 		}
 	}()
 	return nil
+}
+
+// openStorage opens (creating them if needed) a member's write-ahead log,
+// which also holds its snapshot store, and its key-value store under
+// cfg.DataDir. serve and `snapshot restore` both use it, so a restored
+// data directory is laid out and opened exactly as serve expects.
+func openStorage(cfg *serveConfig, log *slog.Logger) (*disk.Store, *kv.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, nil, fmt.Errorf("--%s: %v", flagDataDir, unwrapPathError(err))
+	}
+	dopts := disk.DefaultOptions()
+	dopts.Logger = log.With("component", "disk")
+	wal, err := disk.Open(cfg.RaftDir(), dopts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening the write-ahead log: %w", err)
+	}
+	store, err := kv.OpenStore(cfg.KVDir(), kv.Options{Logger: log.With("component", "kv")})
+	if err != nil {
+		_ = wal.Close()
+		return nil, nil, fmt.Errorf("opening the key-value store: %w", err)
+	}
+	return wal, store, nil
 }
 
 // listen opens a TCP listener, naming the flag in the error.

@@ -1459,6 +1459,195 @@ func (x *StatusResponse) GetHashKeys() uint64 {
 	return 0
 }
 
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_kv_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{17}
+}
+
+type BackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header is set on the last message only.
+	Header *ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// data is the next part of the backup file; empty on the last message.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// meta is set on the last message only: what the backup holds.
+	Meta          *BackupMeta `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupResponse) Reset() {
+	*x = BackupResponse{}
+	mi := &file_kv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResponse) ProtoMessage() {}
+
+func (x *BackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
+func (*BackupResponse) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BackupResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *BackupResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *BackupResponse) GetMeta() *BackupMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+// BackupMeta describes a backup: the Raft position of the state it holds
+// and the membership at that position.
+type BackupMeta struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index and term are those of the last command the backup reflects.
+	Index  uint64   `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Term   uint64   `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Voters []uint64 `protobuf:"varint,3,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	// outgoing_voters is non-empty only during a membership change.
+	OutgoingVoters []uint64 `protobuf:"varint,4,rep,packed,name=outgoing_voters,json=outgoingVoters,proto3" json:"outgoing_voters,omitempty"`
+	Learners       []uint64 `protobuf:"varint,5,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	// size_bytes is the length of the backup file: the data of every
+	// message before the last, added up.
+	SizeBytes     uint64 `protobuf:"varint,6,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupMeta) Reset() {
+	*x = BackupMeta{}
+	mi := &file_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupMeta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupMeta) ProtoMessage() {}
+
+func (x *BackupMeta) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupMeta.ProtoReflect.Descriptor instead.
+func (*BackupMeta) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BackupMeta) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *BackupMeta) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *BackupMeta) GetVoters() []uint64 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *BackupMeta) GetOutgoingVoters() []uint64 {
+	if x != nil {
+		return x.OutgoingVoters
+	}
+	return nil
+}
+
+func (x *BackupMeta) GetLearners() []uint64 {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
+}
+
+func (x *BackupMeta) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
 // Command is what a write puts in the Raft log; the state machine decodes
 // and applies it. It is not part of the client service.
 type Command struct {
@@ -1475,7 +1664,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_kv_proto_msgTypes[17]
+	mi := &file_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1676,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[17]
+	mi := &file_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1689,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -1670,19 +1859,34 @@ const file_kv_proto_rawDesc = "" +
 	"\n" +
 	"hash_index\x18\n" +
 	" \x01(\x04R\thashIndex\x12\x1b\n" +
-	"\thash_keys\x18\v \x01(\x04R\bhashKeys\"\x9f\x01\n" +
+	"\thash_keys\x18\v \x01(\x04R\bhashKeys\"\x0f\n" +
+	"\rBackupRequest\"\x86\x01\n" +
+	"\x0eBackupResponse\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x1b.rafty.kv.v1.ResponseHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12+\n" +
+	"\x04meta\x18\x03 \x01(\v2\x17.rafty.kv.v1.BackupMetaR\x04meta\"\xb2\x01\n" +
+	"\n" +
+	"BackupMeta\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x16\n" +
+	"\x06voters\x18\x03 \x03(\x04R\x06voters\x12'\n" +
+	"\x0foutgoing_voters\x18\x04 \x03(\x04R\x0eoutgoingVoters\x12\x1a\n" +
+	"\blearners\x18\x05 \x03(\x04R\blearners\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x06 \x01(\x04R\tsizeBytes\"\x9f\x01\n" +
 	"\aCommand\x12+\n" +
 	"\x03put\x18\x01 \x01(\v2\x17.rafty.kv.v1.PutRequestH\x00R\x03put\x124\n" +
 	"\x06delete\x18\x02 \x01(\v2\x1a.rafty.kv.v1.DeleteRequestH\x00R\x06delete\x12+\n" +
 	"\x03txn\x18\x03 \x01(\v2\x17.rafty.kv.v1.TxnRequestH\x00R\x03txnB\x04\n" +
-	"\x02op2\xf8\x02\n" +
+	"\x02op2\xbd\x03\n" +
 	"\x02KV\x128\n" +
 	"\x03Put\x12\x17.rafty.kv.v1.PutRequest\x1a\x18.rafty.kv.v1.PutResponse\x128\n" +
 	"\x03Get\x12\x17.rafty.kv.v1.GetRequest\x1a\x18.rafty.kv.v1.GetResponse\x12A\n" +
 	"\x06Delete\x12\x1a.rafty.kv.v1.DeleteRequest\x1a\x1b.rafty.kv.v1.DeleteResponse\x12>\n" +
 	"\x05Range\x12\x19.rafty.kv.v1.RangeRequest\x1a\x1a.rafty.kv.v1.RangeResponse\x128\n" +
 	"\x03Txn\x12\x17.rafty.kv.v1.TxnRequest\x1a\x18.rafty.kv.v1.TxnResponse\x12A\n" +
-	"\x06Status\x12\x1a.rafty.kv.v1.StatusRequest\x1a\x1b.rafty.kv.v1.StatusResponseB'Z%github.com/rafty-db/rafty/app/kv/kvpbb\x06proto3"
+	"\x06Status\x12\x1a.rafty.kv.v1.StatusRequest\x1a\x1b.rafty.kv.v1.StatusResponse\x12C\n" +
+	"\x06Backup\x12\x1a.rafty.kv.v1.BackupRequest\x1a\x1b.rafty.kv.v1.BackupResponse0\x01B'Z%github.com/rafty-db/rafty/app/kv/kvpbb\x06proto3"
 
 var (
 	file_kv_proto_rawDescOnce sync.Once
@@ -1697,7 +1901,7 @@ func file_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_kv_proto_goTypes = []any{
 	(Compare_Target)(0),    // 0: rafty.kv.v1.Compare.Target
 	(Compare_Result)(0),    // 1: rafty.kv.v1.Compare.Result
@@ -1718,7 +1922,10 @@ var file_kv_proto_goTypes = []any{
 	(*TxnResponse)(nil),    // 16: rafty.kv.v1.TxnResponse
 	(*StatusRequest)(nil),  // 17: rafty.kv.v1.StatusRequest
 	(*StatusResponse)(nil), // 18: rafty.kv.v1.StatusResponse
-	(*Command)(nil),        // 19: rafty.kv.v1.Command
+	(*BackupRequest)(nil),  // 19: rafty.kv.v1.BackupRequest
+	(*BackupResponse)(nil), // 20: rafty.kv.v1.BackupResponse
+	(*BackupMeta)(nil),     // 21: rafty.kv.v1.BackupMeta
+	(*Command)(nil),        // 22: rafty.kv.v1.Command
 }
 var file_kv_proto_depIdxs = []int32{
 	2,  // 0: rafty.kv.v1.PutResponse.header:type_name -> rafty.kv.v1.ResponseHeader
@@ -1743,26 +1950,30 @@ var file_kv_proto_depIdxs = []int32{
 	2,  // 19: rafty.kv.v1.TxnResponse.header:type_name -> rafty.kv.v1.ResponseHeader
 	14, // 20: rafty.kv.v1.TxnResponse.responses:type_name -> rafty.kv.v1.ResponseOp
 	2,  // 21: rafty.kv.v1.StatusResponse.header:type_name -> rafty.kv.v1.ResponseHeader
-	4,  // 22: rafty.kv.v1.Command.put:type_name -> rafty.kv.v1.PutRequest
-	8,  // 23: rafty.kv.v1.Command.delete:type_name -> rafty.kv.v1.DeleteRequest
-	15, // 24: rafty.kv.v1.Command.txn:type_name -> rafty.kv.v1.TxnRequest
-	4,  // 25: rafty.kv.v1.KV.Put:input_type -> rafty.kv.v1.PutRequest
-	6,  // 26: rafty.kv.v1.KV.Get:input_type -> rafty.kv.v1.GetRequest
-	8,  // 27: rafty.kv.v1.KV.Delete:input_type -> rafty.kv.v1.DeleteRequest
-	10, // 28: rafty.kv.v1.KV.Range:input_type -> rafty.kv.v1.RangeRequest
-	15, // 29: rafty.kv.v1.KV.Txn:input_type -> rafty.kv.v1.TxnRequest
-	17, // 30: rafty.kv.v1.KV.Status:input_type -> rafty.kv.v1.StatusRequest
-	5,  // 31: rafty.kv.v1.KV.Put:output_type -> rafty.kv.v1.PutResponse
-	7,  // 32: rafty.kv.v1.KV.Get:output_type -> rafty.kv.v1.GetResponse
-	9,  // 33: rafty.kv.v1.KV.Delete:output_type -> rafty.kv.v1.DeleteResponse
-	11, // 34: rafty.kv.v1.KV.Range:output_type -> rafty.kv.v1.RangeResponse
-	16, // 35: rafty.kv.v1.KV.Txn:output_type -> rafty.kv.v1.TxnResponse
-	18, // 36: rafty.kv.v1.KV.Status:output_type -> rafty.kv.v1.StatusResponse
-	31, // [31:37] is the sub-list for method output_type
-	25, // [25:31] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	2,  // 22: rafty.kv.v1.BackupResponse.header:type_name -> rafty.kv.v1.ResponseHeader
+	21, // 23: rafty.kv.v1.BackupResponse.meta:type_name -> rafty.kv.v1.BackupMeta
+	4,  // 24: rafty.kv.v1.Command.put:type_name -> rafty.kv.v1.PutRequest
+	8,  // 25: rafty.kv.v1.Command.delete:type_name -> rafty.kv.v1.DeleteRequest
+	15, // 26: rafty.kv.v1.Command.txn:type_name -> rafty.kv.v1.TxnRequest
+	4,  // 27: rafty.kv.v1.KV.Put:input_type -> rafty.kv.v1.PutRequest
+	6,  // 28: rafty.kv.v1.KV.Get:input_type -> rafty.kv.v1.GetRequest
+	8,  // 29: rafty.kv.v1.KV.Delete:input_type -> rafty.kv.v1.DeleteRequest
+	10, // 30: rafty.kv.v1.KV.Range:input_type -> rafty.kv.v1.RangeRequest
+	15, // 31: rafty.kv.v1.KV.Txn:input_type -> rafty.kv.v1.TxnRequest
+	17, // 32: rafty.kv.v1.KV.Status:input_type -> rafty.kv.v1.StatusRequest
+	19, // 33: rafty.kv.v1.KV.Backup:input_type -> rafty.kv.v1.BackupRequest
+	5,  // 34: rafty.kv.v1.KV.Put:output_type -> rafty.kv.v1.PutResponse
+	7,  // 35: rafty.kv.v1.KV.Get:output_type -> rafty.kv.v1.GetResponse
+	9,  // 36: rafty.kv.v1.KV.Delete:output_type -> rafty.kv.v1.DeleteResponse
+	11, // 37: rafty.kv.v1.KV.Range:output_type -> rafty.kv.v1.RangeResponse
+	16, // 38: rafty.kv.v1.KV.Txn:output_type -> rafty.kv.v1.TxnResponse
+	18, // 39: rafty.kv.v1.KV.Status:output_type -> rafty.kv.v1.StatusResponse
+	20, // 40: rafty.kv.v1.KV.Backup:output_type -> rafty.kv.v1.BackupResponse
+	34, // [34:41] is the sub-list for method output_type
+	27, // [27:34] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_kv_proto_init() }
@@ -1780,7 +1991,7 @@ func file_kv_proto_init() {
 		(*ResponseOp_Delete)(nil),
 		(*ResponseOp_Range)(nil),
 	}
-	file_kv_proto_msgTypes[17].OneofWrappers = []any{
+	file_kv_proto_msgTypes[20].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_Txn)(nil),
@@ -1791,7 +2002,7 @@ func file_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_proto_rawDesc), len(file_kv_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,7 @@ const (
 	KV_Range_FullMethodName  = "/rafty.kv.v1.KV/Range"
 	KV_Txn_FullMethodName    = "/rafty.kv.v1.KV/Txn"
 	KV_Status_FullMethodName = "/rafty.kv.v1.KV/Status"
+	KV_Backup_FullMethodName = "/rafty.kv.v1.KV/Backup"
 )
 
 // KVClient is the client API for KV service.
@@ -64,6 +65,14 @@ type KVClient interface {
 	// Status reports this member's view of the cluster and of its state
 	// machine.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Backup streams a consistent backup of the key space and its Raft
+	// position, taken on this member after a linearizable read barrier, so
+	// it holds every write acknowledged before the call. The data of the
+	// messages, concatenated, is a backup file (driver.Node.Backup's format,
+	// restored with driver.RestoreBackup); the last message carries no data,
+	// only the metadata, and marks the end. Unavailable: no backup was
+	// taken (no leader, member stopping), retry elsewhere.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
 }
 
 type kVClient struct {
@@ -134,6 +143,25 @@ func (c *kVClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *kVClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_BackupClient = grpc.ServerStreamingClient[BackupResponse]
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -154,6 +182,14 @@ type KVServer interface {
 	// Status reports this member's view of the cluster and of its state
 	// machine.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Backup streams a consistent backup of the key space and its Raft
+	// position, taken on this member after a linearizable read barrier, so
+	// it holds every write acknowledged before the call. The data of the
+	// messages, concatenated, is a backup file (driver.Node.Backup's format,
+	// restored with driver.RestoreBackup); the last message carries no data,
+	// only the metadata, and marks the end. Unavailable: no backup was
+	// taken (no leader, member stopping), retry elsewhere.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -181,6 +217,9 @@ func (UnimplementedKVServer) Txn(context.Context, *TxnRequest) (*TxnResponse, er
 }
 func (UnimplementedKVServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedKVServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -311,6 +350,17 @@ func _KV_Status_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KVServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_BackupServer = grpc.ServerStreamingServer[BackupResponse]
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -343,6 +393,12 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KV_Status_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Backup",
+			Handler:       _KV_Backup_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "kv.proto",
 }

@@ -1,0 +1,177 @@
+package kv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rafty-db/rafty/app/kv/kvpb"
+	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/disk"
+	"github.com/rafty-db/rafty/driver"
+)
+
+// A backup streamed over the Backup RPC from a follower is the driver's
+// backup format: it restores into a new member's storage with the same
+// data, and its final message describes it.
+func TestBackupRPC(t *testing.T) {
+	c := newTestCluster(t, 3, Limits{})
+	lead := c.leader()
+	cl := c.members[lead].client
+	// 2 KiB values: the backup spans several messages.
+	value := strings.Repeat("v", 2<<10)
+	for i := range 300 {
+		if _, err := cl.Put(ctxT(t), &kvpb.PutRequest{Key: fmt.Appendf(nil, "k%03d", i), Value: []byte(value)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := c.followers(lead)[0]
+	stream, err := c.members[f].client.Backup(ctxT(t), &kvpb.BackupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		data  bytes.Buffer
+		msgs  int
+		final *kvpb.BackupResponse
+	)
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if final != nil {
+			t.Fatal("a message after the one carrying the metadata")
+		}
+		if msg.GetMeta() != nil {
+			final = msg
+			continue
+		}
+		msgs++
+		data.Write(msg.GetData())
+	}
+	if final == nil || len(final.GetData()) != 0 {
+		t.Fatalf("final message %v: want metadata and no data", final)
+	}
+	meta := final.GetMeta()
+	if msgs < 2 || meta.GetSizeBytes() != uint64(data.Len()) || final.GetHeader().GetMemberId() != f {
+		t.Fatalf("%d data messages, %d bytes, meta %v, header %v", msgs, data.Len(), meta, final.GetHeader())
+	}
+	// The read barrier: every acknowledged put is in the backup.
+	if applied := c.members[lead].store.AppliedIndex(); meta.GetIndex() < applied || !slices.Equal(meta.GetVoters(), []uint64{1, 2, 3}) {
+		t.Fatalf("backup at %d with voters %v; the leader had applied %d", meta.GetIndex(), meta.GetVoters(), applied)
+	}
+
+	wal, err := disk.Open(t.TempDir(), disk.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wal.Close()
+	st := openStore(t, Options{})
+	got, err := driver.RestoreBackup(&data, driver.RestoreTarget{Storage: wal, Snapshots: wal.Snapshots(), StateMachine: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Index != meta.GetIndex() || got.Term != meta.GetTerm() {
+		t.Fatalf("restored %d/%d, the RPC said %d/%d", got.Term, got.Index, meta.GetTerm(), meta.GetIndex())
+	}
+	want, have := mustHash(t, c.members[f].store), mustHash(t, st)
+	if want.Hash != have.Hash || have.Keys != 300 || have.Index != meta.GetIndex() {
+		t.Fatalf("restored %+v, the member holds %+v", have, want)
+	}
+}
+
+// backupFake is a node whose Backup fails or writes given bytes.
+type backupFake struct {
+	fakeNode
+	data []byte
+	err  error
+}
+
+func (b *backupFake) Backup(_ context.Context, w io.Writer) (core.SnapshotMeta, error) {
+	if b.err != nil {
+		return core.SnapshotMeta{}, b.err
+	}
+	if _, err := w.Write(b.data); err != nil {
+		return core.SnapshotMeta{}, err
+	}
+	return core.SnapshotMeta{Index: 9, Term: 2, Membership: core.Membership{Voters: []uint64{7}}}, nil
+}
+
+// fakeBackupStream collects what the service sends, failing Send with
+// sendErr.
+type fakeBackupStream struct {
+	grpc.ServerStream
+	sent    []*kvpb.BackupResponse
+	sendErr error
+}
+
+func (s *fakeBackupStream) Context() context.Context { return context.Background() }
+func (s *fakeBackupStream) Send(m *kvpb.BackupResponse) error {
+	if s.sendErr != nil {
+		return s.sendErr
+	}
+	s.sent = append(s.sent, m)
+	return nil
+}
+
+func TestBackupRPCErrors(t *testing.T) {
+	s := openStore(t, Options{})
+	gone := status.Error(codes.Canceled, "context canceled")
+	for _, tc := range []struct {
+		name    string
+		node    raftNode
+		sendErr error
+		code    codes.Code
+	}{
+		{"node without backups", &fakeNode{}, nil, codes.Unimplemented},
+		{"no leader for the barrier", &backupFake{fakeNode: fakeNode{readErr: core.ErrNoLeader}}, nil, codes.Unavailable},
+		{"node stopping", &backupFake{err: fmt.Errorf("driver: %w", driver.ErrStopped)}, nil, codes.Unavailable},
+		{"store failure", &backupFake{err: errors.New("disk on fire")}, nil, codes.Internal},
+		{"client gone", &backupFake{data: []byte("x")}, gone, codes.Canceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, err := newService(s, tc.node, 1, Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = svc.Backup(&kvpb.BackupRequest{}, &fakeBackupStream{sendErr: tc.sendErr})
+			if status.Code(err) != tc.code {
+				t.Fatalf("got %v, want code %v", err, tc.code)
+			}
+		})
+	}
+
+	// Chunking: exactly backupChunkBytes per message, the rest in one
+	// more, then the metadata alone.
+	data := bytes.Repeat([]byte{1}, 2*backupChunkBytes+5)
+	svc, err := newService(s, &backupFake{data: data}, 1, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &fakeBackupStream{}
+	if err := svc.Backup(&kvpb.BackupRequest{}, st); err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for _, m := range st.sent {
+		sizes = append(sizes, len(m.GetData()))
+	}
+	last := st.sent[len(st.sent)-1]
+	if !slices.Equal(sizes, []int{backupChunkBytes, backupChunkBytes, 5, 0}) || last.GetMeta().GetSizeBytes() != uint64(len(data)) ||
+		last.GetMeta().GetIndex() != 9 || last.GetHeader().GetMemberId() != 7 {
+		t.Fatalf("message sizes %v, last %v", sizes, last)
+	}
+}
