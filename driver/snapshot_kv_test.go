@@ -432,6 +432,43 @@ func TestSnapshotCatchUpFiftyThousand(t *testing.T) {
 	}
 }
 
+// TestSnapshotWipedFollowerRejoins: a follower whose data directory is
+// lost (a replaced disk) restarts empty under the same ID and catches up
+// through a snapshot, ending with the leader's state. (Raft assumes
+// stable storage, so this is an operator's repair, not a fault Raft
+// tolerates in general: the wiped node has forgotten its term and vote,
+// and had it voted in an election still undecided it could vote twice in
+// that term. Done while the cluster has a stable leader, as here, it is
+// safe; the general procedure, replacing the member under a new ID, needs
+// membership changes.)
+func TestSnapshotWipedFollowerRejoins(t *testing.T) {
+	c := newKVCluster(t, 3, true, func(_ uint64, cfg *driver.Config) {
+		cfg.SnapshotEntries = 500
+		cfg.CompactionMarginEntries = 50
+	})
+	lead := c.leader()
+	c.puts(2000, 200, 64, "before")
+	f := c.follower(lead)
+	if err := c.stop(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(c.dirs[f]); err != nil {
+		t.Fatal(err)
+	}
+	c.puts(500, 200, 64, "while-wiped")
+	if ls := c.leaderNow().Status(); ls.Snapshots.CompactedIndex == 0 {
+		t.Fatalf("leader did not compact: %+v", ls.Snapshots)
+	}
+	c.start(f)
+	h := c.awaitConverged("after")
+	fs := c.node(f).Status()
+	if fs.Snapshots.Installed == 0 {
+		t.Fatal("the wiped follower caught up without a snapshot, though the leader's log starts after index 1")
+	}
+	t.Logf("wiped follower converged at applied index %d (%d keys) after installing %d snapshot(s)",
+		h.Index, h.Keys, fs.Snapshots.Installed)
+}
+
 var errCrash = errors.New("simulated crash")
 
 // TestSnapshotInstallCrash crashes a follower at each step of installing a
