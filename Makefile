@@ -2,6 +2,7 @@
 GO        ?= go
 PKGS      ?= ./...
 SIM_SEEDS ?= 20000
+CHAOS_DURATION ?= 10m
 STATICCHECK_VERSION ?= v0.8.2
 
 IMAGE           ?= rafty/kvnode:dev
@@ -9,7 +10,7 @@ COMPOSE         ?= $(shell docker compose version >/dev/null 2>&1 && echo "docke
 COMPOSE_PROJECT ?= rafty
 
 .PHONY: all build test test-short test-deploy lint fmt-check vet staticcheck sim bench bench-core proto tools clean \
-	run image compose-up compose-down e2e bench-compare profile
+	run image compose-up compose-down e2e bench-compare profile chaos
 
 all: build
 
@@ -46,6 +47,13 @@ staticcheck:
 ## replayable trace of any failure).
 sim:
 	$(GO) test -count=1 -timeout 60m -run 'TestSimulation' ./core/sim/ -sim.seeds=$(SIM_SEEDS)
+
+## chaos: the long fault-injection run (docs/reliability.md): random fault
+## schedules on 3- and 5-node kvnode clusters for CHAOS_DURATION, every
+## history checked with porcupine, then Compose schedules for a fifth of
+## that time. The short version runs in `make test`.
+chaos:
+	cd chaos && $(GO) test -count=1 -timeout 0 -v -run 'TestChaosLong|TestChaosCompose' . -chaos.duration=$(CHAOS_DURATION)
 
 ## bench: microbenchmarks of every package, plus etcd raft's side by side.
 bench: bench-core

@@ -1,0 +1,445 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// cluster is what the fault schedules drive: a running kvnode cluster whose
+// nodes can be killed, restarted, paused and cut off from each other. Node
+// indexes run from 0; node i has Raft ID i+1.
+type cluster interface {
+	// Name describes the cluster ("loopback, 3 nodes").
+	Name() string
+	Size() int
+	// ClusterName is the --cluster-id the nodes run with.
+	ClusterName() string
+	ClientAddr(i int) string
+	MetricsAddr(i int) string
+	// PeerAddr is node i's real peer port, reachable from the test.
+	PeerAddr(i int) string
+
+	// Alive reports whether node i's process runs (a paused one does).
+	Alive(i int) bool
+	// Incarnation counts node i's starts: a read served by one
+	// incarnation and one served by the next are across a restart.
+	Incarnation(i int) int
+	Paused(i int) bool
+	Kill(is ...int) error // SIGKILL, all at once, and wait for them to be gone
+	Start(i int) error    // restart a killed node on the same data
+	Pause(i int) error    // SIGSTOP
+	Resume(i int) error   // SIGCONT
+
+	// caps says which faults the cluster can inject.
+	caps() caps
+	// Partition replaces the current network faults by these one-way cuts
+	// (a message from p.from to p.to is held). Heal removes all of them.
+	Partition(cuts []pair) error
+	Heal() error
+	// SetLatency adds d to every peer link (0 removes it).
+	SetLatency(d time.Duration) error
+	// ResetConns closes every peer connection.
+	ResetConns() error
+	// SetDiskDelay makes node i's every WAL write take d longer.
+	SetDiskDelay(i int, d time.Duration) error
+
+	// Crashes returns (and forgets) the nodes that exited without being
+	// killed since the last call: a crash is a bug.
+	Crashes() []string
+	// LogTail returns the last n lines of node i's log.
+	LogTail(i, n int) string
+	Close()
+}
+
+// caps are the optional faults a cluster supports.
+type caps struct {
+	oneWay   bool // Partition accepts any set of one-way cuts
+	latency  bool
+	reset    bool
+	slowDisk bool
+	badInput bool // the peer ports are reachable from the test
+}
+
+// pair is a directed link: messages from node `from` to node `to`.
+type pair struct{ from, to int }
+
+// Timing of every test cluster: the design defaults (tick 100 ms, election
+// timeout drawn from [500 ms, 1 s)), so faults are measured against what
+// a default deployment does.
+const (
+	tick               = 100 * time.Millisecond
+	electionTicks      = 5
+	maxElectionTimeout = 2 * electionTicks * tick
+)
+
+// procCluster runs every node as a process on loopback. Each run uses its
+// own loopback addresses (127.X.Y.Z, with X.Y random), so its ports cannot
+// collide with other tests running at the same time. Node j reaches node i
+// through link (j, i), a proxy it believes is i's peer address.
+type procCluster struct {
+	logf  func(string, ...any)
+	bin   string
+	dir   string
+	name  string
+	nodes []*procNode
+	links map[pair]*link
+
+	mu      sync.Mutex
+	crashes []string
+}
+
+type procNode struct {
+	idx                        int
+	peer, client, metrics      string
+	dataDir, logPath, diskFile string
+	peers                      string // the --peers value, through the links
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	paused  bool
+	killing bool // Kill sent SIGKILL: the exit is expected
+	starts  int
+}
+
+// loopbackBase picks a random 127.X.Y.0/24 for one cluster.
+func loopbackBase() string {
+	return fmt.Sprintf("127.%d.%d.", 64+rand.IntN(128), 1+rand.IntN(250))
+}
+
+// freeAddr binds host:0 and returns the address; host is a loopback
+// address used by this cluster alone, so nothing else takes the port
+// before the node binds it.
+func freeAddr(host string) (string, error) {
+	l, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
+}
+
+// startProcCluster starts n nodes of bin under dir and waits until every
+// one is ready.
+func startProcCluster(logf func(string, ...any), bin, dir string, n int) (*procCluster, error) {
+	c := &procCluster{logf: logf, bin: bin, dir: dir, name: fmt.Sprintf("chaos-%d", rand.Uint32()), links: map[pair]*link{}}
+	base := loopbackBase()
+	for i := range n {
+		host := base + strconv.Itoa(i+1)
+		nd := &procNode{
+			idx:      i,
+			dataDir:  filepath.Join(dir, fmt.Sprintf("node%d", i+1)),
+			logPath:  filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)),
+			diskFile: filepath.Join(dir, fmt.Sprintf("node%d.disk-delay", i+1)),
+		}
+		var err error
+		for _, p := range []*string{&nd.peer, &nd.client, &nd.metrics} {
+			if *p, err = freeAddr(host); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
+		c.nodes = append(c.nodes, nd)
+	}
+	// Links: (j, i) listens on 127.X.Y.(100+j) and forwards to i's port.
+	for j := range n {
+		for i := range n {
+			if i == j {
+				continue
+			}
+			target := c.nodes[i].peer
+			l, err := newLink(j, i, fmt.Sprintf("%s%d:0", base, 100+j), func() string { return target })
+			if err != nil {
+				c.Close()
+				return nil, err
+			}
+			c.links[pair{j, i}] = l
+		}
+	}
+	for j, nd := range c.nodes {
+		var peers []string
+		for i := range n {
+			addr := nd.peer
+			if i != j {
+				addr = c.links[pair{j, i}].Addr()
+			}
+			peers = append(peers, fmt.Sprintf("%d=%s", i+1, addr))
+		}
+		nd.peers = strings.Join(peers, ",")
+	}
+	for i := range c.nodes {
+		if err := c.Start(i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	for i := range c.nodes {
+		if err := waitReady(c, i, 30*time.Second); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *procCluster) Name() string             { return fmt.Sprintf("loopback, %d nodes", len(c.nodes)) }
+func (c *procCluster) Size() int                { return len(c.nodes) }
+func (c *procCluster) ClusterName() string      { return c.name }
+func (c *procCluster) ClientAddr(i int) string  { return c.nodes[i].client }
+func (c *procCluster) MetricsAddr(i int) string { return c.nodes[i].metrics }
+func (c *procCluster) PeerAddr(i int) string    { return c.nodes[i].peer }
+
+func (c *procCluster) caps() caps {
+	return caps{oneWay: true, latency: true, reset: true, slowDisk: true, badInput: true}
+}
+
+// Start runs node i's process (again, after Kill: same data directory).
+func (c *procCluster) Start(i int) error {
+	nd := c.nodes[i]
+	if c.Alive(i) {
+		return fmt.Errorf("node %d is already running", i+1)
+	}
+	logf, err := os.OpenFile(nd.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(logf, "==== chaos: starting node %d at %s ====\n", i+1, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(c.bin, "serve",
+		"--id", strconv.Itoa(i+1),
+		"--peers", nd.peers,
+		"--cluster-id", c.name,
+		"--data-dir", nd.dataDir,
+		"--peer-listen", nd.peer,
+		"--client-listen", nd.client,
+		"--metrics-listen", nd.metrics,
+		"--tick", tick.String(),
+		"--election-ticks", strconv.Itoa(electionTicks),
+		"--log-level", "info",
+	)
+	cmd.Env = append(os.Environ(), "KVNODE_CHAOS_DISK_DELAY_FILE="+nd.diskFile)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("starting node %d: %w", i+1, err)
+	}
+	done := make(chan struct{})
+	nd.mu.Lock()
+	nd.cmd, nd.done, nd.paused, nd.killing = cmd, done, false, false
+	nd.starts++
+	nd.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		nd.mu.Lock()
+		expected := nd.killing
+		nd.mu.Unlock()
+		if !expected {
+			c.mu.Lock()
+			c.crashes = append(c.crashes, fmt.Sprintf("node %d exited by itself (%v); its log ends:\n%s", i+1, err, c.LogTail(i, 30)))
+			c.mu.Unlock()
+		}
+		close(done)
+	}()
+	return nil
+}
+
+func (c *procCluster) Alive(i int) bool {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	done := nd.done
+	nd.mu.Unlock()
+	if done == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (c *procCluster) Incarnation(i int) int {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.starts
+}
+
+func (c *procCluster) Paused(i int) bool {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.paused
+}
+
+// Kill sends SIGKILL to every given node first, then waits for each to be
+// gone, so that "all at once" is as close to a power cut as processes get.
+func (c *procCluster) Kill(is ...int) error {
+	var dones []chan struct{}
+	for _, i := range is {
+		nd := c.nodes[i]
+		nd.mu.Lock()
+		cmd, done := nd.cmd, nd.done
+		nd.paused, nd.killing = false, true
+		nd.mu.Unlock()
+		if cmd == nil {
+			continue
+		}
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		dones = append(dones, done)
+	}
+	for _, d := range dones {
+		select {
+		case <-d:
+		case <-time.After(10 * time.Second):
+			return errors.New("a killed node did not exit within 10s")
+		}
+	}
+	return nil
+}
+
+func (c *procCluster) signal(i int, sig syscall.Signal, paused bool) error {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd == nil {
+		return fmt.Errorf("node %d never started", i+1)
+	}
+	if err := nd.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("node %d: %v: %w", i+1, sig, err)
+	}
+	nd.paused = paused
+	return nil
+}
+
+func (c *procCluster) Pause(i int) error  { return c.signal(i, syscall.SIGSTOP, true) }
+func (c *procCluster) Resume(i int) error { return c.signal(i, syscall.SIGCONT, false) }
+
+func (c *procCluster) Partition(cuts []pair) error {
+	cut := map[pair]bool{}
+	for _, p := range cuts {
+		cut[p] = true
+	}
+	for p, l := range c.links {
+		l.Stall(cut[p], false)
+	}
+	return nil
+}
+
+func (c *procCluster) Heal() error {
+	for _, l := range c.links {
+		l.Heal()
+	}
+	return nil
+}
+
+func (c *procCluster) SetLatency(d time.Duration) error {
+	for _, l := range c.links {
+		l.SetDelay(d)
+	}
+	return nil
+}
+
+func (c *procCluster) ResetConns() error {
+	for _, l := range c.links {
+		l.Reset()
+	}
+	return nil
+}
+
+// SetDiskDelay writes the delay to node i's control file, which the
+// chaos-tagged kvnode polls (cmd/kvnode/chaos_disk.go).
+func (c *procCluster) SetDiskDelay(i int, d time.Duration) error {
+	nd := c.nodes[i]
+	tmp := nd.diskFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(d.String()+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, nd.diskFile)
+}
+
+func (c *procCluster) Crashes() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cr := c.crashes
+	c.crashes = nil
+	return cr
+}
+
+func (c *procCluster) LogTail(i, n int) string {
+	b, _ := os.ReadFile(c.nodes[i].logPath)
+	return tail(string(b), n)
+}
+
+// Close kills every node (a paused one too) and closes every link.
+func (c *procCluster) Close() {
+	var all []int
+	for i := range c.nodes {
+		all = append(all, i)
+	}
+	_ = c.Kill(all...)
+	for _, l := range c.links {
+		l.Close()
+	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// readyz returns node i's /readyz status code, 0 if it does not answer.
+func readyz(c cluster, i int) int {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + c.MetricsAddr(i) + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitReady waits until node i answers /readyz with 200.
+func waitReady(c cluster, i int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if !c.Alive(i) {
+			return fmt.Errorf("node %d exited while starting:\n%s", i+1, c.LogTail(i, 20))
+		}
+		if readyz(c, i) == http.StatusOK {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node %d not ready after %v:\n%s", i+1, timeout, c.LogTail(i, 20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
