@@ -122,7 +122,10 @@ RAFTY_CLUSTER_CMD=${RAFTY_CLUSTER_CMD:-"bash $ROOT/bench/etcd/rafty-cluster.sh $
 
 if [[ " $SYSTEMS " == *" rafty "* ]]; then
   if [[ -z ${RAFTY_LOAD_CMD:-} ]]; then
-    if [[ -x bin/kvnode ]] && bin/kvnode bench --help 2>&1 | grep -q -- '--concurrency'; then
+    # Captured, not piped into grep -q: grep exiting at the first match
+    # would kill kvnode with SIGPIPE, and pipefail would call that a failure.
+    bench_help=$( (bin/kvnode bench --help 2>&1) || true)
+    if [[ -x bin/kvnode && $bench_help == *--concurrency* ]]; then
       RAFTY_LOAD_CMD="$ROOT/bin/kvnode bench"
     else
       log "bin/kvnode has no 'bench' command (or did not build): running etcd only"
