@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v3"
+
+	"github.com/rafty-db/rafty/driver"
 )
 
 // Defaults of the serve flags. The ports follow common practice for
@@ -43,19 +46,27 @@ const (
 // Names of the serve flags, shared by the flag table and the code that
 // reads them back, so a typo cannot silently read an unset flag.
 const (
-	flagID              = "id"
-	flagHostname        = "hostname"
-	flagPeers           = "peers"
-	flagPeerTemplate    = "peer-template"
-	flagClusterSize     = "cluster-size"
-	flagClusterID       = "cluster-id"
-	flagDataDir         = "data-dir"
-	flagPeerListen      = "peer-listen"
-	flagClientListen    = "client-listen"
-	flagMetricsListen   = "metrics-listen"
-	flagTick            = "tick"
-	flagElectionTicks   = "election-ticks"
-	flagHeartbeatTicks  = "heartbeat-ticks"
+	flagID             = "id"
+	flagHostname       = "hostname"
+	flagPeers          = "peers"
+	flagPeerTemplate   = "peer-template"
+	flagClusterSize    = "cluster-size"
+	flagClusterID      = "cluster-id"
+	flagDataDir        = "data-dir"
+	flagPeerListen     = "peer-listen"
+	flagClientListen   = "client-listen"
+	flagMetricsListen  = "metrics-listen"
+	flagTick           = "tick"
+	flagElectionTicks  = "election-ticks"
+	flagHeartbeatTicks = "heartbeat-ticks"
+
+	flagSnapshotEntries         = "snapshot-entries"
+	flagSnapshotBytes           = "snapshot-bytes"
+	flagCompactionMarginEntries = "compaction-margin-entries"
+	flagCompactionMarginBytes   = "compaction-margin-bytes"
+	flagSnapshotTimeout         = "snapshot-timeout"
+	flagMaxSnapshotSends        = "max-snapshot-sends"
+
 	flagPeerTLSCert     = "peer-tls-cert"
 	flagPeerTLSKey      = "peer-tls-key"
 	flagPeerTLSCA       = "peer-tls-ca"
@@ -106,6 +117,18 @@ func serveFlags() []cli.Flag {
 			Usage: "minimum election timeout in ticks (each timeout is drawn from [n, 2n) ticks)"},
 		&cli.IntFlag{Name: flagHeartbeatTicks, Sources: env(flagHeartbeatTicks), Category: "raft", Value: defaultHeartbeatTicks,
 			Usage: "leader heartbeat interval in ticks (less than --election-ticks)"},
+		&cli.IntFlag{Name: flagSnapshotEntries, Sources: env(flagSnapshotEntries), Category: "snapshots", Value: driver.DefaultSnapshotEntries,
+			Usage: "snapshot the state machine once this many log entries were applied since the last snapshot (or --snapshot-bytes, whichever comes first)"},
+		&cli.StringFlag{Name: flagSnapshotBytes, Sources: env(flagSnapshotBytes), Category: "snapshots", Value: formatSize(driver.DefaultSnapshotBytes),
+			Usage: "snapshot once the entries applied since the last snapshot total `SIZE`: bytes, or a whole number of B, KiB, MiB, GiB or TiB (or --snapshot-entries, whichever comes first)"},
+		&cli.IntFlag{Name: flagCompactionMarginEntries, Sources: env(flagCompactionMarginEntries), Category: "snapshots", Value: driver.DefaultCompactionMarginEntries,
+			Usage: "log entries kept below a snapshot when the log is compacted, so a follower briefly behind catches up from the log instead of receiving a snapshot (the smaller of this and --compaction-margin-bytes is kept)"},
+		&cli.StringFlag{Name: flagCompactionMarginBytes, Sources: env(flagCompactionMarginBytes), Category: "snapshots", Value: formatSize(driver.DefaultCompactionMarginBytes),
+			Usage: "bytes of log kept below a snapshot when the log is compacted: `SIZE` like --snapshot-bytes"},
+		&cli.DurationFlag{Name: flagSnapshotTimeout, Sources: env(flagSnapshotTimeout), Category: "snapshots", Value: driver.DefaultSnapshotTimeout,
+			Usage: "fail (and later retry) a snapshot transfer to a follower that makes no progress for this long"},
+		&cli.IntFlag{Name: flagMaxSnapshotSends, Sources: env(flagMaxSnapshotSends), Category: "snapshots", Value: driver.DefaultMaxSnapshotSends,
+			Usage: "snapshot transfers to followers running at once; others wait their turn"},
 		&cli.StringFlag{Name: flagPeerTLSCert, Sources: env(flagPeerTLSCert), Category: "peer TLS", TakesFile: true,
 			Usage: "PEM certificate for peer mutual TLS (server and client use); with --peer-tls-key and --peer-tls-ca"},
 		&cli.StringFlag{Name: flagPeerTLSKey, Sources: env(flagPeerTLSKey), Category: "peer TLS", TakesFile: true,
@@ -141,6 +164,15 @@ type serveConfig struct {
 	Tick           time.Duration
 	ElectionTicks  int
 	HeartbeatTicks int
+
+	// Snapshot and compaction policy, handed to driver.Config as is; all
+	// positive (the driver would read a zero as its default).
+	SnapshotEntries         int
+	SnapshotBytes           int64
+	CompactionMarginEntries int
+	CompactionMarginBytes   int64
+	SnapshotTimeout         time.Duration
+	MaxSnapshotSends        int
 
 	TLSCertFile string
 	TLSKeyFile  string
@@ -188,6 +220,12 @@ func (c *serveConfig) LogAttrs() []any {
 		slog.String("tick", c.Tick.String()),
 		slog.Int("election_ticks", c.ElectionTicks),
 		slog.Int("heartbeat_ticks", c.HeartbeatTicks),
+		slog.Int("snapshot_entries", c.SnapshotEntries),
+		slog.String("snapshot_bytes", formatSize(c.SnapshotBytes)),
+		slog.Int("compaction_margin_entries", c.CompactionMarginEntries),
+		slog.String("compaction_margin_bytes", formatSize(c.CompactionMarginBytes)),
+		slog.String("snapshot_timeout", c.SnapshotTimeout.String()),
+		slog.Int("max_snapshot_sends", c.MaxSnapshotSends),
 		slog.Bool("peer_tls", c.TLSCertFile != ""),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("log_level", c.LogLevel.String()),
@@ -204,10 +242,16 @@ type flagValues struct {
 	PeerListen, ClientListen, Metrics string
 	Tick                              time.Duration
 	ElectionTicks, HeartbeatTicks     int
-	TLSCert, TLSKey, TLSCA            string
-	ShutdownTimeout                   time.Duration
-	LogFormat, LogLevel               string
-	EnablePprof                       bool
+	// The sizes stay text until config parses them, so a bad one is
+	// reported with the other problems, naming its flag.
+	SnapshotEntries, CompactionMarginEntries int
+	SnapshotBytes, CompactionMarginBytes     string
+	SnapshotTimeout                          time.Duration
+	MaxSnapshotSends                         int
+	TLSCert, TLSKey, TLSCA                   string
+	ShutdownTimeout                          time.Duration
+	LogFormat, LogLevel                      string
+	EnablePprof                              bool
 	// systemHostname and statFile replace os.Hostname and os.Stat in
 	// tests; nil means the real ones.
 	systemHostname func() (string, error)
@@ -217,26 +261,32 @@ type flagValues struct {
 // readFlagValues collects the serve flags of cmd.
 func readFlagValues(cmd *cli.Command) flagValues {
 	return flagValues{
-		ID:              cmd.String(flagID),
-		Hostname:        cmd.String(flagHostname),
-		Peers:           cmd.String(flagPeers),
-		PeerTemplate:    cmd.String(flagPeerTemplate),
-		ClusterSize:     cmd.Int(flagClusterSize),
-		ClusterName:     cmd.String(flagClusterID),
-		DataDir:         cmd.String(flagDataDir),
-		PeerListen:      cmd.String(flagPeerListen),
-		ClientListen:    cmd.String(flagClientListen),
-		Metrics:         cmd.String(flagMetricsListen),
-		Tick:            cmd.Duration(flagTick),
-		ElectionTicks:   cmd.Int(flagElectionTicks),
-		HeartbeatTicks:  cmd.Int(flagHeartbeatTicks),
-		TLSCert:         cmd.String(flagPeerTLSCert),
-		TLSKey:          cmd.String(flagPeerTLSKey),
-		TLSCA:           cmd.String(flagPeerTLSCA),
-		ShutdownTimeout: cmd.Duration(flagShutdownTimeout),
-		LogFormat:       cmd.String(flagLogFormat),
-		LogLevel:        cmd.String(flagLogLevel),
-		EnablePprof:     cmd.Bool(flagEnablePprof),
+		ID:                      cmd.String(flagID),
+		Hostname:                cmd.String(flagHostname),
+		Peers:                   cmd.String(flagPeers),
+		PeerTemplate:            cmd.String(flagPeerTemplate),
+		ClusterSize:             cmd.Int(flagClusterSize),
+		ClusterName:             cmd.String(flagClusterID),
+		DataDir:                 cmd.String(flagDataDir),
+		PeerListen:              cmd.String(flagPeerListen),
+		ClientListen:            cmd.String(flagClientListen),
+		Metrics:                 cmd.String(flagMetricsListen),
+		Tick:                    cmd.Duration(flagTick),
+		ElectionTicks:           cmd.Int(flagElectionTicks),
+		HeartbeatTicks:          cmd.Int(flagHeartbeatTicks),
+		SnapshotEntries:         cmd.Int(flagSnapshotEntries),
+		SnapshotBytes:           cmd.String(flagSnapshotBytes),
+		CompactionMarginEntries: cmd.Int(flagCompactionMarginEntries),
+		CompactionMarginBytes:   cmd.String(flagCompactionMarginBytes),
+		SnapshotTimeout:         cmd.Duration(flagSnapshotTimeout),
+		MaxSnapshotSends:        cmd.Int(flagMaxSnapshotSends),
+		TLSCert:                 cmd.String(flagPeerTLSCert),
+		TLSKey:                  cmd.String(flagPeerTLSKey),
+		TLSCA:                   cmd.String(flagPeerTLSCA),
+		ShutdownTimeout:         cmd.Duration(flagShutdownTimeout),
+		LogFormat:               cmd.String(flagLogFormat),
+		LogLevel:                cmd.String(flagLogLevel),
+		EnablePprof:             cmd.Bool(flagEnablePprof),
 	}
 }
 
@@ -244,17 +294,23 @@ func readFlagValues(cmd *cli.Command) flagValues {
 // tests start from it.
 func defaultFlagValues() flagValues {
 	return flagValues{
-		ClusterName:     defaultClusterName,
-		DataDir:         defaultDataDir,
-		PeerListen:      defaultPeerListen,
-		ClientListen:    defaultClientListen,
-		Metrics:         defaultMetricsListen,
-		Tick:            defaultTick,
-		ElectionTicks:   defaultElectionTicks,
-		HeartbeatTicks:  defaultHeartbeatTicks,
-		ShutdownTimeout: defaultShutdownTimeout,
-		LogFormat:       "text",
-		LogLevel:        "info",
+		ClusterName:             defaultClusterName,
+		DataDir:                 defaultDataDir,
+		PeerListen:              defaultPeerListen,
+		ClientListen:            defaultClientListen,
+		Metrics:                 defaultMetricsListen,
+		Tick:                    defaultTick,
+		ElectionTicks:           defaultElectionTicks,
+		HeartbeatTicks:          defaultHeartbeatTicks,
+		SnapshotEntries:         driver.DefaultSnapshotEntries,
+		SnapshotBytes:           formatSize(driver.DefaultSnapshotBytes),
+		CompactionMarginEntries: driver.DefaultCompactionMarginEntries,
+		CompactionMarginBytes:   formatSize(driver.DefaultCompactionMarginBytes),
+		SnapshotTimeout:         driver.DefaultSnapshotTimeout,
+		MaxSnapshotSends:        driver.DefaultMaxSnapshotSends,
+		ShutdownTimeout:         defaultShutdownTimeout,
+		LogFormat:               "text",
+		LogLevel:                "info",
 	}
 }
 
@@ -265,14 +321,18 @@ func (v flagValues) config() (*serveConfig, error) {
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	c := &serveConfig{
-		DataDir:         v.DataDir,
-		Tick:            v.Tick,
-		ElectionTicks:   v.ElectionTicks,
-		HeartbeatTicks:  v.HeartbeatTicks,
-		TLSCertFile:     v.TLSCert,
-		TLSKeyFile:      v.TLSKey,
-		TLSCAFile:       v.TLSCA,
-		ShutdownTimeout: v.ShutdownTimeout,
+		DataDir:                 v.DataDir,
+		Tick:                    v.Tick,
+		ElectionTicks:           v.ElectionTicks,
+		HeartbeatTicks:          v.HeartbeatTicks,
+		SnapshotEntries:         v.SnapshotEntries,
+		CompactionMarginEntries: v.CompactionMarginEntries,
+		SnapshotTimeout:         v.SnapshotTimeout,
+		MaxSnapshotSends:        v.MaxSnapshotSends,
+		TLSCertFile:             v.TLSCert,
+		TLSKeyFile:              v.TLSKey,
+		TLSCAFile:               v.TLSCA,
+		ShutdownTimeout:         v.ShutdownTimeout,
 	}
 
 	// Membership: exactly one of --peers and --peer-template.
@@ -375,6 +435,45 @@ func (v flagValues) config() (*serveConfig, error) {
 		bad("--%s must be at least 1, got %d", flagHeartbeatTicks, v.HeartbeatTicks)
 	} else if v.ElectionTicks >= 2 && v.HeartbeatTicks >= v.ElectionTicks {
 		bad("--%s (%d) must be less than --%s (%d)", flagHeartbeatTicks, v.HeartbeatTicks, flagElectionTicks, v.ElectionTicks)
+	}
+
+	// Snapshots. The driver reads a zero as "use the default" and rejects
+	// only negative values, so 0 is refused here too: otherwise
+	// --compaction-margin-entries 0 would silently keep 5,000 entries.
+	// Nothing ties the margin to --snapshot-entries: a margin above the
+	// snapshot interval only keeps more log, which is legitimate.
+	for _, f := range []struct {
+		flag string
+		val  int
+	}{
+		{flagSnapshotEntries, v.SnapshotEntries},
+		{flagCompactionMarginEntries, v.CompactionMarginEntries},
+		{flagMaxSnapshotSends, v.MaxSnapshotSends},
+	} {
+		if f.val < 1 {
+			bad("--%s must be at least 1, got %d", f.flag, f.val)
+		}
+	}
+	for _, f := range []struct {
+		flag string
+		val  string
+		dst  *int64
+	}{
+		{flagSnapshotBytes, v.SnapshotBytes, &c.SnapshotBytes},
+		{flagCompactionMarginBytes, v.CompactionMarginBytes, &c.CompactionMarginBytes},
+	} {
+		n, err := parseSize(f.val)
+		switch {
+		case err != nil:
+			bad("--%s: %v", f.flag, err)
+		case n < 1:
+			bad("--%s must be at least 1 byte, got %s", f.flag, f.val)
+		default:
+			*f.dst = n
+		}
+	}
+	if v.SnapshotTimeout <= 0 {
+		bad("--%s must be positive, got %v", flagSnapshotTimeout, v.SnapshotTimeout)
 	}
 
 	tlsFiles := []struct{ flag, path string }{
@@ -577,6 +676,62 @@ func parseLogLevel(s string) (slog.Level, error) {
 		return l, nil
 	}
 	return 0, fmt.Errorf("want debug, info, warn or error, got %q", s)
+}
+
+// sizeUnits are the units parseSize accepts and formatSize prints, largest
+// first. Only binary ones: "MB" is read as 10^6 by some tools and 2^20 by
+// others, so it is refused rather than guessed.
+var sizeUnits = []struct {
+	name string
+	mult int64
+}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+// parseSize parses a byte count: a decimal integer, optionally followed
+// (after optional spaces) by a unit B, KiB, MiB, GiB or TiB in any case.
+func parseSize(s string) (int64, error) {
+	text := strings.TrimSpace(s)
+	i := 0
+	for i < len(text) && text[i] >= '0' && text[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("%q is not a size: want a number of bytes, optionally with a unit B, KiB, MiB, GiB or TiB (64MiB)", s)
+	}
+	n, err := strconv.ParseInt(text[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q is out of range", s)
+	}
+	unit := strings.TrimSpace(text[i:])
+	if unit == "" {
+		return n, nil
+	}
+	if unit[0] == '.' {
+		return 0, fmt.Errorf("size %q: want a whole number of a unit (1536KiB, not 1.5MiB)", s)
+	}
+	for _, u := range sizeUnits {
+		if strings.EqualFold(unit, u.name) {
+			if n > math.MaxInt64/u.mult {
+				return 0, fmt.Errorf("size %q is out of range", s)
+			}
+			return n * u.mult, nil
+		}
+	}
+	switch strings.ToUpper(unit) {
+	case "K", "KB", "M", "MB", "G", "GB", "T", "TB":
+		return 0, fmt.Errorf("size %q: use a binary unit (KiB, MiB, GiB, TiB); %s is ambiguous", s, unit)
+	}
+	return 0, fmt.Errorf("size %q has an unknown unit %q; want B, KiB, MiB, GiB or TiB", s, unit)
+}
+
+// formatSize prints n with the largest binary unit that divides it
+// exactly, so parseSize reads it back unchanged (67108864 -> 64MiB).
+func formatSize(n int64) string {
+	for _, u := range sizeUnits[:len(sizeUnits)-1] {
+		if n != 0 && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // joinIDs formats IDs as "1,2,3" for messages.

@@ -1,14 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/rafty-db/rafty/driver"
 )
 
 func TestIDFromHostname(t *testing.T) {
@@ -139,7 +145,54 @@ func TestFlagValuesConfig(t *testing.T) {
 			if c.RaftDir() != "data/raft" || c.KVDir() != "data/kv" {
 				t.Errorf("dirs %q %q", c.RaftDir(), c.KVDir())
 			}
+			// Unset snapshot flags give exactly the driver's policy.
+			if c.SnapshotEntries != driver.DefaultSnapshotEntries || c.SnapshotBytes != driver.DefaultSnapshotBytes ||
+				c.CompactionMarginEntries != driver.DefaultCompactionMarginEntries ||
+				c.CompactionMarginBytes != driver.DefaultCompactionMarginBytes ||
+				c.SnapshotTimeout != driver.DefaultSnapshotTimeout || c.MaxSnapshotSends != driver.DefaultMaxSnapshotSends {
+				t.Errorf("snapshot policy %+v is not the driver's default", c)
+			}
 		}},
+		{name: "snapshot policy", edit: func(v *flagValues) {
+			v.SnapshotEntries, v.SnapshotBytes, v.CompactionMarginEntries, v.CompactionMarginBytes = 100, "1GiB", 20000, "512 kib"
+			v.SnapshotTimeout, v.MaxSnapshotSends = 5*time.Second, 1
+		}, check: func(t *testing.T, c *serveConfig) {
+			// A margin above --snapshot-entries only keeps more log: allowed.
+			if c.SnapshotEntries != 100 || c.SnapshotBytes != 1<<30 || c.CompactionMarginEntries != 20000 ||
+				c.CompactionMarginBytes != 512<<10 || c.SnapshotTimeout != 5*time.Second || c.MaxSnapshotSends != 1 {
+				t.Errorf("snapshot policy %+v", c)
+			}
+		}},
+		{name: "snapshot bytes plain", edit: func(v *flagValues) { v.SnapshotBytes = "1000" }, check: func(t *testing.T, c *serveConfig) {
+			if c.SnapshotBytes != 1000 {
+				t.Errorf("snapshot bytes %d", c.SnapshotBytes)
+			}
+		}},
+		{name: "snapshot entries zero", edit: func(v *flagValues) { v.SnapshotEntries = 0 }, wantErr: "--snapshot-entries must be at least 1, got 0"},
+		{name: "snapshot entries negative", edit: func(v *flagValues) { v.SnapshotEntries = -5 }, wantErr: "--snapshot-entries must be at least 1, got -5"},
+		{name: "snapshot bytes zero", edit: func(v *flagValues) { v.SnapshotBytes = "0" }, wantErr: "--snapshot-bytes must be at least 1 byte, got 0"},
+		{name: "snapshot bytes negative", edit: func(v *flagValues) { v.SnapshotBytes = "-1" }, wantErr: `--snapshot-bytes: "-1" is not a size`},
+		{name: "snapshot bytes decimal unit", edit: func(v *flagValues) { v.SnapshotBytes = "64MB" },
+			wantErr: `--snapshot-bytes: size "64MB": use a binary unit (KiB, MiB, GiB, TiB); MB is ambiguous`},
+		// The driver would read 0 as its default (5,000 entries, 16 MiB),
+		// the opposite of what the operator asked for.
+		{name: "margin entries zero", edit: func(v *flagValues) { v.CompactionMarginEntries = 0 },
+			wantErr: "--compaction-margin-entries must be at least 1, got 0"},
+		{name: "margin bytes zero", edit: func(v *flagValues) { v.CompactionMarginBytes = "0KiB" },
+			wantErr: "--compaction-margin-bytes must be at least 1 byte, got 0KiB"},
+		{name: "margin bytes garbage", edit: func(v *flagValues) { v.CompactionMarginBytes = "16 megs" },
+			wantErr: `--compaction-margin-bytes: size "16 megs" has an unknown unit "megs"`},
+		{name: "snapshot timeout zero", edit: func(v *flagValues) { v.SnapshotTimeout = 0 }, wantErr: "--snapshot-timeout must be positive, got 0s"},
+		{name: "snapshot timeout negative", edit: func(v *flagValues) { v.SnapshotTimeout = -time.Second },
+			wantErr: "--snapshot-timeout must be positive, got -1s"},
+		{name: "max snapshot sends zero", edit: func(v *flagValues) { v.MaxSnapshotSends = 0 }, wantErr: "--max-snapshot-sends must be at least 1, got 0"},
+		{name: "every snapshot problem at once", edit: func(v *flagValues) {
+			v.SnapshotEntries, v.SnapshotBytes, v.CompactionMarginEntries, v.CompactionMarginBytes = 0, "x", -1, "1EiB"
+			v.SnapshotTimeout, v.MaxSnapshotSends = 0, -1
+		}, wantErr: "--snapshot-entries must be at least 1, got 0; --compaction-margin-entries must be at least 1, got -1; " +
+			"--max-snapshot-sends must be at least 1, got -1; --snapshot-bytes: \"x\" is not a size: want a number of bytes, " +
+			"optionally with a unit B, KiB, MiB, GiB or TiB (64MiB); --compaction-margin-bytes: size \"1EiB\" has an unknown unit \"EiB\"; " +
+			"want B, KiB, MiB, GiB or TiB; --snapshot-timeout must be positive, got 0s"},
 		{name: "ID from StatefulSet hostname", edit: func(v *flagValues) {
 			v.ID, v.Peers, v.PeerTemplate, v.ClusterSize = "", "", "rafty-{i}.rafty.ns.svc.cluster.local:7000", 3
 			v.Hostname = "rafty-2"
@@ -243,6 +296,113 @@ func TestClusterIDFromName(t *testing.T) {
 func TestEnvName(t *testing.T) {
 	if got := envName(flagPeerTemplate); got != "KVNODE_PEER_TEMPLATE" {
 		t.Fatalf("envName = %q", got)
+	}
+}
+
+// TestServeFlagsHaveEnvTwins: every serve flag, new ones included, reads
+// its KVNODE_* twin, so a container can be configured by environment only.
+func TestServeFlagsHaveEnvTwins(t *testing.T) {
+	for _, f := range serveFlags() {
+		name := f.Names()[0]
+		df, ok := f.(cli.DocGenerationFlag)
+		if !ok {
+			t.Errorf("--%s: cannot inspect its sources", name)
+			continue
+		}
+		if got := df.GetEnvVars(); len(got) != 1 || got[0] != envName(name) {
+			t.Errorf("--%s reads environment %v, want [%s]", name, got, envName(name))
+		}
+	}
+}
+
+// parseServeFlags parses args with serve's flags (and the environment the
+// test set) and returns what readFlagValues collects, without serving.
+func parseServeFlags(t *testing.T, args ...string) flagValues {
+	t.Helper()
+	var got flagValues
+	cmd := &cli.Command{Name: "serve", Flags: serveFlags(), Action: func(_ context.Context, c *cli.Command) error {
+		got = readFlagValues(c)
+		return nil
+	}}
+	if err := cmd.Run(context.Background(), append([]string{"serve"}, args...)); err != nil {
+		t.Fatalf("parsing %q: %v", args, err)
+	}
+	return got
+}
+
+func TestServeFlagDefaultsAndEnvTwins(t *testing.T) {
+	// The flags' own defaults are what defaultFlagValues (used by the
+	// table tests and by snapshot restore) says they are.
+	if got, want := parseServeFlags(t), defaultFlagValues(); !reflect.DeepEqual(got, want) {
+		t.Errorf("flag defaults\n%+v\ndiffer from defaultFlagValues\n%+v", got, want)
+	}
+
+	t.Setenv("KVNODE_SNAPSHOT_ENTRIES", "100")
+	t.Setenv("KVNODE_SNAPSHOT_BYTES", "8MiB")
+	t.Setenv("KVNODE_COMPACTION_MARGIN_ENTRIES", "10")
+	t.Setenv("KVNODE_COMPACTION_MARGIN_BYTES", "4096")
+	t.Setenv("KVNODE_SNAPSHOT_TIMEOUT", "15s")
+	t.Setenv("KVNODE_MAX_SNAPSHOT_SENDS", "3")
+	v := parseServeFlags(t)
+	if v.SnapshotEntries != 100 || v.SnapshotBytes != "8MiB" || v.CompactionMarginEntries != 10 ||
+		v.CompactionMarginBytes != "4096" || v.SnapshotTimeout != 15*time.Second || v.MaxSnapshotSends != 3 {
+		t.Errorf("from the environment: %+v", v)
+	}
+	// A flag on the command line wins over its twin.
+	v = parseServeFlags(t, "--snapshot-entries", "7", "--snapshot-bytes", "1GiB", "--max-snapshot-sends", "1")
+	if v.SnapshotEntries != 7 || v.SnapshotBytes != "1GiB" || v.MaxSnapshotSends != 1 || v.CompactionMarginEntries != 10 {
+		t.Errorf("flags over the environment: %+v", v)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    int64
+		wantErr string
+	}{
+		{in: "0", want: 0},
+		{in: "67108864", want: 64 << 20},
+		{in: "64MiB", want: 64 << 20},
+		{in: " 64 mib ", want: 64 << 20},
+		{in: "1B", want: 1},
+		{in: "3KiB", want: 3 << 10},
+		{in: "2GiB", want: 2 << 30},
+		{in: "1TiB", want: 1 << 40},
+		{in: "8388607TiB", want: 8388607 << 40},
+		{in: "8388608TiB", wantErr: "out of range"},
+		{in: "99999999999999999999", wantErr: "out of range"},
+		{in: "", wantErr: `"" is not a size`},
+		{in: "MiB", wantErr: `"MiB" is not a size`},
+		{in: "-1", wantErr: `"-1" is not a size`},
+		{in: "1.5MiB", wantErr: `size "1.5MiB": want a whole number of a unit (1536KiB, not 1.5MiB)`},
+		{in: "64MB", wantErr: "use a binary unit"},
+		{in: "64k", wantErr: "use a binary unit"},
+		{in: "64 bytes", wantErr: `unknown unit "bytes"`},
+	} {
+		got, err := parseSize(tc.in)
+		if !matchErr(t, tc.in, err, tc.wantErr) {
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("parseSize(%q) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestFormatSize(t *testing.T) {
+	for n, want := range map[int64]string{
+		0: "0", 1: "1", 1000: "1000", 1 << 10: "1KiB", 1536: "1536", driver.DefaultSnapshotBytes: "64MiB",
+		driver.DefaultCompactionMarginBytes: "16MiB", 3 << 30: "3GiB", 5 << 40: "5TiB",
+	} {
+		got := formatSize(n)
+		if got != want {
+			t.Errorf("formatSize(%d) = %q, want %q", n, got, want)
+		}
+		// What it prints reads back unchanged: it is the flags' default text.
+		if back, err := parseSize(got); err != nil || back != n {
+			t.Errorf("parseSize(formatSize(%d)) = %d, %v", n, back, err)
+		}
 	}
 }
 

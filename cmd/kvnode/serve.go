@@ -169,9 +169,15 @@ func (s *server) start() error {
 		Peers:        cfg.PeerIDs(),
 		Storage:      wrapStorage(s.wal, s.log), // chaos_hook.go; the chaos build wraps it (chaos_disk.go)
 		StateMachine: s.kv,
-		// Snapshots in the WAL directory turn on log compaction with the
-		// driver's default policy (every 10,000 entries or 64 MiB).
-		Snapshots: s.wal.Snapshots(),
+		// Snapshots in the WAL directory turn on log compaction, with the
+		// policy of the snapshot flags (the driver's defaults unless set).
+		Snapshots:               s.wal.Snapshots(),
+		SnapshotEntries:         cfg.SnapshotEntries,
+		SnapshotBytes:           cfg.SnapshotBytes,
+		CompactionMarginEntries: cfg.CompactionMarginEntries,
+		CompactionMarginBytes:   cfg.CompactionMarginBytes,
+		SnapshotTimeout:         cfg.SnapshotTimeout,
+		MaxSnapshotSends:        cfg.MaxSnapshotSends,
 		// The driver's default proposal limit is below what the client
 		// service accepts (a maximal value plus its key and framing).
 		MaxProposalBytes: s.limits.MaxProposalBytes(),
