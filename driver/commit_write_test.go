@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/driver"
 )
@@ -62,6 +64,11 @@ func (s unsyncedStorage) SaveCommitUnsynced(hs core.HardState) error {
 	if hs.Term != w.last.Term || hs.Vote != w.last.Vote {
 		w.t.Errorf("node %d: SaveCommitUnsynced(%+v) changes term or vote (last saved %+v)", w.id, hs, w.last)
 	}
+	// A commit index past the durable log would be a crash away from a
+	// node that cannot start.
+	if last, err := s.Storage.LastIndex(); err != nil || hs.Commit > last {
+		w.t.Errorf("node %d: SaveCommitUnsynced(%+v) past the stored log (last index %d, %v)", w.id, hs, last, err)
+	}
 	// A memlog write is durable; for this test "written" is what counts.
 	if err := s.Storage.Save(hs, nil); err != nil {
 		return err
@@ -88,14 +95,22 @@ func (s watchedSM) Apply(cmds []driver.Command) ([]any, error) {
 }
 
 // TestAppliedNeverPassesWrittenCommit: on every node, nothing is applied
-// past the commit index written to storage. With an UnsyncedCommitSaver
-// the commit-only advances of sequential writes go through it instead of
-// a full Save (the fsync this saves is the difference at low load).
+// past the commit index written to storage, and no commit index is
+// written past the stored log. With an UnsyncedCommitSaver the
+// commit-only advances of sequential writes go through it instead of a
+// full Save (the fsync this saves is the difference at low load), and
+// under concurrent writers entries committed by a Ready are applied
+// before that Ready's own fsync (applyEarly).
 func TestAppliedNeverPassesWrittenCommit(t *testing.T) {
 	for _, unsynced := range []bool{false, true} {
 		t.Run(fmt.Sprintf("unsynced=%v", unsynced), func(t *testing.T) {
 			watches := map[uint64]*commitWatch{}
+			regs := map[uint64]*prometheus.Registry{}
 			c := newCluster(t, 3, withConfig(func(cfg *driver.Config) {
+				if regs[cfg.ID] == nil {
+					regs[cfg.ID] = prometheus.NewRegistry()
+				}
+				cfg.Registerer = regs[cfg.ID]
 				w := watches[cfg.ID]
 				if w == nil {
 					w = &commitWatch{t: t, id: cfg.ID, unsynced: unsynced}
@@ -119,18 +134,60 @@ func TestAppliedNeverPassesWrittenCommit(t *testing.T) {
 			c.awaitConverged(want...)
 			w := watches[lead]
 			w.mu.Lock()
-			defer w.mu.Unlock()
+			syncedSaves, commitOnlySaves, unsyncedWrites := w.syncedSaves, w.commitOnlySaves, w.unsyncedWrites
+			w.mu.Unlock()
 			t.Logf("leader %d: %d saves with entries, %d commit-only saves, %d unsynced commit writes",
-				lead, w.syncedSaves, w.commitOnlySaves, w.unsyncedWrites)
+				lead, syncedSaves, commitOnlySaves, unsyncedWrites)
 			if unsynced {
-				if w.commitOnlySaves > 0 || w.unsyncedWrites < writes/2 {
+				if commitOnlySaves > 0 || unsyncedWrites < writes/2 {
 					t.Fatalf("leader: %d commit-only Saves and %d unsynced commit writes for %d sequential writes; want 0 and most of them unsynced",
-						w.commitOnlySaves, w.unsyncedWrites, writes)
+						commitOnlySaves, unsyncedWrites, writes)
 				}
-			} else if w.commitOnlySaves < writes/2 {
+			} else if commitOnlySaves < writes/2 {
 				t.Fatalf("leader: %d commit-only Saves for %d sequential writes; without the extension each commit advance needs one",
-					w.commitOnlySaves, writes)
+					commitOnlySaves, writes)
+			}
+
+			// Concurrent writers: Readys carry the next batch together
+			// with the previous batch's commitment, whose entries are
+			// applied before the new batch's Save — only when the
+			// commit can be written without an fsync.
+			const writers, each = 16, 25
+			var wg sync.WaitGroup
+			for g := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						c.propose(lead, fmt.Sprintf("c%d-%d", g, i))
+					}
+				}()
+			}
+			wg.Wait()
+			early := counterValue(t, regs[lead], "rafty_driver_applied_early_total")
+			t.Logf("leader %d: %v entries applied ahead of their Ready's fsync", lead, early)
+			if unsynced && early == 0 {
+				t.Fatalf("no entry applied ahead of the next batch's fsync under %d concurrent writers", writers)
+			}
+			if !unsynced && early != 0 {
+				t.Fatalf("%v entries applied early without an UnsyncedCommitSaver", early)
 			}
 		})
 	}
+}
+
+// counterValue reads a counter from reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -19,6 +19,7 @@ import (
 //	rafty_driver_proposals_per_batch        histogram  local proposals handed to the core together
 //	rafty_driver_inbox_dropped_total        counter    inbound batches dropped, inbox full
 //	rafty_driver_invalid_messages_total     counter    inbound messages the core rejected as invalid
+//	rafty_driver_applied_early_total        counter    committed entries applied before their Ready's fsync (already durable)
 //
 // Snapshots and compaction (with Config.Snapshots):
 //
@@ -46,6 +47,7 @@ type metrics struct {
 	proposalsPerBatch prometheus.Histogram
 	inboxDropped      prometheus.Counter
 	invalidMessages   prometheus.Counter
+	appliedEarly      prometheus.Counter
 
 	snapshots          prometheus.Counter
 	snapshotFailures   prometheus.Counter
@@ -101,6 +103,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		proposalsPerBatch: h("proposals_per_batch", "Local proposals handed to the core in one batch.", countBuckets),
 		inboxDropped:      c("inbox_dropped_total", "Inbound message batches dropped because the inbox was full."),
 		invalidMessages:   c("invalid_messages_total", "Inbound messages the core rejected as invalid."),
+		appliedEarly:      c("applied_early_total", "Committed entries applied before their Ready's fsync, having been durable already."),
 		reg:               reg,
 
 		snapshots:          c("snapshots_total", "Local snapshots taken and made durable."),
@@ -125,7 +128,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, col := range []prometheus.Collector{
 		m.proposeSeconds, m.saveSeconds, m.applySeconds, m.saveEntries,
-		m.proposalsPerBatch, m.inboxDropped, m.invalidMessages,
+		m.proposalsPerBatch, m.inboxDropped, m.invalidMessages, m.appliedEarly,
 		m.snapshots, m.snapshotFailures, m.snapshotSeconds, m.snapshotSize, m.snapshotIndex,
 		m.compactedIndex, m.compactions, m.snapSends, m.snapSendFailures, m.snapSendSeconds,
 		m.snapSentBytes, m.snapInstalls, m.snapRecvFailures, m.snapRecvBytes, m.snapResumes,
