@@ -164,8 +164,8 @@ func opts() scheduleOpts {
 
 // TestChaosShort is the CI version (about two minutes): a 3-node loopback
 // cluster runs three schedules that together inject every kind of fault,
-// then a 5-node cluster runs one schedule of partitions, kills and
-// pauses. The schedules' kinds are fixed so that every run covers every
+// then a 5-node cluster, serving linearizable reads from leader leases,
+// runs one schedule of partitions, kills and pauses. The schedules' kinds are fixed so that every run covers every
 // fault; their targets and timings come from the printed seed.
 func TestChaosShort(t *testing.T) {
 	if testing.Short() {
@@ -187,6 +187,12 @@ func TestChaosShort(t *testing.T) {
 		}
 	})
 	t.Run("5nodes", func(t *testing.T) {
+		// This cluster serves linearizable reads from the leader's lease
+		// (kvnode --read-mode lease, through its environment twin): the
+		// pause-leader fault is what a lease must survive — a leader
+		// frozen past its lease must not answer from it when it wakes.
+		t.Setenv("KVNODE_READ_MODE", "lease")
+		t.Log("read mode: lease")
 		c, nc := startLoopback(t, bin, 5)
 		kinds := []faultKind{fBridge, fSplit, fKillMajority, fPauseLeader, fOneWay}
 		runSchedule(t, c, nc, newPlan(subSeed(base, 10), 5, 0, kinds, true), opts(), tot)
@@ -195,7 +201,8 @@ func TestChaosShort(t *testing.T) {
 
 // TestChaosLong is `make chaos`: random schedules drawn from every kind of
 // fault (or -chaos.kinds), on 3- and 5-node loopback clusters in turn (a
-// fresh cluster every four schedules), for -chaos.duration.
+// fresh cluster every four schedules; every other 5-node cluster serves
+// linearizable reads from leader leases), for -chaos.duration.
 func TestChaosLong(t *testing.T) {
 	if *flagDuration <= 0 {
 		t.Skip("skipping the long chaos run: set -chaos.duration (make chaos runs it for 10m)")
@@ -228,6 +235,11 @@ func TestChaosLong(t *testing.T) {
 	for round, i := 0, 0; time.Until(deadline) > budget; round++ {
 		n := []int{3, 5}[round%2]
 		ok := t.Run(fmt.Sprintf("round%d-%dnodes", round, n), func(t *testing.T) {
+			if round%4 == 3 {
+				// Every other 5-node cluster reads from leader leases.
+				t.Setenv("KVNODE_READ_MODE", "lease")
+				t.Log("read mode: lease")
+			}
 			c, nc := startLoopback(t, bin, n)
 			for k := 0; k < 4 && time.Until(deadline) > budget; k++ {
 				runSchedule(t, c, nc, newPlan(subSeed(base, i), n, *flagSteps, kinds, false), opts(), tot)

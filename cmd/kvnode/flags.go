@@ -16,6 +16,7 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/driver"
 )
 
@@ -31,6 +32,8 @@ const (
 	defaultTick            = 100 * time.Millisecond
 	defaultElectionTicks   = 5
 	defaultHeartbeatTicks  = 1
+	defaultReadMode        = "safe"
+	defaultMaxClockDrift   = 1
 	defaultShutdownTimeout = 8 * time.Second
 
 	// maxClusterSize bounds --cluster-size: a Raft cluster of more voters
@@ -59,6 +62,8 @@ const (
 	flagTick           = "tick"
 	flagElectionTicks  = "election-ticks"
 	flagHeartbeatTicks = "heartbeat-ticks"
+	flagReadMode       = "read-mode"
+	flagMaxClockDrift  = "max-clock-drift-ticks"
 
 	flagSnapshotEntries         = "snapshot-entries"
 	flagSnapshotBytes           = "snapshot-bytes"
@@ -117,6 +122,10 @@ func serveFlags() []cli.Flag {
 			Usage: "minimum election timeout in ticks (each timeout is drawn from [n, 2n) ticks)"},
 		&cli.IntFlag{Name: flagHeartbeatTicks, Sources: env(flagHeartbeatTicks), Category: "raft", Value: defaultHeartbeatTicks,
 			Usage: "leader heartbeat interval in ticks (less than --election-ticks)"},
+		&cli.StringFlag{Name: flagReadMode, Sources: env(flagReadMode), Category: "raft", Value: defaultReadMode,
+			Usage: "how the leader confirms a linearizable read: safe (a heartbeat round with a quorum, ReadIndex) or lease (its leader lease, no round; correct only while clocks on the members advance at rates within --max-clock-drift-ticks per election timeout)"},
+		&cli.IntFlag{Name: flagMaxClockDrift, Sources: env(flagMaxClockDrift), Category: "raft", Value: defaultMaxClockDrift,
+			Usage: "--read-mode lease: ticks taken off the lease for clock rate drift between members (0 to --election-ticks - 1)"},
 		&cli.IntFlag{Name: flagSnapshotEntries, Sources: env(flagSnapshotEntries), Category: "snapshots", Value: driver.DefaultSnapshotEntries,
 			Usage: "snapshot the state machine once this many log entries were applied since the last snapshot (or --snapshot-bytes, whichever comes first)"},
 		&cli.StringFlag{Name: flagSnapshotBytes, Sources: env(flagSnapshotBytes), Category: "snapshots", Value: formatSize(driver.DefaultSnapshotBytes),
@@ -164,6 +173,9 @@ type serveConfig struct {
 	Tick           time.Duration
 	ElectionTicks  int
 	HeartbeatTicks int
+	// ReadMode and MaxClockDriftTicks go to core.Config as is.
+	ReadMode           core.ReadMode
+	MaxClockDriftTicks int
 
 	// Snapshot and compaction policy, handed to driver.Config as is; all
 	// positive (the driver would read a zero as its default).
@@ -220,6 +232,8 @@ func (c *serveConfig) LogAttrs() []any {
 		slog.String("tick", c.Tick.String()),
 		slog.Int("election_ticks", c.ElectionTicks),
 		slog.Int("heartbeat_ticks", c.HeartbeatTicks),
+		slog.String("read_mode", c.ReadMode.String()),
+		slog.Int("max_clock_drift_ticks", c.MaxClockDriftTicks),
 		slog.Int("snapshot_entries", c.SnapshotEntries),
 		slog.String("snapshot_bytes", formatSize(c.SnapshotBytes)),
 		slog.Int("compaction_margin_entries", c.CompactionMarginEntries),
@@ -242,6 +256,8 @@ type flagValues struct {
 	PeerListen, ClientListen, Metrics string
 	Tick                              time.Duration
 	ElectionTicks, HeartbeatTicks     int
+	ReadMode                          string
+	MaxClockDriftTicks                int
 	// The sizes stay text until config parses them, so a bad one is
 	// reported with the other problems, naming its flag.
 	SnapshotEntries, CompactionMarginEntries int
@@ -274,6 +290,8 @@ func readFlagValues(cmd *cli.Command) flagValues {
 		Tick:                    cmd.Duration(flagTick),
 		ElectionTicks:           cmd.Int(flagElectionTicks),
 		HeartbeatTicks:          cmd.Int(flagHeartbeatTicks),
+		ReadMode:                cmd.String(flagReadMode),
+		MaxClockDriftTicks:      cmd.Int(flagMaxClockDrift),
 		SnapshotEntries:         cmd.Int(flagSnapshotEntries),
 		SnapshotBytes:           cmd.String(flagSnapshotBytes),
 		CompactionMarginEntries: cmd.Int(flagCompactionMarginEntries),
@@ -302,6 +320,8 @@ func defaultFlagValues() flagValues {
 		Tick:                    defaultTick,
 		ElectionTicks:           defaultElectionTicks,
 		HeartbeatTicks:          defaultHeartbeatTicks,
+		ReadMode:                defaultReadMode,
+		MaxClockDriftTicks:      defaultMaxClockDrift,
 		SnapshotEntries:         driver.DefaultSnapshotEntries,
 		SnapshotBytes:           formatSize(driver.DefaultSnapshotBytes),
 		CompactionMarginEntries: driver.DefaultCompactionMarginEntries,
@@ -325,6 +345,7 @@ func (v flagValues) config() (*serveConfig, error) {
 		Tick:                    v.Tick,
 		ElectionTicks:           v.ElectionTicks,
 		HeartbeatTicks:          v.HeartbeatTicks,
+		MaxClockDriftTicks:      v.MaxClockDriftTicks,
 		SnapshotEntries:         v.SnapshotEntries,
 		CompactionMarginEntries: v.CompactionMarginEntries,
 		SnapshotTimeout:         v.SnapshotTimeout,
@@ -435,6 +456,17 @@ func (v flagValues) config() (*serveConfig, error) {
 		bad("--%s must be at least 1, got %d", flagHeartbeatTicks, v.HeartbeatTicks)
 	} else if v.ElectionTicks >= 2 && v.HeartbeatTicks >= v.ElectionTicks {
 		bad("--%s (%d) must be less than --%s (%d)", flagHeartbeatTicks, v.HeartbeatTicks, flagElectionTicks, v.ElectionTicks)
+	}
+	switch v.ReadMode {
+	case "safe":
+		c.ReadMode = core.ReadSafe
+	case "lease":
+		c.ReadMode = core.ReadLease
+	default:
+		bad("--%s must be safe or lease, got %q", flagReadMode, v.ReadMode)
+	}
+	if v.MaxClockDriftTicks < 0 || (v.ElectionTicks >= 2 && v.MaxClockDriftTicks >= v.ElectionTicks) {
+		bad("--%s must be in [0, --%s), got %d", flagMaxClockDrift, flagElectionTicks, v.MaxClockDriftTicks)
 	}
 
 	// Snapshots. The driver reads a zero as "use the default" and rejects

@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/driver"
 )
 
@@ -168,6 +169,21 @@ func TestFlagValuesConfig(t *testing.T) {
 				t.Errorf("snapshot bytes %d", c.SnapshotBytes)
 			}
 		}},
+		{name: "read mode lease", edit: func(v *flagValues) { v.ReadMode, v.MaxClockDriftTicks = "lease", 2 }, check: func(t *testing.T, c *serveConfig) {
+			if c.ReadMode != core.ReadLease || c.MaxClockDriftTicks != 2 {
+				t.Fatalf("read mode %v drift %d, want lease and 2", c.ReadMode, c.MaxClockDriftTicks)
+			}
+		}},
+		{name: "read mode default", check: func(t *testing.T, c *serveConfig) {
+			if c.ReadMode != core.ReadSafe || c.MaxClockDriftTicks != 1 {
+				t.Fatalf("read mode %v drift %d, want safe and 1", c.ReadMode, c.MaxClockDriftTicks)
+			}
+		}},
+		{name: "read mode unknown", edit: func(v *flagValues) { v.ReadMode = "fast" }, wantErr: `--read-mode must be safe or lease, got "fast"`},
+		{name: "clock drift negative", edit: func(v *flagValues) { v.MaxClockDriftTicks = -1 },
+			wantErr: "--max-clock-drift-ticks must be in [0, --election-ticks), got -1"},
+		{name: "clock drift too large", edit: func(v *flagValues) { v.MaxClockDriftTicks = 5 },
+			wantErr: "--max-clock-drift-ticks must be in [0, --election-ticks), got 5"},
 		{name: "snapshot entries zero", edit: func(v *flagValues) { v.SnapshotEntries = 0 }, wantErr: "--snapshot-entries must be at least 1, got 0"},
 		{name: "snapshot entries negative", edit: func(v *flagValues) { v.SnapshotEntries = -5 }, wantErr: "--snapshot-entries must be at least 1, got -5"},
 		{name: "snapshot bytes zero", edit: func(v *flagValues) { v.SnapshotBytes = "0" }, wantErr: "--snapshot-bytes must be at least 1 byte, got 0"},

@@ -208,6 +208,8 @@ func (s *server) start() error {
 		TuneRaft: func(rc *core.Config) {
 			rc.ElectionTicks = cfg.ElectionTicks
 			rc.HeartbeatTicks = cfg.HeartbeatTicks
+			rc.ReadMode = cfg.ReadMode
+			rc.MaxClockDriftTicks = cfg.MaxClockDriftTicks
 		},
 		Logger:     s.log,
 		Registerer: s.reg,
