@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/rafty-db/rafty/internal/proctest"
 )
 
 var (
@@ -35,19 +36,14 @@ func defaultArtifacts() string {
 	return filepath.Join(os.TempDir(), "rafty-chaos")
 }
 
-// binDir holds the kvnode binaries the tests build; TestMain removes it.
-var binDir string
+// binaries builds the kvnode binaries the tests run; TestMain removes
+// them.
+var binaries proctest.Binaries
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "rafty-chaos-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "creating the binary directory:", err)
-		os.Exit(1)
-	}
-	binDir = dir
 	code := m.Run()
-	_ = os.RemoveAll(dir)
+	binaries.Cleanup()
 	// The figures of every chaos test that ran, on standard output: `go
 	// test` shows them with -v, or when run in the package's directory
 	// (make chaos-short), or when the package fails.
@@ -80,46 +76,17 @@ func report(t *testing.T, tot *totals, start time.Time) {
 	summaryMu.Unlock()
 }
 
-type builtBinary struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-var binaries = map[string]*builtBinary{"chaos": {}, "plain": {}}
-
 // kvnodeBinary builds cmd/kvnode once per test run, static like the one in
 // the container image. The "chaos" flavour has the chaos build tag (the
 // slow-disk hook, cmd/kvnode/chaos_disk.go); the "plain" one is the
 // production build, for the container image.
 func kvnodeBinary(t *testing.T, flavour string) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("skipping: no go toolchain on PATH to build kvnode")
+	tags := flavour
+	if flavour == "plain" {
+		tags = ""
 	}
-	b := binaries[flavour]
-	b.once.Do(func() {
-		path := filepath.Join(binDir, "kvnode-"+flavour)
-		// The flags of cmd/kvnode's own tests, so the build cache is shared.
-		args := []string{"build", "-o", path}
-		if flavour == "chaos" {
-			args = append(args, "-tags", "chaos")
-		}
-		cmd := exec.Command(goTool, append(args, "../cmd/kvnode")...)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		start := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go %v: %v\n%s", args, err, out)
-			return
-		}
-		t.Logf("built %s kvnode in %v", flavour, time.Since(start).Round(time.Millisecond))
-		b.path = path
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
+	return binaries.Kvnode(t, tags)
 }
 
 // baseSeed is -chaos.seed, or a random seed; either way it is printed.
@@ -154,6 +121,20 @@ func startLoopback(t *testing.T, bin string, n int) (*procCluster, *nodeClients)
 	t.Cleanup(nc.Close)
 	t.Logf("%s ready in %v", c.Name(), time.Since(start).Round(time.Millisecond))
 	return c, nc
+}
+
+// flagKindsOrAll returns the fault kinds of -chaos.kinds, all of them if
+// it is not set.
+func flagKindsOrAll(t *testing.T) []faultKind {
+	t.Helper()
+	if *flagKinds == "" {
+		return allKinds
+	}
+	kinds, err := parseKinds(*flagKinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kinds
 }
 
 func opts() scheduleOpts {
@@ -207,13 +188,7 @@ func TestChaosLong(t *testing.T) {
 	if *flagDuration <= 0 {
 		t.Skip("skipping the long chaos run: set -chaos.duration (make chaos runs it for 10m)")
 	}
-	kinds := allKinds
-	if *flagKinds != "" {
-		var err error
-		if kinds, err = parseKinds(*flagKinds); err != nil {
-			t.Fatal(err)
-		}
-	}
+	kinds := flagKindsOrAll(t)
 	bin := kvnodeBinary(t, "chaos")
 	base := baseSeed(t)
 	tot := &totals{}
@@ -258,13 +233,7 @@ func TestChaosReplay(t *testing.T) {
 	if *flagSeed == 0 {
 		t.Skip("skipping: TestChaosReplay replays the schedule of -chaos.seed (with -chaos.nodes, -chaos.kinds, -chaos.forced)")
 	}
-	kinds := allKinds
-	if *flagKinds != "" {
-		var err error
-		if kinds, err = parseKinds(*flagKinds); err != nil {
-			t.Fatal(err)
-		}
-	}
+	kinds := flagKindsOrAll(t)
 	bin := kvnodeBinary(t, "chaos")
 	tot := &totals{}
 	start := time.Now()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rafty-db/rafty/internal/proctest"
 )
 
 // cluster is what the fault schedules drive: a running kvnode cluster whose
@@ -107,8 +108,7 @@ type procNode struct {
 	peers                      string // the --peers value, through the links
 
 	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
+	proc    *proctest.Proc // the running (or last) process; nil before the first start
 	paused  bool
 	killing bool // Kill sent SIGKILL: the exit is expected
 	starts  int
@@ -117,18 +117,6 @@ type procNode struct {
 // loopbackBase picks a random 127.X.Y.0/24 for one cluster.
 func loopbackBase() string {
 	return fmt.Sprintf("127.%d.%d.", 64+rand.IntN(128), 1+rand.IntN(250))
-}
-
-// freeAddr binds host:0 and returns the address; host is a loopback
-// address used by this cluster alone, so nothing else takes the port
-// before the node binds it.
-func freeAddr(host string) (string, error) {
-	l, err := net.Listen("tcp", host+":0")
-	if err != nil {
-		return "", err
-	}
-	addr := l.Addr().String()
-	return addr, l.Close()
 }
 
 // startProcCluster starts n nodes of bin under dir and waits until every
@@ -144,13 +132,14 @@ func startProcCluster(logf func(string, ...any), bin, dir string, n int) (*procC
 			logPath:  filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)),
 			diskFile: filepath.Join(dir, fmt.Sprintf("node%d.disk-delay", i+1)),
 		}
-		var err error
-		for _, p := range []*string{&nd.peer, &nd.client, &nd.metrics} {
-			if *p, err = freeAddr(host); err != nil {
-				c.Close()
-				return nil, err
-			}
+		// host is a loopback address used by this cluster alone, so
+		// nothing else takes the ports before the node binds them.
+		addrs, err := proctest.FreeAddrs(host, 3)
+		if err != nil {
+			c.Close()
+			return nil, err
 		}
+		nd.peer, nd.client, nd.metrics = addrs[0], addrs[1], addrs[2]
 		c.nodes = append(c.nodes, nd)
 	}
 	// Links: (j, i) listens on 127.X.Y.(100+j) and forwards to i's port.
@@ -211,11 +200,6 @@ func (c *procCluster) Start(i int) error {
 	if c.Alive(i) {
 		return fmt.Errorf("node %d is already running", i+1)
 	}
-	logf, err := os.OpenFile(nd.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(logf, "==== chaos: starting node %d at %s ====\n", i+1, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(c.bin, "serve",
 		"--id", strconv.Itoa(i+1),
 		"--peers", nd.peers,
@@ -229,20 +213,13 @@ func (c *procCluster) Start(i int) error {
 		"--log-level", "info",
 	)
 	cmd.Env = append(os.Environ(), "KVNODE_CHAOS_DISK_DELAY_FILE="+nd.diskFile)
-	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("starting node %d: %w", i+1, err)
-	}
-	done := make(chan struct{})
+	// Held across the start, the lock keeps onExit from reading
+	// nd.killing before it is reset for this process.
 	nd.mu.Lock()
-	nd.cmd, nd.done, nd.paused, nd.killing = cmd, done, false, false
-	nd.starts++
-	nd.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		logf.Close()
+	defer nd.mu.Unlock()
+	header := fmt.Sprintf("==== chaos: starting node %d at %s ====", i+1, time.Now().Format(time.RFC3339Nano))
+	p, err := proctest.StartProc(cmd, nd.logPath, header, func(err error) {
 		nd.mu.Lock()
 		expected := nd.killing
 		nd.mu.Unlock()
@@ -251,25 +228,20 @@ func (c *procCluster) Start(i int) error {
 			c.crashes = append(c.crashes, fmt.Sprintf("node %d exited by itself (%v); its log ends:\n%s", i+1, err, c.LogTail(i, 30)))
 			c.mu.Unlock()
 		}
-		close(done)
-	}()
+	})
+	if err != nil {
+		return fmt.Errorf("starting node %d: %w", i+1, err)
+	}
+	nd.proc, nd.paused, nd.killing = p, false, false
+	nd.starts++
 	return nil
 }
 
 func (c *procCluster) Alive(i int) bool {
 	nd := c.nodes[i]
 	nd.mu.Lock()
-	done := nd.done
-	nd.mu.Unlock()
-	if done == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-		return true
-	}
+	defer nd.mu.Unlock()
+	return nd.proc.Alive()
 }
 
 func (c *procCluster) Incarnation(i int) int {
@@ -289,18 +261,18 @@ func (c *procCluster) Paused(i int) bool {
 // Kill sends SIGKILL to every given node first, then waits for each to be
 // gone, so that "all at once" is as close to a power cut as processes get.
 func (c *procCluster) Kill(is ...int) error {
-	var dones []chan struct{}
+	var dones []<-chan struct{}
 	for _, i := range is {
 		nd := c.nodes[i]
 		nd.mu.Lock()
-		cmd, done := nd.cmd, nd.done
+		p := nd.proc
 		nd.paused, nd.killing = false, true
 		nd.mu.Unlock()
-		if cmd == nil {
+		if p == nil {
 			continue
 		}
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		dones = append(dones, done)
+		_ = p.Signal(syscall.SIGKILL)
+		dones = append(dones, p.Done())
 	}
 	for _, d := range dones {
 		select {
@@ -316,10 +288,10 @@ func (c *procCluster) signal(i int, sig syscall.Signal, paused bool) error {
 	nd := c.nodes[i]
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
-	if nd.cmd == nil {
+	if nd.proc == nil {
 		return fmt.Errorf("node %d never started", i+1)
 	}
-	if err := nd.cmd.Process.Signal(sig); err != nil {
+	if err := nd.proc.Signal(sig); err != nil {
 		return fmt.Errorf("node %d: %v: %w", i+1, sig, err)
 	}
 	nd.paused = paused
@@ -381,8 +353,7 @@ func (c *procCluster) Crashes() []string {
 }
 
 func (c *procCluster) LogTail(i, n int) string {
-	b, _ := os.ReadFile(c.nodes[i].logPath)
-	return tail(string(b), n)
+	return proctest.TailFile(c.nodes[i].logPath, n)
 }
 
 // Close kills every node (a paused one too) and closes every link.
@@ -397,26 +368,6 @@ func (c *procCluster) Close() {
 	}
 }
 
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// readyz returns node i's /readyz status code, 0 if it does not answer.
-func readyz(c cluster, i int) int {
-	client := http.Client{Timeout: time.Second}
-	resp, err := client.Get("http://" + c.MetricsAddr(i) + "/readyz")
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // waitReady waits until node i answers /readyz with 200.
 func waitReady(c cluster, i int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -424,7 +375,7 @@ func waitReady(c cluster, i int, timeout time.Duration) error {
 		if !c.Alive(i) {
 			return fmt.Errorf("node %d exited while starting:\n%s", i+1, c.LogTail(i, 20))
 		}
-		if readyz(c, i) == http.StatusOK {
+		if proctest.Readyz(c.MetricsAddr(i)) == http.StatusOK {
 			return nil
 		}
 		if time.Now().After(deadline) {

@@ -1,12 +1,8 @@
 package chaos
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -14,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rafty-db/rafty/internal/proctest"
 )
 
 // composeCluster is deploy/compose.yaml brought up under a project of its
@@ -24,11 +22,7 @@ import (
 // that isolate a set of nodes are possible).
 type composeCluster struct {
 	logf    func(string, ...any)
-	argv    []string // the compose command
-	file    string
-	project string
-	env     []string
-	ports   []string // client, metrics port of each service, in turn
+	project *proctest.Compose
 	ids     []string // container IDs
 	network string
 	aliases [][]string
@@ -40,115 +34,30 @@ type composeCluster struct {
 	isolated []int
 }
 
-// findCompose returns the compose command, or skips t: no docker CLI, no
-// daemon, or no compose.
-func findCompose(t *testing.T) []string {
-	t.Helper()
-	docker, err := exec.LookPath("docker")
-	if err != nil {
-		t.Skip("skipping: no docker CLI on PATH")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, docker, "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
-		t.Skipf("skipping: no Docker daemon reachable (docker info: %v: %s)", err, bytes.TrimSpace(out))
-	}
-	if exec.CommandContext(ctx, docker, "compose", "version").Run() == nil {
-		return []string{docker, "compose"}
-	}
-	if dc, err := exec.LookPath("docker-compose"); err == nil {
-		return []string{dc}
-	}
-	t.Skip("skipping: neither `docker compose` nor docker-compose is available")
-	return nil
-}
-
-func dockerCmd(timeout time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("docker %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
-func (c *composeCluster) compose(timeout time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	argv := append(append(append([]string{}, c.argv[1:]...), "-f", c.file, "-p", c.project), args...)
-	cmd := exec.CommandContext(ctx, c.argv[0], argv...)
-	cmd.Env = append(os.Environ(), c.env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("compose %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
-}
-
 // startCompose builds the image from bin, brings the project up and waits
 // until every member is ready. The project (containers, network, volumes)
 // and the image are removed by t's cleanup, whatever happens.
 func startCompose(t *testing.T, bin string) *composeCluster {
 	t.Helper()
-	compose := findCompose(t)
+	compose := proctest.FindCompose(t)
 	repo, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + strconv.Itoa(os.Getpid())
-	tag := "rafty-kvnode-chaos:" + suffix
 	start := time.Now()
-	build := exec.Command(filepath.Join(repo, "scripts", "build-image.sh"), tag)
-	build.Env = append(os.Environ(), "KVNODE_BIN="+bin)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the image: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		if _, err := dockerCmd(time.Minute, "rmi", "-f", tag); err != nil {
-			t.Logf("removing image %s: %v", tag, err)
-		}
-	})
 	c := &composeCluster{
-		logf: t.Logf, argv: compose, file: filepath.Join(repo, "deploy", "compose.yaml"),
-		project: "raftychaos" + suffix, killed: map[int]bool{}, paused: map[int]bool{}, starts: make([]int, 3),
+		logf: t.Logf, project: proctest.NewCompose(t, compose, repo, "chaos", bin),
+		killed: map[int]bool{}, paused: map[int]bool{}, starts: make([]int, 3),
 	}
-	for range 6 {
-		addr, err := freeAddr("127.0.0.1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.ports = append(c.ports, addr[strings.LastIndexByte(addr, ':')+1:])
-	}
-	c.env = []string{"KVNODE_IMAGE=" + tag}
+	c.project.Up(t, 40, c.Close)
 	for i := range 3 {
-		c.env = append(c.env,
-			fmt.Sprintf("RAFTY%d_CLIENT_PORT=%s", i, c.ports[2*i]),
-			fmt.Sprintf("RAFTY%d_METRICS_PORT=%s", i, c.ports[2*i+1]))
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			if out, err := c.compose(time.Minute, "logs", "--no-color", "--tail", "40"); err == nil {
-				t.Logf("compose logs:\n%s", out)
-			}
-		}
-		c.Close()
-	})
-	if _, err := c.compose(3*time.Minute, "up", "-d"); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		out, err := c.compose(time.Minute, "ps", "-q", fmt.Sprintf("rafty-%d", i))
-		if err != nil || strings.TrimSpace(out) == "" {
-			t.Fatalf("container of rafty-%d: %v %q", i, err, out)
-		}
-		c.ids = append(c.ids, strings.TrimSpace(out))
+		c.ids = append(c.ids, c.project.ContainerID(t, fmt.Sprintf("rafty-%d", i)))
 		c.starts[i] = 1
 	}
 	// The network, and each container's aliases on it (a reconnected
 	// container must get them back, or its peers cannot resolve it).
 	for i, id := range c.ids {
-		out, err := dockerCmd(time.Minute, "inspect", "--format", "{{json .NetworkSettings.Networks}}", id)
+		out, err := proctest.Docker(time.Minute, "inspect", "--format", "{{json .NetworkSettings.Networks}}", id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,8 +88,8 @@ func startCompose(t *testing.T, bin string) *composeCluster {
 func (c *composeCluster) Name() string             { return "Docker Compose, 3 nodes" }
 func (c *composeCluster) Size() int                { return 3 }
 func (c *composeCluster) ClusterName() string      { return "rafty-compose" }
-func (c *composeCluster) ClientAddr(i int) string  { return "127.0.0.1:" + c.ports[2*i] }
-func (c *composeCluster) MetricsAddr(i int) string { return "127.0.0.1:" + c.ports[2*i+1] }
+func (c *composeCluster) ClientAddr(i int) string  { return c.project.ClientAddr(i) }
+func (c *composeCluster) MetricsAddr(i int) string { return c.project.MetricsAddr(i) }
 func (c *composeCluster) PeerAddr(int) string      { return "" }
 func (c *composeCluster) caps() caps               { return caps{} }
 
@@ -210,39 +119,35 @@ func (c *composeCluster) Kill(is ...int) error {
 		c.killed[i], c.paused[i] = true, false
 	}
 	c.mu.Unlock()
-	_, err := dockerCmd(time.Minute, args...)
+	_, err := proctest.Docker(time.Minute, args...)
 	return err
 }
 
-func (c *composeCluster) Start(i int) error {
-	if _, err := dockerCmd(time.Minute, "start", c.ids[i]); err != nil {
+// dockerOn runs docker verb on node i's container and, if it succeeds,
+// records its effect with update (under c.mu).
+func (c *composeCluster) dockerOn(verb string, i int, update func()) error {
+	if _, err := proctest.Docker(time.Minute, verb, c.ids[i]); err != nil {
 		return err
 	}
 	c.mu.Lock()
-	c.killed[i] = false
-	c.starts[i]++
+	update()
 	c.mu.Unlock()
 	return nil
+}
+
+func (c *composeCluster) Start(i int) error {
+	return c.dockerOn("start", i, func() {
+		c.killed[i] = false
+		c.starts[i]++
+	})
 }
 
 func (c *composeCluster) Pause(i int) error {
-	if _, err := dockerCmd(time.Minute, "pause", c.ids[i]); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.paused[i] = true
-	c.mu.Unlock()
-	return nil
+	return c.dockerOn("pause", i, func() { c.paused[i] = true })
 }
 
 func (c *composeCluster) Resume(i int) error {
-	if _, err := dockerCmd(time.Minute, "unpause", c.ids[i]); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.paused[i] = false
-	c.mu.Unlock()
-	return nil
+	return c.dockerOn("unpause", i, func() { c.paused[i] = false })
 }
 
 // Partition accepts only cuts that isolate a set of nodes from every
@@ -279,7 +184,7 @@ func (c *composeCluster) Partition(cuts []pair) error {
 		return fmt.Errorf("compose: only partitions that isolate whole nodes are possible, not %v", cuts)
 	}
 	for _, i := range iso {
-		if _, err := dockerCmd(time.Minute, "network", "disconnect", c.network, c.ids[i]); err != nil {
+		if _, err := proctest.Docker(time.Minute, "network", "disconnect", c.network, c.ids[i]); err != nil {
 			return err
 		}
 		c.mu.Lock()
@@ -299,7 +204,7 @@ func (c *composeCluster) Heal() error {
 		for _, a := range c.aliases[i] {
 			args = append(args, "--alias", a)
 		}
-		if _, err := dockerCmd(time.Minute, append(args, c.network, c.ids[i])...); err != nil {
+		if _, err := proctest.Docker(time.Minute, append(args, c.network, c.ids[i])...); err != nil {
 			return err
 		}
 	}
@@ -319,7 +224,7 @@ func (c *composeCluster) Crashes() []string {
 		if !c.Alive(i) {
 			continue
 		}
-		st, err := dockerCmd(30*time.Second, "inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}", id)
+		st, err := proctest.Docker(30*time.Second, "inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}", id)
 		if err == nil && !strings.HasPrefix(st, "true") {
 			out = append(out, fmt.Sprintf("rafty-%d stopped by itself (running, exit code: %s); its log ends:\n%s", i, st, c.LogTail(i, 30)))
 			c.mu.Lock()
@@ -331,7 +236,7 @@ func (c *composeCluster) Crashes() []string {
 }
 
 func (c *composeCluster) LogTail(i, n int) string {
-	out, err := dockerCmd(time.Minute, "logs", "--tail", strconv.Itoa(n), c.ids[i])
+	out, err := proctest.Docker(time.Minute, "logs", "--tail", strconv.Itoa(n), c.ids[i])
 	if err != nil {
 		return err.Error()
 	}
@@ -353,7 +258,7 @@ func (c *composeCluster) Close() {
 	for _, i := range paused {
 		_ = c.Resume(i)
 	}
-	if out, err := c.compose(3*time.Minute, "down", "-v", "--remove-orphans", "--timeout", "5"); err != nil {
+	if out, err := c.project.Down(5 * time.Second); err != nil {
 		c.logf("compose down: %v\n%s", err, out)
 	}
 }
@@ -368,7 +273,7 @@ func TestChaosCompose(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping the Docker Compose chaos test in -short mode")
 	}
-	findCompose(t)
+	proctest.FindCompose(t)
 	bin := kvnodeBinary(t, "plain")
 	c := startCompose(t, bin)
 	nc, err := dialNodes(c)

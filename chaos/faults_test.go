@@ -255,6 +255,15 @@ func (e *env) pickLeaderOr(r uint64) (int, string) {
 	return int(r % uint64(e.c.Size())), "no leader known; random"
 }
 
+// pickTarget returns the node r picks, or with leader the leader (see
+// pickLeaderOr), and why it is the one.
+func (e *env) pickTarget(r uint64, leader bool) (int, string) {
+	if leader {
+		return e.pickLeaderOr(r)
+	}
+	return int(r % uint64(e.c.Size())), "random"
+}
+
 // perm returns a permutation of the node indexes drawn from r.
 func perm(n int, r uint64) []int {
 	return rand.New(rand.NewPCG(r, 1)).Perm(n)
@@ -307,10 +316,7 @@ func (e *env) run(ctx context.Context, s step) error {
 	hold := func() { sleepCtx(ctx, s.hold) }
 	switch s.kind {
 	case fKillRandom, fKillLeader:
-		i, why := int(s.r1%uint64(n)), "random"
-		if s.kind == fKillLeader {
-			i, why = e.pickLeaderOr(s.r1)
-		}
+		i, why := e.pickTarget(s.r1, s.kind == fKillLeader)
 		if err := e.c.Kill(i); err != nil {
 			return err
 		}
@@ -335,10 +341,7 @@ func (e *env) run(ctx context.Context, s step) error {
 		return err
 
 	case fPauseLeader, fPauseRandom:
-		i, why := int(s.r1%uint64(n)), "random"
-		if s.kind == fPauseLeader {
-			i, why = e.pickLeaderOr(s.r1)
-		}
+		i, why := e.pickTarget(s.r1, s.kind == fPauseLeader)
 		if err := e.c.Pause(i); err != nil {
 			return err
 		}

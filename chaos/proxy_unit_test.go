@@ -61,18 +61,25 @@ func roundTrip(c net.Conn, msg []byte, timeout time.Duration) ([]byte, error) {
 	return buf, err
 }
 
-func TestProxy(t *testing.T) {
-	target := echoServer(t)
+// dialLink returns a link to target and a connection through it, both
+// closed when the test ends.
+func dialLink(t *testing.T, target string) (*link, net.Conn) {
+	t.Helper()
 	l, err := newLink(0, 1, "127.0.0.1:0", func() string { return target })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(l.Close)
 	c, err := net.Dial("tcp", l.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return l, c
+}
+
+func TestProxy(t *testing.T) {
+	l, c := dialLink(t, echoServer(t))
 
 	msg := bytes.Repeat([]byte("rafty"), 20000) // several chunks
 	if got, err := roundTrip(c, msg, 5*time.Second); err != nil || !bytes.Equal(got, msg) {
@@ -137,16 +144,7 @@ func TestProxyTargetDown(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	l, err := newLink(0, 1, "127.0.0.1:0", func() string { return dead })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, c := dialLink(t, dead)
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("a proxy to a dead node kept the connection open")

@@ -106,37 +106,20 @@ func TestRegressionSerializableReadAfterRestart(t *testing.T) {
 		at   time.Duration
 	}
 	answersc := make(chan answer, 1024)
-	stop := make(chan struct{})
-	var readers sync.WaitGroup
 	restarted := time.Now()
-	for range 4 {
-		readers.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				rctx, rcancel := context.WithTimeout(ctx, time.Second)
-				resp, err := nc.kv[f].Get(rctx, &kvpb.GetRequest{Key: []byte("k"), Serializable: true}, grpc.WaitForReady(true))
-				rcancel()
-				if err == nil {
-					select {
-					case answersc <- answer{resp, time.Since(restarted)}:
-					default:
-					}
-				}
-			}
-		})
-	}
+	stopReaders := serializableReaders(ctx, nc.kv[f], "k", func(resp *kvpb.GetResponse) {
+		select {
+		case answersc <- answer{resp, time.Since(restarted)}:
+		default:
+		}
+	})
 	if err := c.Start(f); err != nil {
 		t.Fatal(err)
 	}
 	// Until it hears from a leader, the node may refuse to answer or
 	// answer what it answered before; it must not answer something older.
 	time.Sleep(3 * time.Second)
-	close(stop)
-	readers.Wait()
+	stopReaders()
 	close(answersc)
 	answers := 0
 	for a := range answersc {
@@ -247,37 +230,20 @@ func serveBeforeReapplyAttempt(t *testing.T, c *procCluster, nc *nodeClients) st
 	var mu sync.Mutex
 	var oldest *kvpb.GetResponse
 	answers := 0
-	stop := make(chan struct{})
-	var readers sync.WaitGroup
-	for range 4 {
-		readers.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				rctx, cancel := context.WithTimeout(ctx, time.Second)
-				resp, err := kvc.Get(rctx, &kvpb.GetRequest{Key: []byte("k0"), Serializable: true}, grpc.WaitForReady(true))
-				cancel()
-				if err == nil {
-					mu.Lock()
-					answers++
-					if oldest == nil || resp.GetHeader().GetAppliedIndex() < oldest.GetHeader().GetAppliedIndex() {
-						oldest = resp
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
+	stopReaders := serializableReaders(ctx, kvc, "k0", func(resp *kvpb.GetResponse) {
+		mu.Lock()
+		answers++
+		if oldest == nil || resp.GetHeader().GetAppliedIndex() < oldest.GetHeader().GetAppliedIndex() {
+			oldest = resp
+		}
+		mu.Unlock()
+	})
 	time.Sleep(100 * time.Millisecond)
 	if err := c.Start(f); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	close(stop)
-	readers.Wait()
+	stopReaders()
 	conn.Close()
 	stopWrites.Store(true)
 	writers.Wait()
@@ -290,4 +256,34 @@ func serveBeforeReapplyAttempt(t *testing.T, c *procCluster, nc *nodeClients) st
 	}
 	t.Logf("node %d answered %d serializable reads after its restart, none older than before the crash (applied %d)", f+1, answers, before)
 	return ""
+}
+
+// serializableReaders starts four readers that send serializable Gets of
+// key through kv, each bounded by a second and waiting for the node to
+// serve (WaitForReady), and hand every answer to got, until stop is
+// called; stop waits for them.
+func serializableReaders(ctx context.Context, kv kvpb.KVClient, key string, got func(*kvpb.GetResponse)) (stop func()) {
+	done := make(chan struct{})
+	var readers sync.WaitGroup
+	for range 4 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				rctx, cancel := context.WithTimeout(ctx, time.Second)
+				resp, err := kv.Get(rctx, &kvpb.GetRequest{Key: []byte(key), Serializable: true}, grpc.WaitForReady(true))
+				cancel()
+				if err == nil {
+					got(resp)
+				}
+			}
+		})
+	}
+	return func() {
+		close(done)
+		readers.Wait()
+	}
 }

@@ -38,7 +38,7 @@ func TestBenchAgainstCluster(t *testing.T) {
 	c := startCluster(t, 3)
 	code, stdout, stderr := c.cli(t, "bench", "--endpoints", c.endpoints(), "--leader-only", "--json", "--quiet",
 		"--op", "mixed", "--concurrency", "8", "--keys", "100", "--prefill", "--warmup", "200ms", "--duration", "1s",
-		"--pids", strconv.Itoa(c.nodes[0].cmd.Process.Pid))
+		"--pids", strconv.Itoa(c.nodes[0].process().Pid()))
 	if code != 0 {
 		t.Fatalf("bench exit %d: %s", code, stderr)
 	}

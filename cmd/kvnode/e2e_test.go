@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rafty-db/rafty/app/kv/kvpb"
+	"github.com/rafty-db/rafty/internal/proctest"
 )
 
 // End-to-end tests: a cluster of real kvnode processes on loopback, driven
@@ -39,11 +39,8 @@ type node struct {
 	id                         int
 	peer, client, metrics, dir string
 	log                        string
-	cmd                        *exec.Cmd
-	done                       chan struct{} // closed when the process has exited
-	exitErr                    error         // set before done is closed
-	startedAt, exitedAt        time.Time
 	mu                         sync.Mutex
+	proc                       *proctest.Proc // the running (or last) process; nil before the first start
 }
 
 // e2eCluster is a running test cluster.
@@ -53,24 +50,12 @@ type e2eCluster struct {
 	nodes []*node // nodes[i] has ID i+1
 }
 
-// freePorts returns n distinct free loopback addresses. A process cannot
-// be handed a listener, so the ports are found by binding 127.0.0.1:0
-// (all n at once, so they differ) and closing; the kernel does not reuse
-// them right away.
+// freePorts returns n distinct free loopback addresses.
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	addrs := make([]string, n)
-	var ls []net.Listener
-	for i := range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		addrs[i] = l.Addr().String()
-	}
-	for _, l := range ls {
-		l.Close()
+	addrs, err := proctest.FreeAddrs("127.0.0.1", n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return addrs
 }
@@ -101,8 +86,7 @@ func startCluster(t *testing.T, size int) *e2eCluster {
 		}
 		if t.Failed() {
 			for _, n := range c.nodes {
-				b, _ := os.ReadFile(n.log)
-				t.Logf("---- log of node %d ----\n%s", n.id, tail(string(b), 40))
+				t.Logf("---- log of node %d ----\n%s", n.id, proctest.TailFile(n.log, 40))
 			}
 		}
 	})
@@ -115,22 +99,9 @@ func startCluster(t *testing.T, size int) *e2eCluster {
 	return c
 }
 
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // start runs n's process (again, after a kill: same data directory).
 func (c *e2eCluster) start(t *testing.T, n *node) {
 	t.Helper()
-	logf, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(c.bin, "serve",
 		"--id", strconv.Itoa(n.id),
 		"--peers", c.peers,
@@ -143,60 +114,32 @@ func (c *e2eCluster) start(t *testing.T, n *node) {
 		"--election-ticks", strconv.Itoa(e2eElectionTicks),
 		"--log-level", "debug",
 	)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	p, err := proctest.StartProc(cmd, n.log, "", nil)
+	if err != nil {
 		t.Fatalf("starting node %d: %v", n.id, err)
 	}
-	done := make(chan struct{})
 	n.mu.Lock()
-	n.cmd, n.done, n.exitErr, n.startedAt = cmd, done, nil, time.Now()
+	n.proc = p
 	n.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		logf.Close()
-		n.mu.Lock()
-		n.exitErr, n.exitedAt = err, time.Now()
-		n.mu.Unlock()
-		close(done)
-	}()
+}
+
+// process returns n's current process (nil before the first start).
+func (n *node) process() *proctest.Proc {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.proc
 }
 
 // running reports whether n's process is alive.
-func (n *node) running() bool {
-	n.mu.Lock()
-	done := n.done
-	n.mu.Unlock()
-	if done == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-		return true
-	}
-}
+func (n *node) running() bool { return n.process().Alive() }
 
 // kill sends SIGKILL and waits for the process to be gone.
-func (n *node) kill() {
-	n.mu.Lock()
-	cmd, done := n.cmd, n.done
-	n.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
-}
+func (n *node) kill() { n.process().Kill() }
 
 // signal sends sig to n's process.
 func (n *node) signal(t *testing.T, sig os.Signal) {
 	t.Helper()
-	n.mu.Lock()
-	cmd := n.cmd
-	n.mu.Unlock()
-	if err := cmd.Process.Signal(sig); err != nil {
+	if err := n.process().Signal(sig); err != nil {
 		t.Fatalf("signalling node %d: %v", n.id, err)
 	}
 }
@@ -205,17 +148,13 @@ func (n *node) signal(t *testing.T, sig os.Signal) {
 // exit error (nil for status 0).
 func (n *node) waitExit(t *testing.T, timeout time.Duration) error {
 	t.Helper()
-	n.mu.Lock()
-	done := n.done
-	n.mu.Unlock()
+	p := n.process()
 	select {
-	case <-done:
+	case <-p.Done():
 	case <-time.After(timeout):
 		t.Fatalf("node %d still running %v after it was asked to stop", n.id, timeout)
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.exitErr
+	return p.Err()
 }
 
 // waitFor polls cond every 50 ms until it holds, failing the test with
@@ -233,24 +172,13 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// readyz returns n's /readyz status code (0 if it does not answer).
-func readyz(n *node) int {
-	client := http.Client{Timeout: time.Second}
-	resp, err := client.Get("http://" + n.metrics + "/readyz")
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 func (c *e2eCluster) waitReady(t *testing.T, n *node, timeout time.Duration) {
 	t.Helper()
 	waitFor(t, timeout, fmt.Sprintf("node %d to be ready", n.id), func() bool {
 		if !n.running() {
 			t.Fatalf("node %d exited while starting", n.id)
 		}
-		return readyz(n) == http.StatusOK
+		return proctest.Readyz(n.metrics) == http.StatusOK
 	})
 }
 

@@ -3,37 +3,23 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/rafty-db/rafty/internal/proctest"
 )
 
-// binDir holds the kvnode binary the end-to-end tests run; TestMain
-// creates and removes it.
-var binDir string
+// binaries builds the kvnode binary the end-to-end tests run (at most
+// once per test run, by the first test that needs it, so unit-test-only
+// runs do not pay for a build); TestMain removes it.
+var binaries proctest.Binaries
 
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
-
-// TestMain owns the directory of the kvnode binary (built at most once per
-// test run, by the first test that needs it, so unit-test-only runs do not
-// pay for a build) and checks that the in-process tests leaked no
-// goroutine.
+// TestMain removes the kvnode binary once the tests have run and checks
+// that the in-process tests leaked no goroutine.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kvnode-test-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "creating the binary directory:", err)
-		os.Exit(1)
-	}
-	binDir = dir
 	code := m.Run()
-	_ = os.RemoveAll(dir)
+	binaries.Cleanup()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak: leaked goroutines:", err)
@@ -48,22 +34,5 @@ func TestMain(m *testing.M) {
 // skipped when no Go toolchain is on PATH.
 func kvnodeBinary(t *testing.T) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("skipping: no go toolchain on PATH to build the kvnode binary")
-	}
-	buildOnce.Do(func() {
-		bin := filepath.Join(binDir, "kvnode")
-		cmd := exec.Command(goTool, "build", "-o", bin, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		builtBin = bin
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
+	return binaries.Kvnode(t, "")
 }
