@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -26,11 +27,19 @@ type savePoint struct {
 	state refLog
 }
 
-// buildCrashLog writes a log of varied Saves into one segment and returns
-// the segment's bytes and the state after each Save.
-func buildCrashLog(t *testing.T, dir string) ([]byte, []savePoint) {
+// crashOptions: one segment for the whole crash log, preallocated in
+// small chunks so that the file holds a zero tail worth cutting into.
+func crashOptions() Options {
 	opts := testOptions()
 	opts.SegmentBytes = 1 << 20
+	opts.PreallocateBytes = MinPreallocateBytes
+	return opts
+}
+
+// buildCrashLog writes a log of varied Saves into one segment and returns
+// the segment's bytes (with its zero tail) and the state after each Save.
+func buildCrashLog(t *testing.T, dir string) ([]byte, []savePoint) {
+	opts := crashOptions()
 	s := mustOpen(t, dir, opts)
 	var m refLog
 	_, end := s.activeEnd()
@@ -50,30 +59,47 @@ func buildCrashLog(t *testing.T, dir string) ([]byte, []savePoint) {
 	save(core.HardState{}, mkEnts(12, 16, 2, 0))                            // empty payloads
 	save(core.HardState{Term: 3, Commit: 12}, mkEnts(16, 17, 3, 100))
 	save(core.HardState{}, mkEnts(14, 15, 3, 10)) // overwrite suffix with one entry
-	mustClose(t, s)
+	// Copied before Close, as a crash would leave it (Close changes
+	// nothing on disk either; TestPreallocatedReopen checks that).
 	data, err := os.ReadFile(segPath(dir, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if int64(len(data)) != points[len(points)-1].end {
-		t.Fatalf("segment is %d bytes, last Save ended at %d", len(data), points[len(points)-1].end)
+	mustClose(t, s)
+	end = points[len(points)-1].end
+	if int64(len(data))%opts.PreallocateBytes != 0 || int64(len(data)) <= end || !allZero(data[end:]) {
+		t.Fatalf("segment is %d bytes, last Save ended at %d: want a zero tail up to a multiple of %d",
+			len(data), end, opts.PreallocateBytes)
 	}
 	return data, points
 }
 
+func allZero(b []byte) bool { return !slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) }
+
 // TestCrashCutEveryOffset simulates a crash during the last writes: the
-// segment is cut at every byte offset of its last Saves (and, separately,
-// cut and then zero-filled back to full length, as a file system may leave
-// it). Every Save that ended before the cut must be recovered exactly; no
-// partial Save may appear.
+// segment is cut at every byte offset of its last Saves and the start of
+// its preallocated zero tail, then at a stride through the rest of the
+// tail (and, separately, cut and then zero-filled back to full length, as
+// a file system may leave it). Every Save that ended before the cut must
+// be recovered exactly; no partial Save may appear. The cut is logged as a
+// torn tail exactly when a nonzero byte was cut: zeros after the last
+// intact Save are preallocated space.
 func TestCrashCutEveryOffset(t *testing.T) {
 	data, points := buildCrashLog(t, t.TempDir())
-	opts := testOptions()
-	opts.SegmentBytes = 1 << 20
+	opts := crashOptions()
 	from := points[len(points)-6].end
-	var truncations int
+	logEnd := points[len(points)-1].end
+	var cuts []int64
+	for cut := from; cut <= logEnd+2*recordHeaderSize; cut++ {
+		cuts = append(cuts, cut)
+	}
+	for cut := logEnd + 2*recordHeaderSize + 1; cut < int64(len(data)); cut += 97 {
+		cuts = append(cuts, cut)
+	}
+	cuts = append(cuts, int64(len(data))-1, int64(len(data)))
+	var truncations, zeroTails int
 	for _, zeroFill := range []bool{false, true} {
-		for cut := from; cut <= int64(len(data)); cut++ {
+		for _, cut := range cuts {
 			name := fmt.Sprintf("cut=%d/zero=%v", cut, zeroFill)
 			img := bytes.Clone(data[:cut])
 			if zeroFill {
@@ -109,16 +135,20 @@ func TestCrashCutEveryOffset(t *testing.T) {
 			if fi.Size() != points[k].end {
 				t.Fatalf("%s: segment is %d bytes after recovery, want %d", name, fi.Size(), points[k].end)
 			}
-			if cut := int64(len(img)) != points[k].end; cut != strings.Contains(logs.String(), "truncating torn WAL tail") {
-				t.Fatalf("%s: cut=%v but log says %q", name, cut, logs.String())
+			torn := !allZero(img[points[k].end:])
+			if torn != strings.Contains(logs.String(), "truncating torn WAL tail") {
+				t.Fatalf("%s: torn=%v but log says %q", name, torn, logs.String())
 			}
-			if int64(len(img)) != points[k].end {
+			switch {
+			case torn:
 				truncations++
+			case int64(len(img)) > points[k].end:
+				zeroTails++
 			}
 		}
 	}
-	if truncations == 0 {
-		t.Fatal("no cut needed truncation: the test exercised nothing")
+	if truncations == 0 || zeroTails == 0 {
+		t.Fatalf("%d torn tails, %d zero tails cut: the test exercised too little", truncations, zeroTails)
 	}
 }
 

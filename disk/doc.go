@@ -13,7 +13,14 @@
 //   - Group commit. Everything Saved while the previous write was syncing is
 //     written with one pwrite and one fdatasync. A single caller gets
 //     exactly one fdatasync per Save; concurrent callers share them (see
-//     group_commit.go; Stats counts them).
+//     group_commit.go; Stats counts them). Rotating to a new segment adds
+//     one fdatasync of the segment being sealed when it had a zero tail.
+//   - Preallocation. The active segment file is extended with zeros ahead
+//     of the log, a chunk (Options.PreallocateBytes) at a time, by an extra
+//     pwrite covered by the same fdatasync as the batch that needed it. Most
+//     Saves therefore overwrite allocated space without changing the file
+//     size, and their fdatasync flushes data only, with no file-system
+//     journal commit.
 //   - Crash atomicity. After kill -9 or power loss every Save that returned
 //     is recovered in full, and a Save that had not returned is recovered
 //     entirely or not at all (its batch is the unit of truncation).
@@ -91,6 +98,14 @@
 // never split across segments, so a segment exceeds Options.SegmentBytes
 // only when it holds a single batch larger than that.
 //
+// The last (active) segment's file may continue past its last batch with
+// zero bytes, up to a multiple of Options.PreallocateBytes (at most
+// SegmentBytes): space preallocated for the next batches. A zero-filled
+// record header never decodes (type 0 is invalid, and the CRC does not
+// match), so replay stops where the zeros start. Before a new segment
+// is created, the previous one is truncated to its last batch and synced,
+// so every other segment ends exactly at its last batch.
+//
 // Recovery treats damage (bad CRC, length or type) as a torn tail only in
 // the last segment and only when it lies in the final batch: no valid batch
 // header with a later sequence number exists anywhere after the damaged
@@ -99,7 +114,12 @@
 // synced before the next is written, such a batch was never reported
 // durable. The torn batch is cut whole (the file is truncated at its start
 // and synced) and the cut is logged. A last segment whose checkpoint is
-// torn is removed: its creation never completed.
+// torn is removed: its creation never completed. When everything from a
+// batch boundary of the last segment to its end is zero, that is
+// preallocated space (or an unsynced batch none of whose bytes arrived):
+// it is cut the same way but logged only at Debug level. Zeros after a
+// batch with any nonzero byte do not hide it: that batch is torn as above.
+// In any other segment a zero tail is corruption.
 //
 // # Snapshot files
 //

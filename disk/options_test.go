@@ -33,6 +33,14 @@ func TestOptionsValidate(t *testing.T) {
 		{"batch above max", with(func(o *Options) { o.MaxBatchBytes = MaxMaxBatchBytes + 1 }), []string{"MaxBatchBytes"}},
 		{"cache off", with(func(o *Options) { o.CacheBytes = 0 }), nil},
 		{"cache negative", with(func(o *Options) { o.CacheBytes = -1 }), []string{"CacheBytes is -1"}},
+		{"prealloc off", with(func(o *Options) { o.PreallocateBytes = 0 }), nil},
+		{"prealloc at min", with(func(o *Options) { o.PreallocateBytes = MinPreallocateBytes }), nil},
+		{"prealloc below min", with(func(o *Options) { o.PreallocateBytes = MinPreallocateBytes - 1 }), []string{"PreallocateBytes is 4095"}},
+		{"prealloc negative", with(func(o *Options) { o.PreallocateBytes = -MinPreallocateBytes }), []string{"PreallocateBytes is -4096"}},
+		{"prealloc not page multiple", with(func(o *Options) { o.PreallocateBytes = 3*MinPreallocateBytes + 1 }), []string{"PreallocateBytes is 12289"}},
+		{"prealloc at max", with(func(o *Options) { o.PreallocateBytes = MaxPreallocateBytes }), nil},
+		{"prealloc above max", with(func(o *Options) { o.PreallocateBytes = MaxPreallocateBytes + MinPreallocateBytes }), []string{"PreallocateBytes"}},
+		{"prealloc above segment", with(func(o *Options) { o.SegmentBytes = MinSegmentBytes; o.MaxRecordBytes = MinRecordBytes }), nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -233,5 +241,31 @@ func TestLimitCorruptLengthNoHugeAllocation(t *testing.T) {
 	}
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
 		t.Fatalf("Open allocated %d bytes for a corrupt length", alloc)
+	}
+}
+
+// TestLimitPreallocateBytes: the smallest and the largest chunk both
+// work: one zero-fill write extends the file by exactly one chunk (the
+// largest one a segment large enough to hold it), and reopening cuts it.
+func TestLimitPreallocateBytes(t *testing.T) {
+	for _, chunk := range []int64{MinPreallocateBytes, MaxPreallocateBytes} {
+		opts := testOptions()
+		opts.SegmentBytes = MaxSegmentBytes
+		opts.PreallocateBytes = chunk
+		dir := t.TempDir()
+		s := mustOpen(t, dir, opts)
+		mustSave(t, s, core.HardState{Term: 1}, mkEnts(1, 3, 1, 100))
+		_, end := s.activeEnd()
+		checkZeroTail(t, s, chunk)
+		if st := s.Stats(); st.ZeroFills != 1 || st.Fsyncs != 1 {
+			t.Fatalf("chunk %d: %d zero fills, %d fdatasyncs; want 1, 1", chunk, st.ZeroFills, st.Fsyncs)
+		}
+		mustClose(t, s)
+		s = mustOpen(t, dir, opts)
+		if last, _ := s.LastIndex(); last != 2 {
+			t.Fatalf("chunk %d: last index %d after reopen", chunk, last)
+		}
+		checkZeroTail(t, s, end)
+		mustClose(t, s)
 	}
 }

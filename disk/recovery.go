@@ -28,6 +28,17 @@ import (
 //
 // The whole incomplete batch is cut, so a Save is all-or-nothing after a
 // crash. Any other damage is a *CorruptionError naming the file and offset.
+//
+// Preallocated space is not damage: the active segment's file runs past
+// its last batch with zero bytes (Options.PreallocateBytes), and a crash
+// can leave any part of that zero fill, or zeros where the pages of an
+// unsynced final batch never arrived. So when every byte from a batch
+// boundary of the last segment to its end is zero, recovery cuts them as
+// it cuts a torn tail, but logs that only at Debug level: no batch, and no
+// part of one, is there. A batch with any nonzero byte is torn (or
+// corrupt) exactly as above, whether zeros follow it or not. A zero tail
+// in any other segment is corruption: a segment is cut to its logical size
+// and synced before its successor is created (see sealActive).
 
 // replayer rebuilds a logState from the segment files.
 type replayer struct {
@@ -66,6 +77,9 @@ type tornTail struct {
 	off    int64 // cut point; 0 means the segment has no valid checkpoint
 	size   int64 // file size before cutting
 	reason error
+	// zeros: everything from off on is zero, preallocated space rather
+	// than a torn write (never set with off == 0).
+	zeros bool
 }
 
 // recover rebuilds the Store's state from its WAL directory and leaves the
@@ -110,14 +124,31 @@ func (s *Store) recover() error {
 		return fmt.Errorf("disk: open active segment: %w", err)
 	}
 	s.active = f
+	// Replay read up to the end of the file, or cut what followed the
+	// last batch, so the file holds no zero tail yet; the writer extends
+	// it again (the zeroedTo invariant starts out trivially true).
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("disk: stat active segment: %w", err)
+	}
+	if fi.Size() != last.size {
+		return fmt.Errorf("disk: active segment %s is %d bytes after recovery, its log ends at %d (bug)",
+			last.path, fi.Size(), last.size)
+	}
+	s.zeroedTo = last.size
 	return nil
 }
 
 // cutTornTail truncates the last segment at the torn point, or removes it
 // when even its checkpoint is torn, and says so in the log.
 func (s *Store) cutTornTail(t *tornTail, nsegs int) error {
-	s.logger.Warn("disk: truncating torn WAL tail",
-		"file", t.seg.path, "offset", t.off, "bytes_cut", t.size-t.off, "reason", t.reason.Error())
+	if t.zeros {
+		s.logger.Debug("disk: cutting preallocated zero tail of the WAL",
+			"file", t.seg.path, "offset", t.off, "bytes_cut", t.size-t.off)
+	} else {
+		s.logger.Warn("disk: truncating torn WAL tail",
+			"file", t.seg.path, "offset", t.off, "bytes_cut", t.size-t.off, "reason", t.reason.Error())
+	}
 	if t.off == 0 {
 		if nsegs > 1 || t.seg.seq == 1 {
 			if err := os.Remove(t.seg.path); err != nil {
@@ -153,7 +184,7 @@ func (s *Store) createFirstSegment() error {
 	if err != nil {
 		return err
 	}
-	if err := writeBatchBytes(f, buf, 0, true); err != nil {
+	if err := writeBatchBytes(f, buf, 0, 0, true); err != nil {
 		f.Close()
 		return err
 	}
@@ -164,6 +195,7 @@ func (s *Store) createFirstSegment() error {
 	seg.size = int64(len(buf))
 	s.segs = []*segment{seg}
 	s.active = f
+	s.zeroedTo = seg.size // no zero fill until the first batch
 	return nil
 }
 
@@ -241,6 +273,18 @@ func (r *replayer) replaySegment(seg *segment, isFirst, isLast bool) (*tornTail,
 		if err != nil {
 			if !isDecodeErr(err) {
 				return nil, fmt.Errorf("disk: read %s at offset %d: %w", seg.path, batchOff, err)
+			}
+			// An all-zero header can only start preallocated space (a
+			// record's type is never zero); checking the rest of the
+			// file tells it from a torn batch whose header is lost.
+			if isLast {
+				zeros, zerr := isZeroRange(f, batchOff, size)
+				if zerr != nil {
+					return nil, fmt.Errorf("disk: read %s at offset %d: %w", seg.path, batchOff, zerr)
+				}
+				if zeros {
+					return &tornTail{seg: seg, off: batchOff, size: size, zeros: true}, nil
+				}
 			}
 			if torn, terr := isTorn(batchOff); terr != nil || torn {
 				return &tornTail{seg: seg, off: batchOff, size: size, reason: err}, terr

@@ -48,6 +48,12 @@ type Store struct {
 	// unsynced: the active segment holds a SaveCommitUnsynced write that
 	// no fdatasync has covered yet; Close syncs it.
 	unsynced bool
+	// zeroedTo is the active segment file's size. Invariant: every byte
+	// between the logical end (the last segment's size) and zeroedTo is
+	// zero, so recovery can tell this preallocated tail from a torn
+	// write (see Options.PreallocateBytes and writeBatch). Without
+	// preallocation it equals the logical end.
+	zeroedTo int64
 
 	// Read side.
 	mu      sync.RWMutex
@@ -57,7 +63,7 @@ type Store struct {
 	segs    []*segment // ascending; the last is active
 
 	stats struct {
-		saves, batches, fsyncs, dirSyncs, bytes atomic.Uint64
+		saves, batches, fsyncs, sealSyncs, dirSyncs, bytes, zeroFills atomic.Uint64
 	}
 
 	// testHookEnqueued, when set by tests, runs (under wmu) once a Save is
@@ -341,12 +347,26 @@ func (s *Store) segment(seq uint64) *segment {
 // Stats is a snapshot of counters and sizes, for tests, benchmarks and
 // metrics.
 type Stats struct {
-	Saves        uint64 // Save calls that wrote something
-	Batches      uint64 // group-commit writes (each is one write syscall)
-	Fsyncs       uint64 // fdatasync calls on segment files
-	DirSyncs     uint64 // fsync calls on the WAL directory
-	BytesWritten uint64 // bytes written to segment files
-	Segments     int    // segment files in use
+	Saves   uint64 // Save calls that wrote something
+	Batches uint64 // group-commit writes (each is one write syscall)
+	// Fsyncs counts fdatasync calls on segment files: one per synced
+	// batch, plus SealSyncs.
+	Fsyncs uint64
+	// SealSyncs counts the fdatasyncs (included in Fsyncs) that a
+	// rotation spent making the segment it sealed durable at its logical
+	// size: after cutting its preallocated zero tail, or to cover a
+	// SaveCommitUnsynced write. At most one per rotation.
+	SealSyncs uint64
+	DirSyncs  uint64 // fsync calls on the WAL directory
+	// BytesWritten counts the bytes of records written to segment files
+	// (zero fill excluded).
+	BytesWritten uint64
+	// ZeroFills counts the extensions of the active segment by zeros
+	// (Options.PreallocateBytes): an extra write, about once per chunk,
+	// not counted in Batches.
+	ZeroFills uint64
+
+	Segments     int // segment files in use
 	FirstIndex   uint64
 	LastIndex    uint64
 	CacheEntries int
@@ -362,8 +382,10 @@ func (s *Store) Stats() Stats {
 		Saves:        s.stats.saves.Load(),
 		Batches:      s.stats.batches.Load(),
 		Fsyncs:       s.stats.fsyncs.Load(),
+		SealSyncs:    s.stats.sealSyncs.Load(),
 		DirSyncs:     s.stats.dirSyncs.Load(),
 		BytesWritten: s.stats.bytes.Load(),
+		ZeroFills:    s.stats.zeroFills.Load(),
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -42,27 +43,55 @@ func TestSaveReadReopen(t *testing.T) {
 }
 
 // TestOneFdatasyncPerSave: with one caller, every Save (including one that
-// starts a new segment) costs exactly one write and one fdatasync; a Save
-// with nothing new costs none.
+// starts a new segment) costs exactly one batch write and one fdatasync; a
+// Save with nothing new costs none. With preallocation a rotation also
+// costs one fdatasync of the segment it seals (its zero tail cut), and a
+// zero-fill write extends each segment (whose chunk here is clamped to the
+// small SegmentBytes, so once per segment); without, neither happens.
 func TestOneFdatasyncPerSave(t *testing.T) {
-	opts := testOptions()
-	opts.SegmentBytes = MinSegmentBytes
-	s := mustOpen(t, t.TempDir(), opts)
-	defer s.Close()
-	base := s.Stats()
-	const n = 50
-	for i := uint64(1); i <= n; i++ {
-		mustSave(t, s, core.HardState{Term: 1, Commit: i - 1}, mkEnts(i, i+1, 1, 256))
-	}
-	mustSave(t, s, core.HardState{}, nil)                       // nothing
-	mustSave(t, s, core.HardState{Term: 1, Commit: n - 1}, nil) // unchanged hard state
-	st := s.Stats()
-	if st.Saves-base.Saves != n || st.Fsyncs-base.Fsyncs != n || st.Batches-base.Batches != n {
-		t.Fatalf("%d Saves: %d fdatasyncs, %d writes; want %d of each",
-			n, st.Fsyncs-base.Fsyncs, st.Batches-base.Batches, n)
-	}
-	if st.Segments < 3 || st.DirSyncs-base.DirSyncs != uint64(st.Segments-1) {
-		t.Fatalf("%d segments, %d directory syncs: want one per new segment", st.Segments, st.DirSyncs-base.DirSyncs)
+	for _, prealloc := range []int64{DefaultPreallocateBytes, 0} {
+		t.Run(fmt.Sprintf("prealloc=%d", prealloc), func(t *testing.T) {
+			opts := testOptions()
+			opts.SegmentBytes = MinSegmentBytes
+			opts.PreallocateBytes = prealloc
+			s := mustOpen(t, t.TempDir(), opts)
+			defer s.Close()
+			base := s.Stats()
+			const n = 50
+			for i := uint64(1); i <= n; i++ {
+				before := s.Stats()
+				mustSave(t, s, core.HardState{Term: 1, Commit: i - 1}, mkEnts(i, i+1, 1, 256))
+				after := s.Stats()
+				rotated := after.Segments != before.Segments
+				want := uint64(1)
+				if rotated && prealloc > 0 {
+					want = 2
+				}
+				if got := after.Fsyncs - before.Fsyncs; got != want || after.SealSyncs-before.SealSyncs != want-1 {
+					t.Fatalf("Save %d (rotated: %v): %d fdatasyncs, %d sealing; want %d, %d",
+						i, rotated, got, after.SealSyncs-before.SealSyncs, want, want-1)
+				}
+			}
+			mustSave(t, s, core.HardState{}, nil)                       // nothing
+			mustSave(t, s, core.HardState{Term: 1, Commit: n - 1}, nil) // unchanged hard state
+			st := s.Stats()
+			rotations := uint64(st.Segments - 1)
+			wantSeals, wantFills := uint64(0), uint64(0)
+			if prealloc > 0 {
+				wantSeals, wantFills = rotations, uint64(st.Segments)
+			}
+			if st.Saves-base.Saves != n || st.Fsyncs-base.Fsyncs != n+wantSeals || st.Batches-base.Batches != n {
+				t.Fatalf("%d Saves: %d fdatasyncs, %d writes; want %d and %d",
+					n, st.Fsyncs-base.Fsyncs, st.Batches-base.Batches, n+wantSeals, n)
+			}
+			if st.SealSyncs != wantSeals || st.ZeroFills != wantFills {
+				t.Fatalf("%d rotations: %d sealing fdatasyncs, %d zero fills; want %d and %d",
+					rotations, st.SealSyncs, st.ZeroFills, wantSeals, wantFills)
+			}
+			if st.Segments < 3 || st.DirSyncs-base.DirSyncs != rotations {
+				t.Fatalf("%d segments, %d directory syncs: want one per new segment", st.Segments, st.DirSyncs-base.DirSyncs)
+			}
+		})
 	}
 }
 

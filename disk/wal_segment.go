@@ -2,6 +2,7 @@ package disk
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -36,7 +37,9 @@ func parseSegmentName(name string) (uint64, bool) {
 }
 
 // segment describes one WAL file. Invariant: size is the end of the last
-// complete, durable batch; bytes past it are never read.
+// complete, durable batch; bytes past it are never read except by
+// recovery. In the active segment they are zeros up to Store.zeroedTo
+// (preallocated space); a sealed segment's file ends at size.
 type segment struct {
 	seq   uint64
 	path  string
@@ -219,6 +222,23 @@ func findBatchHeader(r io.ReaderAt, from, end int64, minSeq uint64) (int64, bool
 		pos += int64(n - batchRecordBytes + 1)
 	}
 	return 0, false, nil
+}
+
+// isZeroRange reports whether bytes [from, end) of r, which exist, are all
+// zero. A short read is an error, as in readErr.
+func isZeroRange(r io.ReaderAt, from, end int64) (bool, error) {
+	buf := make([]byte, min(readWindowBytes, max(end-from, 0)))
+	for pos := from; pos < end; {
+		n := int(min(int64(len(buf)), end-pos))
+		if _, err := r.ReadAt(buf[:n], pos); err != nil {
+			return false, readErr(err)
+		}
+		if !bytes.Equal(buf[:n], zeroBuf[:n]) {
+			return false, nil
+		}
+		pos += int64(n)
+	}
+	return true, nil
 }
 
 // recordAt reads records at arbitrary offsets of one segment for Entries,
