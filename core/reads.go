@@ -21,7 +21,14 @@ import (
 //
 // Rounds are batched: every request queued since the last round waits for
 // the next one, and each heartbeat tick starts a round, so N concurrent
-// reads cost one heartbeat per follower, not N. A round is identified by a
+// reads cost one heartbeat per follower, not N. A round for new requests
+// starts at once only when no earlier round awaits its quorum: requests
+// arriving meanwhile gather for the round that starts when it is
+// confirmed (or at the next heartbeat tick, which also covers a round
+// whose acknowledgements were lost). Under a steady stream of reads that
+// makes rounds follow each other back to back, one per round trip,
+// instead of one per loop iteration of the driver (measured: about one
+// heartbeat per read at 16 concurrent readers before). A round is identified by a
 // sequence number carried in MsgHeartbeat.Context and echoed back; the
 // quorum package computes the highest round a quorum confirmed, exactly as
 // it computes the commit index.
@@ -47,8 +54,9 @@ type readIndexQueue struct {
 	awaitingCommit []readRequest
 	// pending: requests in round order; round 0 entries are at the tail.
 	pending []readRequest
-	// round is the last round started.
-	round uint64
+	// round is the last round started; confirmed the highest a quorum
+	// has acknowledged (confirmed <= round).
+	round, confirmed uint64
 	// needRound: some pending request waits for a round to start.
 	needRound bool
 	// roundTicks remembers when recent rounds started, for the lease.
@@ -62,6 +70,10 @@ type readIndexQueue struct {
 const leaseRoundHistory = 256
 
 func (q *readIndexQueue) size() int { return len(q.awaitingCommit) + len(q.pending) }
+
+// wantsRound reports whether Ready should start a round now: a request
+// waits for one and no earlier round is still unconfirmed.
+func (q *readIndexQueue) wantsRound() bool { return q.needRound && q.confirmed >= q.round }
 
 // ErrTooManyPendingReads: Config.MaxPendingReads reads already wait.
 var ErrTooManyPendingReads = errors.New("raft: too many pending reads")
@@ -193,6 +205,7 @@ func (n *Node) confirmReads() {
 	if confirmed == 0 || confirmed > q.round {
 		return
 	}
+	q.confirmed = max(q.confirmed, confirmed)
 	if q.round-confirmed < leaseRoundHistory {
 		start := q.roundTicks[confirmed%leaseRoundHistory]
 		until := start + uint64(n.cfg.ElectionTicks-n.cfg.MaxClockDriftTicks)
@@ -235,7 +248,7 @@ func (n *Node) failPendingReads(err error) {
 	for _, pr := range n.progress {
 		pr.ackedRound = 0
 	}
-	n.reads.round = 0
+	n.reads.round, n.reads.confirmed = 0, 0
 }
 
 // handleReadIndexResp delivers the leader's answer to a forwarded read.

@@ -191,3 +191,61 @@ func TestMaxPendingReads(t *testing.T) {
 		t.Fatalf("third read: %v, want ErrTooManyPendingReads", err)
 	}
 }
+
+// TestReadIndexOneRoundInFlight: while a read round awaits its quorum,
+// new reads start no round of their own; they gather for the round that
+// starts when the outstanding one is confirmed, so a stream of reads costs
+// one round per round trip, not one per Ready.
+func TestReadIndexOneRoundInFlight(t *testing.T) {
+	s := newSolo(t, core.HardState{Term: 1}, nil, nil)
+	electSolo(t, s, 2)
+	// Commit the no-op so reads are served (thesis §6.4 step 1).
+	if err := s.step(core.Message{Type: core.MsgAppResp, From: 2, Term: s.n.Term(), Index: s.n.Status().LastIndex}); err != nil {
+		t.Fatal(err)
+	}
+	s.flush()
+	heartbeatsTo2 := func(out []core.Message) (rounds []uint64) {
+		for _, m := range out {
+			if m.Type == core.MsgHeartbeat && m.To == 2 {
+				rounds = append(rounds, m.Context)
+			}
+		}
+		return rounds
+	}
+	if err := s.n.ReadIndex(1); err != nil {
+		t.Fatal(err)
+	}
+	first := heartbeatsTo2(s.flush())
+	if len(first) != 1 {
+		t.Fatalf("heartbeats to 2 for the first read: rounds %v, want one", first)
+	}
+	for id := uint64(2); id <= 50; id++ {
+		if err := s.n.ReadIndex(id); err != nil {
+			t.Fatal(err)
+		}
+		if more := heartbeatsTo2(s.flush()); len(more) != 0 {
+			t.Fatalf("read %d started round %v while round %d awaited its quorum", id, more, first[0])
+		}
+	}
+	if len(s.reads) != 0 {
+		t.Fatalf("reads answered before any confirmation: %+v", s.reads)
+	}
+	// Round 1 confirmed: read 1 is answered and one new round carries 2..50.
+	if err := s.step(core.Message{Type: core.MsgHeartbeatResp, From: 2, Term: s.n.Term(), Context: first[0]}); err != nil {
+		t.Fatal(err)
+	}
+	second := heartbeatsTo2(s.flush())
+	if len(s.reads) != 1 || s.reads[0].RequestID != 1 {
+		t.Fatalf("after round %d: reads %+v, want read 1 only", first[0], s.reads)
+	}
+	if len(second) != 1 || second[0] <= first[0] {
+		t.Fatalf("after round %d was confirmed: rounds %v, want one newer round", first[0], second)
+	}
+	if err := s.step(core.Message{Type: core.MsgHeartbeatResp, From: 2, Term: s.n.Term(), Context: second[0]}); err != nil {
+		t.Fatal(err)
+	}
+	s.flush()
+	if len(s.reads) != 50 {
+		t.Fatalf("%d of 50 reads answered after two rounds", len(s.reads))
+	}
+}

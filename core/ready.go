@@ -76,7 +76,7 @@ func (n *Node) HasReady() bool {
 	if n.err != nil || n.outstanding {
 		return false
 	}
-	if (n.reads.needRound || n.bcastPending) && n.role == RoleLeader {
+	if (n.reads.wantsRound() || n.bcastPending) && n.role == RoleLeader {
 		return true
 	}
 	if n.softState() != n.prevSoft {
@@ -101,7 +101,7 @@ func (n *Node) Ready() (Ready, error) {
 	if n.bcastPending {
 		n.flushBcast()
 	}
-	if n.reads.needRound && n.role == RoleLeader {
+	if n.reads.wantsRound() && n.role == RoleLeader {
 		n.startReadRound()
 	}
 	var rd Ready
