@@ -43,6 +43,9 @@ type loop struct {
 	// by an UnsyncedCommitSaver. Nothing beyond it is applied (see
 	// persist).
 	writtenCommit uint64
+	// commitSaver is the Storage's UnsyncedCommitSaver extension, nil
+	// without it; looked up once, not per Ready.
+	commitSaver UnsyncedCommitSaver
 
 	// ours maps a log index to the sequence number of this incarnation's
 	// proposal that was persisted locally at that index, until the index
@@ -94,6 +97,7 @@ type loop struct {
 
 func newLoop(n *Node, rn *core.Node) *loop {
 	st := rn.Status()
+	commitSaver, _ := n.cfg.Storage.(UnsyncedCommitSaver) // nil without it
 	return &loop{
 		n:             n,
 		rn:            rn,
@@ -107,6 +111,7 @@ func newLoop(n *Node, rn *core.Node) *loop {
 		// At start the core's commit is the persisted one or the state
 		// machine's durably applied index, whichever is higher.
 		writtenCommit: st.Commit,
+		commitSaver:   commitSaver,
 		ours:          map[uint64]uint64{},
 		readsSent:     map[uint64]struct{}{},
 		sending:       map[uint64]uint64{},

@@ -131,8 +131,7 @@ func (l *loop) applyEarly(rd *core.Ready) ([]core.Entry, error) {
 	if hs := rd.HardState; !hs.IsZero() && (hs.Term != l.lastHS.Term || hs.Vote != l.lastHS.Vote) {
 		return ents, nil
 	}
-	us, ok := l.n.cfg.Storage.(UnsyncedCommitSaver)
-	if !ok {
+	if l.commitSaver == nil {
 		return ents, nil
 	}
 	k := len(ents)
@@ -148,20 +147,28 @@ func (l *loop) applyEarly(rd *core.Ready) ([]core.Entry, error) {
 	}
 	early := ents[:k]
 	if last := early[k-1].Index; last > l.writtenCommit {
-		hs := core.HardState{Term: l.lastHS.Term, Vote: l.lastHS.Vote, Commit: last}
-		start := time.Now()
-		if err := us.SaveCommitUnsynced(hs); err != nil {
-			return nil, fmt.Errorf("driver: writing commit index %d: %w", last, err)
+		if err := l.writeCommitUnsynced(core.HardState{Term: l.lastHS.Term, Vote: l.lastHS.Vote, Commit: last}); err != nil {
+			return nil, err
 		}
-		l.writtenCommit = last
-		l.n.metrics.saveSeconds.Observe(time.Since(start).Seconds())
-		l.n.metrics.saveEntries.Observe(0)
 	}
 	if err := l.apply(early); err != nil {
 		return nil, err
 	}
 	l.n.metrics.appliedEarly.Add(float64(k))
 	return ents[k:], nil
+}
+
+// writeCommitUnsynced writes hs, which differs from the stored hard state
+// only in its commit index, through the Storage's UnsyncedCommitSaver.
+func (l *loop) writeCommitUnsynced(hs core.HardState) error {
+	start := time.Now()
+	if err := l.commitSaver.SaveCommitUnsynced(hs); err != nil {
+		return fmt.Errorf("driver: writing commit index %d: %w", hs.Commit, err)
+	}
+	l.writtenCommit = hs.Commit
+	l.n.metrics.saveSeconds.Observe(time.Since(start).Seconds())
+	l.n.metrics.saveEntries.Observe(0)
+	return nil
 }
 
 // persist performs step 2 of the Ready contract.
@@ -196,19 +203,10 @@ func (l *loop) persist(rd *core.Ready, committed []core.Entry) error {
 	if n := len(committed); n > 0 && committed[n-1].Index > l.writtenCommit {
 		needCommit = true
 	}
-	if !mustSync && needCommit && l.unsavedHS {
-		if us, ok := st.(UnsyncedCommitSaver); ok {
-			start := time.Now()
-			if err := us.SaveCommitUnsynced(l.lastHS); err != nil {
-				return fmt.Errorf("driver: writing commit index %d: %w", l.lastHS.Commit, err)
-			}
-			// The next Save's fsync (or Close's) covers it.
-			l.unsavedHS = false
-			l.writtenCommit = l.lastHS.Commit
-			l.n.metrics.saveSeconds.Observe(time.Since(start).Seconds())
-			l.n.metrics.saveEntries.Observe(0)
-			return nil
-		}
+	if !mustSync && needCommit && l.unsavedHS && l.commitSaver != nil {
+		// The next Save's fsync (or Close's) covers it.
+		l.unsavedHS = false
+		return l.writeCommitUnsynced(l.lastHS)
 	}
 	if !mustSync && !needCommit {
 		return nil
