@@ -164,6 +164,9 @@ func TestAppliedNeverPassesWrittenCommit(t *testing.T) {
 				}()
 			}
 			wg.Wait()
+			if got := counterValue(t, regs[lead], "rafty_driver_commit_writes_unsynced_total"); unsynced && got < writes/2 || !unsynced && got != 0 {
+				t.Fatalf("rafty_driver_commit_writes_unsynced_total = %v (unsynced extension: %v)", got, unsynced)
+			}
 			early := counterValue(t, regs[lead], "rafty_driver_applied_early_total")
 			t.Logf("leader %d: %v entries applied ahead of their Ready's fsync", lead, early)
 			if unsynced && early == 0 {

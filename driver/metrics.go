@@ -20,6 +20,7 @@ import (
 //	rafty_driver_inbox_dropped_total        counter    inbound batches dropped, inbox full
 //	rafty_driver_invalid_messages_total     counter    inbound messages the core rejected as invalid
 //	rafty_driver_applied_early_total        counter    committed entries applied before their Ready's fsync (already durable)
+//	rafty_driver_commit_writes_unsynced_total counter  commit-only hard states written without an fsync (UnsyncedCommitSaver)
 //
 // Snapshots and compaction (with Config.Snapshots):
 //
@@ -48,6 +49,7 @@ type metrics struct {
 	inboxDropped      prometheus.Counter
 	invalidMessages   prometheus.Counter
 	appliedEarly      prometheus.Counter
+	commitsUnsynced   prometheus.Counter
 
 	snapshots          prometheus.Counter
 	snapshotFailures   prometheus.Counter
@@ -104,6 +106,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inboxDropped:      c("inbox_dropped_total", "Inbound message batches dropped because the inbox was full."),
 		invalidMessages:   c("invalid_messages_total", "Inbound messages the core rejected as invalid."),
 		appliedEarly:      c("applied_early_total", "Committed entries applied before their Ready's fsync, having been durable already."),
+		commitsUnsynced:   c("commit_writes_unsynced_total", "Commit-only hard states written without an fsync (not in save_duration_seconds)."),
 		reg:               reg,
 
 		snapshots:          c("snapshots_total", "Local snapshots taken and made durable."),
@@ -128,7 +131,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, col := range []prometheus.Collector{
 		m.proposeSeconds, m.saveSeconds, m.applySeconds, m.saveEntries,
-		m.proposalsPerBatch, m.inboxDropped, m.invalidMessages, m.appliedEarly,
+		m.proposalsPerBatch, m.inboxDropped, m.invalidMessages, m.appliedEarly, m.commitsUnsynced,
 		m.snapshots, m.snapshotFailures, m.snapshotSeconds, m.snapshotSize, m.snapshotIndex,
 		m.compactedIndex, m.compactions, m.snapSends, m.snapSendFailures, m.snapSendSeconds,
 		m.snapSentBytes, m.snapInstalls, m.snapRecvFailures, m.snapRecvBytes, m.snapResumes,
