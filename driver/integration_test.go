@@ -51,6 +51,37 @@ type realCluster struct {
 
 const realClusterID = 0x7af7
 
+// grpcTransport returns a Config.NewTransport for node id over real gRPC
+// on loopback: serving on ln, a listener bound in advance so that every
+// address is known before any node starts, or, with ln nil (a restart),
+// listening on addrs[id] again. tune, if not nil, adjusts the transport
+// configuration.
+func grpcTransport(id uint64, addrs map[uint64]string, ln net.Listener, tune func(*transport.Config)) func(driver.MessageHandler) (driver.Transport, error) {
+	return func(h driver.MessageHandler) (driver.Transport, error) {
+		tc := transport.Config{ClusterID: realClusterID, NodeID: id, Peers: addrs, Handler: h, Logger: testLogger()}
+		if ln != nil {
+			tc.Listener = ln
+		} else {
+			tc.ListenAddr = addrs[id]
+		}
+		if tune != nil {
+			tune(&tc)
+		}
+		tr, err := transport.New(tc)
+		if err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return nil, err
+		}
+		if err := tr.Start(context.Background()); err != nil {
+			tr.Close()
+			return nil, err
+		}
+		return tr, nil
+	}
+}
+
 // realTick is the tick of integration clusters: with ElectionTicks 10 an
 // election timeout is 200-400 ms, long enough that scheduling delays of a
 // loaded machine under -race rarely depose a leader.
@@ -100,29 +131,7 @@ func (c *realCluster) start(id uint64) {
 		TickInterval: c.tick,
 		Logger:       testLogger(),
 		TuneRaft:     c.tune,
-		NewTransport: func(h driver.MessageHandler) (driver.Transport, error) {
-			tc := transport.Config{
-				ClusterID: realClusterID, NodeID: id, Peers: c.addrs, Handler: h,
-				Logger: testLogger(),
-			}
-			if ln != nil {
-				tc.Listener = ln
-			} else {
-				tc.ListenAddr = c.addrs[id]
-			}
-			tr, err := transport.New(tc)
-			if err != nil {
-				if ln != nil {
-					ln.Close()
-				}
-				return nil, err
-			}
-			if err := tr.Start(context.Background()); err != nil {
-				tr.Close()
-				return nil, err
-			}
-			return tr, nil
-		},
+		NewTransport: grpcTransport(id, c.addrs, ln, nil),
 	}
 	n, err := driver.Start(context.Background(), cfg)
 	if err != nil {

@@ -22,7 +22,6 @@ import (
 	"github.com/rafty-db/rafty/disk"
 	"github.com/rafty-db/rafty/driver"
 	"github.com/rafty-db/rafty/driver/drivertest"
-	"github.com/rafty-db/rafty/transport"
 )
 
 // kvCluster runs the whole stack below the client service on real disk:
@@ -124,26 +123,7 @@ func (c *kvCluster) config(id uint64, wal *disk.Store, st *kv.Store) driver.Conf
 	if c.grpc {
 		ln := c.lns[id]
 		delete(c.lns, id)
-		cfg.NewTransport = func(h driver.MessageHandler) (driver.Transport, error) {
-			tc := transport.Config{ClusterID: realClusterID, NodeID: id, Peers: c.addrs, Handler: h, Logger: testLogger()}
-			if ln != nil {
-				tc.Listener = ln
-			} else {
-				tc.ListenAddr = c.addrs[id]
-			}
-			tr, err := transport.New(tc)
-			if err != nil {
-				if ln != nil {
-					ln.Close()
-				}
-				return nil, err
-			}
-			if err := tr.Start(context.Background()); err != nil {
-				tr.Close()
-				return nil, err
-			}
-			return tr, nil
-		}
+		cfg.NewTransport = grpcTransport(id, c.addrs, ln, nil)
 	} else {
 		cfg.NewTransport = c.net.NewTransport(id)
 	}

@@ -144,25 +144,15 @@ func TestSnapshotMemoryBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		sms[id] = &blobSM{size: size}
+		ln := lns[id] // bound in advance on the first start only
+		delete(lns, id)
 		cfg := driver.Config{
 			ID: id, Peers: ids, Storage: wal, Snapshots: wal.Snapshots(), StateMachine: sms[id],
 			TickInterval: kvTick, Logger: testLogger(), SnapshotEntries: 100, CompactionMarginEntries: 10,
 			TuneRaft: func(rc *core.Config) { rc.ElectionTicks = 10 },
-			NewTransport: func(h driver.MessageHandler) (driver.Transport, error) {
-				tc := transport.Config{ClusterID: realClusterID, NodeID: id, Peers: addrs, Handler: h,
-					SnapshotChunkBytes: transport.MaxSnapshotChunkBytes}
-				if ln := lns[id]; ln != nil {
-					delete(lns, id)
-					tc.Listener = ln
-				} else {
-					tc.ListenAddr = addrs[id]
-				}
-				tr, err := transport.New(tc)
-				if err != nil {
-					return nil, err
-				}
-				return tr, tr.Start(context.Background())
-			},
+			NewTransport: grpcTransport(id, addrs, ln, func(tc *transport.Config) {
+				tc.SnapshotChunkBytes = transport.MaxSnapshotChunkBytes
+			}),
 		}
 		n, err := driver.Start(context.Background(), cfg)
 		if err != nil {
