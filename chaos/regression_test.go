@@ -55,12 +55,13 @@ var regressionPlans = []struct {
 // re-applies from the Raft log — but only up to the commit index on disk,
 // and the driver deferred saving a hard state whose only change was the
 // commit index, while applying the entries it committed. Fixed in
-// 14d67f0: entries are applied only once their commit index is durable.
+// 14d67f0: entries are applied only once a commit index covering them is
+// written to the WAL (since 7cc9871 by a pwrite that kill -9 cannot undo).
 // The test makes the failure deterministic: every node is killed and
 // only a follower restarts, so no leader can tell it the commit index.
 func TestRegressionSerializableReadAfterRestart(t *testing.T) {
 	if testing.Short() {
-		t.Skip("skipping in -short mode")
+		t.Skip("skipping in -short mode: it builds kvnode and kills and restarts a 3-process cluster")
 	}
 	bin := kvnodeBinary(t, "chaos")
 	c, nc := startLoopback(t, bin, 3)
@@ -160,7 +161,7 @@ func TestRegressionSerializableReadAfterRestart(t *testing.T) {
 // fix, each of nine runs failed within four, most at the first.
 func TestRegressionServeBeforeReapply(t *testing.T) {
 	if testing.Short() {
-		t.Skip("skipping in -short mode")
+		t.Skip("skipping in -short mode: it builds kvnode and kills and restarts a follower of a 3-process cluster up to three times")
 	}
 	attempts := 3
 	if *flagDuration > 0 {

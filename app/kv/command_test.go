@@ -160,7 +160,7 @@ func FuzzDecodeCommand(f *testing.F) {
 // TestWriteFuzzCorpus regenerates the checked-in seed corpus.
 func TestWriteFuzzCorpus(t *testing.T) {
 	if os.Getenv("KV_WRITE_CORPUS") == "" {
-		t.Skip("set KV_WRITE_CORPUS=1 to regenerate testdata/fuzz/FuzzDecodeCommand")
+		t.Skip("skipping: this test only rewrites the checked-in corpus testdata/fuzz/FuzzDecodeCommand; set KV_WRITE_CORPUS=1 to regenerate it")
 	}
 	dir := filepath.Join("testdata", "fuzz", "FuzzDecodeCommand")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
