@@ -1,7 +1,6 @@
 package driver_test
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -10,9 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +17,7 @@ import (
 	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/disk"
 	"github.com/rafty-db/rafty/driver"
+	"github.com/rafty-db/rafty/internal/proctest"
 	"github.com/rafty-db/rafty/transport"
 )
 
@@ -89,23 +86,6 @@ func (s *blobSM) Restore(r io.Reader) error {
 	}
 	s.restored.Add(1)
 	return nil
-}
-
-func readProcKB(t testing.TB, field string) int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		t.Skipf("no /proc: %v", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	t.Skipf("no %s in /proc/self/status", field)
-	return 0
 }
 
 // TestSnapshotMemoryBounded measures the resident memory of a snapshot
@@ -187,18 +167,15 @@ func TestSnapshotMemoryBounded(t *testing.T) {
 		return nodes[1].Status().Snapshots.CompactedIndex > 0 && nodes[2].Status().Snapshots.CompactedIndex > 0
 	})
 
-	runtime.GC()
-	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
-		t.Skipf("cannot reset the peak RSS: %v", err)
-	}
-	idle := readProcKB(t, "VmRSS")
-	began := time.Now()
-	start(3)
-	await(t, "node 3 to install the snapshot", func() bool {
-		return nodes[3].Status().Snapshots.Installed > 0
+	var elapsed time.Duration
+	idle, peak := proctest.PeakRSS(t, func() {
+		began := time.Now()
+		start(3)
+		await(t, "node 3 to install the snapshot", func() bool {
+			return nodes[3].Status().Snapshots.Installed > 0
+		})
+		elapsed = time.Since(began)
 	})
-	elapsed := time.Since(began)
-	peak := readProcKB(t, "VmHWM")
 	if sms[3].restored.Load() != 1 {
 		t.Fatalf("node 3 restored %d times", sms[3].restored.Load())
 	}

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -11,8 +10,6 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +18,7 @@ import (
 	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/disk"
 	"github.com/rafty-db/rafty/driver"
+	"github.com/rafty-db/rafty/internal/proctest"
 )
 
 // resumingHandler is a snapshot handler that keeps what an interrupted
@@ -179,27 +177,6 @@ func TestSnapshotResumeNeedsResumableClient(t *testing.T) {
 var rssSnapshotBytes = flag.Int64("snapshot.rss.bytes", 64<<20,
 	"size of the snapshot TestSnapshotTransferRSS transfers (1<<30 for the 1 GiB measurement)")
 
-// procStatus reads a field (in kB) of /proc/self/status.
-func procStatus(t testing.TB, field string) int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		t.Skipf("no /proc: %v", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Skipf("no %s in /proc/self/status", field)
-	return 0
-}
-
 // TestSnapshotTransferRSS measures the resident memory a snapshot transfer
 // costs, both sides together (they run in this one process), with the
 // driver's I/O on either end: the sender streams a snapshot file from a
@@ -240,21 +217,18 @@ func TestSnapshotTransferRSS(t *testing.T) {
 		return w.Commit()
 	}
 
-	runtime.GC()
-	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
-		t.Skipf("cannot reset the peak RSS: %v", err)
-	}
-	idle := procStatus(t, "VmRSS")
-	start := time.Now()
-	m, rc, err := src.OpenLatest()
-	must(t, err)
-	msg := snapMsg(1, 2)
-	msg.Snapshot = &m
-	err = a.tr.SendSnapshot(context.Background(), msg, rc)
-	rc.Close()
-	must(t, err)
-	elapsed := time.Since(start)
-	peak := procStatus(t, "VmHWM")
+	var elapsed time.Duration
+	idle, peak := proctest.PeakRSS(t, func() {
+		start := time.Now()
+		m, rc, err := src.OpenLatest()
+		must(t, err)
+		msg := snapMsg(1, 2)
+		msg.Snapshot = &m
+		err = a.tr.SendSnapshot(context.Background(), msg, rc)
+		rc.Close()
+		must(t, err)
+		elapsed = time.Since(start)
+	})
 
 	gotMeta, grc, err := dst.OpenLatest() // verifies the copy's checksum
 	must(t, err)
