@@ -90,7 +90,11 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		s.closeAll()
 		return err
 	}
-	log.Info("serving", "client", s.clientLis.Addr().String(), "metrics", s.metricsSrv.Addr)
+	metricsAddr := metricsOff
+	if s.metricsSrv != nil {
+		metricsAddr = s.metricsSrv.Addr
+	}
+	log.Info("serving", "client", s.clientLis.Addr().String(), "metrics", metricsAddr)
 
 	n := s.node.load()
 	select {
@@ -119,19 +123,30 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 // storage, the Raft node with its transport, and the client service.
 func (s *server) start() error {
 	cfg := s.cfg
-	metricsLis, err := listen(flagMetricsListen, cfg.MetricsListen)
-	if err != nil {
-		return err
+	// An empty MetricsListen (--metrics-listen off) serves no metrics.
+	var (
+		metricsLis net.Listener
+		err        error
+	)
+	closeMetrics := func() {
+		if metricsLis != nil {
+			_ = metricsLis.Close()
+		}
+	}
+	if cfg.MetricsListen != "" {
+		if metricsLis, err = listen(flagMetricsListen, cfg.MetricsListen); err != nil {
+			return err
+		}
 	}
 	clientLis, err := listen(flagClientListen, cfg.ClientListen)
 	if err != nil {
-		_ = metricsLis.Close()
+		closeMetrics()
 		return err
 	}
 	s.clientLis = clientLis
 	peerLis, err := listen(flagPeerListen, cfg.PeerListen)
 	if err != nil {
-		_ = metricsLis.Close()
+		closeMetrics()
 		return err
 	}
 	// Owned by the transport once transport.New succeeds.
@@ -146,17 +161,19 @@ func (s *server) start() error {
 		Name: "rafty_node_leader_changes_total", Help: "Changes to a new known leader seen by this node.",
 	})
 	s.reg.MustRegister(newStatusCollector(&s.node), leaderChanges)
-	s.metricsSrv = &http.Server{
-		Addr:              metricsLis.Addr().String(),
-		Handler:           newMetricsMux(s.reg, s.ready, s.log, s.cfg.EnablePprof),
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	go func() {
-		if err := s.metricsSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.serveErr <- fmt.Errorf("metrics server: %w", err)
+	if metricsLis != nil {
+		s.metricsSrv = &http.Server{
+			Addr:              metricsLis.Addr().String(),
+			Handler:           newMetricsMux(s.reg, s.ready, s.log, s.cfg.EnablePprof),
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		}
-	}()
+		go func() {
+			if err := s.metricsSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.serveErr <- fmt.Errorf("metrics server: %w", err)
+			}
+		}()
+	}
 
 	s.wal, s.kv, err = openStorage(cfg, s.log)
 	if err != nil {
