@@ -94,6 +94,13 @@ type Counters struct {
 	// IgnoredVotes were vote requests ignored under a leader lease
 	// (thesis §4.2.3).
 	IgnoredVotes uint64
+	// OutOfRangeMessages carried a term or index beyond MaxTerm or
+	// MaxIndex: forged or corrupt (see MaxTerm). Any non-zero value
+	// deserves an operator's attention.
+	OutOfRangeMessages uint64
+	// RefusedCampaigns were elections this node did not start because its
+	// term or log index is at MaxTerm or MaxIndex (see MaxTerm).
+	RefusedCampaigns uint64
 }
 
 // New restores a node from the durable state in log and the settings in
@@ -116,6 +123,9 @@ func New(cfg Config, log LogReader) (*Node, error) {
 	}
 	if err := membership.validate(); err != nil {
 		return nil, fmt.Errorf("no usable membership (snapshot or Config.Membership): %w", err)
+	}
+	if err := checkPersistedRange(hs, rl.lastIndex()); err != nil {
+		return nil, &StorageError{Err: err}
 	}
 	if hs.Commit > rl.lastIndex() {
 		return nil, &StorageError{Err: fmt.Errorf("hard state commit %d is past the last log index %d", hs.Commit, rl.lastIndex())}
@@ -301,9 +311,12 @@ func (n *Node) Step(m Message) error {
 		return n.err
 	}
 	if err := n.validate(m); err != nil {
-		if errors.Is(err, errUnknownSender) {
+		switch {
+		case errors.Is(err, errUnknownSender):
 			n.counters.UnknownSenders++
-		} else {
+		case errors.Is(err, errOutOfRange):
+			n.counters.OutOfRangeMessages++
+		default:
 			n.counters.InvalidMessages++
 		}
 		return err
@@ -330,6 +343,12 @@ func (n *Node) validate(m Message) error {
 	}
 	if !n.membership.Contains(m.From) {
 		return fmt.Errorf("%w: %s from %d", errUnknownSender, m.Type, m.From)
+	}
+	if err := checkRange(&m); err != nil {
+		return err
+	}
+	if err := checkConsistent(&m); err != nil {
+		return err
 	}
 	switch m.Type {
 	case MsgApp:
