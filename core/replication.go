@@ -249,7 +249,7 @@ func (n *Node) handleAppendResp(m Message, pr *Progress) error {
 	for n.sendAppend(m.From, false) {
 	}
 	if m.From == n.leadTransferee && pr.Match == n.log.lastIndex() {
-		n.send(Message{Type: MsgTimeoutNow, To: m.From})
+		n.sendTimeoutNow(m.From)
 	}
 	return nil
 }
