@@ -46,7 +46,7 @@ type Node struct {
 	// argument). A restarted node may have acknowledged a leader just
 	// before it stopped and cannot know, so it starts with a lease of one
 	// election timeout.
-	voteLeaseUntil uint64
+	voteLeaseUntil            uint64
 	heartbeatElapsed          int
 	randomizedElectionTimeout int
 
