@@ -132,7 +132,7 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: flagReadMode, Sources: env(flagReadMode), Category: "raft", Value: defaultReadMode,
 			Usage: "how the leader confirms a linearizable read: safe (a heartbeat round with a quorum, ReadIndex) or lease (its leader lease, no round; correct only while clocks on the members advance at rates within --max-clock-drift-ticks per election timeout)"},
 		&cli.IntFlag{Name: flagMaxClockDrift, Sources: env(flagMaxClockDrift), Category: "raft", Value: defaultMaxClockDrift,
-			Usage: "--read-mode lease: ticks taken off the lease for clock rate drift between members (0 to --election-ticks - 1)"},
+			Usage: "--read-mode lease: ticks taken off the lease for clock rate drift between members (1 to --election-ticks - 2)"},
 		&cli.IntFlag{Name: flagSnapshotEntries, Sources: env(flagSnapshotEntries), Category: "snapshots", Value: driver.DefaultSnapshotEntries,
 			Usage: "snapshot the state machine once this many log entries were applied since the last snapshot (or --snapshot-bytes, whichever comes first)"},
 		&cli.StringFlag{Name: flagSnapshotBytes, Sources: env(flagSnapshotBytes), Category: "snapshots", Value: formatSize(driver.DefaultSnapshotBytes),
@@ -498,6 +498,15 @@ func (v flagValues) config() (*serveConfig, error) {
 	}
 	if v.MaxClockDriftTicks < 0 || (v.ElectionTicks >= 2 && v.MaxClockDriftTicks >= v.ElectionTicks) {
 		bad("--%s must be in [0, --%s), got %d", flagMaxClockDrift, flagElectionTicks, v.MaxClockDriftTicks)
+	} else if c.ReadMode == core.ReadLease && v.ElectionTicks >= 2 {
+		// What makes a lease safe is core's to say (core/reads.go).
+		rc := core.DefaultConfig(1, 1)
+		rc.ElectionTicks, rc.HeartbeatTicks = v.ElectionTicks, min(v.HeartbeatTicks, v.ElectionTicks-1)
+		rc.ReadMode, rc.MaxClockDriftTicks = core.ReadLease, v.MaxClockDriftTicks
+		if err := rc.Validate(); err != nil {
+			bad("--%s lease with --%s %d and --%s %d: %v", flagReadMode, flagMaxClockDrift, v.MaxClockDriftTicks,
+				flagElectionTicks, v.ElectionTicks, err)
+		}
 	}
 
 	// Snapshots. The driver reads a zero as "use the default" and rejects

@@ -181,6 +181,10 @@ func TestFlagValuesConfig(t *testing.T) {
 			}
 		}},
 		{name: "read mode unknown", edit: func(v *flagValues) { v.ReadMode = "fast" }, wantErr: `--read-mode must be safe or lease, got "fast"`},
+		{name: "lease without drift margin", edit: func(v *flagValues) { v.ReadMode, v.MaxClockDriftTicks = "lease", 0 },
+			wantErr: "MaxClockDriftTicks of at least 1"},
+		{name: "lease shorter than a tick", edit: func(v *flagValues) { v.ReadMode, v.MaxClockDriftTicks = "lease", 4 },
+			wantErr: "at most ElectionTicks-2 (3)"},
 		{name: "clock drift negative", edit: func(v *flagValues) { v.MaxClockDriftTicks = -1 },
 			wantErr: "--max-clock-drift-ticks must be in [0, --election-ticks), got -1"},
 		{name: "clock drift too large", edit: func(v *flagValues) { v.MaxClockDriftTicks = 5 },
