@@ -333,7 +333,12 @@ func (s *server) shutdown() error {
 		return time.Duration(float64(s.cfg.ShutdownTimeout) * share)
 	}
 	if err := s.handOverLeadership(n, budget(transferShare)); err != nil {
-		s.log.Warn("leadership transfer did not complete; the followers will elect a leader", "err", err)
+		if handoverMoot(n.Status()) {
+			// A whole-cluster stop: the others are stopping too.
+			s.log.Info("leadership not handed over: no other member answers or another one leads", "why", err)
+		} else {
+			s.log.Warn("leadership transfer did not complete; the followers will elect a leader", "err", err)
+		}
 	}
 
 	drained := make(chan struct{})
@@ -385,7 +390,12 @@ func (s *server) handOverLeadership(n *driver.Node, timeout time.Duration) error
 	}
 	to := transferTarget(st)
 	if to == core.None {
-		return nil // a cluster of one: nobody to hand over to
+		// A cluster of one, or no other voter heard from within an
+		// election timeout (they are stopping too): nobody to hand to.
+		if len(st.Membership.Voters) > 1 {
+			s.log.Info("no other voter has answered within an election timeout; stopping without a leadership transfer")
+		}
+		return nil
 	}
 	s.log.Info("transferring leadership before stopping", "to", to)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -428,7 +438,8 @@ func (s *server) handOverLeadership(n *driver.Node, timeout time.Duration) error
 	}
 }
 
-// transferTarget picks the voter other than the leader with the highest
+// transferTarget picks, among the voters other than the leader that it
+// has heard from within an election timeout, the one with the highest
 // match index (ties to the lowest ID, for determinism), or None.
 func transferTarget(st driver.Status) uint64 {
 	best, bestMatch := core.None, uint64(0)
@@ -437,7 +448,7 @@ func transferTarget(st driver.Status) uint64 {
 			continue
 		}
 		pr, ok := st.Progress[id]
-		if !ok || pr.IsLearner {
+		if !ok || pr.IsLearner || !pr.RecentActive {
 			continue
 		}
 		if best == core.None || pr.Match > bestMatch || (pr.Match == bestMatch && id < best) {
@@ -445,6 +456,27 @@ func transferTarget(st driver.Status) uint64 {
 		}
 	}
 	return best
+}
+
+// handoverMoot reports whether a leadership transfer that failed needed
+// doing at all, judged from the node's status afterwards: not if another
+// member leads, nor if no other voter is live. A leader that stepped down
+// with no successor heard from no quorum (CheckQuorum); a leader that
+// still leads has no other voter heard from within an election timeout.
+// Both are what a whole-cluster stop looks like.
+func handoverMoot(st driver.Status) bool {
+	if st.Leader != core.None && st.Leader != st.ID {
+		return true
+	}
+	if st.Role != core.RoleLeader {
+		return true
+	}
+	for _, id := range st.Membership.Voters {
+		if pr, ok := st.Progress[id]; ok && id != st.ID && !pr.IsLearner && pr.RecentActive {
+			return false
+		}
+	}
+	return true
 }
 
 // closeAll releases what start opened and the node does not own: Pebble,
