@@ -61,9 +61,11 @@ type Storage interface {
 // fsync whenever a commit advances without new entries to save (every
 // write at low load); with it, a pwrite. A power loss can still take a
 // node's unsynced commit index and its state machine's unsynced writes
-// back to the last fsync — serializable reads on that node may then
-// briefly go back in time, never acknowledged writes, which are fsynced
-// on a quorum before they are acknowledged.
+// back to the last fsync, never acknowledged writes, which are fsynced on
+// a quorum before they are acknowledged. An application that serves local
+// (serializable) reads must therefore not serve them after a restart
+// until one Read barrier has succeeded, or they may go back in time;
+// app/kv's service does exactly that.
 type UnsyncedCommitSaver interface {
 	// SaveCommitUnsynced writes hs, whose term and vote equal the last
 	// saved hard state's, without an fsync.
