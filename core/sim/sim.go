@@ -98,6 +98,10 @@ type Options struct {
 	// picks the leader: its followers' vote leases then lapse while it may
 	// still hold a read lease, the moment the lease bound is tested.
 	IsolateLeaderRate float64
+	// ProcessAfterTickRate is the probability that a node's Ready is
+	// processed right after its tick (lease seeds), so heartbeats leave
+	// at the start of a tick, the tightest case for a lease.
+	ProcessAfterTickRate float64
 	// Tweak adjusts every node's core.Config.
 	Tweak func(*core.Config)
 	// TraceLen is how many recent events a failure report includes.
@@ -123,6 +127,7 @@ func DefaultOptions(seed uint64) Options {
 		o.MaxDelaySteps, o.DropRate, o.DupRate = 4, 0.01, 0.01
 		o.PartitionRate, o.ReadRate, o.LeaderReadRate, o.IsolateLeaderRate = 0.003, 0.1, 0.7, 0.8
 		o.TickStepUnits, o.Steps, o.Nodes = nominalTickUnits/12, 6000, 3+2*int(seed/8%2)
+		o.ProcessAfterTickRate = 0.9
 	}
 	return o
 }
@@ -425,6 +430,12 @@ func (s *Sim) advanceClocks(units int64) error {
 		}
 		if err := s.observe(due); err != nil {
 			return err
+		}
+		if s.chance(s.opts.ProcessAfterTickRate) {
+			// As a driver does: the heartbeats of this tick leave now.
+			if err := s.process(due, true); err != nil {
+				return err
+			}
 		}
 	}
 }
