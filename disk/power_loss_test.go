@@ -1,10 +1,15 @@
 package disk
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rafty-db/rafty/core"
@@ -122,4 +127,100 @@ func forgedBatchHeaders(seq uint64) []byte {
 	v1[8] = byte(recBatch)
 	binary.LittleEndian.PutUint32(v1, crc32.Checksum(v1[4:], crcTable))
 	return append(b, v1...)
+}
+
+// TestWALPowerLossSyncedDamageReported: damage inside the fsynced region
+// is corruption, reported with the file and the offset of the damaged
+// record, even in the last segment and even in a batch that was written
+// unsynced (SaveCommitUnsynced) and then covered by a later Save's
+// fdatasync; damage to the last batch, which nothing proves synced, is cut.
+func TestWALPowerLossSyncedDamageReported(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOptions()
+	opts.SegmentBytes = 1 << 20
+	s := mustOpen(t, dir, opts)
+	mustSave(t, s, core.HardState{Term: 1, Vote: 1}, mkEnts(1, 4, 1, 100))
+	_, unsynced := s.activeEnd()
+	if err := s.SaveCommitUnsynced(core.HardState{Term: 1, Vote: 1, Commit: 2}); err != nil {
+		t.Fatal(err)
+	}
+	_, synced := s.activeEnd()
+	mustSave(t, s, core.HardState{}, mkEnts(4, 5, 1, 100))
+	_, lastStart := s.activeEnd()
+	mustSave(t, s, core.HardState{}, mkEnts(5, 6, 1, 100))
+	mustClose(t, s)
+	path := segPath(dir, 1)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		at      int64 // byte to flip
+		wantOff int64 // offset the error must name; -1: a cut, no error
+	}{
+		{"unsynced batch's record, synced later", unsynced + batchRecordBytes + recordHeaderSize + 3, unsynced + batchRecordBytes},
+		{"unsynced batch's header, synced later", unsynced + 12, unsynced},
+		{"a synced Save's header", synced + 2, synced},
+		{"a synced Save's entry data", synced + batchRecordBytes + 60, synced + batchRecordBytes},
+		{"the last batch", lastStart + batchRecordBytes + 60, -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(d, walDirName), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			img := bytes.Clone(data)
+			img[c.at] ^= 0x10
+			if err := os.WriteFile(segPath(d, 1), img, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(d, opts)
+			if c.wantOff < 0 {
+				if err != nil {
+					t.Fatalf("Open with the last batch damaged: %v, want it cut", err)
+				}
+				defer s.Close()
+				if last, _ := s.LastIndex(); last != 4 {
+					t.Fatalf("last index %d after cutting the last batch, want 4", last)
+				}
+				return
+			}
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded on damaged synced data")
+			}
+			var ce *CorruptionError
+			if !errors.As(err, &ce) || ce.File != segPath(d, 1) || ce.Offset != c.wantOff ||
+				!strings.Contains(err.Error(), fmt.Sprintf("offset %d", c.wantOff)) {
+				t.Fatalf("Open: %v; want a *CorruptionError naming %s at offset %d", err, segPath(d, 1), c.wantOff)
+			}
+		})
+	}
+}
+
+// TestWALOldFormatRefused: a directory written in WAL format version 1
+// (before issue 13) is refused with ErrFormatVersion naming the file.
+func TestWALOldFormatRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, walDirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A version-1 checkpoint: version, segment seq, next batch seq, last
+	// index, hard state, an empty snapshot meta.
+	buf, start := beginRecord(nil)
+	buf = binary.LittleEndian.AppendUint32(buf, 1)
+	buf = binary.LittleEndian.AppendUint64(buf, 1)
+	buf = binary.LittleEndian.AppendUint64(buf, 1)
+	buf = binary.LittleEndian.AppendUint64(buf, 0)
+	buf = appendHardState(buf, core.HardState{Term: 3})
+	buf = appendSnapshotMeta(buf, core.SnapshotMeta{})
+	buf = endRecord(buf, start, recCheckpoint)
+	if err := os.WriteFile(segPath(dir, 1), buf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, testOptions())
+	if !errors.Is(err, ErrFormatVersion) || !strings.Contains(err.Error(), segPath(dir, 1)) || !strings.Contains(err.Error(), "version 1") {
+		t.Fatalf("Open of a version-1 WAL: %v; want ErrFormatVersion naming %s", err, segPath(dir, 1))
+	}
 }
