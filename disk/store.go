@@ -85,8 +85,9 @@ type Store struct {
 
 // Open opens or creates the Store in dir: WAL segments in dir/wal,
 // snapshots in dir/snap, an exclusive lock on dir/LOCK. It replays the WAL,
-// truncating a torn tail of the last segment (reported to Options.Logger)
-// and failing with a *CorruptionError on any other damage.
+// cutting a torn tail of the last segment that nothing proves synced
+// (reported to Options.Logger), and failing with a *CorruptionError on any
+// other damage and with ErrFormatVersion on a WAL of another format.
 func Open(dir string, opts Options) (*Store, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err

@@ -37,9 +37,11 @@ func parseSegmentName(name string) (uint64, bool) {
 }
 
 // segment describes one WAL file. Invariant: size is the end of the last
-// complete, durable batch; bytes past it are never read except by
-// recovery. In the active segment they are zeros up to Store.zeroedTo
-// (preallocated space); a sealed segment's file ends at size.
+// complete batch written (durable, unless a SaveCommitUnsynced batch not
+// yet synced); bytes past it are never read except by recovery. In the
+// active segment they are zeros up to Store.zeroedTo (preallocated
+// space); in a sealed segment they are zeros, or a torn tail that
+// recovery cut, and the next segment's checkpoint records size.
 type segment struct {
 	seq   uint64
 	path  string
