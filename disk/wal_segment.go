@@ -37,9 +37,11 @@ func parseSegmentName(name string) (uint64, bool) {
 }
 
 // segment describes one WAL file. Invariant: size is the end of the last
-// complete, durable batch; bytes past it are never read except by
-// recovery. In the active segment they are zeros up to Store.zeroedTo
-// (preallocated space); a sealed segment's file ends at size.
+// complete batch written (durable, unless a SaveCommitUnsynced batch not
+// yet synced); bytes past it are never read except by recovery. In the
+// active segment they are zeros up to Store.zeroedTo (preallocated
+// space); in a sealed segment they are zeros, or a torn tail that
+// recovery cut, and the next segment's checkpoint records size.
 type segment struct {
 	seq   uint64
 	path  string
@@ -169,19 +171,18 @@ func readErr(err error) error {
 	return err
 }
 
-// findBatchHeader scans [from, end) of r for a valid batch record with
-// seq >= minSeq, testing every byte offset, and reports whether one exists.
-// Recovery uses it to decide whether damage at the end of the last segment
-// is a torn final write (nothing valid follows) or corruption of data that
-// had been synced (a later batch follows). Only the fixed-size batch record
-// qualifies, so the scan is linear and reads through a 1 MiB window.
-func findBatchHeader(r io.ReaderAt, from, end int64, minSeq uint64) (int64, bool, error) {
+// scanBatchHeaders calls fn with the offset and contents of every
+// CRC-valid batch header record in [from, end) of r, testing every byte
+// offset through a 1 MiB window. Recovery uses it only to find evidence
+// that would turn a cut into a corruption error (see recovery.go), never
+// to accept data: what it finds may lie inside a client's value.
+func scanBatchHeaders(r io.ReaderAt, from, end int64, fn func(off int64, bh batchHeader)) error {
 	const window = 1 << 20
 	buf := make([]byte, min(window, max(end-from, 0)))
 	for pos := from; pos+batchRecordBytes <= end; {
 		n := int(min(int64(len(buf)), end-pos))
 		if _, err := r.ReadAt(buf[:n], pos); err != nil && err != io.EOF {
-			return 0, false, err
+			return readErr(err)
 		}
 		for k := 0; k+batchRecordBytes <= n; k++ {
 			b := buf[k : k+batchRecordBytes]
@@ -191,13 +192,12 @@ func findBatchHeader(r io.ReaderAt, from, end int64, minSeq uint64) (int64, bool
 			if crc32.Checksum(b[4:], crcTable) != binary.LittleEndian.Uint32(b) {
 				continue
 			}
-			if binary.LittleEndian.Uint64(b[recordHeaderSize:]) >= minSeq {
-				return pos + int64(k), true, nil
-			}
+			bh, _ := decodeBatch(b[recordHeaderSize:])
+			fn(pos+int64(k), bh)
 		}
 		pos += int64(n - batchRecordBytes + 1)
 	}
-	return 0, false, nil
+	return nil
 }
 
 // isZeroRange reports whether bytes [from, end) of r, which exist, are all
