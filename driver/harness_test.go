@@ -267,7 +267,7 @@ func testLogger() *slog.Logger {
 func (c *cluster) config(id uint64) driver.Config {
 	cfg := driver.Config{
 		ID:           id,
-		Peers:        c.ids,
+		Peers:        idPeers(c.ids...),
 		Storage:      c.stores[id],
 		StateMachine: c.sms[id],
 		NewTransport: c.net.NewTransport(id),

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -141,9 +142,9 @@ func New(cfg Config) (*GRPC, error) {
 	t.dialOpts = t.dialOptions(clientTLS)
 
 	peers := make(map[uint64]*peer, len(cfg.Peers))
-	for id, addr := range cfg.Peers {
-		if id != cfg.NodeID {
-			peers[id] = t.newPeer(id, addr)
+	for _, p := range cfg.Peers {
+		if p.ID != cfg.NodeID {
+			peers[p.ID] = t.newPeer(p.ID, p.Addr)
 		}
 	}
 	t.cfg.Peers = nil // the live set is t.peers
@@ -424,13 +425,14 @@ func (t *GRPC) RemovePeer(id uint64) {
 	t.log.Info("peer removed", "peer", id, "addr", p.addr)
 }
 
-// Peers returns the current peer addresses.
-func (t *GRPC) Peers() map[uint64]string {
+// Peers returns the current peers (this node excluded), by ID.
+func (t *GRPC) Peers() []driver.Peer {
 	peers := *t.peers.Load()
-	out := make(map[uint64]string, len(peers))
+	out := make([]driver.Peer, 0, len(peers))
 	for id, p := range peers {
-		out[id] = p.addr
+		out = append(out, driver.Peer{ID: id, Addr: p.addr})
 	}
+	slices.SortFunc(out, func(a, b driver.Peer) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 

@@ -164,9 +164,13 @@ func (s *server) start() error {
 	}
 	s.reg.MustRegister(newDiskCollector(s.wal), newStoreCollector(s.kv))
 
+	peers := make([]driver.Peer, 0, len(cfg.Peers))
+	for _, id := range cfg.PeerIDs() {
+		peers = append(peers, driver.Peer{ID: id, Addr: cfg.Peers[id]})
+	}
 	node, err := driver.Start(context.Background(), driver.Config{
 		ID:           cfg.ID,
-		Peers:        cfg.PeerIDs(),
+		Peers:        peers,
 		Storage:      wrapStorage(s.wal, s.log), // chaos_hook.go; the chaos build wraps it (chaos_disk.go)
 		StateMachine: s.kv,
 		// Snapshots in the WAL directory turn on log compaction, with the
@@ -186,7 +190,7 @@ func (s *server) start() error {
 				ClusterID:   cfg.ClusterID,
 				NodeID:      cfg.ID,
 				Listener:    peerLis,
-				Peers:       cfg.Peers,
+				Peers:       peers,
 				Handler:     h,
 				TLSCertFile: cfg.TLSCertFile,
 				TLSKeyFile:  cfg.TLSKeyFile,
