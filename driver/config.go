@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/internal/logdefault"
 )
 
 // Clock is the loop's source of time. Production uses the wall clock (nil
@@ -97,12 +98,19 @@ type Config struct {
 	// Exactly one of Transport and NewTransport is set.
 	//
 	// NewTransport builds a transport that delivers to the given handler
-	// (this node). The node owns what it returns: it closes it when it
-	// stops, after the loop has exited and before closing Storage. This is
-	// the usual way, since a transport needs its handler at construction.
+	// (this node). The node owns what it returns: if it implements
+	// Starter (transport.GRPC does), Start starts it, so NewTransport must
+	// only build it; a Start error fails driver.Start at once. The node
+	// closes it when it stops, after the loop has exited and before
+	// closing Storage. This is the usual way, since a transport needs its
+	// handler at construction.
 	NewTransport func(MessageHandler) (Transport, error)
-	// Transport is a transport the embedder owns and closes after Stop
-	// returns; the embedder routes inbound traffic to Node.Handler().
+	// Transport is a transport the embedder owns: the node neither starts
+	// nor closes it. After Start returns, the embedder routes inbound
+	// traffic to Node.Handler() (transport.GRPC.SetHandler) and starts
+	// the transport; it closes it after Stop returns. Until then the node
+	// hears nobody; after NoLeaderWarning without a leader it logs a
+	// warning saying so.
 	Transport Transport
 
 	// TickInterval is the length of one Raft tick (design §5: 100 ms).
@@ -193,7 +201,10 @@ type Config struct {
 	// this.
 	SnapshotRetryDelay time.Duration
 
-	// Logger receives the node's logs; nil discards them.
+	// Logger receives the node's logs. Nil means warnings and errors go
+	// to slog.Default() (as it is when Start runs) and routine progress is
+	// dropped, so that a problem is never silent; pass
+	// slog.New(slog.DiscardHandler) for no logs at all.
 	Logger *slog.Logger
 	// Registerer, when set, receives the node's metrics (see metrics.go).
 	// Several nodes in one process need distinct labels: wrap it with
@@ -336,7 +347,7 @@ func (c Config) withDefaults() Config {
 		c.SnapshotRetryDelay = DefaultSnapshotRetryDelay
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = logdefault.Logger()
 	}
 	return c
 }

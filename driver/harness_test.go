@@ -259,7 +259,7 @@ func newCluster(t testing.TB, size int, opts ...clusterOpt) *cluster {
 
 func testLogger() *slog.Logger {
 	if os.Getenv("RAFTY_TEST_LOG") == "" {
-		return nil
+		return slog.New(slog.DiscardHandler) // nil would mean warnings to stderr
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -74,11 +74,7 @@ func grpcTransport(id uint64, addrs map[uint64]string, ln net.Listener, tune fun
 			}
 			return nil, err
 		}
-		if err := tr.Start(context.Background()); err != nil {
-			tr.Close()
-			return nil, err
-		}
-		return tr, nil
+		return tr, nil // the node starts it
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rafty-db/rafty/driver"
+	"github.com/rafty-db/rafty/internal/logdefault"
 )
 
 // Defaults applied by New to zero-valued Config fields.
@@ -163,7 +164,9 @@ type Config struct {
 	// Wrap it (prometheus.WrapRegistererWith) to run several transports
 	// in one process.
 	Registerer prometheus.Registerer
-	// Logger receives the transport's logs. Nil discards them.
+	// Logger receives the transport's logs. Nil means warnings and errors
+	// go to slog.Default() (as it is when New runs), routine progress is
+	// dropped; slog.New(slog.DiscardHandler) turns logs off.
 	Logger *slog.Logger
 }
 
@@ -198,6 +201,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.CloseTimeout == 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logdefault.Logger()
 	}
 	return cfg
 }

@@ -43,7 +43,9 @@ var (
 
 // GRPC is a driver.Transport over gRPC. Create it with New, set the
 // handler (in Config or with SetHandler), then Start it; Close releases
-// everything. All methods are safe for concurrent use.
+// everything. Returned from driver.Config.NewTransport, it is started and
+// closed by the node (it implements driver.Starter), so the factory only
+// calls New. All methods are safe for concurrent use.
 type GRPC struct {
 	cfg       Config
 	log       *slog.Logger
@@ -75,7 +77,10 @@ type GRPC struct {
 	hooks testHooks
 }
 
-var _ driver.Transport = (*GRPC)(nil)
+var (
+	_ driver.Transport = (*GRPC)(nil)
+	_ driver.Starter   = (*GRPC)(nil)
+)
 
 // handlerRef boxes the interface so it can live in an atomic.Pointer.
 type handlerRef struct{ h driver.MessageHandler }
@@ -120,13 +125,9 @@ func New(cfg Config) (*GRPC, error) {
 		}
 		return nil, fmt.Errorf("transport: registering metrics: %w", err)
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	t := &GRPC{
 		cfg:       cfg,
-		log:       logger.With("component", "transport", "node", cfg.NodeID),
+		log:       cfg.Logger.With("component", "transport", "node", cfg.NodeID),
 		counters:  ctrs,
 		codec:     newCodec(),
 		lis:       lis,
@@ -253,9 +254,11 @@ func (t *GRPC) currentHandler() driver.MessageHandler {
 	return nil
 }
 
-// Start serves peers and starts sending. Cancelling ctx closes the
-// transport as Close does (Close must still be called, or ctx cancelled,
-// to release it).
+// Start serves peers and starts sending, and returns at once; it fails
+// if no handler is set, or if the transport was started or closed before
+// (a driver starts the transports its NewTransport returns). Cancelling
+// ctx closes the transport as Close does (Close must still be called, or
+// ctx cancelled, to release it).
 func (t *GRPC) Start(ctx context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -202,11 +202,7 @@ func (s *server) start() error {
 				return nil, err
 			}
 			peerLisOwned = true
-			if err := t.Start(context.Background()); err != nil {
-				_ = t.Close()
-				return nil, err
-			}
-			return t, nil
+			return t, nil // the node starts it
 		},
 		TickInterval: cfg.Tick,
 		TuneRaft: func(rc *core.Config) {
