@@ -112,10 +112,11 @@ func Example() {
 	network := drivertest.NewNetwork() // in-memory transport
 	defer network.Close()
 
-	peers := []uint64{1, 2, 3}
+	peers := []driver.Peer{{ID: 1}, {ID: 2}, {ID: 3}} // no addresses: the in-memory network routes by ID
 	nodes := map[uint64]*driver.Node{}
 	counters := map[uint64]*counter{}
-	for _, id := range peers {
+	for _, p := range peers {
+		id := p.ID
 		counters[id] = &counter{}
 		n, err := driver.Start(ctx, driver.Config{
 			ID:           id,
@@ -136,7 +137,8 @@ func Example() {
 		nodes[id] = n
 	}
 
-	for i, id := range peers {
+	for i, p := range peers {
+		id := p.ID
 		res, err := propose(ctx, nodes[id], strconv.Itoa(i+1))
 		if err != nil {
 			fmt.Println("propose:", err)

@@ -141,6 +141,18 @@ type Transport interface {
 	Close() error
 }
 
+// Starter is implemented by a Transport that neither serves nor sends
+// until it is started (transport.GRPC). Start starts a node-owned
+// transport (Config.NewTransport) that implements it, after the node can
+// take traffic; an embedder-owned one (Config.Transport) is the
+// embedder's to start.
+type Starter interface {
+	// Start begins serving peers and sending, and returns at once. ctx
+	// carries values only; it is never cancelled, since the node closes
+	// its transport itself, in order, when it stops.
+	Start(ctx context.Context) error
+}
+
 // MessageHandler receives what the transport reads from peers. The driver
 // implements it.
 type MessageHandler interface {
