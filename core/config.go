@@ -13,9 +13,12 @@ const (
 	// of reads (ReadIndex, thesis §6.4). Correct under any clock behaviour.
 	ReadSafe ReadMode = iota
 	// ReadLease answers from the leader's lease (thesis §6.4.1) when it is
-	// held, saving the heartbeat round. It relies on clocks advancing at
-	// rates within Config.MaxClockDriftTicks over an election timeout, and
-	// requires CheckQuorum.
+	// held, saving the heartbeat round. It requires CheckQuorum and relies
+	// on a clock assumption: over any stretch of real time that one node's
+	// clock measures as ElectionTicks-1 ticks, every other node's clock
+	// advances at least ElectionTicks-1-MaxClockDriftTicks ticks. A node
+	// whose clock stalls or jumps (a paused VM, a stopped process) breaks
+	// it. See reads.go for the argument.
 	ReadLease
 )
 
@@ -58,8 +61,11 @@ type Config struct {
 	// ReadMode selects ReadIndex confirmation; ReadLease needs CheckQuorum.
 	ReadMode ReadMode
 	// MaxClockDriftTicks is subtracted from the lease (ReadLease only): it
-	// bounds how far any two nodes' tick clocks may drift apart within one
-	// election timeout.
+	// bounds how many ticks any node's clock may fall behind another's over
+	// an election timeout (see ReadLease). The lease after a confirmed
+	// heartbeat round lasts ElectionTicks-1-MaxClockDriftTicks ticks; the
+	// one tick more is rounding, not drift. In lease mode it must be in
+	// [1, ElectionTicks-2].
 	MaxClockDriftTicks int
 
 	// MaxInflightMsgs bounds unacknowledged appends per follower in the
@@ -129,8 +135,14 @@ func (c *Config) Validate() error {
 		if !c.CheckQuorum {
 			bad("ReadMode lease requires CheckQuorum")
 		}
-		if c.MaxClockDriftTicks < 0 || c.MaxClockDriftTicks >= c.ElectionTicks {
-			bad("MaxClockDriftTicks must be in [0, ElectionTicks), got %d", c.MaxClockDriftTicks)
+		// The lease argument in reads.go needs D >= 1 (no two real clocks
+		// tick at exactly the same rate) and a lease of E-1-D >= 1 ticks.
+		if c.MaxClockDriftTicks < 1 {
+			bad("ReadMode lease requires MaxClockDriftTicks of at least 1 (no two clocks tick at exactly the same rate), got %d", c.MaxClockDriftTicks)
+		}
+		if c.ElectionTicks >= 2 && c.MaxClockDriftTicks > c.ElectionTicks-2 {
+			bad("ReadMode lease requires MaxClockDriftTicks (%d) at most ElectionTicks-2 (%d): the lease lasts ElectionTicks-1-MaxClockDriftTicks ticks",
+				c.MaxClockDriftTicks, c.ElectionTicks-2)
 		}
 	default:
 		bad("unknown ReadMode %d", c.ReadMode)

@@ -102,6 +102,13 @@ func (n *Node) campaign(kind campaignKind) error {
 	if !n.promotable() {
 		return nil
 	}
+	if n.term >= MaxTerm || n.log.lastIndex() >= MaxIndex {
+		// The election's term (or the new leader's no-op index) would pass
+		// the limit that keeps terms from wrapping (see MaxTerm): better no
+		// leader than two in one term.
+		n.counters.RefusedCampaigns++
+		return nil
+	}
 	msgType := MsgVote
 	voteTerm := n.term + 1
 	if n.cfg.PreVote && kind == campaignPreElection {

@@ -190,7 +190,8 @@ func TestTermRules(t *testing.T) {
 					m.Index, m.LogTerm = 1, 1
 				case core.MsgVote, core.MsgPreVote:
 					lastTerm, _ := s.n.EntryTerm(s.n.Status().LastIndex)
-					m.Index, m.LogTerm = s.n.Status().LastIndex, lastTerm
+					// A candidate's last log term never exceeds its term.
+					m.Index, m.LogTerm = s.n.Status().LastIndex, min(lastTerm, m.Term)
 				}
 				want := tc.want(role)
 				err := s.step(m)
@@ -247,7 +248,8 @@ func TestVoteGranting(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSolo(t, core.HardState{Term: 2, Vote: tc.vote}, ents, nil)
-			if err := s.step(core.Message{Type: core.MsgVote, From: 2, Term: 2, Index: tc.idx, LogTerm: tc.lastTerm}); err != nil {
+			// A candidate's last log term is never above its term (§5.1).
+			if err := s.step(core.Message{Type: core.MsgVote, From: 2, Term: max(2, tc.lastTerm), Index: tc.idx, LogTerm: tc.lastTerm}); err != nil {
 				t.Fatal(err)
 			}
 			out := s.flush()

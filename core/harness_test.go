@@ -1,6 +1,7 @@
 package core_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
@@ -22,6 +23,15 @@ type cluster struct {
 	drop func(core.Message) bool
 	// sent records every message delivered, for assertions.
 	sent []core.Message
+	// tolerateInvalid: a Step refused as ErrInvalidMessage is recorded in
+	// refused instead of failing the test (for forged-input scenarios).
+	tolerateInvalid bool
+	refused         []error
+	// leaderOf and lastTerm check, after every Ready, that no term has two
+	// leaders (paper §5.2, Election Safety) and that no node's term goes
+	// backwards (§5.1: terms increase monotonically).
+	leaderOf map[uint64]uint64
+	lastTerm map[uint64]uint64
 }
 
 func testConfig(id uint64, voters ...uint64) core.Config {
@@ -57,9 +67,31 @@ func newCluster(t testing.TB, size int, tweak func(*core.Config)) *cluster {
 	return c
 }
 
+// checkTerms enforces Election Safety and monotonic terms for node id.
+func (c *cluster) checkTerms(id uint64) {
+	c.t.Helper()
+	n := c.nodes[id]
+	if c.leaderOf == nil {
+		c.leaderOf, c.lastTerm = map[uint64]uint64{}, map[uint64]uint64{}
+	}
+	term := n.Term()
+	if term < c.lastTerm[id] {
+		c.t.Fatalf("node %d term went back from %d to %d", id, c.lastTerm[id], term)
+	}
+	c.lastTerm[id] = term
+	if n.Role() != core.RoleLeader {
+		return
+	}
+	if prev, ok := c.leaderOf[term]; ok && prev != id {
+		c.t.Fatalf("election safety: nodes %d and %d both led term %d", prev, id, term)
+	}
+	c.leaderOf[term] = id
+}
+
 // process drains Ready from node id following the Ready contract.
 func (c *cluster) process(id uint64) bool {
 	n := c.nodes[id]
+	c.checkTerms(id)
 	did := false
 	for n.HasReady() {
 		did = true
@@ -118,8 +150,13 @@ func (c *cluster) deliver(m core.Message) {
 	}
 	c.sent = append(c.sent, m)
 	if err := n.Step(m); err != nil {
+		if c.tolerateInvalid && errors.Is(err, core.ErrInvalidMessage) {
+			c.refused = append(c.refused, err)
+			return
+		}
 		c.t.Fatalf("node %d Step(%v): %v", m.To, m, err)
 	}
+	c.checkTerms(m.To)
 }
 
 // tick advances every node's clock once.

@@ -38,11 +38,15 @@ type Node struct {
 	// ticks is a monotonic tick counter: the core's only notion of time.
 	ticks           uint64
 	electionElapsed int
-	// restartLease: this node restarted from persisted state and may have
-	// acknowledged a leader just before, which that leader may still count
-	// toward its read lease. It cannot know, so it refuses votes for one
-	// election timeout, as if it still heard that leader (thesis §4.2.3).
-	restartLease              bool
+	// voteLeaseUntil is the follower's side of the leader lease (thesis
+	// §4.2.3, §6.4.1): having heard from a leader at tick f, this node
+	// ignores vote and pre-vote requests until tick f + ElectionTicks,
+	// whatever happens to its term meanwhile, because that leader may
+	// count the acknowledgement toward a read lease (reads.go has the
+	// argument). A restarted node may have acknowledged a leader just
+	// before it stopped and cannot know, so it starts with a lease of one
+	// election timeout.
+	voteLeaseUntil            uint64
 	heartbeatElapsed          int
 	randomizedElectionTimeout int
 
@@ -94,6 +98,13 @@ type Counters struct {
 	// IgnoredVotes were vote requests ignored under a leader lease
 	// (thesis §4.2.3).
 	IgnoredVotes uint64
+	// OutOfRangeMessages carried a term or index beyond MaxTerm or
+	// MaxIndex: forged or corrupt (see MaxTerm). Any non-zero value
+	// deserves an operator's attention.
+	OutOfRangeMessages uint64
+	// RefusedCampaigns were elections this node did not start because its
+	// term or log index is at MaxTerm or MaxIndex (see MaxTerm).
+	RefusedCampaigns uint64
 }
 
 // New restores a node from the durable state in log and the settings in
@@ -116,6 +127,9 @@ func New(cfg Config, log LogReader) (*Node, error) {
 	}
 	if err := membership.validate(); err != nil {
 		return nil, fmt.Errorf("no usable membership (snapshot or Config.Membership): %w", err)
+	}
+	if err := checkPersistedRange(hs, rl.lastIndex()); err != nil {
+		return nil, &StorageError{Err: err}
 	}
 	if hs.Commit > rl.lastIndex() {
 		return nil, &StorageError{Err: fmt.Errorf("hard state commit %d is past the last log index %d", hs.Commit, rl.lastIndex())}
@@ -140,7 +154,9 @@ func New(cfg Config, log LogReader) (*Node, error) {
 	n.setMembership(membership)
 	n.prevHard = HardState{Term: n.term, Vote: n.vote, Commit: rl.committed}
 	n.becomeFollower(n.term, None)
-	n.restartLease = !hs.IsZero() || rl.lastIndex() > 0
+	if !hs.IsZero() || rl.lastIndex() > 0 {
+		n.voteLeaseUntil = uint64(cfg.ElectionTicks)
+	}
 	n.prevSoft = n.softState()
 	return n, nil
 }
@@ -237,9 +253,6 @@ func (n *Node) Tick() error {
 		return n.tickLeader()
 	}
 	n.electionElapsed++
-	if n.electionElapsed >= n.cfg.ElectionTicks {
-		n.restartLease = false
-	}
 	if n.promotable() && n.electionElapsed >= n.randomizedElectionTimeout {
 		n.electionElapsed = 0
 		return n.campaign(campaignPreElection)
@@ -301,9 +314,12 @@ func (n *Node) Step(m Message) error {
 		return n.err
 	}
 	if err := n.validate(m); err != nil {
-		if errors.Is(err, errUnknownSender) {
+		switch {
+		case errors.Is(err, errUnknownSender):
 			n.counters.UnknownSenders++
-		} else {
+		case errors.Is(err, errOutOfRange):
+			n.counters.OutOfRangeMessages++
+		default:
 			n.counters.InvalidMessages++
 		}
 		return err
@@ -330,6 +346,12 @@ func (n *Node) validate(m Message) error {
 	}
 	if !n.membership.Contains(m.From) {
 		return fmt.Errorf("%w: %s from %d", errUnknownSender, m.Type, m.From)
+	}
+	if err := checkRange(&m); err != nil {
+		return err
+	}
+	if err := checkConsistent(&m); err != nil {
+		return err
 	}
 	switch m.Type {
 	case MsgApp:
@@ -387,9 +409,9 @@ func (n *Node) stepTerm(m Message) error {
 	case m.Term > n.term:
 		if m.Type == MsgVote || m.Type == MsgPreVote {
 			// thesis §4.2.3: while a live leader is heard from, ignore
-			// vote requests, unless the leader itself asked (transfer).
-			inLease := n.cfg.CheckQuorum && (n.lead != None || n.restartLease) &&
-				n.electionElapsed < n.cfg.ElectionTicks
+			// vote requests, unless the leader itself asked (transfer,
+			// which ends that leader's read lease: see sendTimeoutNow).
+			inLease := n.cfg.CheckQuorum && (n.role == RoleLeader || n.ticks < n.voteLeaseUntil)
 			if inLease && m.Context != campaignTransfer {
 				n.counters.IgnoredVotes++
 				return nil
@@ -437,16 +459,13 @@ func (n *Node) stepTerm(m Message) error {
 func (n *Node) stepFollower(m Message) error {
 	switch m.Type {
 	case MsgApp:
-		n.electionElapsed = 0
-		n.lead = m.From
+		n.heardLeader(m.From)
 		return n.handleAppend(m)
 	case MsgHeartbeat:
-		n.electionElapsed = 0
-		n.lead = m.From
+		n.heardLeader(m.From)
 		n.handleHeartbeat(m)
 	case MsgSnap:
-		n.electionElapsed = 0
-		n.lead = m.From
+		n.heardLeader(m.From)
 		return n.handleSnapshot(m)
 	case MsgTimeoutNow:
 		// thesis §3.10: the leader chose us; campaign at once, skipping
@@ -467,6 +486,14 @@ func (n *Node) stepFollower(m Message) error {
 		// retry against the real leader.
 	}
 	return nil
+}
+
+// heardLeader records contact with the leader of our term: the election
+// timer restarts, and so does the vote lease (see voteLeaseUntil).
+func (n *Node) heardLeader(lead uint64) {
+	n.electionElapsed = 0
+	n.lead = lead
+	n.voteLeaseUntil = n.ticks + uint64(n.cfg.ElectionTicks)
 }
 
 func (n *Node) stepCandidate(m Message) error {

@@ -33,11 +33,52 @@ import (
 // quorum package computes the highest round a quorum confirmed, exactly as
 // it computes the commit index.
 //
-// With ReadLease the leader skips step 3 while it holds a lease: a quorum
-// acknowledged a round sent at tick t, and those followers will not vote
-// for anyone else until their election timeout passes (§4.2.3), so no
-// other leader can exist before t + ElectionTicks - MaxClockDriftTicks on
-// our clock.
+// With ReadLease the leader skips step 3 while it holds a lease (thesis
+// §6.4.1). The lease is derived from the followers' side, in ticks of
+// each node's own clock:
+//
+//   - Follower F receives the heartbeat of round r (started at the
+//     leader's tick t, so sent at or after that tick) and acknowledges it.
+//     Say F's own tick count is then f. From then on F ignores vote and
+//     pre-vote requests until its tick f + E (E = ElectionTicks, the
+//     minimum of the randomized timeout; voteLeaseUntil in node.go), and
+//     F cannot campaign itself before then (its election timer restarted
+//     and is at least E). Only a transfer vote passes, and MsgTimeoutNow
+//     ends the lease (below).
+//   - F's tick f+1 may come at once after the heartbeat arrived, so the E
+//     ticks before F may vote span only a little more than E-1 tick
+//     lengths of F's clock. That is the rounding tick: it is not drift,
+//     and two clocks running at exactly the same rate already lose it.
+//   - Clock assumption, with D = MaxClockDriftTicks: over any stretch of
+//     real time one node's clock measures as E-1 ticks, every other node's
+//     clock advances at least E-1-D ticks. (Equivalently, no clock runs
+//     faster than another by more than a factor (E-1)/(E-1-D).)
+//   - So when F first may vote, the leader's clock has advanced at least
+//     E-1-D ticks past t. A new leader needs a vote from some member of
+//     every quorum, so from a node of the quorum that confirmed round r
+//     (the leader itself never votes while it leads). Hence no other
+//     leader can exist, let alone commit, before the leader's tick
+//     t + E - 1 - D; the leader serves lease reads only while its tick
+//     count is below that: leaseUntil = t + E - 1 - D.
+//
+// Worked example, E = 10, D = 1: a round started at tick 100 and confirmed
+// by a quorum lets the leader answer from its lease through tick 107. A
+// follower that received the heartbeat just before its own tick votes no
+// earlier than 9 of its tick lengths later, by which time a leader clock up
+// to 9/8 slower has reached tick 108. (The old bound t + E - D took the
+// rounding tick out of D: with D = 1 it tolerated no drift at all.)
+//
+// Config.Validate requires CheckQuorum (without it followers grant votes
+// regardless), 1 <= D (real clocks drift) and E-1-D >= 1 (a lease of at
+// least one tick); every member must use the same ElectionTicks.
+//
+// A leadership transfer ends the lease: MsgTimeoutNow makes the target
+// campaign with votes that followers grant inside their vote lease
+// (thesis §3.10), and a delayed MsgTimeoutNow may still start that
+// election after the transfer was abandoned. So once a leader sent one, it
+// confirms every read with a heartbeat round (step 3) until it leads a
+// later term: a round confirmed in the same term cannot rule out the
+// delayed election.
 
 // readRequest is one pending ReadIndex request.
 type readRequest struct {
@@ -63,6 +104,9 @@ type readIndexQueue struct {
 	roundTicks [leaseRoundHistory]uint64
 	// leaseUntil is the tick before which the leader holds its lease.
 	leaseUntil uint64
+	// leaseRevoked: this leader sent MsgTimeoutNow in its term, so it
+	// holds no lease until it leads a later term (reset clears it).
+	leaseRevoked bool
 }
 
 // leaseRoundHistory bounds how many recent rounds remember their start
@@ -122,12 +166,26 @@ func (n *Node) queueRead(req readRequest) {
 		n.answerRead(req, nil)
 		return
 	}
-	if n.cfg.ReadMode == ReadLease && n.ticks < n.reads.leaseUntil && n.leadTransferee == None {
+	if n.holdsLease() {
 		n.answerRead(req, nil)
 		return
 	}
 	n.reads.pending = append(n.reads.pending, req)
 	n.reads.needRound = true
+}
+
+// holdsLease reports whether the leader may answer a read from its lease
+// (see the argument at the top of this file).
+func (n *Node) holdsLease() bool {
+	return n.cfg.ReadMode == ReadLease && !n.reads.leaseRevoked && n.leadTransferee == None &&
+		n.ticks < n.reads.leaseUntil
+}
+
+// revokeLease ends the lease for the rest of this term; see the transfer
+// paragraph at the top of this file.
+func (n *Node) revokeLease() {
+	n.reads.leaseRevoked = true
+	n.reads.leaseUntil = 0
 }
 
 // releaseReadsAwaitingCommit runs when the leader first commits in its
@@ -206,9 +264,10 @@ func (n *Node) confirmReads() {
 		return
 	}
 	q.confirmed = max(q.confirmed, confirmed)
-	if q.round-confirmed < leaseRoundHistory {
+	if q.round-confirmed < leaseRoundHistory && !q.leaseRevoked {
+		// leaseUntil = t + E - 1 - D; Validate keeps E - 1 - D >= 1.
 		start := q.roundTicks[confirmed%leaseRoundHistory]
-		until := start + uint64(n.cfg.ElectionTicks-n.cfg.MaxClockDriftTicks)
+		until := start + uint64(n.cfg.ElectionTicks-1-n.cfg.MaxClockDriftTicks)
 		q.leaseUntil = max(q.leaseUntil, until)
 	}
 	done := 0
@@ -245,6 +304,7 @@ func (n *Node) failPendingReads(err error) {
 	n.reads.awaitingCommit, n.reads.pending = nil, nil
 	n.reads.needRound = false
 	n.reads.leaseUntil = 0
+	n.reads.leaseRevoked = false
 	for _, pr := range n.progress {
 		pr.ackedRound = 0
 	}

@@ -8,7 +8,7 @@ import (
 // once; on a follower they are forwarded to the leader (MsgProp) and, if the
 // leader refuses them, come back in Ready.RejectedProposals. Errors:
 // ErrNoLeader, ErrTransferInProgress, ErrTooManyUncommitted,
-// ErrProposalTooLarge.
+// ErrProposalTooLarge, ErrIndexExhausted.
 func (n *Node) Propose(data ...[]byte) error {
 	if n.err != nil {
 		return n.err
@@ -47,6 +47,9 @@ func (n *Node) proposeLocal(data [][]byte) error {
 		return err
 	}
 	last := n.log.lastIndex()
+	if uint64(len(data)) > MaxIndex-last {
+		return ErrIndexExhausted
+	}
 	for i, d := range data {
 		n.log.append(Entry{Index: last + 1 + uint64(i), Term: n.term, Type: EntryNormal, Data: d})
 	}
@@ -81,6 +84,9 @@ func (n *Node) appendProposals(ents []Entry) error {
 		return err
 	}
 	last := n.log.lastIndex()
+	if uint64(len(ents)) > MaxIndex-last {
+		return ErrIndexExhausted
+	}
 	for i := range ents {
 		ents[i].Index = last + 1 + uint64(i)
 		ents[i].Term = n.term
@@ -104,6 +110,7 @@ const (
 	rejectTransfer
 	rejectUncommitted
 	rejectTooLarge
+	rejectIndexExhausted
 )
 
 func rejectReasonFor(err error) uint64 {
@@ -114,6 +121,8 @@ func rejectReasonFor(err error) uint64 {
 		return rejectUncommitted
 	case errors.Is(err, ErrProposalTooLarge):
 		return rejectTooLarge
+	case errors.Is(err, ErrIndexExhausted):
+		return rejectIndexExhausted
 	}
 	return rejectNotLeader
 }
@@ -127,6 +136,8 @@ func (n *Node) handlePropResp(m Message) {
 		err = ErrTooManyUncommitted
 	case rejectTooLarge:
 		err = ErrProposalTooLarge
+	case rejectIndexExhausted:
+		err = ErrIndexExhausted
 	default:
 		err = &NotLeaderError{Leader: m.Index}
 	}
@@ -238,7 +249,7 @@ func (n *Node) handleAppendResp(m Message, pr *Progress) error {
 	for n.sendAppend(m.From, false) {
 	}
 	if m.From == n.leadTransferee && pr.Match == n.log.lastIndex() {
-		n.send(Message{Type: MsgTimeoutNow, To: m.From})
+		n.sendTimeoutNow(m.From)
 	}
 	return nil
 }

@@ -41,11 +41,22 @@ func (n *Node) transferLeadership(to uint64) error {
 	// The transfer gets one election timeout to complete (Tick aborts it).
 	n.electionElapsed = 0
 	if pr.Match == n.log.lastIndex() {
-		n.send(Message{Type: MsgTimeoutNow, To: to})
+		n.sendTimeoutNow(to)
 		return nil
 	}
 	n.sendAppend(to, true)
 	return nil
 }
 
+// abortTransfer abandons a transfer. A MsgTimeoutNow already sent may
+// still arrive and make the target campaign, which is why sending it ended
+// the read lease for good in this term.
 func (n *Node) abortTransfer() { n.leadTransferee = None }
+
+// sendTimeoutNow tells the transfer target to campaign at once. Followers
+// grant that campaign's votes even inside their vote lease, so this
+// leader's read lease ends here, for the rest of the term (reads.go).
+func (n *Node) sendTimeoutNow(to uint64) {
+	n.revokeLease()
+	n.send(Message{Type: MsgTimeoutNow, To: to})
+}

@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rafty-db/rafty/core"
 )
 
 // BenchmarkRawFdatasync measures what the disk itself allows: one writer
 // appending 4 KiB and calling fdatasync, the ceiling for batch-1 Saves.
 func BenchmarkRawFdatasync(b *testing.B) {
-	f, err := os.Create(filepath.Join(b.TempDir(), "raw"))
+	f, err := vfs.Default.Create(filepath.Join(b.TempDir(), "raw"), vfs.WriteCategoryUnspecified)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -28,7 +29,7 @@ func BenchmarkRawFdatasync(b *testing.B) {
 		if _, err := f.Write(buf); err != nil {
 			b.Fatal(err)
 		}
-		if err := fdatasync(f); err != nil {
+		if err := syncData(f, "raw"); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -76,7 +77,7 @@ func BenchmarkSave(b *testing.B) {
 // >= 0.9).
 func BenchmarkSaveVsRaw(b *testing.B) {
 	dir := b.TempDir()
-	f, err := os.Create(filepath.Join(dir, "raw"))
+	f, err := vfs.Default.Create(filepath.Join(dir, "raw"), vfs.WriteCategoryUnspecified)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func BenchmarkSaveVsRaw(b *testing.B) {
 		if _, err := f.Write(raw); err != nil {
 			b.Fatal(err)
 		}
-		if err := fdatasync(f); err != nil {
+		if err := syncData(f, "raw"); err != nil {
 			b.Fatal(err)
 		}
 		t1 := time.Now()

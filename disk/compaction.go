@@ -3,7 +3,6 @@ package disk
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/rafty-db/rafty/core"
 )
@@ -111,12 +110,12 @@ func (s *Store) Compact(index uint64) error {
 	// segments, which recovery accepts.
 	var errs []error
 	for _, seg := range drop {
-		if err := os.Remove(seg.path); err != nil {
+		if err := s.fs.Remove(seg.path); err != nil {
 			errs = append(errs, fmt.Errorf("disk: Compact: remove %w", err))
 			break
 		}
 	}
-	if err := syncDir(s.walDir); err != nil {
+	if err := syncDir(s.fs, s.walDir); err != nil {
 		errs = append(errs, err)
 	} else {
 		s.stats.dirSyncs.Add(1)

@@ -38,9 +38,17 @@
 //     (its record offset) plus one run per change of term. Recovery streams
 //     each segment through a fixed buffer and stages at most one batch
 //     (Options.MaxBatchBytes).
-//   - Exclusive. A flock on <dir>/LOCK keeps a second Store, in this or
-//     another process, from opening the directory; Open fails with
-//     ErrLocked naming the directory.
+//   - Exclusive. A lock on <dir>/LOCK (vfs.FS.Lock: an fcntl write lock
+//     on the operating system's file system, plus a table of the locks
+//     held in this process) keeps a second Store, in this or another
+//     process, from opening the directory; Open fails with ErrLocked
+//     naming the directory.
+//   - Private. Files are created with mode 0600 and directories with
+//     0700: the log holds every client value.
+//   - One file layer. Every file operation goes through Options.FS, a
+//     Pebble vfs.FS (the operating system's by default), so that tests
+//     and the chaos suite can put a simulated power loss under the WAL,
+//     the snapshots and the state machine alike.
 //
 // # Assumptions
 //

@@ -2,9 +2,9 @@ package disk
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rafty-db/rafty/core"
 )
 
@@ -282,11 +282,15 @@ func (s *Store) writeBatch(b *batch) error {
 	// A new segment is always synced: its directory entry must be
 	// durable before anything after it is, and syncing it once is cheap.
 	synced := b.sync || newSeg != nil
-	err := writeBatchBytes(f, wbuf, writeOff, fillTo, synced)
+	path := seg.path
+	if newSeg != nil {
+		path = newSeg.path
+	}
+	err := writeBatchBytes(f, path, wbuf, writeOff, fillTo, synced)
 	if err == nil && newSeg != nil {
 		// The new file's directory entry must be durable too before the
 		// batch counts as durable.
-		if err = syncDir(s.walDir); err == nil {
+		if err = syncDir(s.fs, s.walDir); err == nil {
 			s.stats.dirSyncs.Add(1)
 		}
 	}
@@ -318,7 +322,7 @@ func (s *Store) writeBatch(b *batch) error {
 		s.active = f
 		seg = newSeg
 		if err := old.Close(); err != nil {
-			s.logger.Warn("disk: closing sealed segment", "file", old.Name(), "err", err)
+			s.logger.Warn("disk: closing sealed segment", "file", s.segs[len(s.segs)-2].path, "err", err)
 		}
 	}
 	seg.size = base + int64(len(b.buf))
@@ -347,7 +351,7 @@ func (s *Store) writeBatch(b *batch) error {
 func (s *Store) sealActive(seg *segment) error {
 	cut := false
 	if s.zeroedTo > seg.size {
-		if err := s.active.Truncate(seg.size); err != nil {
+		if err := truncateFile(s.active, seg.path, seg.size); err != nil {
 			return fmt.Errorf("disk: cut the zero tail of segment %s before sealing it: %w", seg.path, err)
 		}
 		s.zeroedTo, cut = seg.size, true
@@ -355,7 +359,7 @@ func (s *Store) sealActive(seg *segment) error {
 	if !cut && !s.unsynced {
 		return nil
 	}
-	if err := fdatasync(s.active); err != nil {
+	if err := syncData(s.active, seg.path); err != nil {
 		return err
 	}
 	s.unsynced = false
@@ -398,7 +402,7 @@ var zeroBuf [1 << 20]byte
 // until the fdatasync returns the batch is not durable, and recovery cuts
 // whatever subset of their pages a crash leaves (zeros silently, anything
 // else as a torn tail).
-func writeBatchBytes(f *os.File, buf []byte, off, fillTo int64, sync bool) error {
+func writeBatchBytes(f vfs.File, path string, buf []byte, off, fillTo int64, sync bool) error {
 	if _, err := f.WriteAt(buf, off); err != nil {
 		return fmt.Errorf("disk: write WAL: %w", err)
 	}
@@ -412,7 +416,7 @@ func writeBatchBytes(f *os.File, buf []byte, off, fillTo int64, sync bool) error
 	if !sync {
 		return nil
 	}
-	return fdatasync(f)
+	return syncData(f, path)
 }
 
 // applyBatch applies a durable batch to the index and the cache (mu held).
@@ -460,7 +464,7 @@ func (s *Store) applyBatch(b *batch, seq uint64, base int64) error {
 // createSegment creates segment seq and returns it with the bytes to write
 // at its start: its checkpoint (the state after every earlier record)
 // followed by first. Only the write-token holder calls it.
-func (s *Store) createSegment(seq uint64, first []byte) (*segment, *os.File, []byte, error) {
+func (s *Store) createSegment(seq uint64, first []byte) (*segment, vfs.File, []byte, error) {
 	cp := checkpoint{
 		segSeq:       seq,
 		nextBatchSeq: s.nextBatchSeq,
@@ -473,7 +477,7 @@ func (s *Store) createSegment(seq uint64, first []byte) (*segment, *os.File, []b
 	cpEnd := int64(len(buf))
 	buf = append(buf, first...)
 	path := filepath.Join(s.walDir, segmentName(seq))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := createFile(s.fs, path)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("disk: create segment: %w", err)
 	}

@@ -131,3 +131,5 @@ func isCorrupt(err error) bool {
 	var ce *CorruptionError
 	return errors.As(err, &ce) && errors.Is(err, ErrCorrupt)
 }
+
+func isLocked(err error) bool { return errors.Is(err, ErrLocked) }

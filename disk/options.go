@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Defaults and bounds of Options. Every quantity the Store lets grow has a
@@ -89,6 +91,15 @@ type Options struct {
 	// [MinPreallocateBytes, MaxPreallocateBytes].
 	PreallocateBytes int64
 
+	// FS is the file system every file of the Store (WAL segments, the
+	// lock, snapshot files, directory syncs) goes through; nil means
+	// vfs.Default, the operating system's. The same interface carries
+	// Pebble's files, so one layer (a simulated power loss in tests, for
+	// example) can sit under the WAL, the snapshots and the state
+	// machine. Files must honour the vfs.File contract: SyncData makes
+	// written data durable, WriteAt never modifies its argument.
+	FS vfs.FS
+
 	// Logger receives recovery reports (a truncated torn tail, a skipped
 	// corrupt snapshot). nil discards them.
 	Logger *slog.Logger
@@ -140,6 +151,13 @@ func (o Options) Validate() error {
 // record of the given maximal payload.
 func minBatchBytes(maxRecord int) int {
 	return batchRecordBytes + hardStateRecordBytes + recordHeaderSize + max(maxRecord, 0)
+}
+
+func (o Options) fs() vfs.FS {
+	if o.FS == nil {
+		return vfs.Default
+	}
+	return o.FS
 }
 
 func (o Options) logger() *slog.Logger {

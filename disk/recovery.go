@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rafty-db/rafty/core"
 )
 
@@ -42,6 +42,7 @@ import (
 
 // replayer rebuilds a logState from the segment files.
 type replayer struct {
+	fs           vfs.FS
 	maxPayload   int
 	st           logState
 	nextBatchSeq uint64
@@ -85,11 +86,11 @@ type tornTail struct {
 // recover rebuilds the Store's state from its WAL directory and leaves the
 // last segment open for appending. Called once, from Open.
 func (s *Store) recover() error {
-	seqs, err := listSegments(s.walDir)
+	seqs, err := listSegments(s.fs, s.walDir)
 	if err != nil {
 		return err
 	}
-	r := &replayer{maxPayload: s.opts.MaxRecordBytes}
+	r := &replayer{fs: s.fs, maxPayload: s.opts.MaxRecordBytes}
 	var torn *tornTail
 	for k, seq := range seqs {
 		seg := &segment{seq: seq, path: filepath.Join(s.walDir, segmentName(seq))}
@@ -119,7 +120,7 @@ func (s *Store) recover() error {
 		return s.createFirstSegment()
 	}
 	last := s.segs[len(s.segs)-1]
-	f, err := os.OpenFile(last.path, os.O_RDWR, 0)
+	f, err := s.fs.OpenReadWrite(last.path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("disk: open active segment: %w", err)
 	}
@@ -151,21 +152,21 @@ func (s *Store) cutTornTail(t *tornTail, nsegs int) error {
 	}
 	if t.off == 0 {
 		if nsegs > 1 || t.seg.seq == 1 {
-			if err := os.Remove(t.seg.path); err != nil {
+			if err := s.fs.Remove(t.seg.path); err != nil {
 				return fmt.Errorf("disk: remove torn segment: %w", err)
 			}
-			return syncDir(s.walDir)
+			return syncDir(s.fs, s.walDir)
 		}
 		// The only segment left after compaction cannot be a torn new
 		// segment: its predecessor would still exist.
 		return &CorruptionError{File: t.seg.path, Offset: 0, Reason: "no valid checkpoint in the only segment", Err: t.reason}
 	}
-	f, err := os.OpenFile(t.seg.path, os.O_RDWR, 0)
+	f, err := s.fs.OpenReadWrite(t.seg.path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("disk: open torn segment: %w", err)
 	}
 	defer f.Close()
-	if err := f.Truncate(t.off); err != nil {
+	if err := truncateFile(f, t.seg.path, t.off); err != nil {
 		return fmt.Errorf("disk: truncate torn segment: %w", err)
 	}
 	if err := f.Sync(); err != nil {
@@ -184,11 +185,11 @@ func (s *Store) createFirstSegment() error {
 	if err != nil {
 		return err
 	}
-	if err := writeBatchBytes(f, buf, 0, 0, true); err != nil {
+	if err := writeBatchBytes(f, seg.path, buf, 0, 0, true); err != nil {
 		f.Close()
 		return err
 	}
-	if err := syncDir(s.walDir); err != nil {
+	if err := syncDir(s.fs, s.walDir); err != nil {
 		f.Close()
 		return err
 	}
@@ -202,7 +203,7 @@ func (s *Store) createFirstSegment() error {
 // replaySegment applies seg's records. It returns a tornTail when seg is
 // the last segment and ends in a torn write.
 func (r *replayer) replaySegment(seg *segment, isFirst, isLast bool) (*tornTail, error) {
-	f, err := os.Open(seg.path)
+	f, err := r.fs.Open(seg.path)
 	if err != nil {
 		return nil, fmt.Errorf("disk: open segment: %w", err)
 	}

@@ -10,13 +10,14 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"os"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rafty-db/rafty/core"
 )
 
@@ -55,6 +56,7 @@ const (
 // Data is streamed in and out; no snapshot is ever held in memory. Safe for
 // concurrent use.
 type SnapshotStore struct {
+	fs     vfs.FS
 	dir    string
 	logger *slog.Logger
 
@@ -63,29 +65,36 @@ type SnapshotStore struct {
 }
 
 // OpenSnapshotStore opens (creating if needed) the snapshot directory dir
-// and removes temporary files left by a crash. logger may be nil. It takes
-// no lock: Store.Snapshots gives the one under the Store's directory lock.
+// on the operating system's file system and removes temporary files left
+// by a crash. logger may be nil. It takes no lock: Store.Snapshots gives
+// the one under the Store's directory lock.
 func OpenSnapshotStore(dir string, logger *slog.Logger) (*SnapshotStore, error) {
+	return OpenSnapshotStoreFS(vfs.Default, dir, logger)
+}
+
+// OpenSnapshotStoreFS is OpenSnapshotStore on the file system fsys (see
+// Options.FS).
+func OpenSnapshotStoreFS(fsys vfs.FS, dir string, logger *slog.Logger) (*SnapshotStore, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if err := mkdirDurable(dir); err != nil {
+	if err := mkdirDurable(fsys, dir); err != nil {
 		return nil, err
 	}
-	des, err := os.ReadDir(dir)
+	names, err := fsys.List(dir)
 	if err != nil {
 		return nil, fmt.Errorf("disk: list snapshots: %w", err)
 	}
-	for _, de := range des {
-		if strings.HasPrefix(de.Name(), snapTempPrefix) {
-			path := filepath.Join(dir, de.Name())
+	for _, name := range names {
+		if strings.HasPrefix(name, snapTempPrefix) {
+			path := filepath.Join(dir, name)
 			logger.Warn("disk: removing unfinished snapshot", "file", path)
-			if err := os.Remove(path); err != nil {
+			if err := fsys.Remove(path); err != nil {
 				return nil, fmt.Errorf("disk: remove unfinished snapshot: %w", err)
 			}
 		}
 	}
-	return &SnapshotStore{dir: dir, logger: logger, corrupt: map[string]bool{}}, nil
+	return &SnapshotStore{fs: fsys, dir: dir, logger: logger, corrupt: map[string]bool{}}, nil
 }
 
 // Dir returns the snapshot directory.
@@ -113,14 +122,14 @@ type snapFile struct {
 
 // list returns the snapshot files, newest (highest index, then term) first.
 func (ss *SnapshotStore) list() ([]snapFile, error) {
-	des, err := os.ReadDir(ss.dir)
+	names, err := ss.fs.List(ss.dir)
 	if err != nil {
 		return nil, fmt.Errorf("disk: list snapshots: %w", err)
 	}
 	var out []snapFile
-	for _, de := range des {
-		if i, t, ok := parseSnapName(de.Name()); ok && de.Type().IsRegular() {
-			out = append(out, snapFile{de.Name(), i, t})
+	for _, name := range names {
+		if i, t, ok := parseSnapName(name); ok {
+			out = append(out, snapFile{name, i, t})
 		}
 	}
 	slices.SortFunc(out, func(a, b snapFile) int { return strings.Compare(b.name, a.name) })
@@ -145,7 +154,8 @@ func (ss *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error)
 	if len(files) > 0 && meta.Index < files[0].index {
 		return nil, fmt.Errorf("disk: snapshot %d is older than the stored snapshot %d: %w", meta.Index, files[0].index, ErrInvalidArgument)
 	}
-	f, err := os.CreateTemp(ss.dir, snapTempPrefix+"*")
+	tmp := filepath.Join(ss.dir, fmt.Sprintf("%s%016x", snapTempPrefix, rand.Uint64()))
+	f, err := createFile(ss.fs, tmp)
 	if err != nil {
 		return nil, fmt.Errorf("disk: create snapshot: %w", err)
 	}
@@ -155,7 +165,7 @@ func (ss *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error)
 	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(hlen))
 	hdr = appendSnapshotMeta(hdr, meta)
 	hdr = binary.LittleEndian.AppendUint32(hdr, crc32.Checksum(hdr[8:], crcTable))
-	w := &SnapshotWriter{ss: ss, f: f, meta: meta, bw: bufio.NewWriterSize(f, 256<<10), crc: crc32.New(crcTable)}
+	w := &SnapshotWriter{ss: ss, f: f, path: tmp, meta: meta, bw: bufio.NewWriterSize(f, 256<<10), crc: crc32.New(crcTable)}
 	if _, err := w.bw.Write(hdr); err != nil {
 		w.Abort()
 		return nil, fmt.Errorf("disk: write snapshot header: %w", err)
@@ -189,7 +199,8 @@ func (ss *SnapshotStore) CreateSnapshot(meta core.SnapshotMeta) (SnapshotSink, e
 // safe for concurrent use.
 type SnapshotWriter struct {
 	ss   *SnapshotStore
-	f    *os.File
+	f    vfs.File
+	path string // the temporary file
 	meta core.SnapshotMeta
 	bw   *bufio.Writer
 	crc  hash.Hash32
@@ -206,12 +217,22 @@ func (w *SnapshotWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	n, err := w.bw.Write(p)
-	w.crc.Write(p[:n])
-	w.n += uint64(n)
-	if err != nil {
-		w.err = fmt.Errorf("disk: write snapshot: %w", err)
+	// Copy through the buffer in pieces that fit: bufio hands a large
+	// write straight to the file, and vfs.File.Write may modify what it is
+	// given, which an io.Writer must never do to its caller's bytes.
+	var n int
+	for n < len(p) {
+		if w.bw.Available() == 0 {
+			if err := w.bw.Flush(); err != nil {
+				w.err = fmt.Errorf("disk: write snapshot: %w", err)
+				break
+			}
+		}
+		k, _ := w.bw.Write(p[n : n+min(len(p)-n, w.bw.Available())])
+		w.crc.Write(p[n : n+k])
+		n += k
 	}
+	w.n += uint64(n)
 	return n, w.err
 }
 
@@ -264,20 +285,21 @@ func (w *SnapshotWriter) Commit() error {
 		return fmt.Errorf("disk: finish snapshot: %w", err)
 	}
 	w.done = true
-	tmp := w.f.Name()
+	tmp := w.path
 	if err := w.f.Close(); err != nil {
-		os.Remove(tmp)
+		ss := w.ss
+		ss.fs.Remove(tmp)
 		return fmt.Errorf("disk: close snapshot: %w", err)
 	}
 	ss := w.ss
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	name := snapName(w.meta.Index, w.meta.Term)
-	if err := os.Rename(tmp, filepath.Join(ss.dir, name)); err != nil {
-		os.Remove(tmp)
+	if err := ss.fs.Rename(tmp, filepath.Join(ss.dir, name)); err != nil {
+		ss.fs.Remove(tmp)
 		return fmt.Errorf("disk: rename snapshot into place: %w", err)
 	}
-	if err := syncDir(ss.dir); err != nil {
+	if err := syncDir(ss.fs, ss.dir); err != nil {
 		return err
 	}
 	delete(ss.corrupt, name)
@@ -305,7 +327,7 @@ func (ss *SnapshotStore) retain(name string) error {
 		if f.name > name {
 			continue // newer than the committed one: Create refuses that, leave it
 		}
-		if err := os.Remove(filepath.Join(ss.dir, f.name)); err != nil {
+		if err := ss.fs.Remove(filepath.Join(ss.dir, f.name)); err != nil {
 			errs = append(errs, fmt.Errorf("disk: remove old snapshot: %w", err))
 			continue
 		}
@@ -313,7 +335,7 @@ func (ss *SnapshotStore) retain(name string) error {
 		removed = true
 	}
 	if removed {
-		errs = append(errs, syncDir(ss.dir))
+		errs = append(errs, syncDir(ss.fs, ss.dir))
 	}
 	return errors.Join(errs...)
 }
@@ -326,7 +348,7 @@ func (w *SnapshotWriter) Abort() error {
 	}
 	w.done = true
 	w.f.Close()
-	if err := os.Remove(w.f.Name()); err != nil {
+	if err := w.ss.fs.Remove(w.path); err != nil {
 		return fmt.Errorf("disk: abort snapshot: %w", err)
 	}
 	return nil
@@ -352,7 +374,7 @@ func (ss *SnapshotStore) OpenLatest() (core.SnapshotMeta, io.ReadCloser, error) 
 	var errs []error
 	for _, sf := range files {
 		path := filepath.Join(ss.dir, sf.name)
-		meta, rc, err := openSnapshotFile(path, sf)
+		meta, rc, err := ss.openSnapshotFile(path, sf)
 		if err == nil {
 			return meta, rc, nil
 		}
@@ -375,7 +397,7 @@ func (ss *SnapshotStore) OpenLatest() (core.SnapshotMeta, io.ReadCloser, error) 
 func (ss *SnapshotStore) OpenSnapshot(index, term uint64) (core.SnapshotMeta, io.ReadCloser, error) {
 	sf := snapFile{name: snapName(index, term), index: index, term: term}
 	path := filepath.Join(ss.dir, sf.name)
-	f, err := os.Open(path)
+	f, err := ss.fs.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return core.SnapshotMeta{}, nil, fmt.Errorf("disk: snapshot %d/%d: %w", term, index, ErrNoSnapshot)
 	}
@@ -402,7 +424,7 @@ func (ss *SnapshotStore) ListSnapshots() ([]core.SnapshotMeta, error) {
 	var out []core.SnapshotMeta
 	for _, sf := range files {
 		path := filepath.Join(ss.dir, sf.name)
-		f, err := os.Open(path)
+		f, err := ss.fs.Open(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // removed meanwhile
 		}
@@ -425,8 +447,8 @@ func (ss *SnapshotStore) ListSnapshots() ([]core.SnapshotMeta, error) {
 }
 
 // openSnapshotFile verifies the file and returns a reader of its data.
-func openSnapshotFile(path string, sf snapFile) (core.SnapshotMeta, io.ReadCloser, error) {
-	f, err := os.Open(path)
+func (ss *SnapshotStore) openSnapshotFile(path string, sf snapFile) (core.SnapshotMeta, io.ReadCloser, error) {
+	f, err := ss.fs.Open(path)
 	if err != nil {
 		return core.SnapshotMeta{}, nil, fmt.Errorf("disk: open snapshot: %w", err)
 	}
@@ -448,7 +470,7 @@ func openSnapshotFile(path string, sf snapFile) (core.SnapshotMeta, io.ReadClose
 	return meta, newSnapshotReader(f, path, dataOff, n, crc), nil
 }
 
-func newSnapshotReader(f *os.File, path string, dataOff int64, n uint64, crc uint32) *snapshotReader {
+func newSnapshotReader(f vfs.File, path string, dataOff int64, n uint64, crc uint32) *snapshotReader {
 	return &snapshotReader{
 		f:    f,
 		r:    bufio.NewReaderSize(io.NewSectionReader(f, dataOff, int64(n)), 256<<10),
@@ -458,7 +480,7 @@ func newSnapshotReader(f *os.File, path string, dataOff int64, n uint64, crc uin
 
 // readSnapshotFraming checks everything but the data CRC and returns the
 // metadata, the data's offset and length, and its stored CRC.
-func readSnapshotFraming(f *os.File, path string, sf snapFile) (core.SnapshotMeta, int64, uint64, uint32, error) {
+func readSnapshotFraming(f vfs.File, path string, sf snapFile) (core.SnapshotMeta, int64, uint64, uint32, error) {
 	fail := func(off int64, format string, args ...any) (core.SnapshotMeta, int64, uint64, uint32, error) {
 		return core.SnapshotMeta{}, 0, 0, 0, corruptf(path, off, format, args...)
 	}
@@ -513,7 +535,7 @@ func readSnapshotFraming(f *os.File, path string, sf snapFile) (core.SnapshotMet
 
 // snapshotReader streams snapshot data and verifies its CRC at the end.
 type snapshotReader struct {
-	f     *os.File
+	f     vfs.File
 	r     io.Reader
 	left  uint64
 	crc   hash.Hash32

@@ -3,14 +3,13 @@ package disk
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rafty-db/rafty/core"
 )
 
@@ -26,6 +25,7 @@ import (
 type Store struct {
 	dir    string
 	walDir string
+	fs     vfs.FS
 	opts   Options
 	logger *slog.Logger
 	lock   *dirLock
@@ -44,7 +44,7 @@ type Store struct {
 	qHS               core.HardState
 	// Fields only the write-token holder touches.
 	nextBatchSeq uint64
-	active       *os.File // last segment, opened read-write
+	active       vfs.File // last segment, opened read-write
 	// unsynced: the active segment holds a SaveCommitUnsynced write that
 	// no fdatasync has covered yet; Close syncs it.
 	unsynced bool
@@ -79,16 +79,18 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if err := mkdirDurable(dir); err != nil {
+	fsys := opts.fs()
+	if err := mkdirDurable(fsys, dir); err != nil {
 		return nil, err
 	}
-	lock, err := lockDir(dir)
+	lock, err := lockDir(fsys, dir)
 	if err != nil {
 		return nil, err
 	}
 	s := &Store{
 		dir:    dir,
 		walDir: filepath.Join(dir, walDirName),
+		fs:     fsys,
 		opts:   opts,
 		logger: opts.logger(),
 		lock:   lock,
@@ -103,10 +105,10 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 func (s *Store) open() error {
-	if err := mkdirDurable(s.walDir); err != nil {
+	if err := mkdirDurable(s.fs, s.walDir); err != nil {
 		return err
 	}
-	snaps, err := OpenSnapshotStore(filepath.Join(s.dir, snapDirName), s.logger)
+	snaps, err := OpenSnapshotStoreFS(s.fs, filepath.Join(s.dir, snapDirName), s.logger)
 	if err != nil {
 		return err
 	}
@@ -116,20 +118,6 @@ func (s *Store) open() error {
 	}
 	s.qLast, s.qSnapIndex, s.qHS = s.st.last, s.st.snap.Index, s.st.hs
 	return nil
-}
-
-// mkdirDurable creates dir if needed and syncs its parent so the new
-// directory entry survives a crash.
-func mkdirDurable(dir string) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("disk: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("disk: create directory: %w", err)
-	}
-	return syncDir(filepath.Dir(dir))
 }
 
 // Snapshots returns the snapshot file store in dir/snap, covered by the
@@ -155,7 +143,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	var syncErr error
 	if s.unsynced && s.failed == nil && s.active != nil {
-		syncErr = fdatasync(s.active)
+		syncErr = syncData(s.active, s.segs[len(s.segs)-1].path)
 	}
 	return errors.Join(syncErr, s.closeFiles())
 }
@@ -288,7 +276,7 @@ func (s *Store) readEntries(out []core.Entry, lo, hi, size, maxBytes uint64) ([]
 		f := s.active
 		if seg != s.segs[len(s.segs)-1] {
 			var err error
-			if f, err = os.Open(seg.path); err != nil {
+			if f, err = s.fs.Open(seg.path); err != nil {
 				return nil, 0, fmt.Errorf("disk: open segment: %w", err)
 			}
 		}

@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Directory layout under the data directory given to Open.
@@ -49,14 +49,14 @@ type segment struct {
 
 // listSegments returns the sequence numbers of the segment files in dir,
 // ascending, and fails if one is missing in between: a hole means lost data.
-func listSegments(dir string) ([]uint64, error) {
-	des, err := os.ReadDir(dir)
+func listSegments(fsys vfs.FS, dir string) ([]uint64, error) {
+	names, err := fsys.List(dir)
 	if err != nil {
 		return nil, fmt.Errorf("disk: list segments: %w", err)
 	}
 	var seqs []uint64
-	for _, de := range des {
-		if seq, ok := parseSegmentName(de.Name()); ok && de.Type().IsRegular() {
+	for _, name := range names {
+		if seq, ok := parseSegmentName(name); ok {
 			seqs = append(seqs, seq)
 		}
 	}
@@ -68,30 +68,6 @@ func listSegments(dir string) ([]uint64, error) {
 		}
 	}
 	return seqs, nil
-}
-
-// noSyncForFuzzing, set only by FuzzOpenSegment, turns fdatasync and
-// directory fsyncs into no-ops so that the fuzzer runs thousands of Opens a
-// second; durability is not what it tests. Nothing else sets it.
-var noSyncForFuzzing atomic.Bool
-
-// syncDir makes the creation, removal or renaming of entries in dir durable.
-func syncDir(dir string) error {
-	if noSyncForFuzzing.Load() {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("disk: open directory for fsync: %w", err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("disk: fsync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // isDecodeErr reports whether err came from record framing rather than I/O:
@@ -118,7 +94,7 @@ const recoveryBufferBytes = 256 << 10
 
 // reset points r at the start of f, keeping its buffers: one reader serves
 // every segment of a recovery, so buffers are allocated once.
-func (r *segmentReader) reset(f *os.File, size int64, maxPayload int) {
+func (r *segmentReader) reset(f vfs.File, size int64, maxPayload int) {
 	if r.br == nil || (r.br.Size() < recoveryBufferBytes && int64(r.br.Size()) < size) {
 		// Small files (tests, fuzzing) need no big buffer.
 		r.br = bufio.NewReaderSize(f, int(min(recoveryBufferBytes, max(size, 16))))

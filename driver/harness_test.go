@@ -137,6 +137,9 @@ type stallStore struct {
 	mu      sync.Mutex
 	gate    chan struct{}
 	entered chan struct{}
+	// only, when set, restricts the gate to Saves for which it is true
+	// (see stallOn).
+	only    func(ents []core.Entry) bool
 	saves   atomic.Int64
 	entries atomic.Int64
 	// maxEntries is the largest number of entries one Save wrote.
@@ -153,6 +156,9 @@ func newStallStore() *stallStore {
 func (s *stallStore) Save(hs core.HardState, ents []core.Entry) error {
 	s.mu.Lock()
 	gate := s.gate
+	if s.only != nil && !s.only(ents) {
+		gate = nil
+	}
 	s.mu.Unlock()
 	if gate != nil {
 		select {
@@ -178,11 +184,16 @@ func (s *stallStore) Close() error {
 }
 
 // stall makes every Save block until the returned release is called.
-func (s *stallStore) stall() (release func()) {
+func (s *stallStore) stall() (release func()) { return s.stallIf(nil) }
+
+// stallIf is stall restricted to the Saves for which only (if non-nil)
+// is true.
+func (s *stallStore) stallIf(only func(ents []core.Entry) bool) (release func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	gate := make(chan struct{})
 	s.gate = gate
+	s.only = only
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -194,6 +205,20 @@ func (s *stallStore) stall() (release func()) {
 			close(gate)
 		})
 	}
+}
+
+// stallOn is stall for only the Saves that write an entry whose command
+// is cmd: other writes (a commit-only write, a heartbeat's term) pass, so
+// a test knows which write blocked.
+func (s *stallStore) stallOn(cmd string) (release func()) {
+	return s.stallIf(func(ents []core.Entry) bool {
+		for _, e := range ents {
+			if len(e.Data) >= driver.EnvelopeOverhead && string(e.Data[driver.EnvelopeOverhead:]) == cmd {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // cluster is an in-process cluster on a drivertest.Network and a shared

@@ -171,6 +171,11 @@ func newCounters(reg prometheus.Registerer) (*counters, error) {
 		promSnapBytesRecv: vec("snapshot_bytes_received_total", "Snapshot data bytes received, by peer.", "peer"),
 		promSnaps:         vec("snapshots_total", "Snapshot transfers that succeeded, by peer and direction.", "peer", "direction"),
 	}
+	// Every reason's series exists from the start, at 0, so an alert on
+	// its rate sees 0 rather than no data.
+	for _, r := range rejectReasons {
+		c.promRejected.WithLabelValues(string(r))
+	}
 	if reg != nil {
 		for _, col := range []prometheus.Collector{
 			c.promMsgsSent, c.promBytesSent, c.promBatchesSent, c.promMsgsRecv, c.promBytesRecv,
@@ -206,8 +211,26 @@ type peerCounters struct {
 	promMsgsRecv, promBytesRecv                  prometheus.Counter
 }
 
+// rejectReasons are every RejectReason, pre-initialised at 0.
+var rejectReasons = []RejectReason{RejectClusterMismatch, RejectWrongReceiver, RejectUnknownSender, RejectSenderMismatch, RejectMalformed}
+
+// peerDropReasons are the DropReasons that can befall a configured peer
+// (DropUnknownPeer cannot), pre-initialised at 0 for each.
+var peerDropReasons = []DropReason{DropQueueFull, DropTooLarge, DropInvalid, DropUnreachable, DropRejected, DropClosed}
+
 func (c *counters) forPeer(id uint64) *peerCounters {
 	l := peerLabel(id)
+	// A configured peer's series exist from the start, at 0: dashboards
+	// and alerts then see 0 drops rather than no data (forgetPeer deletes
+	// them all again).
+	for _, r := range peerDropReasons {
+		c.promDropped.WithLabelValues(l, string(r))
+	}
+	c.promInvalid.WithLabelValues(l)
+	c.promSnapBytesSent.WithLabelValues(l)
+	c.promSnapBytesRecv.WithLabelValues(l)
+	c.promSnaps.WithLabelValues(l, "sent")
+	c.promSnaps.WithLabelValues(l, "received")
 	return &peerCounters{
 		promMsgsSent:    c.promMsgsSent.WithLabelValues(l),
 		promBytesSent:   c.promBytesSent.WithLabelValues(l),

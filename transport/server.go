@@ -159,6 +159,12 @@ func (t *GRPC) checkHeader(h batchHeader, streamSender uint64) error {
 		return t.reject(RejectSenderMismatch, codes.PermissionDenied,
 			"transport: batch from node %d on the stream of node %d (received by node %d)", h.from, streamSender, t.cfg.NodeID)
 	}
+	if t.peer(h.from) == nil && h.from != t.cfg.NodeID && t.closedFlg.Load() {
+		// Close empties the peer set before the server stops, so a batch
+		// arriving meanwhile would look like one from a stranger (and be
+		// logged as such on every graceful stop of a whole cluster).
+		return status.Errorf(codes.Unavailable, "transport: node %d is shutting down", t.cfg.NodeID)
+	}
 	if h.from == t.cfg.NodeID || t.peer(h.from) == nil {
 		return t.reject(RejectUnknownSender, codes.PermissionDenied,
 			"transport: unknown sender: node %d is not a peer of node %d (cluster %d)", h.from, t.cfg.NodeID, t.cfg.ClusterID)

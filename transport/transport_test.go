@@ -722,3 +722,26 @@ func (endless) Read(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// TestClosingIsNotAnUnknownSender: Close empties the peer set before the
+// server stops, so a batch from a configured peer arriving meanwhile must
+// be told the node is shutting down, not be refused (and logged, and
+// counted) as coming from a stranger — what a graceful stop of a whole
+// cluster used to log on every member.
+func TestClosingIsNotAnUnknownSender(t *testing.T) {
+	nodes := newCluster(t, 2, nil)
+	b := nodes[1].tr
+	must(t, b.Close())
+	err := b.checkHeader(batchHeader{clusterID: testCluster, from: 1, to: 2}, 0)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("batch from a configured peer during close: %v, want Unavailable (shutting down)", err)
+	}
+	if n := b.Stats().Rejected[RejectUnknownSender]; n != 0 {
+		t.Fatalf("counted %d unknown-sender rejections during close", n)
+	}
+	// A batch claiming the receiver's own ID is still refused as forged.
+	err = b.checkHeader(batchHeader{clusterID: testCluster, from: 2, to: 2}, 0)
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("batch claiming to be from the receiver during close: %v, want PermissionDenied", err)
+	}
+}

@@ -24,9 +24,16 @@ import (
 // key-value stores (2379 for clients) and Prometheus exporters (9090), so
 // the deploy manifests and the README can name them.
 const (
-	defaultPeerListen      = "0.0.0.0:7000"
-	defaultClientListen    = "0.0.0.0:2379"
-	defaultMetricsListen   = "0.0.0.0:9090"
+	// The listeners default to loopback: the client API and the Raft port
+	// must not face every network the host is on unless the operator says
+	// so (the Compose file and the StatefulSet set their addresses). An
+	// empty --peer-listen means "this node's own --peers entry".
+	defaultPeerListen    = ""
+	defaultClientListen  = "127.0.0.1:2379"
+	defaultMetricsListen = "127.0.0.1:9090"
+	// metricsOff as --metrics-listen turns the metrics listener off.
+	metricsOff = "off"
+
 	defaultDataDir         = "data"
 	defaultClusterName     = "rafty"
 	defaultTick            = 100 * time.Millisecond
@@ -111,11 +118,11 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: flagDataDir, Sources: env(flagDataDir), Category: "storage", Value: defaultDataDir, TakesFile: true,
 			Usage: "directory holding raft/ (write-ahead log) and kv/ (Pebble)"},
 		&cli.StringFlag{Name: flagPeerListen, Sources: env(flagPeerListen), Category: "network", Value: defaultPeerListen,
-			Usage: "host:port serving Raft traffic from peers"},
+			Usage: "host:port serving Raft traffic from peers (default: this node's own --peers entry, which must then be an IP address or localhost); its port must be that entry's port"},
 		&cli.StringFlag{Name: flagClientListen, Sources: env(flagClientListen), Category: "network", Value: defaultClientListen,
 			Usage: "host:port serving the client gRPC API"},
 		&cli.StringFlag{Name: flagMetricsListen, Sources: env(flagMetricsListen), Category: "network", Value: defaultMetricsListen,
-			Usage: "host:port serving /metrics, /healthz and /readyz"},
+			Usage: "host:port serving /metrics, /healthz and /readyz, or 'off'"},
 		&cli.DurationFlag{Name: flagTick, Sources: env(flagTick), Category: "raft", Value: defaultTick,
 			Usage: "length of one Raft tick"},
 		&cli.IntFlag{Name: flagElectionTicks, Sources: env(flagElectionTicks), Category: "raft", Value: defaultElectionTicks,
@@ -125,7 +132,7 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: flagReadMode, Sources: env(flagReadMode), Category: "raft", Value: defaultReadMode,
 			Usage: "how the leader confirms a linearizable read: safe (a heartbeat round with a quorum, ReadIndex) or lease (its leader lease, no round; correct only while clocks on the members advance at rates within --max-clock-drift-ticks per election timeout)"},
 		&cli.IntFlag{Name: flagMaxClockDrift, Sources: env(flagMaxClockDrift), Category: "raft", Value: defaultMaxClockDrift,
-			Usage: "--read-mode lease: ticks taken off the lease for clock rate drift between members (0 to --election-ticks - 1)"},
+			Usage: "--read-mode lease: ticks taken off the lease for clock rate drift between members (1 to --election-ticks - 2)"},
 		&cli.IntFlag{Name: flagSnapshotEntries, Sources: env(flagSnapshotEntries), Category: "snapshots", Value: driver.DefaultSnapshotEntries,
 			Usage: "snapshot the state machine once this many log entries were applied since the last snapshot (or --snapshot-bytes, whichever comes first)"},
 		&cli.StringFlag{Name: flagSnapshotBytes, Sources: env(flagSnapshotBytes), Category: "snapshots", Value: formatSize(driver.DefaultSnapshotBytes),
@@ -433,6 +440,30 @@ func (v flagValues) config() (*serveConfig, error) {
 	}
 	seen := map[string]string{}
 	for _, l := range listens {
+		if l.flag == flagMetricsListen && l.val == metricsOff {
+			*l.dst = ""
+			continue
+		}
+		if l.flag == flagPeerListen {
+			if l.val == "" && c.ID != 0 && c.Peers[c.ID] != "" {
+				self := c.Peers[c.ID]
+				if !bindable(self) {
+					bad("--%s is needed: this node's --%s entry %d=%s is a host name, not a local address to listen on (e.g. --%s 0.0.0.0:%s)",
+						flagPeerListen, flagPeers, c.ID, self, flagPeerListen, portOf(self))
+					continue
+				}
+				l.val = self
+			} else if l.val != "" && c.Peers[c.ID] != "" {
+				if err := peerListenMatches(l.val, c.Peers[c.ID]); err != nil {
+					bad("--%s %s disagrees with this node's --%s entry %d=%s, the address its peers dial: %v",
+						flagPeerListen, l.val, flagPeers, c.ID, c.Peers[c.ID], err)
+					continue
+				}
+			}
+			if l.val == "" {
+				continue // no usable ID or membership: reported above
+			}
+		}
 		if err := checkListenAddr(l.val); err != nil {
 			bad("--%s: %v", l.flag, err)
 			continue
@@ -467,6 +498,15 @@ func (v flagValues) config() (*serveConfig, error) {
 	}
 	if v.MaxClockDriftTicks < 0 || (v.ElectionTicks >= 2 && v.MaxClockDriftTicks >= v.ElectionTicks) {
 		bad("--%s must be in [0, --%s), got %d", flagMaxClockDrift, flagElectionTicks, v.MaxClockDriftTicks)
+	} else if c.ReadMode == core.ReadLease && v.ElectionTicks >= 2 {
+		// What makes a lease safe is core's to say (core/reads.go).
+		rc := core.DefaultConfig(1, 1)
+		rc.ElectionTicks, rc.HeartbeatTicks = v.ElectionTicks, min(v.HeartbeatTicks, v.ElectionTicks-1)
+		rc.ReadMode, rc.MaxClockDriftTicks = core.ReadLease, v.MaxClockDriftTicks
+		if err := rc.Validate(); err != nil {
+			bad("--%s lease with --%s %d and --%s %d: %v", flagReadMode, flagMaxClockDrift, v.MaxClockDriftTicks,
+				flagElectionTicks, v.ElectionTicks, err)
+		}
 	}
 
 	// Snapshots. The driver reads a zero as "use the default" and rejects
@@ -680,6 +720,53 @@ func checkListenAddr(addr string) error {
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return fmt.Errorf("%q has an invalid port (want 0-65535)", addr)
+	}
+	return nil
+}
+
+// bindable reports whether this node can listen on its own peer address
+// as given: an IP literal or localhost. A DNS name usually resolves to an
+// address the operator means to bind through another one (0.0.0.0 in a
+// container), so it needs an explicit --peer-listen.
+func bindable(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	return host == "localhost" || net.ParseIP(host) != nil
+}
+
+// portOf returns addr's port, or "PORT" if it has none.
+func portOf(addr string) string {
+	if _, port, err := net.SplitHostPort(addr); err == nil {
+		return port
+	}
+	return "PORT"
+}
+
+// peerListenMatches checks that listening on listen serves the peers that
+// dial self (this node's --peers entry): the ports are equal and, where
+// both hosts are IP literals, the listen address is the entry's or a
+// wildcard. A host name in the entry is not resolved here (DNS may not be
+// ready at start, and a name may point through a load balancer).
+func peerListenMatches(listen, self string) error {
+	lhost, lport, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil // checkListenAddr reports it
+	}
+	shost, sport, err := net.SplitHostPort(self)
+	if err != nil {
+		return nil // parsePeers reported it
+	}
+	if lport != sport {
+		return fmt.Errorf("port %s is not %s", lport, sport)
+	}
+	lip, sip := net.ParseIP(lhost), net.ParseIP(shost)
+	if lhost == "" || (lip != nil && lip.IsUnspecified()) {
+		return nil
+	}
+	if lip != nil && sip != nil && !lip.Equal(sip) {
+		return fmt.Errorf("host %s is not %s", lhost, shost)
 	}
 	return nil
 }

@@ -128,6 +128,7 @@ func TestFlagValuesConfig(t *testing.T) {
 		v := defaultFlagValues()
 		v.Peers = "1=a:7000,2=b:7000,3=c:7000"
 		v.ID = "2"
+		v.PeerListen = "0.0.0.0:7000" // b is a host name: an explicit bind address is needed
 		v.statFile = testStat
 		v.systemHostname = func() (string, error) { return "laptop", nil }
 		return v
@@ -139,7 +140,7 @@ func TestFlagValuesConfig(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", check: func(t *testing.T, c *serveConfig) {
-			if c.ID != 2 || len(c.Peers) != 3 || c.PeerListen != defaultPeerListen || c.Tick != 100*time.Millisecond ||
+			if c.ID != 2 || len(c.Peers) != 3 || c.PeerListen != "0.0.0.0:7000" || c.Tick != 100*time.Millisecond ||
 				c.ElectionTicks != 5 || c.HeartbeatTicks != 1 || c.LogLevel != slog.LevelInfo || c.ClusterID == 0 {
 				t.Errorf("unexpected config %+v", c)
 			}
@@ -180,6 +181,10 @@ func TestFlagValuesConfig(t *testing.T) {
 			}
 		}},
 		{name: "read mode unknown", edit: func(v *flagValues) { v.ReadMode = "fast" }, wantErr: `--read-mode must be safe or lease, got "fast"`},
+		{name: "lease without drift margin", edit: func(v *flagValues) { v.ReadMode, v.MaxClockDriftTicks = "lease", 0 },
+			wantErr: "MaxClockDriftTicks of at least 1"},
+		{name: "lease shorter than a tick", edit: func(v *flagValues) { v.ReadMode, v.MaxClockDriftTicks = "lease", 4 },
+			wantErr: "at most ElectionTicks-2 (3)"},
 		{name: "clock drift negative", edit: func(v *flagValues) { v.MaxClockDriftTicks = -1 },
 			wantErr: "--max-clock-drift-ticks must be in [0, --election-ticks), got -1"},
 		{name: "clock drift too large", edit: func(v *flagValues) { v.MaxClockDriftTicks = 5 },
@@ -247,7 +252,34 @@ func TestFlagValuesConfig(t *testing.T) {
 		{name: "bad listen", edit: func(v *flagValues) { v.PeerListen = "7000" }, wantErr: `--peer-listen: "7000" is not HOST:PORT`},
 		{name: "bad listen port", edit: func(v *flagValues) { v.ClientListen = ":99999" }, wantErr: "--client-listen: \":99999\" has an invalid port"},
 		{name: "same listen twice", edit: func(v *flagValues) { v.Metrics = v.ClientListen },
-			wantErr: "--client-listen and --metrics-listen both listen on 0.0.0.0:2379"},
+			wantErr: "--client-listen and --metrics-listen both listen on 127.0.0.1:2379"},
+		{name: "client and metrics on loopback by default", check: func(t *testing.T, c *serveConfig) {
+			if c.ClientListen != "127.0.0.1:2379" || c.MetricsListen != "127.0.0.1:9090" {
+				t.Errorf("client %q, metrics %q: want loopback", c.ClientListen, c.MetricsListen)
+			}
+		}},
+		{name: "metrics off", edit: func(v *flagValues) { v.Metrics = "off" }, check: func(t *testing.T, c *serveConfig) {
+			if c.MetricsListen != "" {
+				t.Errorf("metrics listen %q, want none", c.MetricsListen)
+			}
+		}},
+		{name: "peer listen from own entry", edit: func(v *flagValues) {
+			v.Peers, v.PeerListen = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003", ""
+		}, check: func(t *testing.T, c *serveConfig) {
+			if c.PeerListen != "127.0.0.1:7002" {
+				t.Errorf("peer listen %q, want this node's entry 127.0.0.1:7002", c.PeerListen)
+			}
+		}},
+		{name: "peer listen needed for a host name", edit: func(v *flagValues) { v.PeerListen = "" },
+			wantErr: "--peer-listen is needed: this node's --peers entry 2=b:7000 is a host name, not a local address to listen on (e.g. --peer-listen 0.0.0.0:7000)"},
+		{name: "peer listen on another port", edit: func(v *flagValues) { v.PeerListen = "0.0.0.0:7001" },
+			wantErr: "--peer-listen 0.0.0.0:7001 disagrees with this node's --peers entry 2=b:7000, the address its peers dial: port 7001 is not 7000"},
+		{name: "peer listen on another address", edit: func(v *flagValues) {
+			v.Peers, v.PeerListen = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003", "127.0.0.9:7002"
+		}, wantErr: "host 127.0.0.9 is not 127.0.0.1"},
+		{name: "peer listen on a wildcard", edit: func(v *flagValues) {
+			v.Peers, v.PeerListen = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003", "[::]:7002"
+		}},
 		{name: "port 0 twice is fine", edit: func(v *flagValues) { v.Metrics, v.ClientListen = "127.0.0.1:0", "127.0.0.1:0" }},
 		{name: "tick too short", edit: func(v *flagValues) { v.Tick = time.Microsecond }, wantErr: "--tick must be at least 1ms, got 1µs"},
 		{name: "election ticks", edit: func(v *flagValues) { v.ElectionTicks = 1 }, wantErr: "--election-ticks must be at least 2, got 1"},

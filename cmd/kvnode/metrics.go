@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/rafty-db/rafty/app/kv"
@@ -39,6 +40,8 @@ import (
 //	rafty_node_pending_proposals        gauge    Propose calls in flight on this node
 //	rafty_node_pending_reads            gauge    linearizable reads in flight on this node
 //	rafty_disk_*                        WAL counters (saves, fsyncs, bytes written, segments)
+//	rafty_disk_filesystem_{avail,size}_bytes  free (to kvnode) and total bytes of the file
+//	                                    system holding the WAL (Linux only)
 //	rafty_kv_requests_total{method,code}        client RPCs by method and gRPC code
 //	rafty_kv_request_duration_seconds{method}   client RPC latency
 //	rafty_kv_proposals_total                    client writes (Put, Delete, Txn) proposed here
@@ -157,6 +160,7 @@ type diskCollector struct {
 	store                                   *disk.Store
 	saves, batches, fsyncs, dirSyncs, bytes *prometheus.Desc
 	segments, cacheBytes, first, last       *prometheus.Desc
+	fsAvail, fsSize                         *prometheus.Desc
 }
 
 func newDiskCollector(store *disk.Store) *diskCollector {
@@ -174,12 +178,14 @@ func newDiskCollector(store *disk.Store) *diskCollector {
 		cacheBytes: d("cache_bytes", "Bytes held by the recent-entry cache."),
 		first:      d("first_index", "First log index held in the WAL."),
 		last:       d("last_index", "Last log index held in the WAL."),
+		fsAvail:    d("filesystem_avail_bytes", "Bytes available to kvnode on the file system holding the WAL (the data directory)."),
+		fsSize:     d("filesystem_size_bytes", "Size in bytes of the file system holding the WAL (the data directory)."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *diskCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.saves, c.batches, c.fsyncs, c.dirSyncs, c.bytes, c.segments, c.cacheBytes, c.first, c.last} {
+	for _, d := range []*prometheus.Desc{c.saves, c.batches, c.fsyncs, c.dirSyncs, c.bytes, c.segments, c.cacheBytes, c.first, c.last, c.fsAvail, c.fsSize} {
 		ch <- d
 	}
 }
@@ -202,6 +208,12 @@ func (c *diskCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.cacheBytes, float64(s.CacheBytes))
 	gauge(c.first, float64(s.FirstIndex))
 	gauge(c.last, float64(s.LastIndex))
+	// Free space is what a disk-space alert needs before Pebble or the
+	// WAL fails a write; where it cannot be read it is left out.
+	if avail, size, ok := filesystemSpace(c.store.Dir()); ok {
+		gauge(c.fsAvail, float64(avail))
+		gauge(c.fsSize, float64(size))
+	}
 }
 
 // watchLeader counts leader changes until the node stops (the driver
@@ -323,9 +335,26 @@ func newRequestMetrics(reg prometheus.Registerer) *requestMetrics {
 			Name: "rafty_kv_proposal_duration_seconds", Help: "Write latency from request to applied result, failures included.", Buckets: requestBuckets,
 		}),
 	}
+	// The series an alert or the dashboard divides by exist from the
+	// start, at 0, so that a quiet node shows 0 rather than no data.
+	for _, method := range clientMethods {
+		m.requests.WithLabelValues(method, codes.OK.String())
+		m.duration.WithLabelValues(method)
+	}
+	for _, code := range proposalFailureCodes {
+		m.failures.WithLabelValues(code.String())
+	}
 	reg.MustRegister(m.requests, m.duration, m.proposals, m.failures, m.proposeD)
 	return m
 }
+
+// clientMethods are the KV service's request kinds, pre-initialised in
+// rafty_kv_requests_total with code OK.
+var clientMethods = []string{"Put", "Get", "Delete", "Range", "Txn", "Status"}
+
+// proposalFailureCodes are the codes a failed write ends with, as the
+// help of rafty_kv_proposal_failures_total explains them.
+var proposalFailureCodes = []codes.Code{codes.Unavailable, codes.Aborted, codes.DeadlineExceeded}
 
 // observe records one finished call.
 func (m *requestMetrics) observe(fullMethod string, elapsed time.Duration, err error) {

@@ -90,7 +90,11 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		s.closeAll()
 		return err
 	}
-	log.Info("serving", "client", s.clientLis.Addr().String(), "metrics", s.metricsSrv.Addr)
+	metricsAddr := metricsOff
+	if s.metricsSrv != nil {
+		metricsAddr = s.metricsSrv.Addr
+	}
+	log.Info("serving", "client", s.clientLis.Addr().String(), "metrics", metricsAddr)
 
 	n := s.node.load()
 	select {
@@ -119,19 +123,30 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 // storage, the Raft node with its transport, and the client service.
 func (s *server) start() error {
 	cfg := s.cfg
-	metricsLis, err := listen(flagMetricsListen, cfg.MetricsListen)
-	if err != nil {
-		return err
+	// An empty MetricsListen (--metrics-listen off) serves no metrics.
+	var (
+		metricsLis net.Listener
+		err        error
+	)
+	closeMetrics := func() {
+		if metricsLis != nil {
+			_ = metricsLis.Close()
+		}
+	}
+	if cfg.MetricsListen != "" {
+		if metricsLis, err = listen(flagMetricsListen, cfg.MetricsListen); err != nil {
+			return err
+		}
 	}
 	clientLis, err := listen(flagClientListen, cfg.ClientListen)
 	if err != nil {
-		_ = metricsLis.Close()
+		closeMetrics()
 		return err
 	}
 	s.clientLis = clientLis
 	peerLis, err := listen(flagPeerListen, cfg.PeerListen)
 	if err != nil {
-		_ = metricsLis.Close()
+		closeMetrics()
 		return err
 	}
 	// Owned by the transport once transport.New succeeds.
@@ -146,17 +161,19 @@ func (s *server) start() error {
 		Name: "rafty_node_leader_changes_total", Help: "Changes to a new known leader seen by this node.",
 	})
 	s.reg.MustRegister(newStatusCollector(&s.node), leaderChanges)
-	s.metricsSrv = &http.Server{
-		Addr:              metricsLis.Addr().String(),
-		Handler:           newMetricsMux(s.reg, s.ready, s.log, s.cfg.EnablePprof),
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	go func() {
-		if err := s.metricsSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.serveErr <- fmt.Errorf("metrics server: %w", err)
+	if metricsLis != nil {
+		s.metricsSrv = &http.Server{
+			Addr:              metricsLis.Addr().String(),
+			Handler:           newMetricsMux(s.reg, s.ready, s.log, s.cfg.EnablePprof),
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		}
-	}()
+		go func() {
+			if err := s.metricsSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.serveErr <- fmt.Errorf("metrics server: %w", err)
+			}
+		}()
+	}
 
 	s.wal, s.kv, err = openStorage(cfg, s.log)
 	if err != nil {
@@ -316,7 +333,12 @@ func (s *server) shutdown() error {
 		return time.Duration(float64(s.cfg.ShutdownTimeout) * share)
 	}
 	if err := s.handOverLeadership(n, budget(transferShare)); err != nil {
-		s.log.Warn("leadership transfer did not complete; the followers will elect a leader", "err", err)
+		if handoverMoot(n.Status()) {
+			// A whole-cluster stop: the others are stopping too.
+			s.log.Info("leadership not handed over: no other member answers or another one leads", "why", err)
+		} else {
+			s.log.Warn("leadership transfer did not complete; the followers will elect a leader", "err", err)
+		}
 	}
 
 	drained := make(chan struct{})
@@ -368,7 +390,12 @@ func (s *server) handOverLeadership(n *driver.Node, timeout time.Duration) error
 	}
 	to := transferTarget(st)
 	if to == core.None {
-		return nil // a cluster of one: nobody to hand over to
+		// A cluster of one, or no other voter heard from within an
+		// election timeout (they are stopping too): nobody to hand to.
+		if len(st.Membership.Voters) > 1 {
+			s.log.Info("no other voter has answered within an election timeout; stopping without a leadership transfer")
+		}
+		return nil
 	}
 	s.log.Info("transferring leadership before stopping", "to", to)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -411,7 +438,8 @@ func (s *server) handOverLeadership(n *driver.Node, timeout time.Duration) error
 	}
 }
 
-// transferTarget picks the voter other than the leader with the highest
+// transferTarget picks, among the voters other than the leader that it
+// has heard from within an election timeout, the one with the highest
 // match index (ties to the lowest ID, for determinism), or None.
 func transferTarget(st driver.Status) uint64 {
 	best, bestMatch := core.None, uint64(0)
@@ -420,7 +448,7 @@ func transferTarget(st driver.Status) uint64 {
 			continue
 		}
 		pr, ok := st.Progress[id]
-		if !ok || pr.IsLearner {
+		if !ok || pr.IsLearner || !pr.RecentActive {
 			continue
 		}
 		if best == core.None || pr.Match > bestMatch || (pr.Match == bestMatch && id < best) {
@@ -428,6 +456,27 @@ func transferTarget(st driver.Status) uint64 {
 		}
 	}
 	return best
+}
+
+// handoverMoot reports whether a leadership transfer that failed needed
+// doing at all, judged from the node's status afterwards: not if another
+// member leads, nor if no other voter is live. A leader that stepped down
+// with no successor heard from no quorum (CheckQuorum); a leader that
+// still leads has no other voter heard from within an election timeout.
+// Both are what a whole-cluster stop looks like.
+func handoverMoot(st driver.Status) bool {
+	if st.Leader != core.None && st.Leader != st.ID {
+		return true
+	}
+	if st.Role != core.RoleLeader {
+		return true
+	}
+	for _, id := range st.Membership.Voters {
+		if pr, ok := st.Progress[id]; ok && id != st.ID && !pr.IsLearner && pr.RecentActive {
+			return false
+		}
+	}
+	return true
 }
 
 // closeAll releases what start opened and the node does not own: Pebble,

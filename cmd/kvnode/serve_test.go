@@ -21,11 +21,15 @@ func TestTransferTarget(t *testing.T) {
 		want uint64
 	}{
 		{"most caught up wins", status([]uint64{1, 2, 3}, map[uint64]core.Progress{
-			1: {Match: 10}, 2: {Match: 7}, 3: {Match: 9}}), 3},
+			1: {Match: 10}, 2: {Match: 7, RecentActive: true}, 3: {Match: 9, RecentActive: true}}), 3},
 		{"tie goes to the lowest ID", status([]uint64{1, 2, 3}, map[uint64]core.Progress{
-			1: {Match: 10}, 2: {Match: 9}, 3: {Match: 9}}), 2},
+			1: {Match: 10}, 2: {Match: 9, RecentActive: true}, 3: {Match: 9, RecentActive: true}}), 2},
 		{"learners are skipped", status([]uint64{1, 2, 3}, map[uint64]core.Progress{
-			1: {Match: 10}, 2: {Match: 3}, 3: {Match: 9, IsLearner: true}}), 2},
+			1: {Match: 10}, 2: {Match: 3, RecentActive: true}, 3: {Match: 9, IsLearner: true, RecentActive: true}}), 2},
+		{"a voter not heard from is skipped", status([]uint64{1, 2, 3}, map[uint64]core.Progress{
+			1: {Match: 10}, 2: {Match: 3, RecentActive: true}, 3: {Match: 10}}), 2},
+		{"nobody heard from: nobody", status([]uint64{1, 2, 3}, map[uint64]core.Progress{
+			1: {Match: 10}, 2: {Match: 10}, 3: {Match: 10}}), core.None},
 		{"a cluster of one has nobody", status([]uint64{1}, map[uint64]core.Progress{1: {Match: 10}}), core.None},
 		{"a voter without progress is skipped", status([]uint64{1, 2}, map[uint64]core.Progress{1: {Match: 10}}), core.None},
 	} {
