@@ -160,12 +160,14 @@ func checkLinearizable(ops []op, timeout time.Duration) linResult {
 }
 
 // checkSerializable checks that serializable reads never go back in time on
-// one node: a read that started after another one on the same node
-// returned sees the key at the same or a later mod_index, and the node's
-// applied index (in the response header) does not decrease — within one
-// incarnation of the node (same process) and across its restarts, which
-// are reported separately.
-func checkSerializable(ops []op, size int) (same, acrossRestart []string) {
+// one member (issue 18, item 1): a read that started after another one on
+// the same node returned sees the key at the same or a later mod_index,
+// and the node's applied index (in the response header) does not
+// decrease — within one incarnation of the node (same process), across
+// its restarts, and across its power cuts (cutIncs: per node, the
+// incarnations that started on a data directory a power cut went
+// through), each reported separately.
+func checkSerializable(ops []op, size int, cutIncs map[int][]int) (same, acrossRestart, acrossPowerCut []string) {
 	type best struct{ mod, applied *op }
 	for n := range size {
 		var reads []*op
@@ -216,19 +218,39 @@ func checkSerializable(ops []op, size int) (same, acrossRestart []string) {
 					note(getInc(kk{p.Inc[0], ""}), p)
 				}
 			}
+			// cut reports whether node n lost power between the
+			// incarnation that answered p and the one answering r.
+			cut := func(p *op) bool {
+				for _, inc := range cutIncs[n] {
+					if p.Inc[1] < inc && inc <= r.Inc[1] {
+						return true
+					}
+				}
+				return false
+			}
 			report := func(b *best, in *[]string, restart bool) bool {
 				bad := false
 				suffix := ""
-				if restart {
+				into := func(p *op) *[]string {
+					if !restart {
+						return in
+					}
+					if cut(p) {
+						suffix = " (node lost power in between)"
+						return &acrossPowerCut
+					}
 					suffix = " (node restarted in between)"
+					return in
 				}
 				if m := b.mod; m != nil && r.ModIndex < m.ModIndex && m.Key == r.Key {
-					*in = append(*in, fmt.Sprintf("node %d: serializable read of %s at %s saw mod_index %d (%q), but a read that returned at %s saw mod_index %d (%q)%s",
+					to := into(m)
+					*to = append(*to, fmt.Sprintf("node %d: serializable read of %s at %s saw mod_index %d (%q), but a read that returned at %s saw mod_index %d (%q)%s",
 						n+1, r.Key, fmtTime(r.Call), r.ModIndex, r.Got, fmtTime(m.Return), m.ModIndex, m.Got, suffix))
 					bad = true
 				}
 				if a := b.applied; a != nil && r.Applied < a.Applied {
-					*in = append(*in, fmt.Sprintf("node %d: serializable read at %s reported applied index %d, but a read that returned at %s reported %d%s",
+					to := into(a)
+					*to = append(*to, fmt.Sprintf("node %d: serializable read at %s reported applied index %d, but a read that returned at %s reported %d%s",
 						n+1, fmtTime(r.Call), r.Applied, fmtTime(a.Return), a.Applied, suffix))
 					bad = true
 				}
@@ -243,7 +265,7 @@ func checkSerializable(ops []op, size int) (same, acrossRestart []string) {
 			report(&best{mod: get(all, r.Key).mod, applied: get(all, "").applied}, &acrossRestart, true)
 		}
 	}
-	return same, acrossRestart
+	return same, acrossRestart, acrossPowerCut
 }
 
 // checkIndexes checks what every response says about log indexes: one log

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rafty-db/rafty/internal/powerloss"
 	"github.com/rafty-db/rafty/internal/proctest"
 )
 
@@ -55,6 +56,10 @@ type cluster interface {
 	ResetConns() error
 	// SetDiskDelay makes node i's every WAL write take d longer.
 	SetDiskDelay(i int, d time.Duration) error
+	// PowerCut turns killed node i's data directory into what a power
+	// cut could have left (internal/powerloss): unsynced writes dropped
+	// or kept in part, drawn from rng.
+	PowerCut(i int, rng *rand.Rand) (powerloss.CutReport, error)
 
 	// Crashes returns (and forgets) the nodes that exited without being
 	// killed since the last call: a crash is a bug.
@@ -71,6 +76,7 @@ type caps struct {
 	reset    bool
 	slowDisk bool
 	badInput bool // the peer ports are reachable from the test
+	powerCut bool // PowerCut works (nodes journal unsynced writes)
 }
 
 // pair is a directed link: messages from node `from` to node `to`.
@@ -105,6 +111,7 @@ type procNode struct {
 	idx                        int
 	peer, client, metrics      string
 	dataDir, logPath, diskFile string
+	journal                    string // the power-loss journal (cmd/kvnode/chaos_powerloss.go)
 	peers                      string // the --peers value, through the links
 
 	mu      sync.Mutex
@@ -131,6 +138,7 @@ func startProcCluster(logf func(string, ...any), bin, dir string, n int) (*procC
 			dataDir:  filepath.Join(dir, fmt.Sprintf("node%d", i+1)),
 			logPath:  filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)),
 			diskFile: filepath.Join(dir, fmt.Sprintf("node%d.disk-delay", i+1)),
+			journal:  filepath.Join(dir, fmt.Sprintf("node%d.powerloss", i+1)),
 		}
 		// host is a loopback address used by this cluster alone, so
 		// nothing else takes the ports before the node binds them.
@@ -191,7 +199,7 @@ func (c *procCluster) MetricsAddr(i int) string { return c.nodes[i].metrics }
 func (c *procCluster) PeerAddr(i int) string    { return c.nodes[i].peer }
 
 func (c *procCluster) caps() caps {
-	return caps{oneWay: true, latency: true, reset: true, slowDisk: true, badInput: true}
+	return caps{oneWay: true, latency: true, reset: true, slowDisk: true, badInput: true, powerCut: true}
 }
 
 // Start runs node i's process (again, after Kill: same data directory).
@@ -212,7 +220,7 @@ func (c *procCluster) Start(i int) error {
 		"--election-ticks", strconv.Itoa(electionTicks),
 		"--log-level", "info",
 	)
-	cmd.Env = append(os.Environ(), "KVNODE_CHAOS_DISK_DELAY_FILE="+nd.diskFile)
+	cmd.Env = append(os.Environ(), "KVNODE_CHAOS_DISK_DELAY_FILE="+nd.diskFile, "KVNODE_CHAOS_POWERLOSS_JOURNAL="+nd.journal)
 	cmd.SysProcAttr = sysProcAttr()
 	// Held across the start, the lock keeps onExit from reading
 	// nd.killing before it is reset for this process.
@@ -342,6 +350,21 @@ func (c *procCluster) SetDiskDelay(i int, d time.Duration) error {
 		return err
 	}
 	return os.Rename(tmp, nd.diskFile)
+}
+
+// PowerCut applies a simulated power cut to node i's data directory,
+// which the chaos-tagged kvnode journals (cmd/kvnode/chaos_powerloss.go).
+// The node must be dead: kill -9 keeps the page cache, so the journal
+// lists every mutation not yet synced.
+func (c *procCluster) PowerCut(i int, rng *rand.Rand) (powerloss.CutReport, error) {
+	if c.Alive(i) {
+		return powerloss.CutReport{}, fmt.Errorf("node %d: a power cut of a running process", i+1)
+	}
+	rep, err := powerloss.Cut(c.nodes[i].journal, rng, powerloss.CutRandom)
+	if err != nil {
+		return rep, fmt.Errorf("node %d: %w", i+1, err)
+	}
+	return rep, nil
 }
 
 func (c *procCluster) Crashes() []string {

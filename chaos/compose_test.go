@@ -3,6 +3,7 @@ package chaos
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rafty-db/rafty/internal/powerloss"
 	"github.com/rafty-db/rafty/internal/proctest"
 )
 
@@ -216,6 +218,9 @@ var errComposeUnsupported = fmt.Errorf("not possible with Docker Compose")
 func (c *composeCluster) SetLatency(time.Duration) error        { return errComposeUnsupported }
 func (c *composeCluster) ResetConns() error                     { return errComposeUnsupported }
 func (c *composeCluster) SetDiskDelay(int, time.Duration) error { return errComposeUnsupported }
+func (c *composeCluster) PowerCut(int, *rand.Rand) (powerloss.CutReport, error) {
+	return powerloss.CutReport{}, errComposeUnsupported
+}
 
 // Crashes reports containers that stopped without being killed.
 func (c *composeCluster) Crashes() []string {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rafty-db/rafty/app/kv/kvpb"
+	"github.com/rafty-db/rafty/internal/powerloss"
 )
 
 // faultKind names a kind of fault; the names are what -chaos.kinds takes.
@@ -20,7 +21,7 @@ const (
 	fKillRandom   faultKind = "kill-random"        // kill -9 of a random node, then restart
 	fKillLeader   faultKind = "kill-leader"        // kill -9 of the leader, then restart
 	fKillMajority faultKind = "kill-majority"      // kill -9 of a majority at once, then restart
-	fKillAll      faultKind = "kill-all"           // every node at once (power loss), then restart
+	fKillAll      faultKind = "kill-all"           // kill -9 of every node at once, then restart (the page cache survives: not a power loss)
 	fPauseLeader  faultKind = "pause-leader"       // SIGSTOP the leader past the election timeout, SIGCONT, probe it with reads
 	fPauseRandom  faultKind = "pause-random"       // the same on a random node
 	fIsoLeader    faultKind = "isolate-leader"     // cut the leader off from every peer
@@ -31,10 +32,16 @@ const (
 	fResets       faultKind = "conn-resets"        // peer connections reset repeatedly
 	fSlowDisk     faultKind = "slow-disk"          // the leader's WAL writes made slow: it must lose leadership, not stall the cluster
 	fBadInput     faultKind = "bad-input"          // garbage, truncated, oversized and malformed input on peer and client ports
+	// Power loss (internal/powerloss under the WAL, snapshots and Pebble
+	// of the chaos build): kill -9, then the node's data directory loses
+	// what was not synced, or keeps a random part of it, then restart.
+	fPowerLoss         faultKind = "power-loss"          // one node (the leader half of the time)
+	fPowerLossIsolated faultKind = "power-loss-isolated" // the same, cut off from its peers first and restarted cut off, with serializable reads sent to it (issue 18)
+	fPowerLossAll      faultKind = "power-loss-all"      // every node at once: a datacenter power cut
 )
 
 var allKinds = []faultKind{fKillRandom, fKillLeader, fKillMajority, fKillAll, fPauseLeader, fPauseRandom,
-	fIsoLeader, fSplit, fBridge, fOneWay, fLatency, fResets, fSlowDisk, fBadInput}
+	fIsoLeader, fSplit, fBridge, fOneWay, fLatency, fResets, fSlowDisk, fBadInput, fPowerLoss, fPowerLossIsolated, fPowerLossAll}
 
 // supported reports whether cluster capabilities allow kind.
 func (k faultKind) supported(cp caps) bool {
@@ -49,6 +56,8 @@ func (k faultKind) supported(cp caps) bool {
 		return cp.slowDisk
 	case fBadInput:
 		return cp.badInput
+	case fPowerLoss, fPowerLossIsolated, fPowerLossAll:
+		return cp.powerCut
 	}
 	return true
 }
@@ -61,7 +70,7 @@ type step struct {
 	hold time.Duration
 	r1   uint64
 	r2   uint64
-	d    time.Duration // kind-specific: latency, disk delay
+	d    time.Duration // kind-specific: latency, disk delay, how long a power-lost node stays cut off after its restart
 }
 
 func (s step) String() string {
@@ -71,6 +80,8 @@ func (s step) String() string {
 		extra = fmt.Sprintf(" latency=%v", s.d)
 	case fSlowDisk:
 		extra = fmt.Sprintf(" disk-delay=%v", s.d)
+	case fPowerLossIsolated:
+		extra = fmt.Sprintf(" isolated-after-restart=%v", s.d)
 	}
 	return fmt.Sprintf("%s hold=%v%s", s.kind, s.hold.Round(time.Millisecond), extra)
 }
@@ -102,8 +113,13 @@ func newPlan(seed uint64, nodes, n int, kinds []faultKind, forced bool) plan {
 		s := step{kind: k, r1: rng.Uint64(), r2: rng.Uint64()}
 		between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo))) }
 		switch k {
-		case fKillAll:
+		case fKillAll, fPowerLossAll:
 			s.hold = between(300*time.Millisecond, 1500*time.Millisecond)
+		case fPowerLoss:
+			s.hold = between(500*time.Millisecond, 2500*time.Millisecond)
+		case fPowerLossIsolated:
+			s.hold = between(500*time.Millisecond, 1500*time.Millisecond)
+			s.d = between(1500*time.Millisecond, 3*time.Second).Round(time.Millisecond)
 		case fKillRandom, fKillLeader, fKillMajority:
 			s.hold = between(500*time.Millisecond, 2500*time.Millisecond)
 		case fPauseLeader, fPauseRandom:
@@ -181,6 +197,10 @@ type env struct {
 	slowDisks []slowDiskResult
 	bad       badInputResult
 	probes    int // reads sent to a node just resumed from a pause
+	// cutIncs are, per node, the incarnations that started on a data
+	// directory a power cut had gone through.
+	cutIncs map[int][]int
+	cuts    []powerloss.CutReport
 }
 
 type slowDiskResult struct {
@@ -329,7 +349,7 @@ func (e *env) run(ctx context.Context, s step) error {
 		victims := perm(n, s.r1)[:n/2+1]
 		what := "a majority"
 		if s.kind == fKillAll {
-			victims, what = perm(n, s.r1), "every node (power loss)"
+			victims, what = perm(n, s.r1), "every node"
 		}
 		sort.Ints(victims)
 		if err := e.c.Kill(victims...); err != nil {
@@ -472,6 +492,9 @@ func (e *env) run(ctx context.Context, s step) error {
 	case fSlowDisk:
 		return e.slowDisk(ctx, s, start)
 
+	case fPowerLoss, fPowerLossIsolated, fPowerLossAll:
+		return e.powerLoss(ctx, s, start)
+
 	case fBadInput:
 		i := int(s.r1 % uint64(n))
 		r := badInput(e.c, i, s.r2)
@@ -484,20 +507,111 @@ func (e *env) run(ctx context.Context, s step) error {
 	return fmt.Errorf("unknown fault kind %q", s.kind)
 }
 
+// powerLoss kills one node (or every node), cuts the power of its data
+// directory, and restarts it on what is left. power-loss-isolated cuts
+// the node off from its peers first and keeps it cut off for s.d after
+// its restart, with serializable reads sent to it meanwhile: a member
+// must never answer one with an older state than it answered before
+// (issue 18).
+func (e *env) powerLoss(ctx context.Context, s step, start int64) error {
+	n := e.c.Size()
+	victims, what := perm(n, s.r1), "every node at once"
+	isolated := false
+	if s.kind != fPowerLossAll {
+		i, why := e.pickTarget(s.r1, (s.r2>>8)%2 == 0)
+		victims, what = []int{i}, fmt.Sprintf("node %d (%s)", i+1, why)
+		isolated = s.kind == fPowerLossIsolated
+	}
+	sort.Ints(victims)
+	if isolated {
+		var others []int
+		for i := range n {
+			if i != victims[0] {
+				others = append(others, i)
+			}
+		}
+		if err := e.c.Partition(cutBetween(victims, others)); err != nil {
+			return err
+		}
+		// Let the workload read from it while it is cut off, before
+		// the power goes.
+		e.probeKind(victims[0], opSGet, 2, 100*time.Millisecond)
+	}
+	if err := e.c.Kill(victims...); err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(s.r2, 0xc07))
+	var reps []string
+	for _, i := range victims {
+		rep, err := e.c.PowerCut(i, rng)
+		if err != nil {
+			return err
+		}
+		e.mu.Lock()
+		e.cuts = append(e.cuts, rep)
+		e.mu.Unlock()
+		reps = append(reps, fmt.Sprintf("node %d: %s", i+1, rep))
+	}
+	sleepCtx(ctx, s.hold)
+	if !isolated {
+		err := e.restart(victims...)
+		e.noteCut(victims)
+		e.record(start, "power loss of %s, restart after %v; %s", what, s.hold.Round(time.Millisecond), strings.Join(reps, "; "))
+		return err
+	}
+	i := victims[0]
+	if err := e.c.Start(i); err != nil {
+		return err
+	}
+	e.noteCut(victims)
+	// Cut off, it knows no leader and is not ready; it serves reads once
+	// it has re-applied what it had.
+	probes := 0
+	for end := time.Now().Add(s.d); time.Now().Before(end) && ctx.Err() == nil; {
+		probes += e.probeKind(i, opSGet, 1, 0)
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+	if err := e.c.Heal(); err != nil {
+		return err
+	}
+	err := waitReady(e.c, i, 30*time.Second)
+	e.record(start, "power loss of %s cut off from its peers, restart after %v still cut off for %v (%d serializable probe reads), heal; %s",
+		what, s.hold.Round(time.Millisecond), s.d, probes, strings.Join(reps, "; "))
+	return err
+}
+
+// noteCut records that the nodes' current incarnations started after a
+// power cut.
+func (e *env) noteCut(is []int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cutIncs == nil {
+		e.cutIncs = map[int][]int{}
+	}
+	for _, i := range is {
+		e.cutIncs[i] = append(e.cutIncs[i], e.c.Incarnation(i))
+	}
+}
+
 // probe sends rounds of linearizable reads of every contended key to node
 // i, the rounds gap apart, and returns how many it sent. They are part of
 // the history.
 func (e *env) probe(i, rounds int, gap time.Duration) int {
+	return e.probeKind(i, opGet, rounds, gap)
+}
+
+// probeKind is probe with reads of kind k.
+func (e *env) probeKind(i int, kind opKind, rounds int, gap time.Duration) int {
 	var wg sync.WaitGroup
 	sent := 0
 	for r := range rounds {
 		if r > 0 {
 			time.Sleep(gap)
 		}
-		for k := range e.w.cfg.keys {
+		for key := range e.w.cfg.keys {
 			sent++
 			wg.Go(func() {
-				o := op{Proc: int(e.w.h.proc.Add(1)), Worker: -1, Kind: opGet, Key: e.w.cfg.key(k), Node: i}
+				o := op{Proc: int(e.w.h.proc.Add(1)), Worker: -1, Kind: kind, Key: e.w.cfg.key(key), Node: i}
 				e.w.do(o)
 			})
 		}

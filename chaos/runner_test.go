@@ -56,6 +56,10 @@ type totals struct {
 	unknown      int // writes with an unknown outcome
 	probes       int
 	inconclusive int // porcupine timed out
+	powerCuts    int // nodes that lost power
+	cutUndone    int // unsynced mutations a power cut undone in whole or part
+	cutKept      int // unsynced mutations a power cut kept
+	readsBack    int // serializable reads older than one the member answered before, across a power cut (issue 18; report-only)
 	checkTime    time.Duration
 	bad          badInputResult
 	slow         []slowDiskResult
@@ -69,6 +73,10 @@ func (t *totals) String() string {
 		"faults injected %d, violations %d, acknowledged writes lost %d (of %d checked), porcupine inconclusive %d, porcupine time %v, wall time %v",
 		t.schedules, t.ops, t.checked, t.serializable, t.unknown, t.faults, t.violations, t.lost, t.acked, t.inconclusive,
 		t.checkTime.Round(time.Millisecond), t.elapsed.Round(time.Second))
+	if t.powerCuts > 0 {
+		s += fmt.Sprintf("; power loss: %d nodes lost power (unsynced mutations undone in whole or part %d, kept %d); serializable reads back in time across a power cut %d (report-only until issue 18)",
+			t.powerCuts, t.cutUndone, t.cutKept, t.readsBack)
+	}
 	if t.bad.peerSent+t.bad.clientSent > 0 {
 		s += fmt.Sprintf("; bad input: %d peer-port and %d client-port attacks, %d refused, node counters: %v rejected peer streams, %v invalid peer messages, %v InvalidArgument",
 			t.bad.peerSent, t.bad.clientSent, t.bad.refused, t.bad.countedRejects, t.bad.countedInvalidMsgs, t.bad.countedInvalidArgs)
@@ -207,12 +215,25 @@ func runSchedule(t *testing.T, c cluster, nc *nodeClients, p plan, opts schedule
 	case porcupine.Unknown:
 		t.Logf("  porcupine timed out after %v: the history is neither proven nor refuted", opts.checkTimeout)
 	}
-	sameLife, acrossRestart := checkSerializable(ops, c.Size())
+	e.mu.Lock()
+	cutIncs := e.cutIncs
+	e.mu.Unlock()
+	sameLife, acrossRestart, acrossCut := checkSerializable(ops, c.Size(), cutIncs)
 	for _, v := range sameLife {
 		violate("serializable read went back in time: %s", v)
 	}
 	for _, v := range acrossRestart {
 		violate("serializable read went back in time across a restart of its node: %s", v)
+	}
+	// Report-only until issue 18 (item 1: monotonic serializable reads
+	// per member across power loss) is fixed on the server side: a node
+	// that lost its unsynced commit index serves an older state after a
+	// power cut, which is allowed for durability but not for what a
+	// client pinned to the member saw. The figure is logged and summed.
+	for k, v := range acrossCut {
+		if k < 3 {
+			t.Logf("  serializable read went back in time across a power cut (report-only, issue 18): %s", v)
+		}
 	}
 	for _, v := range checkIndexes(ops) {
 		violate("inconsistent response: %s", v)
@@ -245,8 +266,8 @@ func runSchedule(t *testing.T, c cluster, nc *nodeClients, p plan, opts schedule
 	if top := topErrors(ops, outUnknown, 3); top != "" {
 		t.Logf("  unknown outcomes, most frequent errors: %s", top)
 	}
-	t.Logf("  porcupine: %s on %d operations in %v; %d serializable reads; %d acknowledged writes checked, %d lost; %d faults",
-		lr.result, lr.checked, lr.took.Round(time.Millisecond), nser, acked, len(lost), e.faults)
+	t.Logf("  porcupine: %s on %d operations in %v; %d serializable reads (%d back in time across a power cut, report-only); %d acknowledged writes checked, %d lost; %d faults",
+		lr.result, lr.checked, lr.took.Round(time.Millisecond), nser, len(acrossCut), acked, len(lost), e.faults)
 
 	tot.mu.Lock()
 	tot.schedules++
@@ -259,6 +280,12 @@ func runSchedule(t *testing.T, c cluster, nc *nodeClients, p plan, opts schedule
 	tot.lost += len(lost)
 	tot.acked += acked
 	tot.probes += e.probes
+	tot.readsBack += len(acrossCut)
+	for _, r := range e.cuts {
+		tot.powerCuts++
+		tot.cutUndone += r.DataUndone + r.DataPartial + r.DirUndone
+		tot.cutKept += r.DataKept + r.DirKept
+	}
 	tot.checkTime += lr.took
 	if lr.result == porcupine.Unknown {
 		tot.inconclusive++

@@ -277,13 +277,20 @@ func openStorage(cfg *serveConfig, log *slog.Logger) (*disk.Store, *kv.Store, er
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, nil, fmt.Errorf("--%s: %v", flagDataDir, unwrapPathError(err))
 	}
+	// nil (the operating system's) unless the chaos build simulates
+	// power loss (chaos_hook.go, chaos_powerloss.go).
+	fsys, err := storageFS(log)
+	if err != nil {
+		return nil, nil, err
+	}
 	dopts := disk.DefaultOptions()
 	dopts.Logger = log.With("component", "disk")
+	dopts.FS = fsys
 	wal, err := disk.Open(cfg.RaftDir(), dopts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening the write-ahead log: %w", err)
 	}
-	store, err := kv.OpenStore(cfg.KVDir(), kv.Options{Logger: log.With("component", "kv")})
+	store, err := kv.OpenStore(cfg.KVDir(), kv.Options{Logger: log.With("component", "kv"), FS: fsys})
 	if err != nil {
 		_ = wal.Close()
 		return nil, nil, fmt.Errorf("opening the key-value store: %w", err)
