@@ -109,8 +109,8 @@ type Config struct {
 	// nor closes it. After Start returns, the embedder routes inbound
 	// traffic to Node.Handler() (transport.GRPC.SetHandler) and starts
 	// the transport; it closes it after Stop returns. Until then the node
-	// hears nobody; after NoLeaderWarning without a leader it logs a
-	// warning saying so.
+	// hears nobody, and after ten election timeouts without a leader it
+	// logs a warning saying so (see Start).
 	Transport Transport
 
 	// TickInterval is the length of one Raft tick (design §5: 100 ms).
@@ -257,7 +257,7 @@ func CheckPeers(peers []Peer) []error {
 	var errs []error
 	bad := func(i int, p Peer, format string, args ...any) {
 		//lint:ignore ST1005 the message starts with the field as the embedder spells it
-		errs = append(errs, fmt.Errorf("Peers[%d] (ID %d, %q): %s", i, p.ID, p.Addr, fmt.Sprintf(format, args...)))
+		errs = append(errs, fmt.Errorf("Peers[%d] (ID %d, %q): %s", i, p.ID, quotable(p.Addr), fmt.Sprintf(format, args...)))
 	}
 	ids := make(map[uint64]int, len(peers))
 	addrs := make(map[string]int, len(peers))
@@ -288,6 +288,15 @@ func CheckPeers(peers []Peer) []error {
 			withAddr, len(peers)))
 	}
 	return errs
+}
+
+// quotable shortens an address for an error message: one that is too
+// long is shown by its first 64 bytes.
+func quotable(addr string) string {
+	if len(addr) > 64 {
+		return addr[:64] + "..."
+	}
+	return addr
 }
 
 // checkPeerAddr checks what the driver can know about an address without

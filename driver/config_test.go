@@ -73,7 +73,7 @@ func TestConfigValidate(t *testing.T) {
 		}, []string{
 			`Peers[0] (ID 1, "a :1"): address contains ' '; spaces and control characters are not allowed`,
 			`Peers[1] (ID 2, "b:1\n"): address contains '\n'`,
-			`Peers[2] (ID 3, "ccc`, `address is 513 bytes; at most 512 (MaxPeerAddrBytes)`,
+			`Peers[2] (ID 3, "` + strings.Repeat("c", 64) + `..."): address is 513 bytes; at most 512 (MaxPeerAddrBytes)`,
 		}},
 		{"invalid UTF-8 address", func(c *driver.Config) {
 			c.Peers = []driver.Peer{{ID: 1, Addr: "a\xff:1"}, {ID: 2, Addr: "b:1"}, {ID: 3, Addr: "c:1"}}
