@@ -162,12 +162,8 @@ func (s *server) start() error {
 	})
 	s.reg.MustRegister(newStatusCollector(&s.node), leaderChanges)
 	if metricsLis != nil {
-		s.metricsSrv = &http.Server{
-			Addr:              metricsLis.Addr().String(),
-			Handler:           newMetricsMux(s.reg, s.ready, s.log, s.cfg.EnablePprof),
-			ReadHeaderTimeout: 5 * time.Second,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		}
+		s.metricsSrv = newMetricsServer(metricsLis.Addr().String(),
+			newMetricsMux(s.reg, s.ready, s.log, s.cfg.EnablePprof), clientLis.Addr().String(), s.log)
 		go func() {
 			if err := s.metricsSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				s.serveErr <- fmt.Errorf("metrics server: %w", err)
