@@ -86,7 +86,7 @@
 // # Directory layout
 //
 //	<dir>/LOCK                          locked by the open Store
-//	<dir>/wal/<seq:016x>.wal            WAL segments, seq = 1, 2, 3, ... (no gaps)
+//	<dir>/wal/<seq:016x>.wal            WAL segments, seq = 1, 2, 3, ... (no gaps once open)
 //	<dir>/snap/<index:016x>-<term:016x>.snap   snapshot files
 //	<dir>/snap/tmp-*                    snapshot being written (removed on open)
 //
@@ -158,7 +158,10 @@
 // valid batch, and a new segment continues the log. Nothing is truncated
 // or overwritten. A last segment whose checkpoint is damaged and that
 // holds no valid batch header is a creation that never completed and is
-// removed.
+// removed. A hole in the segment numbering is what a Compact interrupted
+// before its directory fsync can leave (its removals survive in any
+// subset): recovery replays the segments after the last hole, fails if a
+// live entry was in a missing one, and otherwise removes those before it.
 //
 // # Snapshot files
 //

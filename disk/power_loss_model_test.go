@@ -8,7 +8,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +19,7 @@ import (
 	"github.com/rafty-db/rafty/core"
 )
 
-var flagPowerLossIters = flag.Int("disk.powerloss-iters", 600,
+var flagPowerLossIters = flag.Int("disk.powerloss-iters", 1500,
 	"schedules TestWALPowerLossModel runs (each: a random workload, a power cut, a recovery)")
 
 // errPowerCut is what every write, sync, create, remove and rename returns
@@ -38,21 +40,26 @@ type powerLossFS struct {
 	rng     *rand.Rand
 	keepPct int // chance that an unsynced sector (or entry) survives
 
-	mu      sync.Mutex
-	files   map[string]*fileShadow
-	ops     int
-	cutAt   int // the mutating operation at which the power goes (1-based)
-	image   *vfs.MemFS
-	cutInfo string
+	mu       sync.Mutex
+	files    map[string]*fileShadow
+	removals map[string][]removal // by directory
+	ops      int
+	cutAt    int // the mutating operation at which the power goes (1-based)
+	image    *vfs.MemFS
+	cutInfo  string
 }
 
 type fileShadow struct{ cur, synced []byte }
+
+// removal is a file removed since its directory's last fsync: at a power
+// cut it is gone or back, each independently.
+type removal struct{ path string }
 
 const sectorBytes = 512
 
 func newPowerLossFS(rng *rand.Rand, cutAt int) *powerLossFS {
 	return &powerLossFS{MemFS: vfs.NewCrashableMem(), rng: rng, keepPct: rng.IntN(101),
-		files: map[string]*fileShadow{}, cutAt: cutAt}
+		files: map[string]*fileShadow{}, removals: map[string][]removal{}, cutAt: cutAt}
 }
 
 // step counts a mutating operation and cuts the power at cutAt; after the
@@ -69,6 +76,16 @@ func (p *powerLossFS) step(what string) error {
 		return errPowerCut
 	}
 	return nil
+}
+
+// cutSoon moves the power cut to the n-th mutating operation from now,
+// if it is still on.
+func (p *powerLossFS) cutSoon(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.image == nil {
+		p.cutAt = p.ops + n
+	}
 }
 
 // cut cuts the power now, if it is still on.
@@ -119,6 +136,20 @@ func (p *powerLossFS) cutLocked(info string) {
 		}
 		f.Sync()
 		f.Close()
+	}
+	// CrashClone brings back every removal not covered by a directory
+	// fsync; the crash model lets any subset of them stand.
+	dirs := make([]string, 0, len(p.removals))
+	for dir := range p.removals {
+		dirs = append(dirs, dir)
+	}
+	slices.Sort(dirs)
+	for _, dir := range dirs {
+		for _, rm := range p.removals[dir] {
+			if p.rng.IntN(2) == 0 {
+				img.Remove(rm.path)
+			}
+		}
 	}
 	p.image = img
 }
@@ -179,6 +210,8 @@ func (p *powerLossFS) Remove(name string) error {
 	}
 	p.mu.Lock()
 	delete(p.files, name)
+	dir := filepath.Dir(name)
+	p.removals[dir] = append(p.removals[dir], removal{path: name})
 	p.mu.Unlock()
 	return p.MemFS.Remove(name)
 }
@@ -247,6 +280,9 @@ func (d *powerLossDir) Sync() error {
 	if err := d.fs.step("fsync directory " + d.path); err != nil {
 		return err
 	}
+	d.fs.mu.Lock()
+	delete(d.fs.removals, d.path)
+	d.fs.mu.Unlock()
 	return d.File.Sync()
 }
 
@@ -265,32 +301,46 @@ func TestWALPowerLossModel(t *testing.T) {
 	if base == 0 {
 		base = time.Now().UnixNano()
 	}
-	if testing.Short() {
-		iters = min(iters, 100)
+	if testing.Short() || raceEnabled {
+		iters = min(iters, 300) // the race detector makes each about ten times slower
 	}
 	t.Logf("seeds %d .. %d (replay one with: go test ./disk -run TestWALPowerLossModel -disk.seed=<seed> -disk.powerloss-iters=1)",
 		base, base+int64(iters)-1)
-	var cuts, torn int
+	var sum powerLossOutcome
 	for k := range iters {
 		seed := base + int64(k)
-		tornTail, err := runPowerLossSchedule(seed)
+		out, err := runPowerLossSchedule(seed)
 		if err != nil {
 			t.Fatalf("seed %d: %v (replay: go test ./disk -run TestWALPowerLossModel -disk.seed=%d -disk.powerloss-iters=1)", seed, err, seed)
 		}
-		cuts++
-		if tornTail {
-			torn++
-		}
+		sum.add(out)
 	}
-	t.Logf("%d power cuts, %d recoveries cut a torn tail", cuts, torn)
-	if iters >= 100 && torn == 0 {
-		t.Fatalf("no schedule left a torn tail: the test exercised too little")
+	t.Logf("%d power cuts: %d during the workload; recoveries lost %d unsynced writes in %d schedules, cut %d torn tails, finished %d interrupted Compacts",
+		iters, sum.midWorkload, sum.lostWrites, sum.lossy, sum.tornTails, sum.compactHoles)
+	if iters >= 200 && (sum.tornTails == 0 || sum.lossy == 0 || sum.midWorkload == 0) {
+		t.Fatalf("some outcome never happened (%+v): the test exercised too little", sum)
 	}
 }
 
-// runPowerLossSchedule runs one schedule and reports whether recovery cut
-// a torn tail.
-func runPowerLossSchedule(seed int64) (bool, error) {
+// powerLossOutcome counts what a schedule exercised.
+type powerLossOutcome struct {
+	midWorkload  int // the power went during the workload
+	lossy        int // schedules whose recovery lost writes not yet durable
+	lostWrites   int // such writes, in all
+	tornTails    int // recoveries that cut a torn tail
+	compactHoles int // recoveries that finished an interrupted Compact
+}
+
+func (o *powerLossOutcome) add(x powerLossOutcome) {
+	o.midWorkload += x.midWorkload
+	o.lossy += x.lossy
+	o.lostWrites += x.lostWrites
+	o.tornTails += x.tornTails
+	o.compactHoles += x.compactHoles
+}
+
+// runPowerLossSchedule runs one schedule and says what it exercised.
+func runPowerLossSchedule(seed int64) (out powerLossOutcome, err error) {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x9017))
 	// About 2.5 file operations per operation: the power goes during the
 	// workload in most schedules, after it in the rest.
@@ -313,7 +363,7 @@ func runPowerLossSchedule(seed int64) (bool, error) {
 	s, err := Open(dir, opts)
 	if err != nil {
 		if !errors.Is(err, errPowerCut) {
-			return false, fmt.Errorf("first Open: %w", err)
+			return out, fmt.Errorf("first Open: %w", err)
 		}
 		s = nil
 	}
@@ -322,7 +372,7 @@ func runPowerLossSchedule(seed int64) (bool, error) {
 		var err error
 		synced := true
 		switch r := rng.IntN(10); {
-		case r < 5: // Save: maybe a new term, entries appended or overwriting a suffix
+		case r < 4: // Save: maybe a new term, entries appended or overwriting a suffix
 			hs := m.hs
 			if rng.IntN(3) == 0 {
 				hs.Term++
@@ -336,7 +386,7 @@ func runPowerLossSchedule(seed int64) (bool, error) {
 				from = m.snap.Index + 1 + rng.Uint64N(m.last()-m.snap.Index)
 			}
 			var ents []core.Entry
-			for i := range uint64(rng.IntN(4)) {
+			for i := range uint64(rng.IntN(6)) {
 				ents = append(ents, core.Entry{Index: from + i, Term: hs.Term, Data: powerLossValue(rng, states)})
 			}
 			if hs.Term == 0 {
@@ -347,7 +397,7 @@ func runPowerLossSchedule(seed int64) (bool, error) {
 			}
 			next.save(hs, ents)
 			err = s.Save(hs, ents)
-		case r < 8: // a commit-only hard state, not synced
+		case r < 6: // a commit-only hard state, not synced
 			if m.hs.Commit >= m.last() {
 				continue
 			}
@@ -356,8 +406,11 @@ func runPowerLossSchedule(seed int64) (bool, error) {
 			next.save(hs, nil)
 			synced = false
 			err = s.SaveCommitUnsynced(hs)
-		case r < 9: // InstallSnapshot: inside the log (keeps the rest) or past it
+		case r < 8: // InstallSnapshot: inside the log (keeps the rest) or past it
 			idx := m.snap.Index + 1 + rng.Uint64N(m.last()-m.snap.Index+3)
+			if rng.IntN(2) == 0 && m.last() > m.snap.Index+2 {
+				idx = m.last() - 1 // near the end: whole segments become compactable
+			}
 			term, ok := m.term(idx)
 			if !ok || rng.IntN(4) == 0 {
 				term = m.hs.Term + 1
@@ -366,6 +419,12 @@ func runPowerLossSchedule(seed int64) (bool, error) {
 			next.install(meta)
 			err = s.InstallSnapshot(meta)
 		default:
+			if rng.IntN(2) == 0 {
+				continue // let segments pile up, so that one Compact removes several
+			}
+			if rng.IntN(2) == 0 {
+				pfs.cutSoon(2 + rng.IntN(4)) // often inside the Compact: a removal or the directory fsync
+			}
 			err = s.Compact(m.snap.Index)
 			if err == nil {
 				continue // no state change
@@ -373,7 +432,7 @@ func runPowerLossSchedule(seed int64) (bool, error) {
 		}
 		if err != nil {
 			if !errors.Is(err, errPowerCut) {
-				return false, fmt.Errorf("operation %d: %w", op, err)
+				return out, fmt.Errorf("operation %d: %w", op, err)
 			}
 			// The write in flight may or may not have reached the disk.
 			states = append(states, next)
@@ -396,7 +455,7 @@ func runPowerLossSchedule(seed int64) (bool, error) {
 	ropts.Logger = logs.logger()
 	r, err := Open(dir, ropts)
 	if err != nil {
-		return false, fmt.Errorf("power cut %s: Open: %w", pfs.cutInfo, err)
+		return out, fmt.Errorf("power cut %s: Open: %w", pfs.cutInfo, err)
 	}
 	defer r.Close()
 	var got int = -1
@@ -410,7 +469,7 @@ func runPowerLossSchedule(seed int64) (bool, error) {
 		}
 	}
 	if got < 0 {
-		return false, fmt.Errorf("power cut %s: the recovered state is none of the %d allowed (states %d..%d; durable from %d); against the newest: %v",
+		return out, fmt.Errorf("power cut %s: the recovered state is none of the %d allowed (states %d..%d; durable from %d); against the newest: %v",
 			pfs.cutInfo, len(states)-durable, durable, len(states)-1, durable, mismatch)
 	}
 	// The recovered Store keeps working, and what it writes survives.
@@ -419,21 +478,33 @@ func runPowerLossSchedule(seed int64) (bool, error) {
 	hs.Term++
 	e := []core.Entry{{Index: want.last() + 1, Term: hs.Term, Data: []byte("after")}}
 	if err := r.Save(hs, e); err != nil {
-		return false, fmt.Errorf("Save after recovery: %w", err)
+		return out, fmt.Errorf("Save after recovery: %w", err)
 	}
 	want.save(hs, e)
 	if err := r.Close(); err != nil {
-		return false, err
+		return out, err
 	}
 	r2, err := Open(dir, ropts)
 	if err != nil {
-		return false, fmt.Errorf("reopen after recovery: %w", err)
+		return out, fmt.Errorf("reopen after recovery: %w", err)
 	}
 	defer r2.Close()
 	if err := verifyStore(r2, &want, rng); err != nil {
-		return false, fmt.Errorf("reopen after recovery: %w", err)
+		return out, fmt.Errorf("reopen after recovery: %w", err)
 	}
-	return bytes.Contains([]byte(logs.String()), []byte("cutting torn WAL tail")), nil
+	if !strings.HasPrefix(pfs.cutInfo, "after") {
+		out.midWorkload = 1
+	}
+	if lost := len(states) - 1 - got; lost > 0 {
+		out.lossy, out.lostWrites = 1, lost
+	}
+	if strings.Contains(logs.String(), "cutting torn WAL tail") {
+		out.tornTails = 1
+	}
+	if strings.Contains(logs.String(), "interrupted Compact") {
+		out.compactHoles = 1
+	}
+	return out, nil
 }
 
 // powerLossValue returns an entry's data: empty, random, or hostile (well-

@@ -129,7 +129,7 @@ type tailEnd struct {
 // recover rebuilds the Store's state from its WAL directory and leaves the
 // last segment open for appending. Called once, from Open.
 func (s *Store) recover() error {
-	seqs, err := listSegments(s.fs, s.walDir)
+	seqs, stale, err := listSegments(s.fs, s.walDir)
 	if err != nil {
 		return err
 	}
@@ -164,6 +164,22 @@ func (s *Store) recover() error {
 		return corruptf(starts[0].seg.path, 0,
 			"entries %d through %d were in deleted segments but no snapshot covers them (snapshot index %d)",
 			r.st.snap.Index+1, r.missingUpTo, r.st.snap.Index)
+	}
+	// Only once the live segments proved complete: nothing else may
+	// decide to delete a segment.
+	if len(stale) > 0 {
+		// Finish the Compact that left them (see listSegments).
+		for _, seq := range stale {
+			path := filepath.Join(s.walDir, segmentName(seq))
+			s.logger.Warn("disk: removing a WAL segment an interrupted Compact left before a missing one",
+				"file", path, "next_segment", segmentName(seqs[0]))
+			if err := s.fs.Remove(path); err != nil {
+				return fmt.Errorf("disk: remove compacted segment: %w", err)
+			}
+		}
+		if err := syncDir(s.fs, s.walDir); err != nil {
+			return err
+		}
 	}
 	s.st = r.st
 	s.nextBatchSeq = r.nextBatchSeq

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,11 +49,21 @@ type segment struct {
 }
 
 // listSegments returns the sequence numbers of the segment files in dir,
-// ascending, and fails if one is missing in between: a hole means lost data.
-func listSegments(fsys vfs.FS, dir string) ([]uint64, error) {
+// ascending, split at the last hole in the numbering: live holds the
+// segments from the hole on, stale those before it.
+//
+// Compact removes old segments oldest first and then fsyncs the directory;
+// under the crash model any subset of those removals may survive a power
+// loss, so a hole can be the trace of an interrupted Compact, and the
+// segments before it are ones Compact was deleting. Recovery replays only
+// the live ones, whose first checkpoint describes everything before them,
+// and still fails if an entry that is not covered by the snapshot was in
+// a missing segment (the missingUpTo check), so a hole that lost live data
+// is reported, never skipped.
+func listSegments(fsys vfs.FS, dir string) (live, stale []uint64, err error) {
 	names, err := fsys.List(dir)
 	if err != nil {
-		return nil, fmt.Errorf("disk: list segments: %w", err)
+		return nil, nil, fmt.Errorf("disk: list segments: %w", err)
 	}
 	var seqs []uint64
 	for _, name := range names {
@@ -63,13 +72,12 @@ func listSegments(fsys vfs.FS, dir string) ([]uint64, error) {
 		}
 	}
 	slices.Sort(seqs)
-	for k := 1; k < len(seqs); k++ {
+	for k := len(seqs) - 1; k > 0; k-- {
 		if seqs[k] != seqs[k-1]+1 {
-			return nil, corruptf(filepath.Join(dir, segmentName(seqs[k-1]+1)), 0,
-				"segment file missing between %s and %s", segmentName(seqs[k-1]), segmentName(seqs[k]))
+			return seqs[k:], seqs[:k], nil
 		}
 	}
-	return seqs, nil
+	return seqs, nil, nil
 }
 
 // isDecodeErr reports whether err came from record framing rather than I/O:
