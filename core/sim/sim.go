@@ -126,7 +126,7 @@ func DefaultOptions(seed uint64) Options {
 		// a lease that lasted a tick too long would be caught.
 		o.MaxDelaySteps, o.DropRate, o.DupRate = 4, 0.01, 0.01
 		o.PartitionRate, o.ReadRate, o.LeaderReadRate, o.IsolateLeaderRate = 0.003, 0.1, 0.7, 0.8
-		o.TickStepUnits, o.Steps, o.Nodes = nominalTickUnits/12, 6000, 3+2*int(seed/8%2)
+		o.TickStepUnits, o.Steps, o.Nodes = nominalTickUnits/12, 4000, 3+2*int(seed/8%2)
 		o.ProcessAfterTickRate = 0.9
 	}
 	return o
