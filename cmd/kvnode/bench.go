@@ -42,7 +42,8 @@ func benchCommand() *cli.Command {
 		Name:  "bench",
 		Usage: "closed-loop load: C clients over N connections for a fixed duration; prints throughput and latency",
 		UsageText: "kvnode bench [--op put|get|sget|txn|mixed] [--concurrency C] [--conns N] [--value-bytes V]\n" +
-			"  [--keys K] [--warmup D] [--duration D] [--mix put=30,get=50,...] [--leader-only] [--json] [--endpoints ...]",
+			"  [--keys K] [--warmup D] [--duration D] [--mix put=30,get=50,...] [--leader-only] [--json] [--endpoints ...]\n\n" +
+			"Exit status 1 if any measured operation failed: stderr then counts the failures by kind, with the first message of each.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: workload.FlagOp, Value: def.Op, Category: "workload",
 				Usage: "operation: put, get (linearizable), sget (serializable), txn (compare-and-swap) or mixed"},

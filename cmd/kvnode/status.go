@@ -25,7 +25,8 @@ func statusCommand() *cli.Command {
 		Name:  "status",
 		Usage: "print a table of every endpoint's member: ID, role, term, commit, applied, leader, DB size",
 		UsageText: "kvnode status [--hash] [--endpoints HOST:PORT,...]\n\n" +
-			"Every endpoint is asked, in parallel. Exit status 1 if any did not answer (its row says why).\n" +
+			"Every endpoint is asked, in parallel. Exit status 1 if any did not answer (the reasons follow the table).\n" +
+			"APPLIED marked * is above COMMIT: the member read the two a moment apart while applying (see the note).\n" +
 			"With --hash each member also digests its whole key space; members whose HASH INDEX\n" +
 			"is equal hold the same data exactly when their HASH is equal.",
 		Flags: withClientFlags(
