@@ -222,16 +222,20 @@ func (c *composeCluster) PowerCut(int, *rand.Rand) (powerloss.CutReport, error) 
 	return powerloss.CutReport{}, errComposeUnsupported
 }
 
-// Crashes reports containers that stopped without being killed.
+// Crashes reports containers that stopped without being killed, or that
+// Docker restarted: the services restart unless stopped, which would hide
+// a crash from the first check, and only such automatic restarts count
+// in RestartCount (`docker kill` disables the policy until the next
+// `docker start`).
 func (c *composeCluster) Crashes() []string {
 	var out []string
 	for i, id := range c.ids {
 		if !c.Alive(i) {
 			continue
 		}
-		st, err := proctest.Docker(30*time.Second, "inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}", id)
-		if err == nil && !strings.HasPrefix(st, "true") {
-			out = append(out, fmt.Sprintf("rafty-%d stopped by itself (running, exit code: %s); its log ends:\n%s", i, st, c.LogTail(i, 30)))
+		st, err := proctest.Docker(30*time.Second, "inspect", "--format", "{{.State.Running}} {{.State.ExitCode}} {{.RestartCount}}", id)
+		if err == nil && (!strings.HasPrefix(st, "true") || !strings.HasSuffix(st, " 0")) {
+			out = append(out, fmt.Sprintf("rafty-%d stopped by itself (running, exit code, restarts: %s); its log ends:\n%s", i, st, c.LogTail(i, 30)))
 			c.mu.Lock()
 			c.killed[i] = true // report once
 			c.mu.Unlock()

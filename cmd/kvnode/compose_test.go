@@ -50,6 +50,15 @@ func TestCompose(t *testing.T) {
 	for i := range services {
 		waitHealthy(i)
 	}
+	// What deploy/compose.yaml promises besides: a read-only root file
+	// system and a restart unless stopped.
+	for _, svc := range services {
+		got, err := proctest.Docker(30*time.Second, "inspect", "--format",
+			"{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.RestartPolicy.Name}}", r.ContainerID(t, svc))
+		if err != nil || got != "true unless-stopped" {
+			t.Errorf("%s: read-only root, restart policy = %q (err %v), want \"true unless-stopped\"", svc, got, err)
+		}
+	}
 
 	all := []string{r.ClientAddr(0), r.ClientAddr(1), r.ClientAddr(2)}
 	cl, err := dialClient(all, 2*time.Second)

@@ -478,3 +478,248 @@ func TestDisruptionBudget(t *testing.T) {
 		t.Errorf("with %d replicas, losing one member loses the quorum", replicas)
 	}
 }
+
+// restrictedViolations checks a pod spec (and its pod template's
+// annotations) against every rule of the "restricted" Pod Security
+// Standard, which includes the baseline one
+// (https://kubernetes.io/docs/concepts/security/pod-security-standards/),
+// and returns what breaks them. It is what the admission controller
+// enforces in a namespace labelled pod-security.kubernetes.io/enforce=restricted.
+func restrictedViolations(spec *corev1.PodSpec, annotations map[string]string) []string {
+	var v []string
+	bad := func(format string, args ...any) { v = append(v, fmt.Sprintf(format, args...)) }
+
+	// Baseline: host namespaces, host paths, host ports, privilege,
+	// capabilities, AppArmor, SELinux, /proc, seccomp, sysctls.
+	if spec.HostNetwork || spec.HostPID || spec.HostIPC {
+		bad("host namespaces: hostNetwork %v, hostPID %v, hostIPC %v", spec.HostNetwork, spec.HostPID, spec.HostIPC)
+	}
+	for k, val := range annotations {
+		if strings.HasPrefix(k, "container.apparmor.security.beta.kubernetes.io/") && val != "runtime/default" && !strings.HasPrefix(val, "localhost/") {
+			bad("AppArmor annotation %s: %s", k, val)
+		}
+	}
+	pod := spec.SecurityContext
+	if pod == nil {
+		pod = &corev1.PodSecurityContext{}
+	}
+	safeSysctls := map[string]bool{"kernel.shm_rmid_forced": true, "net.ipv4.ip_local_port_range": true,
+		"net.ipv4.ip_unprivileged_port_start": true, "net.ipv4.tcp_syncookies": true, "net.ipv4.ping_group_range": true,
+		"net.ipv4.ip_local_reserved_ports": true, "net.ipv4.tcp_keepalive_time": true, "net.ipv4.tcp_fin_timeout": true,
+		"net.ipv4.tcp_keepalive_intvl": true, "net.ipv4.tcp_keepalive_probes": true}
+	for _, s := range pod.Sysctls {
+		if !safeSysctls[s.Name] {
+			bad("sysctl %s is not in the safe set", s.Name)
+		}
+	}
+	checkSELinux := func(where string, o *corev1.SELinuxOptions) {
+		if o == nil {
+			return
+		}
+		switch o.Type {
+		case "", "container_t", "container_init_t", "container_kvm_t", "container_engine_t":
+		default:
+			bad("%s: SELinux type %s", where, o.Type)
+		}
+		if o.User != "" || o.Role != "" {
+			bad("%s: SELinux user or role set", where)
+		}
+	}
+	checkAppArmor := func(where string, p *corev1.AppArmorProfile) {
+		if p != nil && p.Type == corev1.AppArmorProfileTypeUnconfined {
+			bad("%s: AppArmor unconfined", where)
+		}
+	}
+	checkSELinux("pod", pod.SELinuxOptions)
+	checkAppArmor("pod", pod.AppArmorProfile)
+	if pod.WindowsOptions != nil && pod.WindowsOptions.HostProcess != nil && *pod.WindowsOptions.HostProcess {
+		bad("pod: hostProcess")
+	}
+
+	// Restricted: volume types.
+	for _, vol := range spec.Volumes {
+		s := vol.VolumeSource
+		if s.ConfigMap == nil && s.CSI == nil && s.DownwardAPI == nil && s.EmptyDir == nil && s.Ephemeral == nil &&
+			s.PersistentVolumeClaim == nil && s.Projected == nil && s.Secret == nil {
+			bad("volume %s: type not allowed (only configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected, secret)", vol.Name)
+		}
+	}
+	// Restricted: non-root, user not 0, seccomp, per container or for the pod.
+	if pod.RunAsUser != nil && *pod.RunAsUser == 0 {
+		bad("pod: runAsUser 0")
+	}
+	podNonRoot := pod.RunAsNonRoot != nil && *pod.RunAsNonRoot
+	podSeccomp := pod.SeccompProfile != nil &&
+		(pod.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault || pod.SeccompProfile.Type == corev1.SeccompProfileTypeLocalhost)
+	if pod.SeccompProfile != nil && pod.SeccompProfile.Type == corev1.SeccompProfileTypeUnconfined {
+		bad("pod: seccomp Unconfined")
+	}
+
+	type container struct {
+		name  string
+		sc    *corev1.SecurityContext
+		ports []corev1.ContainerPort
+	}
+	var all []container
+	for _, c := range spec.InitContainers {
+		all = append(all, container{"init container " + c.Name, c.SecurityContext, c.Ports})
+	}
+	for _, c := range spec.Containers {
+		all = append(all, container{"container " + c.Name, c.SecurityContext, c.Ports})
+	}
+	for _, c := range spec.EphemeralContainers {
+		all = append(all, container{"ephemeral container " + c.Name, c.SecurityContext, c.Ports})
+	}
+	if len(all) == 0 {
+		bad("no containers")
+	}
+	for _, c := range all {
+		for _, p := range c.ports {
+			if p.HostPort != 0 {
+				bad("%s: hostPort %d", c.name, p.HostPort)
+			}
+		}
+		sc := c.sc
+		if sc == nil {
+			sc = &corev1.SecurityContext{}
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			bad("%s: privileged", c.name)
+		}
+		if sc.ProcMount != nil && *sc.ProcMount != corev1.DefaultProcMount {
+			bad("%s: procMount %s", c.name, *sc.ProcMount)
+		}
+		checkSELinux(c.name, sc.SELinuxOptions)
+		checkAppArmor(c.name, sc.AppArmorProfile)
+		if sc.WindowsOptions != nil && sc.WindowsOptions.HostProcess != nil && *sc.WindowsOptions.HostProcess {
+			bad("%s: hostProcess", c.name)
+		}
+		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+			bad("%s: allowPrivilegeEscalation must be false", c.name)
+		}
+		switch {
+		case sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot:
+			bad("%s: runAsNonRoot false", c.name)
+		case sc.RunAsNonRoot == nil && !podNonRoot:
+			bad("%s: runAsNonRoot not true (here or for the pod)", c.name)
+		}
+		if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+			bad("%s: runAsUser 0", c.name)
+		}
+		switch {
+		case sc.SeccompProfile == nil && !podSeccomp:
+			bad("%s: seccompProfile not RuntimeDefault or Localhost (here or for the pod)", c.name)
+		case sc.SeccompProfile != nil && sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault &&
+			sc.SeccompProfile.Type != corev1.SeccompProfileTypeLocalhost:
+			bad("%s: seccompProfile %s", c.name, sc.SeccompProfile.Type)
+		}
+		var drop []corev1.Capability
+		if sc.Capabilities != nil {
+			drop = sc.Capabilities.Drop
+			for _, add := range sc.Capabilities.Add {
+				if add != "NET_BIND_SERVICE" {
+					bad("%s: adds capability %s (only NET_BIND_SERVICE may be added)", c.name, add)
+				}
+			}
+		}
+		if !slices.Contains(drop, "ALL") {
+			bad("%s: capabilities must drop ALL", c.name)
+		}
+	}
+	return v
+}
+
+// TestRestrictedPodSecurity: the StatefulSet's pods pass the "restricted"
+// Pod Security Standard, and each of its rules is asserted: breaking any
+// one is caught.
+func TestRestrictedPodSecurity(t *testing.T) {
+	m := loadManifests(t)
+	sts, c := m.theStatefulSet(t)
+	tmpl := &sts.Spec.Template
+	if v := restrictedViolations(&tmpl.Spec, tmpl.Annotations); len(v) > 0 {
+		t.Errorf("the StatefulSet's pods break the restricted Pod Security Standard:\n%s", strings.Join(v, "\n"))
+	}
+	// Set explicitly, not only inherited or defaulted: what the comments
+	// in statefulset.yaml promise.
+	sc := c.SecurityContext
+	pod := tmpl.Spec.SecurityContext
+	if sc == nil || pod == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		pod.SeccompProfile == nil || pod.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
+		sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
+		sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || pod.RunAsUser == nil || *pod.RunAsUser == 0 {
+		t.Errorf("kvnode container security context %+v, pod %+v: want a read-only root, RuntimeDefault seccomp on both, non-root", sc, pod)
+	}
+	if a := tmpl.Spec.AutomountServiceAccountToken; a == nil || *a {
+		t.Error("automountServiceAccountToken is not false: kvnode needs no API token")
+	}
+
+	yes, no, root := true, false, int64(0)
+	for _, tc := range []struct {
+		breakIt func(*corev1.PodSpec, map[string]string)
+		want    string
+	}{
+		{func(s *corev1.PodSpec, _ map[string]string) { s.HostNetwork = true }, "host namespaces"},
+		{func(s *corev1.PodSpec, _ map[string]string) { s.Containers[0].SecurityContext.Privileged = &yes }, "privileged"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.Containers[0].SecurityContext.AllowPrivilegeEscalation = nil
+		}, "allowPrivilegeEscalation"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.Containers[0].SecurityContext.AllowPrivilegeEscalation = &yes
+		}, "allowPrivilegeEscalation"},
+		{func(s *corev1.PodSpec, _ map[string]string) { s.Containers[0].SecurityContext.RunAsNonRoot = &no }, "runAsNonRoot false"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.Containers[0].SecurityContext.RunAsNonRoot = nil
+			s.SecurityContext.RunAsNonRoot = nil
+		}, "runAsNonRoot not true"},
+		{func(s *corev1.PodSpec, _ map[string]string) { s.SecurityContext.RunAsUser = &root }, "runAsUser 0"},
+		{func(s *corev1.PodSpec, _ map[string]string) { s.Containers[0].SecurityContext.RunAsUser = &root }, "runAsUser 0"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.Containers[0].SecurityContext.SeccompProfile = nil
+			s.SecurityContext.SeccompProfile = nil
+		}, "seccompProfile not"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.Containers[0].SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
+		}, "seccompProfile Unconfined"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
+		}, "seccomp Unconfined"},
+		{func(s *corev1.PodSpec, _ map[string]string) { s.Containers[0].SecurityContext.Capabilities.Drop = nil }, "drop ALL"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.Containers[0].SecurityContext.Capabilities.Add = []corev1.Capability{"SYS_ADMIN"}
+		}, "adds capability SYS_ADMIN"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.Volumes = append(s.Volumes, corev1.Volume{Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}})
+		}, "volume h"},
+		{func(s *corev1.PodSpec, _ map[string]string) { s.Containers[0].Ports[0].HostPort = 7000 }, "hostPort"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.InitContainers = []corev1.Container{{Name: "init"}}
+		}, "init container init: allowPrivilegeEscalation"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			pm := corev1.UnmaskedProcMount
+			s.Containers[0].SecurityContext.ProcMount = &pm
+		}, "procMount"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.SecurityContext.SELinuxOptions = &corev1.SELinuxOptions{Type: "spc_t"}
+		}, "SELinux type"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.Containers[0].SecurityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
+		}, "AppArmor"},
+		{func(_ *corev1.PodSpec, a map[string]string) {
+			a["container.apparmor.security.beta.kubernetes.io/kvnode"] = "unconfined"
+		}, "AppArmor annotation"},
+		{func(s *corev1.PodSpec, _ map[string]string) {
+			s.SecurityContext.Sysctls = []corev1.Sysctl{{Name: "kernel.msgmax", Value: "1"}}
+		}, "sysctl kernel.msgmax"},
+	} {
+		spec := tmpl.Spec.DeepCopy()
+		ann := map[string]string{}
+		for k, v := range tmpl.Annotations {
+			ann[k] = v
+		}
+		tc.breakIt(spec, ann)
+		v := restrictedViolations(spec, ann)
+		if !slices.ContainsFunc(v, func(s string) bool { return strings.Contains(s, tc.want) }) {
+			t.Errorf("breaking the rule on %q went unnoticed (violations: %q)", tc.want, v)
+		}
+	}
+}
