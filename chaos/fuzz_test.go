@@ -65,7 +65,7 @@ func startInProcess(tb testing.TB) *inProcess {
 	}
 	limits := kv.DefaultLimits()
 	node, err := driver.Start(context.Background(), driver.Config{
-		ID: 1, Peers: []uint64{1}, Storage: wal, StateMachine: store,
+		ID: 1, Peers: []driver.Peer{{ID: 1}}, Storage: wal, StateMachine: store,
 		NewTransport:     drivertest.NewNetwork().NewTransport(1),
 		TickInterval:     10 * time.Millisecond,
 		MaxProposalBytes: limits.MaxProposalBytes(),
@@ -262,7 +262,7 @@ func FuzzPeerStream(f *testing.F) {
 	lis := bufconn.Listen(1 << 20)
 	tr, err := transport.New(transport.Config{
 		ClusterID: 7, NodeID: 1, Listener: lis, Handler: h,
-		Peers: map[uint64]string{1: "127.0.0.1:1", 2: "127.0.0.1:2", 3: "127.0.0.1:3"},
+		Peers: []driver.Peer{{ID: 1, Addr: "127.0.0.1:1"}, {ID: 2, Addr: "127.0.0.1:2"}, {ID: 3, Addr: "127.0.0.1:3"}},
 	})
 	if err != nil {
 		f.Fatal(err)

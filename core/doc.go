@@ -19,6 +19,9 @@
 //   - Input from the network is untrusted: Step validates every message and
 //     returns an error wrapping ErrInvalidMessage (counted in Status)
 //     without changing state. Nothing a peer sends can panic the node.
+//   - Terms and indexes never wrap: Step refuses any beyond MaxTerm or
+//     MaxIndex (Counters.OutOfRangeMessages), and a node at either limit
+//     refuses to campaign (Counters.RefusedCampaigns) — see limits.go.
 //   - Storage failures are returned, never panicked: the first one latches
 //     and every later call returns it (*StorageError).
 //   - Every growing structure has a limit in Config: inflight appends per
@@ -34,7 +37,8 @@
 //
 // Where each feature lives: election.go (§5.2, §5.4.1, PreVote §9.6,
 // CheckQuorum §6.2), replication.go (§5.3, fast backoff, §5.4.2 commit,
-// proposals, InstallSnapshot §7), reads.go (ReadIndex §6.4 and leases),
+// proposals, InstallSnapshot §7), reads.go (ReadIndex §6.4 and leases,
+// with the lease's clock argument), limits.go (term and index limits),
 // transfer.go (§3.10), progress.go (flow control), log.go (stable and
 // unstable log), ready.go (the output contract), quorum/ (majority and
 // joint quorums).

@@ -255,3 +255,49 @@ func TestFollowerVoteLeaseSurvivesTermChange(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseDuringTransferBeforeTimeoutNow: while a transfer waits for a
+// lagging target to catch up, the leader confirms reads with a round;
+// if the transfer is abandoned before any MsgTimeoutNow was sent, no
+// election can have been granted past the followers' leases, so the
+// lease (kept fresh by the rounds meanwhile) serves reads again.
+func TestLeaseDuringTransferBeforeTimeoutNow(t *testing.T) {
+	c := newCluster(t, 3, leaseConfig)
+	c.elect(1)
+	c.drop = func(m core.Message) bool { return m.To == 3 || m.From == 3 }
+	if err := c.nodes[1].Propose([]byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	c.tick()
+	c.stabilize()
+	answeredAtOnce := func(id uint64) bool {
+		t.Helper()
+		if err := c.nodes[1].ReadIndex(id); err != nil {
+			t.Fatal(err)
+		}
+		before := len(c.reads[1])
+		c.process(1) // no delivery: only a lease can answer
+		return len(c.reads[1]) > before
+	}
+	if !answeredAtOnce(1) {
+		t.Fatal("setup: no lease before the transfer")
+	}
+	if err := c.nodes[1].TransferLeadership(3); err != nil {
+		t.Fatal(err)
+	}
+	if answeredAtOnce(2) {
+		t.Fatal("read answered from the lease while a transfer is under way")
+	}
+	// The transfer times out; node 2 keeps confirming rounds. Node 3 never
+	// acknowledges, so it never catches up and no MsgTimeoutNow is sent.
+	for range 10 {
+		c.tick()
+		c.stabilize()
+	}
+	if st := c.nodes[1].Status(); st.Role != core.RoleLeader || st.LeadTransferee != core.None {
+		t.Fatalf("setup: transfer not abandoned: %+v", st)
+	}
+	if !answeredAtOnce(3) {
+		t.Fatal("lease not back after a transfer abandoned before MsgTimeoutNow")
+	}
+}

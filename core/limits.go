@@ -46,7 +46,8 @@ func checkRange(m *Message) error {
 	if m.Term > MaxTerm || m.LogTerm > MaxTerm {
 		return outOfRangef("%s term %d / log term %d above MaxTerm %d", m.Type, m.Term, m.LogTerm, MaxTerm)
 	}
-	if m.Index > MaxIndex || m.Commit > MaxIndex || m.RejectHint > MaxIndex {
+	// MsgPropResp carries a leader hint (a node ID, any uint64) in Index.
+	if (m.Index > MaxIndex && m.Type != MsgPropResp) || m.Commit > MaxIndex || m.RejectHint > MaxIndex {
 		return outOfRangef("%s index %d / commit %d / hint %d above MaxIndex %d", m.Type, m.Index, m.Commit, m.RejectHint, MaxIndex)
 	}
 	// Index <= MaxIndex < MaxUint64 - len, so the sum cannot wrap.

@@ -254,3 +254,19 @@ func TestLogIndexExhausted(t *testing.T) {
 		t.Fatalf("node at MaxIndex: role %v counters %+v", s.n.Role(), s.n.Status().Counters)
 	}
 }
+
+// TestLeaderHintIsNotAnIndex: MsgPropResp carries the leader's node ID in
+// Index; node IDs may use all 64 bits, so the index limit does not apply.
+func TestLeaderHintIsNotAnIndex(t *testing.T) {
+	s := newSolo(t, core.HardState{Term: 1}, nil, nil)
+	hint := uint64(math.MaxUint64 - 1)
+	if err := s.step(core.Message{Type: core.MsgPropResp, From: 2, Reject: true, Index: hint,
+		Entries: []core.Entry{{Data: []byte("x")}}}); err != nil {
+		t.Fatalf("Step: %v", err)
+	}
+	s.flush()
+	var nl *core.NotLeaderError
+	if len(s.rejected) != 1 || !errors.As(s.rejected[0].Err, &nl) || nl.Leader != hint {
+		t.Fatalf("rejected %+v, want NotLeaderError with leader %d", s.rejected, hint)
+	}
+}

@@ -411,7 +411,7 @@ func (n *Node) stepTerm(m Message) error {
 			// thesis §4.2.3: while a live leader is heard from, ignore
 			// vote requests, unless the leader itself asked (transfer,
 			// which ends that leader's read lease: see sendTimeoutNow).
-			inLease := n.cfg.CheckQuorum && (n.role == RoleLeader || n.ticks < n.voteLeaseUntil)
+			inLease := n.inVoteLease()
 			if inLease && m.Context != campaignTransfer {
 				n.counters.IgnoredVotes++
 				return nil
@@ -486,6 +486,13 @@ func (n *Node) stepFollower(m Message) error {
 		// retry against the real leader.
 	}
 	return nil
+}
+
+// inVoteLease reports whether this node ignores vote and pre-vote requests
+// (other than a transfer's) because a leader is live: it leads, or it heard
+// from a leader less than ElectionTicks ago (thesis §4.2.3).
+func (n *Node) inVoteLease() bool {
+	return n.cfg.CheckQuorum && (n.role == RoleLeader || n.ticks < n.voteLeaseUntil)
 }
 
 // heardLeader records contact with the leader of our term: the election
@@ -567,6 +574,11 @@ type Status struct {
 	Progress   map[uint64]Progress
 	Membership Membership
 	Counters   Counters
+	// InVoteLease: the node ignores (pre-)vote requests other than a
+	// transfer's, because it leads or heard from a leader within an
+	// election timeout (thesis §4.2.3). A leader's read lease relies on a
+	// quorum of these.
+	InVoteLease bool
 }
 
 // Status returns the node's current state.
@@ -575,6 +587,7 @@ func (n *Node) Status() Status {
 		ID: n.id, Term: n.term, Vote: n.vote, Role: n.role, Leader: n.lead,
 		Commit: n.log.committed, Applied: n.log.applied, LastIndex: n.log.lastIndex(),
 		LeadTransferee: n.leadTransferee, Membership: n.membership.Clone(), Counters: n.counters,
+		InVoteLease: n.inVoteLease(),
 	}
 	if n.role == RoleLeader {
 		s.Progress = make(map[uint64]Progress, len(n.progress))

@@ -64,6 +64,7 @@ func FuzzStep(f *testing.F) {
 	f.Add([]byte{1, 2, 5, 0, 1, 1, 0})
 	f.Add([]byte{2, 3, 9, 200, 7, 1, 0, 3, 4, 5, 6, 7, 8, 9, 10})
 	f.Add([]byte{10, 2, 1, 1, 1, 1, 1, 11, 3, 2, 2, 2, 2, 2})
+	f.Add([]byte{16, 2, 255, 0, 0, 0, 0, 7, 2, 250, 0, 0, 0, 0, 16, 3, 248, 0, 0, 0, 0}) // huge terms, MsgTimeoutNow
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, lead := range []bool{false, true} {
 			s := newSolo(t, core.HardState{Term: 2}, entriesWithTerms(1, 2), nil)
@@ -71,12 +72,17 @@ func FuzzStep(f *testing.F) {
 				electSolo(t, s, 2)
 			}
 			rest := data
+			term := s.n.Term()
 			for len(rest) >= 7 && len(s.out) < 10000 {
 				var m core.Message
 				m, rest = decodeFuzzMessage(rest)
 				_ = s.step(m)
 				s.flush()
 				st := s.n.Status()
+				if st.Term < term || st.Term > core.MaxTerm {
+					t.Fatalf("term went from %d to %d after %v (§5.1: terms only grow, never past MaxTerm)", term, st.Term, m)
+				}
+				term = st.Term
 				if st.Commit > st.LastIndex || st.Applied > st.Commit {
 					t.Fatalf("invariant broken after %v: commit %d applied %d last %d", m, st.Commit, st.Applied, st.LastIndex)
 				}
@@ -89,13 +95,18 @@ func FuzzStep(f *testing.F) {
 }
 
 // decodeFuzzMessage builds a message from fuzz bytes; fields are kept
-// small so they often hit real indexes and terms.
+// small so they often hit real indexes and terms, except that a term byte
+// of 248 or more names a term at or near the top of the range.
 func decodeFuzzMessage(b []byte) (core.Message, []byte) {
+	term := uint64(b[2] % 8)
+	if b[2] >= 248 {
+		term = core.MaxTerm - 4 + uint64(b[2]-248)*(1<<62) // MaxTerm-4 .. beyond MaxUint64/2
+	}
 	m := core.Message{
 		Type:    core.MessageType(b[0] % 20),
 		From:    uint64(b[1] % 5),
 		To:      1,
-		Term:    uint64(b[2] % 8),
+		Term:    term,
 		LogTerm: uint64(b[3] % 8),
 		Index:   uint64(b[4] % 12),
 		Commit:  uint64(b[5] % 12),

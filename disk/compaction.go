@@ -62,6 +62,7 @@ func (s *Store) InstallSnapshot(meta core.SnapshotMeta) error {
 		return err
 	}
 	s.qLast, s.qSnapIndex = s.st.last, s.st.snap.Index
+	s.qUnsynced = false // the marker's fdatasync covered every earlier write
 	return nil
 }
 

@@ -105,10 +105,12 @@ func TestCorruptionMiddleAndTail(t *testing.T) {
 				if err := verifyStore(s, &want, rand.New(rand.NewPCG(1, 1))); err != nil {
 					t.Fatal(err)
 				}
-				if _, end := s.activeEnd(); end != tail {
-					t.Fatalf("segment ends at %d after recovery, want %d", end, tail)
+				// The torn segment is sealed at its last valid batch and a
+				// new one continues the log.
+				if end, n := s.segEnd(1), s.Stats().Segments; end != tail || n != 2 {
+					t.Fatalf("segment 1 ends at %d after recovery, %d segments; want %d, 2", end, n, tail)
 				}
-				if !strings.Contains(logs.String(), "truncating torn WAL tail") || !strings.Contains(logs.String(), fmt.Sprintf("offset=%d", tail)) {
+				if !strings.Contains(logs.String(), "cutting torn WAL tail") || !strings.Contains(logs.String(), fmt.Sprintf("offset=%d", tail)) {
 					t.Fatalf("the cut was not logged with its offset: %q", logs.String())
 				}
 			})
@@ -132,7 +134,7 @@ func damaged(t *testing.T, data []byte, off int64, bit byte) string {
 	return dir
 }
 
-// TestCorruptionSealedSegment: damage at the end of a segment that is not
+// TestCorruptionSealedSegment: damage to the log of a segment that is not
 // the last is never a torn tail, and the error names that segment.
 func TestCorruptionSealedSegment(t *testing.T) {
 	src := t.TempDir()
@@ -142,42 +144,47 @@ func TestCorruptionSealedSegment(t *testing.T) {
 	for i := uint64(1); s.Stats().Segments < 3; i++ {
 		mustSave(t, s, core.HardState{Term: 1}, mkEnts(i, i+1, 1, 100))
 	}
+	end := s.segEnd(1)
 	mustClose(t, s)
 	first := segPath(src, 1)
 	data, err := os.ReadFile(first)
 	if err != nil {
 		t.Fatal(err)
 	}
+	flip := func(off int64) []byte { b := append([]byte(nil), data...); b[off] ^= 4; return b }
 	cases := map[string][]byte{
-		"last byte flipped": func() []byte { b := append([]byte(nil), data...); b[len(b)-1] ^= 1; return b }(),
-		"truncated":         data[:len(data)-3],
-		"zeros appended":    append(append([]byte(nil), data...), make([]byte, 64)...),
-		"checkpoint flipped": func() []byte {
-			b := append([]byte(nil), data...)
-			b[recordHeaderSize+2] ^= 4
-			return b
-		}(),
+		"last log byte flipped":  flip(end - 1),
+		"first batch flipped":    flip(int64(checkpointRecordBytes(&checkpoint{})) + 12),
+		"truncated into the log": data[:end-3],
+		"checkpoint flipped":     flip(recordHeaderSize + 2),
 	}
 	for name, img := range cases {
 		t.Run(name, func(t *testing.T) {
-			if err := os.WriteFile(first, img, 0o644); err != nil {
+			if err := os.WriteFile(first, img, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := Open(src, opts)
+			s, err := Open(src, opts)
+			if err == nil {
+				s.Close()
+			}
 			if !isCorrupt(err) || !strings.Contains(err.Error(), first) {
 				t.Fatalf("Open: %v; want a corruption error naming %s", err, first)
 			}
 		})
 	}
-	// A missing segment in the middle is named too.
-	if err := os.WriteFile(first, data, 0o644); err != nil {
+	// A missing segment in the middle that held live entries: the
+	// entries are reported missing, and no file is removed.
+	if err := os.WriteFile(first, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(segPath(src, 2)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(src, opts); !isCorrupt(err) || !strings.Contains(err.Error(), segmentName(2)) {
+	if _, err := Open(src, opts); !isCorrupt(err) || !strings.Contains(err.Error(), "deleted segments") {
 		t.Fatalf("Open with segment 2 missing: %v", err)
+	}
+	if _, err := os.Stat(first); err != nil {
+		t.Fatalf("segment 1 after a failed Open: %v", err)
 	}
 }
 

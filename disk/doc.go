@@ -14,22 +14,30 @@
 //     written with one pwrite and one fdatasync. A single caller gets
 //     exactly one fdatasync per Save; concurrent callers share them (see
 //     group_commit.go; Stats counts them). Rotating to a new segment adds
-//     one fdatasync of the segment being sealed when it had a zero tail.
+//     one fdatasync of the new segment's checkpoint (and one of the
+//     segment being sealed if a SaveCommitUnsynced write is not yet
+//     synced).
 //   - Preallocation. The active segment file is extended with zeros ahead
 //     of the log, a chunk (Options.PreallocateBytes) at a time, by an extra
 //     pwrite covered by the same fdatasync as the batch that needed it. Most
 //     Saves therefore overwrite allocated space without changing the file
 //     size, and their fdatasync flushes data only, with no file-system
 //     journal commit.
-//   - Crash atomicity. After kill -9 or power loss every Save that returned
-//     is recovered in full, and a Save that had not returned is recovered
-//     entirely or not at all (its batch is the unit of truncation).
+//   - Crash atomicity. After kill -9 or a power loss (the crash model
+//     below) every Save, InstallSnapshot and Compact that returned is
+//     recovered in full, and recovery returns the state after some prefix
+//     of the writes: a write that had not returned (or a
+//     SaveCommitUnsynced not yet covered by a later Save) is recovered
+//     entirely or not at all (its batch is the unit of cutting).
 //   - Supersession. Writing entry i replaces every stored entry >= i; reads
 //     never return a superseded entry.
-//   - No silent loss. Recovery cuts only the torn final write of the last
-//     segment and logs what it cut (Options.Logger). Any other bad CRC, bad
-//     length or inconsistency fails Open with a *CorruptionError naming the
-//     file and byte offset. Reads verify the CRC of every record they load.
+//   - No silent loss. Recovery cuts only what follows the last batch of
+//     the last segment that nothing proves synced, and logs what it cut
+//     (Options.Logger). Damage to data a later batch header proves synced,
+//     and any other bad CRC, bad length or inconsistency, fails Open with
+//     a *CorruptionError naming the file and byte offset. Recovery never
+//     accepts a header found by scanning data bytes (a client value may
+//     hold one). Reads verify the CRC of every record they load.
 //     Decoding never panics and never allocates more than the configured
 //     limits (Options.MaxRecordBytes, bounded again by the bytes actually
 //     left in the file).
@@ -50,13 +58,25 @@
 //     and the chaos suite can put a simulated power loss under the WAL,
 //     the snapshots and the state machine alike.
 //
+// # Crash model
+//
+// After a power loss, for each file, any subset of the 512-byte sectors
+// written since the last completed fdatasync (or fsync) of that file may
+// have reached the disk, in any order; the others keep their previous
+// contents (zeros, for space never written), and the file's size may or
+// may not include space written past its synced size. Bytes covered by a
+// completed fdatasync never change. A directory entry created, removed or
+// renamed survives only once the directory has been fsynced. kill -9 is
+// the easy case of this: the page cache keeps every write.
+//
 // # Assumptions
 //
-//   - The file system honours fdatasync/fsync (no lying write cache), and a
-//     torn write damages only the bytes of the write in flight; previously
-//     synced bytes are not changed by a later crash.
+//   - The file system honours fdatasync/fsync (no lying write cache) and
+//     the crash model above.
 //   - Damage to synced data (bit rot, a bad sector) is detected, not
-//     repaired: the operator restores the node from its peers.
+//     repaired: the operator restores the node from its peers. One case
+//     cannot be detected: damage to the final batch of the log, which no
+//     later header proves synced, looks like a torn write and is cut.
 //   - Only this package writes the data directory. Linux is the target;
 //     elsewhere fdatasync falls back to fsync.
 //   - A failed write or sync makes the Store refuse further writes
@@ -65,8 +85,8 @@
 //
 // # Directory layout
 //
-//	<dir>/LOCK                          flock'ed by the open Store
-//	<dir>/wal/<seq:016x>.wal            WAL segments, seq = 1, 2, 3, ... (no gaps)
+//	<dir>/LOCK                          locked by the open Store
+//	<dir>/wal/<seq:016x>.wal            WAL segments, seq = 1, 2, 3, ... (no gaps once open)
 //	<dir>/snap/<index:016x>-<term:016x>.snap   snapshot files
 //	<dir>/snap/tmp-*                    snapshot being written (removed on open)
 //
@@ -81,10 +101,13 @@
 //
 // with integers little endian. Types and payloads:
 //
-//	1 checkpoint  version u32, segment seq u64, next batch seq u64,
-//	              last index u64, hard state (term, vote, commit u64),
+//	1 checkpoint  version u32 (2), segment seq u64, salt u64,
+//	              next batch seq u64, last index u64,
+//	              hard state (term, vote, commit u64),
+//	              previous segment's log end u64 and chain value u32,
 //	              snapshot meta (see below)
-//	2 batch       batch seq u64, body length u32, record count u32
+//	2 batch       batch seq u64, salt u64, synced end u64,
+//	              body length u32, record count u32, previous chain u32
 //	3 entry       index u64, term u64, entry type u8, data
 //	4 hard state  term u64, vote u64, commit u64
 //	5 snapshot    keep u8 (1: the entries after the snapshot index were
@@ -98,36 +121,47 @@
 // A segment starts with a checkpoint record: the state (hard state,
 // snapshot, last index, next batch sequence number) after every record of
 // the earlier segments. That makes any suffix of segments self-describing,
-// so Compact can delete old segments. After the checkpoint come batches: a
-// batch record followed by exactly count records in body-length bytes,
-// hard state first, then entries, or a lone snapshot marker. Batch
-// sequence numbers increase by one across the whole WAL. Each batch is
-// written with one pwrite and synced before the next is written; a batch is
-// never split across segments, so a segment exceeds Options.SegmentBytes
-// only when it holds a single batch larger than that.
+// so Compact can delete old segments. It also holds a random salt, chosen
+// when the segment is created and never shown to clients, and the end and
+// final chain value of the previous segment's log. After the checkpoint
+// come batches: a batch record followed by exactly count records in
+// body-length bytes, hard state first, then entries, or a lone snapshot
+// marker. Batch sequence numbers increase by one across the whole WAL.
+// Each batch header repeats the segment's salt, holds the chain value
+// before it (the CRC of the previous batch header record, or of the
+// checkpoint record for the first batch) and its synced end: how far the
+// file was known fdatasynced when the batch was written. Each batch is
+// written with one pwrite, into space that holds zeros, and synced unless
+// it holds only SaveCommitUnsynced writes; a batch is never split across
+// segments, so a segment exceeds Options.SegmentBytes only when it holds a
+// single batch larger than that.
 //
-// The last (active) segment's file may continue past its last batch with
-// zero bytes, up to a multiple of Options.PreallocateBytes (at most
-// SegmentBytes): space preallocated for the next batches. A zero-filled
-// record header never decodes (type 0 is invalid, and the CRC does not
-// match), so replay stops where the zeros start. Before a new segment
-// is created, the previous one is truncated to its last batch and synced,
-// so every other segment ends exactly at its last batch.
+// A segment's checkpoint is fdatasynced, and the directory too, before any
+// batch is written to it; the segment before it is synced up to its log
+// end first. A segment's file may continue past its log with zero bytes,
+// up to a multiple of Options.PreallocateBytes (at most SegmentBytes):
+// space preallocated for the next batches, kept when the segment is
+// sealed. A sealed segment's log ends exactly where the next checkpoint
+// says; whatever its file holds after that is never read.
 //
-// Recovery treats damage (bad CRC, length or type) as a torn tail only in
-// the last segment and only when it lies in the final batch: no valid batch
-// header with a later sequence number exists anywhere after the damaged
-// batch's start (every byte offset is tried), or the batch's valid header
-// declares a body running past the end of the file. Since each batch is
-// synced before the next is written, such a batch was never reported
-// durable. The torn batch is cut whole (the file is truncated at its start
-// and synced) and the cut is logged. A last segment whose checkpoint is
-// torn is removed: its creation never completed. When everything from a
-// batch boundary of the last segment to its end is zero, that is
-// preallocated space (or an unsynced batch none of whose bytes arrived):
-// it is cut the same way but logged only at Debug level. Zeros after a
-// batch with any nonzero byte do not hide it: that batch is torn as above.
-// In any other segment a zero tail is corruption.
+// Recovery (recovery.go has the argument in full) walks each segment's
+// batches from its checkpoint, accepting a batch only where it continues
+// the chain with the segment's salt and the next sequence number, and
+// every record of its body is intact. A sealed segment must be whole up to
+// its recorded end: anything else is a *CorruptionError. In the last
+// segment the walk stops at the first batch that is not whole. If only
+// zeros follow, writing continues there. Otherwise, if a batch header
+// further on with the segment's salt records a synced end past the stop,
+// the stopped batch had been synced and Open fails with a
+// *CorruptionError naming its file and offset; if none does, the rest is a
+// torn tail: it is logged, the segment is synced and sealed at its last
+// valid batch, and a new segment continues the log. Nothing is truncated
+// or overwritten. A last segment whose checkpoint is damaged and that
+// holds no valid batch header is a creation that never completed and is
+// removed. A hole in the segment numbering is what a Compact interrupted
+// before its directory fsync can leave (its removals survive in any
+// subset): recovery replays the segments after the last hole, fails if a
+// live entry was in a missing one, and otherwise removes those before it.
 //
 // # Snapshot files
 //

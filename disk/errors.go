@@ -16,6 +16,12 @@ var (
 	// ErrCorrupt is wrapped by every CorruptionError: stored data failed a
 	// checksum or a consistency check and was not silently skipped.
 	ErrCorrupt = errors.New("disk: corrupt data")
+	// ErrFormatVersion is returned by Open when a WAL segment was written
+	// in a format this build does not read (the error names the file).
+	// Version 1, before issue 13, cannot be recovered safely after a
+	// power loss, so it is not migrated: move the data directory aside
+	// and let the node catch up from its peers (or restore a backup).
+	ErrFormatVersion = errors.New("disk: unsupported WAL format version")
 	// ErrTooLarge is returned when a record or a Save exceeds the limits in
 	// Options (MaxRecordBytes, MaxBatchBytes).
 	ErrTooLarge = errors.New("disk: exceeds configured limit")

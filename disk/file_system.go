@@ -128,19 +128,6 @@ func restrictFile(fsys vfs.FS, f vfs.File, path string) error {
 	return nil
 }
 
-// truncater is implemented by files that can change their size: every
-// operating-system file (vfs.Default's files embed *os.File).
-type truncater interface{ Truncate(size int64) error }
-
-// truncateFile sets f's size.
-func truncateFile(f vfs.File, path string, size int64) error {
-	t, ok := f.(truncater)
-	if !ok {
-		return fmt.Errorf("disk: truncate %s: the file system's files (%T) cannot be truncated", path, f)
-	}
-	return t.Truncate(size)
-}
-
 // lockFileName is the file in the data directory that Open locks.
 const lockFileName = "LOCK"
 

@@ -1,6 +1,8 @@
 package disk
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"path/filepath"
 
@@ -97,7 +99,9 @@ func (s *Store) save(hs core.HardState, entries []core.Entry, sync bool) error {
 		return fmt.Errorf("disk: SaveCommitUnsynced: term/vote %d/%d differ from the saved %d/%d: %w",
 			hs.Term, hs.Vote, s.qHS.Term, s.qHS.Vote, ErrInvalidArgument)
 	}
-	writeHS := !hs.IsZero() && hs != s.qHS
+	// A synced Save of the hard state a SaveCommitUnsynced queued asks
+	// for it durable: write it again, so that the fdatasync covers it.
+	writeHS := !hs.IsZero() && (hs != s.qHS || (sync && s.qUnsynced))
 	if len(entries) == 0 && !writeHS {
 		return nil // nothing new to make durable
 	}
@@ -129,6 +133,7 @@ func (s *Store) save(hs core.HardState, entries []core.Entry, sync bool) error {
 		s.queue = append(s.queue, b)
 	}
 	b.sync = b.sync || sync
+	s.qUnsynced = !b.sync
 	// Hard state first: any prefix of a batch then pairs entries with a
 	// term at least as new as theirs.
 	if writeHS {
@@ -250,122 +255,158 @@ func (s *Store) endExclusive() {
 	s.wcond.Broadcast()
 }
 
-// writeBatch appends b to the WAL and makes it durable, then publishes it.
-// Only the write-token holder calls it.
+// writeBatch appends b to the WAL and makes it durable (unless it holds
+// only SaveCommitUnsynced writes), then publishes it. Only the write-token
+// holder calls it.
 func (s *Store) writeBatch(b *batch) error {
-	putBatchRecord(b.buf, batchHeader{
-		seq:     s.nextBatchSeq,
-		bodyLen: uint32(len(b.buf) - batchRecordBytes),
-		count:   b.count,
-	})
-	seg := s.segs[len(s.segs)-1]
-	// base is where b lands; wbuf is what is written at writeOff, in a
-	// file zero-filled up to zeroedTo.
-	f, base, wbuf, writeOff, zeroedTo := s.active, seg.size, b.buf, seg.size, s.zeroedTo
-
 	// Rotate when the batch would push a segment holding batches past
 	// SegmentBytes. A batch is never split across segments.
-	var newSeg *segment
-	if seg.size > seg.cpEnd && seg.size+int64(len(b.buf)) > s.opts.SegmentBytes {
-		if err := s.sealActive(seg); err != nil {
+	if seg := s.segs[len(s.segs)-1]; seg.size > seg.cpEnd && seg.size+int64(len(b.buf)) > s.opts.SegmentBytes {
+		if err := s.rotate(); err != nil {
 			return err
 		}
-		var err error
-		newSeg, f, wbuf, err = s.createSegment(seg.seq+1, b.buf)
-		if err != nil {
-			return err
-		}
-		base, writeOff, zeroedTo = newSeg.cpEnd, 0, 0
 	}
-	end := writeOff + int64(len(wbuf))
-	fillTo := s.fillEnd(len(b.buf), end, zeroedTo)
-	// A new segment is always synced: its directory entry must be
-	// durable before anything after it is, and syncing it once is cheap.
-	synced := b.sync || newSeg != nil
-	path := seg.path
-	if newSeg != nil {
-		path = newSeg.path
-	}
-	err := writeBatchBytes(f, path, wbuf, writeOff, fillTo, synced)
-	if err == nil && newSeg != nil {
-		// The new file's directory entry must be durable too before the
-		// batch counts as durable.
-		if err = syncDir(s.fs, s.walDir); err == nil {
-			s.stats.dirSyncs.Add(1)
-		}
-	}
-	if err != nil {
-		if newSeg != nil {
-			f.Close()
-		}
+	seg := s.segs[len(s.segs)-1]
+	// The header claims what is already durable (syncedEnd) and names the
+	// batch before it (prev): recovery.go relies on both.
+	chain := putBatchRecord(b.buf, batchHeader{
+		seq:       s.nextBatchSeq,
+		salt:      s.salt,
+		syncedEnd: uint64(s.syncedEnd),
+		bodyLen:   uint32(len(b.buf) - batchRecordBytes),
+		count:     b.count,
+		prev:      s.chain,
+	})
+	base := seg.size
+	end := base + int64(len(b.buf))
+	fillTo := s.fillEnd(len(b.buf), end, s.zeroedTo)
+	if err := writeBatchBytes(s.active, seg.path, b.buf, base, fillTo, b.sync); err != nil {
 		return err
 	}
-	s.unsynced = !synced
-	if synced {
+	s.chain = chain
+	s.unsynced = !b.sync
+	if b.sync {
 		s.stats.fsyncs.Add(1)
+		s.syncedEnd = end
 	}
 	if fillTo > end {
 		s.stats.zeroFills.Add(1)
 	}
-	s.zeroedTo = max(zeroedTo, end, fillTo)
+	s.zeroedTo = max(s.zeroedTo, end, fillTo)
 	s.stats.batches.Add(1)
-	s.stats.bytes.Add(uint64(len(wbuf)))
+	s.stats.bytes.Add(uint64(len(b.buf)))
 	s.nextBatchSeq++
 
 	// Publish.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if newSeg != nil {
-		s.st.locs.seal(seg.seq)
-		old := s.active
-		s.segs = append(s.segs, newSeg)
-		s.active = f
-		seg = newSeg
+	seg.size = end
+	return s.applyBatch(b, seg.seq, base)
+}
+
+// rotate seals the active segment and starts the next one. Sealing needs
+// the segment durable up to its logical end, because the next segment's
+// checkpoint records that end (and the chain value there) and recovery
+// requires a sealed segment to hold exactly that log: so a
+// SaveCommitUnsynced write not yet covered is synced first. The zero tail
+// of a sealed segment stays in its file; it lies past the recorded end and
+// is never read.
+//
+// Rotation order (each step durable before the next starts):
+//
+//  1. fdatasync the active segment, if it holds an unsynced write;
+//  2. create the next segment, write its checkpoint, fdatasync it;
+//  3. fsync the directory (startSegment);
+//  4. only then is a batch written to it.
+//
+// A crash before step 3 completes leaves the old segment the last one (a
+// new file whose checkpoint is torn, or that is missing from the
+// directory, is removed or absent: no batch was ever written to it). A
+// crash after it leaves a last segment with no batch or a torn tail.
+func (s *Store) rotate() error {
+	seg := s.segs[len(s.segs)-1]
+	if s.unsynced {
+		if err := syncData(s.active, seg.path); err != nil {
+			return err
+		}
+		s.unsynced = false
+		s.stats.fsyncs.Add(1)
+		s.stats.sealSyncs.Add(1)
+	}
+	if err := s.startSegment(seg.seq+1, seg.size, s.chain); err != nil {
+		return err
+	}
+	s.stats.fsyncs.Add(1)
+	s.stats.sealSyncs.Add(1)
+	s.stats.dirSyncs.Add(1)
+	return nil
+}
+
+// startSegment creates segment seq, holding only its checkpoint (the
+// state after every batch written so far, with a fresh random salt, and
+// the end and chain value of the previous segment's log), makes it and its
+// directory entry durable, and makes it the active segment. Only the
+// write-token holder calls it, and no batch is in flight.
+//
+// The checkpoint is durable before any batch is written to the file, so
+// recovery can tell a torn creation (nothing but checkpoint bytes in the
+// file) from a damaged checkpoint in front of batches.
+func (s *Store) startSegment(seq uint64, prevEnd int64, prevChain uint32) error {
+	cp := checkpoint{
+		segSeq:       seq,
+		salt:         newSalt(),
+		nextBatchSeq: s.nextBatchSeq,
+		last:         s.st.last,
+		hs:           s.st.hs,
+		prevEnd:      uint64(prevEnd),
+		prevChain:    prevChain,
+		snap:         s.st.snap,
+	}
+	buf, chain := appendCheckpointRecord(make([]byte, 0, checkpointRecordBytes(&cp)), &cp)
+	path := filepath.Join(s.walDir, segmentName(seq))
+	f, err := createFile(s.fs, path)
+	if err != nil {
+		return fmt.Errorf("disk: create segment: %w", err)
+	}
+	if err := writeBatchBytes(f, path, buf, 0, 0, true); err != nil {
+		f.Close()
+		return err
+	}
+	if err := syncDir(s.fs, s.walDir); err != nil {
+		f.Close()
+		return err
+	}
+	size := int64(len(buf))
+	newSeg := &segment{seq: seq, path: path, cpEnd: size, size: size}
+	s.mu.Lock()
+	if n := len(s.segs); n > 0 {
+		s.st.locs.seal(s.segs[n-1].seq)
+	}
+	s.segs = append(s.segs, newSeg)
+	old := s.active
+	s.active = f
+	s.mu.Unlock()
+	if old != nil {
 		if err := old.Close(); err != nil {
 			s.logger.Warn("disk: closing sealed segment", "file", s.segs[len(s.segs)-2].path, "err", err)
 		}
 	}
-	seg.size = base + int64(len(b.buf))
-	return s.applyBatch(b, seg.seq, base)
+	s.salt, s.chain = cp.salt, chain
+	s.syncedEnd, s.zeroedTo, s.unsynced = size, size, false
+	return nil
 }
 
-// sealActive makes the active segment seg fit to be sealed by a rotation:
-// recovery treats anything wrong in a segment that is not the last one,
-// a short file or a zero tail alike, as corruption, so before the next
-// segment can exist seg must be durable at exactly its logical size.
-//
-// Rotation order (each step durable before the next starts):
-//
-//  1. truncate seg's preallocated zero tail, if any;
-//  2. fdatasync seg, if step 1 changed its size or a SaveCommitUnsynced
-//     write is not yet synced (fdatasync commits a size change made by
-//     ftruncate: fdatasync(2));
-//  3. create the next segment and write its checkpoint and first batch
-//     (zero-filling it as usual), fdatasync it;
-//  4. fsync the directory; only then is the batch durable.
-//
-// A crash before step 2 completes leaves seg the last segment, with or
-// without its zero tail: both recover (the tail is preallocated space). A
-// crash after it leaves seg clean and sealed, and the next segment absent,
-// or last with a torn or zero tail, which recovery cuts or removes.
-func (s *Store) sealActive(seg *segment) error {
-	cut := false
-	if s.zeroedTo > seg.size {
-		if err := truncateFile(s.active, seg.path, seg.size); err != nil {
-			return fmt.Errorf("disk: cut the zero tail of segment %s before sealing it: %w", seg.path, err)
+// newSalt returns a random nonzero segment salt. It comes from the
+// operating system's generator and is never shown to clients, so a value
+// cannot carry a header with the right salt except by a 2^-64 guess.
+func newSalt() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:]) // never fails (crypto/rand)
+		if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
+			return v
 		}
-		s.zeroedTo, cut = seg.size, true
 	}
-	if !cut && !s.unsynced {
-		return nil
-	}
-	if err := syncData(s.active, seg.path); err != nil {
-		return err
-	}
-	s.unsynced = false
-	s.stats.fsyncs.Add(1)
-	s.stats.sealSyncs.Add(1)
-	return nil
 }
 
 // fillEnd returns how far to zero-fill the file after a batch of n bytes
@@ -459,27 +500,4 @@ func (s *Store) applyBatch(b *batch, seq uint64, base int64) error {
 	}
 	s.cache.append(cached)
 	return nil
-}
-
-// createSegment creates segment seq and returns it with the bytes to write
-// at its start: its checkpoint (the state after every earlier record)
-// followed by first. Only the write-token holder calls it.
-func (s *Store) createSegment(seq uint64, first []byte) (*segment, vfs.File, []byte, error) {
-	cp := checkpoint{
-		segSeq:       seq,
-		nextBatchSeq: s.nextBatchSeq,
-		last:         s.st.last,
-		hs:           s.st.hs,
-		snap:         s.st.snap,
-	}
-	buf := make([]byte, 0, checkpointRecordBytes(&cp)+len(first))
-	buf = appendCheckpointRecord(buf, &cp)
-	cpEnd := int64(len(buf))
-	buf = append(buf, first...)
-	path := filepath.Join(s.walDir, segmentName(seq))
-	f, err := createFile(s.fs, path)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("disk: create segment: %w", err)
-	}
-	return &segment{seq: seq, path: path, cpEnd: cpEnd, size: cpEnd}, f, buf, nil
 }

@@ -132,4 +132,15 @@ func isCorrupt(err error) bool {
 	return errors.As(err, &ce) && errors.Is(err, ErrCorrupt)
 }
 
+// segEnd returns the logical end (the end of the last batch) of segment
+// seq, or -1 if the Store has no such segment.
+func (s *Store) segEnd(seq uint64) int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if seg := s.segment(seq); seg != nil {
+		return seg.size
+	}
+	return -1
+}
+
 func isLocked(err error) bool { return errors.Is(err, ErrLocked) }

@@ -85,8 +85,9 @@ type Options struct {
 	// metadata: on ext4 and similar file systems that avoids a journal
 	// commit per Save. A batch of a quarter chunk or more is written
 	// without zero fill: it is bound by bandwidth, and filling would write
-	// the space twice. The zero tail is cut from a segment before it is
-	// sealed and on recovery. 0 disables preallocation (every Save then
+	// the space twice. A sealed segment keeps its zero tail (at most one
+	// chunk of disk space), past the log end its successor records. 0
+	// disables preallocation (every Save then
 	// extends the file). Otherwise a multiple of MinPreallocateBytes in
 	// [MinPreallocateBytes, MaxPreallocateBytes].
 	PreallocateBytes int64

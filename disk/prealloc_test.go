@@ -229,8 +229,8 @@ func TestPreallocatedReopen(t *testing.T) {
 				!strings.Contains(logs.String(), fmt.Sprintf("offset=%d", end)) {
 				t.Fatalf("recovery log: %q; want only the Debug line about the zero tail at %d", logs.String(), end)
 			}
-			// Recovery cut the tail; the next Save preallocates again.
-			checkZeroTail(t, s, end)
+			// Recovery keeps the zero tail and writes on into it.
+			checkZeroTail(t, s, opts.PreallocateBytes)
 			e := mkEnts(21, 22, 1, 50)
 			mustSave(t, s, core.HardState{}, e)
 			checkZeroTail(t, s, opts.PreallocateBytes)
@@ -307,19 +307,20 @@ func TestPreallocatedTornBatch(t *testing.T) {
 			if err := verifyStore(s, &m, rand.New(rand.NewPCG(4, 4))); err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(logs.String(), "truncating torn WAL tail") || !strings.Contains(logs.String(), fmt.Sprintf("offset=%d", good)) {
+			if !strings.Contains(logs.String(), "cutting torn WAL tail") || !strings.Contains(logs.String(), fmt.Sprintf("offset=%d", good)) {
 				t.Fatalf("the torn batch was not reported at offset %d: %q", good, logs.String())
 			}
-			if got := fileSize(t, segPath(dir, 1)); got != good {
-				t.Fatalf("segment is %d bytes after recovery, want %d", got, good)
+			if end, n := s.segEnd(1), s.Stats().Segments; end != good || n != 2 {
+				t.Fatalf("segment 1 ends at %d after recovery, %d segments; want %d, 2", end, n, good)
 			}
 		})
 	}
 }
 
-// TestPreallocatedSealedSegment: a segment sealed by a rotation keeps no
-// zero tail (its file ends at its last batch), and a zero tail appended to
-// it by hand is corruption naming the file and the offset.
+// TestPreallocatedSealedSegment: a segment sealed by a rotation keeps its
+// zero tail, past the log end that the next segment's checkpoint records;
+// recovery reads the log to exactly that end, ignores what follows, and
+// reports a log shorter than recorded as corruption naming the file.
 func TestPreallocatedSealedSegment(t *testing.T) {
 	opts := testOptions()
 	opts.SegmentBytes = 3 * MinPreallocateBytes
@@ -336,45 +337,47 @@ func TestPreallocatedSealedSegment(t *testing.T) {
 	sealed := []segment{*s.segs[0], *s.segs[1]}
 	s.mu.RUnlock()
 	if st := s.Stats(); st.SealSyncs != 2 {
-		t.Fatalf("2 rotations, %d sealing fdatasyncs", st.SealSyncs)
+		t.Fatalf("2 rotations, %d sealing fdatasyncs (one per new checkpoint)", st.SealSyncs)
 	}
 	mustClose(t, s)
 	for _, seg := range sealed {
-		if got := fileSize(t, seg.path); got != seg.size {
-			t.Fatalf("sealed segment %d is %d bytes, its log ends at %d", seg.seq, got, seg.size)
+		img, err := os.ReadFile(seg.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(img)) <= seg.size || !allZero(img[seg.size:]) {
+			t.Fatalf("sealed segment %d is %d bytes, its log ends at %d: want a zero tail", seg.seq, len(img), seg.size)
 		}
 	}
+	// Bytes past the recorded end are not read, whatever they are.
+	f, err := os.OpenFile(sealed[0].path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(forgedBatchHeaders(100)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	s = mustOpen(t, dir, opts)
 	if err := verifyStore(s, &m, rand.New(rand.NewPCG(5, 5))); err != nil {
 		t.Fatal(err)
 	}
 	mustClose(t, s)
-
-	for _, n := range []int{1, recordHeaderSize, int(MinPreallocateBytes)} {
-		f, err := os.OpenFile(sealed[0].path, os.O_WRONLY|os.O_APPEND, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(make([]byte, n)); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-		_, err = Open(dir, opts)
-		var ce *CorruptionError
-		if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) || ce.File != sealed[0].path || ce.Offset != sealed[0].size {
-			t.Fatalf("zero tail of %d bytes on a sealed segment: Open = %v; want a *CorruptionError at %s offset %d",
-				n, err, sealed[0].path, sealed[0].size)
-		}
-		if err := os.Truncate(sealed[0].path, sealed[0].size); err != nil {
-			t.Fatal(err)
-		}
+	// A sealed segment cut short of its recorded end is corruption.
+	if err := os.Truncate(sealed[0].path, sealed[0].size-1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(dir, opts)
+	var ce *CorruptionError
+	if !errors.As(err, &ce) || ce.File != sealed[0].path {
+		t.Fatalf("sealed segment cut short: Open = %v; want a *CorruptionError naming %s", err, sealed[0].path)
 	}
 }
 
 // TestCrashDuringSeal: the states a crash can leave while a rotation seals
-// the active segment, in the order sealActive documents. Before the
-// truncation is durable the segment is still the last one and may keep
-// its zero tail; once the next segment exists the sealed one is cut.
+// the active segment and starts the next, in the order rotate documents:
+// the sealed segment keeps its zero tail; the next one may be missing,
+// empty, hold its checkpoint only, or its first batch.
 func TestCrashDuringSeal(t *testing.T) {
 	opts := testOptions()
 	opts.SegmentBytes = 3 * MinPreallocateBytes
@@ -415,8 +418,8 @@ func TestCrashDuringSeal(t *testing.T) {
 		seg1, seg2 []byte // seg2 nil: not created
 		want       *refLog
 	}{
-		{"before the truncation", append(append([]byte(nil), sealed...), zeroTail...), nil, &before},
-		{"truncated, next not created", sealed, nil, &before},
+		{"longer zero tail, next not created", append(append([]byte(nil), sealed...), zeroTail...), nil, &before},
+		{"next not created", sealed, nil, &before},
 		{"next created empty", sealed, []byte{}, &before},
 		{"next with its checkpoint only", sealed, next[:checkpointRecordBytes(&checkpoint{})], &before},
 		{"next with a zero tail", sealed, append(append([]byte(nil), next...), make([]byte, 100)...), &m},

@@ -52,7 +52,9 @@ func (t recordType) String() string {
 
 // Fixed payload sizes.
 const (
-	batchPayloadSize     = 16 // seq u64, body length u32, record count u32
+	// seq u64, salt u64, synced-end u64, body length u32, record count
+	// u32, previous chain value u32
+	batchPayloadSize     = 36
 	batchRecordBytes     = recordHeaderSize + batchPayloadSize
 	hardStatePayloadSize = 24 // term, vote, commit
 	hardStateRecordBytes = recordHeaderSize + hardStatePayloadSize
@@ -62,7 +64,11 @@ const (
 	// EntryOverheadBytes+len(Data) <= Options.MaxRecordBytes.
 	EntryOverheadBytes = 17
 
-	checkpointVersion = 1
+	// checkpointVersion is the WAL format version, stored in every
+	// segment's checkpoint. Version 1 had no salt, chain or synced end in
+	// its batch headers, and recovered a torn tail by scanning for later
+	// headers (issue 13); it is refused with ErrFormatVersion.
+	checkpointVersion = 2
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -192,23 +198,45 @@ func decodeHardState(p []byte) (core.HardState, error) {
 // --- batch header ------------------------------------------------------------
 
 // batchHeader opens a group-commit batch: the body that follows is exactly
-// bodyLen bytes holding count records. Seq increases by one per batch across
-// the whole WAL, which lets recovery tell a torn final batch from damage.
+// bodyLen bytes holding count records. Seq increases by one per batch
+// across the whole WAL. The other fields let recovery accept a header only
+// where it continues the log, and tell a torn tail from damage (see
+// recovery.go):
+//
+//   - salt is the random value of the segment (from its checkpoint): a
+//     header copied into a client value, or left from another segment,
+//     does not carry it;
+//   - prev is the chain value before this batch: the CRC of the previous
+//     batch's header record, or of the segment's checkpoint record for
+//     the first batch, so a header is valid only right after the batch it
+//     names;
+//   - syncedEnd is how much of this segment file was known durable (by a
+//     completed fdatasync) when the batch was written: a claim that is
+//     true of every header that reached the disk.
 type batchHeader struct {
-	seq     uint64
-	bodyLen uint32
-	count   uint32
+	seq       uint64
+	salt      uint64
+	syncedEnd uint64
+	bodyLen   uint32
+	count     uint32
+	prev      uint32
 }
 
-// putBatchRecord writes a complete batch record into dst (batchRecordBytes).
-func putBatchRecord(dst []byte, h batchHeader) {
+// putBatchRecord writes a complete batch record into dst (batchRecordBytes)
+// and returns its CRC, the chain value after the batch.
+func putBatchRecord(dst []byte, h batchHeader) uint32 {
 	p := dst[recordHeaderSize:batchRecordBytes]
 	binary.LittleEndian.PutUint64(p[0:], h.seq)
-	binary.LittleEndian.PutUint32(p[8:], h.bodyLen)
-	binary.LittleEndian.PutUint32(p[12:], h.count)
+	binary.LittleEndian.PutUint64(p[8:], h.salt)
+	binary.LittleEndian.PutUint64(p[16:], h.syncedEnd)
+	binary.LittleEndian.PutUint32(p[24:], h.bodyLen)
+	binary.LittleEndian.PutUint32(p[28:], h.count)
+	binary.LittleEndian.PutUint32(p[32:], h.prev)
 	binary.LittleEndian.PutUint32(dst[4:], batchPayloadSize)
 	dst[8] = byte(recBatch)
-	binary.LittleEndian.PutUint32(dst[0:], crc32.Checksum(dst[4:batchRecordBytes], crcTable))
+	crc := crc32.Checksum(dst[4:batchRecordBytes], crcTable)
+	binary.LittleEndian.PutUint32(dst[0:], crc)
+	return crc
 }
 
 func decodeBatch(p []byte) (batchHeader, error) {
@@ -216,9 +244,12 @@ func decodeBatch(p []byte) (batchHeader, error) {
 		return batchHeader{}, errPayload(recBatch, "%d bytes, want %d", len(p), batchPayloadSize)
 	}
 	return batchHeader{
-		seq:     binary.LittleEndian.Uint64(p[0:]),
-		bodyLen: binary.LittleEndian.Uint32(p[8:]),
-		count:   binary.LittleEndian.Uint32(p[12:]),
+		seq:       binary.LittleEndian.Uint64(p[0:]),
+		salt:      binary.LittleEndian.Uint64(p[8:]),
+		syncedEnd: binary.LittleEndian.Uint64(p[16:]),
+		bodyLen:   binary.LittleEndian.Uint32(p[24:]),
+		count:     binary.LittleEndian.Uint32(p[28:]),
+		prev:      binary.LittleEndian.Uint32(p[32:]),
 	}, nil
 }
 
@@ -333,46 +364,70 @@ func decodeSnapshotMarker(p []byte) (snapshotMarker, error) {
 // checkpoint is the first record of every segment: the durable state after
 // every record of the earlier segments. It makes a segment self-describing,
 // so Compact can delete older segments without losing the hard state or the
-// snapshot marker they held.
+// snapshot marker they held. It also fixes where the previous segment's
+// log ends (prevEnd) and the chain value there (prevChain): a sealed
+// segment must hold exactly that many bytes of valid, chained batches, and
+// whatever its file holds after them (preallocated zeros, or a torn tail
+// cut by recovery) is not part of the log.
 type checkpoint struct {
 	segSeq       uint64 // sequence number of the segment it opens
+	salt         uint64 // random, repeated in every batch header of the segment
 	nextBatchSeq uint64 // seq of the first batch in this segment
 	last         uint64 // last log index when the segment was created
 	hs           core.HardState
+	prevEnd      uint64 // end of the log in segment segSeq-1 (0 for segment 1)
+	prevChain    uint32 // chain value at prevEnd
 	snap         core.SnapshotMeta
 }
 
+// checkpointFixedBytes: version u32, segSeq, salt, nextBatchSeq, last u64,
+// hard state, prevEnd u64, prevChain u32.
+const checkpointFixedBytes = 4 + 32 + hardStatePayloadSize + 12
+
 func checkpointRecordBytes(cp *checkpoint) int {
-	return recordHeaderSize + 4 + 24 + hardStatePayloadSize + snapshotMetaBytes(cp.snap)
+	return recordHeaderSize + checkpointFixedBytes + snapshotMetaBytes(cp.snap)
 }
 
-func appendCheckpointRecord(buf []byte, cp *checkpoint) []byte {
+// appendCheckpointRecord appends cp's record to buf and returns the buffer
+// and the record's CRC, the chain value before the segment's first batch.
+func appendCheckpointRecord(buf []byte, cp *checkpoint) ([]byte, uint32) {
 	buf, start := beginRecord(buf)
 	buf = binary.LittleEndian.AppendUint32(buf, checkpointVersion)
 	buf = binary.LittleEndian.AppendUint64(buf, cp.segSeq)
+	buf = binary.LittleEndian.AppendUint64(buf, cp.salt)
 	buf = binary.LittleEndian.AppendUint64(buf, cp.nextBatchSeq)
 	buf = binary.LittleEndian.AppendUint64(buf, cp.last)
 	buf = appendHardState(buf, cp.hs)
+	buf = binary.LittleEndian.AppendUint64(buf, cp.prevEnd)
+	buf = binary.LittleEndian.AppendUint32(buf, cp.prevChain)
 	buf = appendSnapshotMeta(buf, cp.snap)
-	return endRecord(buf, start, recCheckpoint)
+	buf = endRecord(buf, start, recCheckpoint)
+	return buf, binary.LittleEndian.Uint32(buf[start:])
 }
 
+// errFormatVersion: a checkpoint of another WAL format version.
+var errFormatVersion = errors.New("WAL format version")
+
 func decodeCheckpoint(p []byte) (checkpoint, error) {
-	const fixed = 4 + 24 + hardStatePayloadSize
-	if len(p) < fixed {
-		return checkpoint{}, errPayload(recCheckpoint, "%d bytes, need at least %d", len(p), fixed)
+	if len(p) >= 4 {
+		if v := binary.LittleEndian.Uint32(p); v != checkpointVersion {
+			return checkpoint{}, fmt.Errorf("%w %d, this build reads version %d only", errFormatVersion, v, checkpointVersion)
+		}
 	}
-	if v := binary.LittleEndian.Uint32(p); v != checkpointVersion {
-		return checkpoint{}, errPayload(recCheckpoint, "format version %d, this build reads %d", v, checkpointVersion)
+	if len(p) < checkpointFixedBytes {
+		return checkpoint{}, errPayload(recCheckpoint, "%d bytes, need at least %d", len(p), checkpointFixedBytes)
 	}
 	cp := checkpoint{
 		segSeq:       binary.LittleEndian.Uint64(p[4:]),
-		nextBatchSeq: binary.LittleEndian.Uint64(p[12:]),
-		last:         binary.LittleEndian.Uint64(p[20:]),
+		salt:         binary.LittleEndian.Uint64(p[12:]),
+		nextBatchSeq: binary.LittleEndian.Uint64(p[20:]),
+		last:         binary.LittleEndian.Uint64(p[28:]),
 	}
-	hs, _ := decodeHardState(p[28:fixed])
-	cp.hs = hs
-	meta, rest, err := decodeSnapshotMeta(p[fixed:])
+	cp.hs, _ = decodeHardState(p[36 : 36+hardStatePayloadSize])
+	q := p[36+hardStatePayloadSize:]
+	cp.prevEnd = binary.LittleEndian.Uint64(q)
+	cp.prevChain = binary.LittleEndian.Uint32(q[8:])
+	meta, rest, err := decodeSnapshotMeta(p[checkpointFixedBytes:])
 	if err != nil {
 		return checkpoint{}, errPayload(recCheckpoint, "%v", err)
 	}

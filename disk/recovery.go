@@ -14,31 +14,69 @@ import (
 
 // Recovery replays the segments in order with a fixed read buffer, keeping
 // only the index (never payloads) plus the records of one batch at a time.
+// It returns the longest valid prefix of the log, and that prefix contains
+// everything that was fsynced. The argument, under the crash model of
+// doc.go (after a power loss, any subset of the 512-byte sectors written
+// since a file's last completed fdatasync may survive, the rest keep their
+// old contents; directory entries survive once the directory is synced):
 //
-// What counts as a torn tail: a group-commit batch is written with one
-// pwrite and synced before the next is written, so only the final batch of
-// the last segment can be incomplete after a crash, and its pages may have
-// reached the disk in any order, with zeros or garbage in between or
-// after. Damage (a bad CRC, length or type) is therefore a torn tail when
-// it lies in the last segment and no valid batch header with a later
-// sequence number exists anywhere after the start of the damaged batch:
-// then nothing was written after that batch, so it was never synced and no
-// caller was told it was durable. A valid batch header whose body extends
-// past the end of the file is torn for the same reason.
+// What is valid. A batch is accepted only where the log continues: at the
+// offset where the previous batch ended, with a header whose CRC holds,
+// whose salt is the segment's (a random value from its checkpoint, never
+// shown to clients), whose seq is the next one, and whose prev field is
+// the CRC of the previous header (of the checkpoint, for the first batch);
+// and with every record of its body intact. Nothing is ever accepted that
+// was found by scanning data bytes, so a client value holding a
+// well-formed header (issue 13 item 2) is only data.
 //
-// The whole incomplete batch is cut, so a Save is all-or-nothing after a
-// crash. Any other damage is a *CorruptionError naming the file and offset.
+// Why the prefix holds everything fsynced. Bytes in a file are only ever
+// written once: batches are appended into space that holds zeros (a fresh
+// file, or the zero fill ahead of the log), and recovery never writes over
+// a cut tail; it starts a new segment instead (below). So every sector of
+// a segment holds either what was written there or zeros. Let d be the
+// point up to which the active segment had been fdatasynced at the power
+// cut; d is always the end of a batch. Every byte before d is intact, so
+// the walk accepts every batch before d, whatever happened after it: the
+// batches in flight (an unsynced SaveCommitUnsynced batch lost while a
+// later Save's header arrived, issue 13 item 1) may be missing or torn in
+// any pattern, and the walk simply stops at the first one that is not
+// whole. Sealed segments were made durable before their successor was
+// created, so they are whole.
 //
-// Preallocated space is not damage: the active segment's file runs past
-// its last batch with zero bytes (Options.PreallocateBytes), and a crash
-// can leave any part of that zero fill, or zeros where the pages of an
-// unsynced final batch never arrived. So when every byte from a batch
-// boundary of the last segment to its end is zero, recovery cuts them as
-// it cuts a torn tail, but logs that only at Debug level: no batch, and no
-// part of one, is there. A batch with any nonzero byte is torn (or
-// corrupt) exactly as above, whether zeros follow it or not. A zero tail
-// in any other segment is corruption: a segment is cut to its logical size
-// and synced before its successor is created (see sealActive).
+// Telling damage from a torn tail. If the walk of the last segment stops
+// before d, synced bytes changed: bit rot, not a power cut, and Open must
+// fail rather than drop them. Recovery cannot know d, but every batch
+// header records syncedEnd, the durable frontier when it was written
+// (written only after the fsync that made it so, so the claim is true of
+// any header that reached the disk), and d >= syncedEnd of every such
+// header. So when the walk stops at A with nonzero bytes after it,
+// recovery looks at every header in the rest of the file that carries the
+// segment's salt (scanning byte offsets: the salt, unknown to clients,
+// keeps values from posing as one; used only to refuse, never to accept);
+// if any claims syncedEnd > A, the batch at A had been synced and the
+// damage is reported as a *CorruptionError with file and offset.
+// Otherwise the tail is not provably synced and is cut. Damage to the very
+// last synced batch, with no header after it, is indistinguishable from a
+// torn write and is cut too: no evidence of its fsync exists.
+//
+// Headers left over from a cut tail carry a syncedEnd no greater than the
+// cut point (the frontier at that crash was behind the cut), so they never
+// make a later recovery refuse.
+//
+// Cutting. A tail of zeros after the last batch (preallocated space, or
+// pages of an unsynced batch none of which arrived) is left in place and
+// writing continues after the last batch: logged at Debug. Anything else
+// is a torn tail: logged as a warning, the segment is synced and sealed at
+// its last valid batch, and a new segment starts, whose checkpoint records
+// where the log of the cut segment ends. Nothing is truncated or
+// overwritten, so no old bytes are ever confused with new ones.
+//
+// A segment whose checkpoint is damaged: the checkpoint is made durable
+// before any batch is written to the file (startSegment), so if the file
+// holds no valid batch header at all, this is a creation that never
+// completed and the file is removed (only the last segment, and only if
+// it is not the only one left after compaction); if it holds one, the
+// checkpoint had been synced and the damage is corruption.
 
 // replayer rebuilds a logState from the segment files.
 type replayer struct {
@@ -46,11 +84,11 @@ type replayer struct {
 	maxPayload   int
 	st           logState
 	nextBatchSeq uint64
+	chain        uint32 // chain value after the last accepted batch
 	// missingUpTo: entries up to here were written to segments that
 	// Compact deleted. They must all be covered by the snapshot when
 	// replay ends, or data is missing.
 	missingUpTo uint64
-	segs        []*segment
 	// One batch of staged records, reused: applied only once the whole
 	// batch has been read and verified.
 	stagedEnts []stagedEntry
@@ -72,263 +110,338 @@ type stagedOp struct {
 	mk    *snapshotMarker
 }
 
-// tornTail says what to cut from the last segment.
-type tornTail struct {
-	seg    *segment
-	off    int64 // cut point; 0 means the segment has no valid checkpoint
-	size   int64 // file size before cutting
+// segmentStart is a segment's decoded checkpoint.
+type segmentStart struct {
+	seg   *segment
+	cp    checkpoint
+	chain uint32 // the checkpoint record's CRC: the chain value before batch one
+}
+
+// tailEnd says how the last segment's log ended.
+type tailEnd struct {
+	fileSize int64
+	// torn: nonzero bytes follow the last valid batch (reason says why
+	// they are not a batch); otherwise only zeros do, if anything.
+	torn   bool
 	reason error
-	// zeros: everything from off on is zero, preallocated space rather
-	// than a torn write (never set with off == 0).
-	zeros bool
 }
 
 // recover rebuilds the Store's state from its WAL directory and leaves the
 // last segment open for appending. Called once, from Open.
 func (s *Store) recover() error {
-	seqs, err := listSegments(s.fs, s.walDir)
+	seqs, stale, err := listSegments(s.fs, s.walDir)
 	if err != nil {
 		return err
 	}
 	r := &replayer{fs: s.fs, maxPayload: s.opts.MaxRecordBytes}
-	var torn *tornTail
+	starts := make([]segmentStart, 0, len(seqs))
 	for k, seq := range seqs {
 		seg := &segment{seq: seq, path: filepath.Join(s.walDir, segmentName(seq))}
-		t, err := r.replaySegment(seg, k == 0, k == len(seqs)-1)
+		isLast := k == len(seqs)-1
+		st, tornCreation, err := r.readCheckpoint(seg, isLast)
 		if err != nil {
 			return err
 		}
-		torn = t
-		if t == nil || t.off > 0 {
-			r.segs = append(r.segs, seg)
+		if tornCreation {
+			if err := s.removeTornSegment(seg, len(seqs)); err != nil {
+				return err
+			}
+			break
 		}
+		starts = append(starts, st)
 	}
-	if torn != nil {
-		if err := s.cutTornTail(torn, len(seqs)); err != nil {
+	var tail tailEnd
+	for k := range starts {
+		var next *checkpoint
+		if k+1 < len(starts) {
+			next = &starts[k+1].cp
+		}
+		if tail, err = r.replaySegment(&starts[k], k == 0, next); err != nil {
 			return err
 		}
 	}
-	if len(r.segs) > 0 && r.missingUpTo > r.st.snap.Index {
-		return corruptf(r.segs[0].path, 0,
+	if len(starts) > 0 && r.missingUpTo > r.st.snap.Index {
+		return corruptf(starts[0].seg.path, 0,
 			"entries %d through %d were in deleted segments but no snapshot covers them (snapshot index %d)",
 			r.st.snap.Index+1, r.missingUpTo, r.st.snap.Index)
 	}
-	s.st = r.st
-	s.segs = r.segs
-	s.nextBatchSeq = r.nextBatchSeq
-	if len(s.segs) == 0 {
-		return s.createFirstSegment()
+	// Only once the live segments proved complete: nothing else may
+	// decide to delete a segment.
+	if len(stale) > 0 {
+		// Finish the Compact that left them (see listSegments).
+		for _, seq := range stale {
+			path := filepath.Join(s.walDir, segmentName(seq))
+			s.logger.Warn("disk: removing a WAL segment an interrupted Compact left before a missing one",
+				"file", path, "next_segment", segmentName(seqs[0]))
+			if err := s.fs.Remove(path); err != nil {
+				return fmt.Errorf("disk: remove compacted segment: %w", err)
+			}
+		}
+		if err := syncDir(s.fs, s.walDir); err != nil {
+			return err
+		}
 	}
-	last := s.segs[len(s.segs)-1]
-	f, err := s.fs.OpenReadWrite(last.path, vfs.WriteCategoryUnspecified)
+	s.st = r.st
+	s.nextBatchSeq = r.nextBatchSeq
+	if len(starts) == 0 {
+		if s.nextBatchSeq == 0 {
+			s.nextBatchSeq = 1
+		}
+		return s.startSegment(1, 0, 0)
+	}
+	for i := range starts {
+		s.segs = append(s.segs, starts[i].seg)
+	}
+	last := starts[len(starts)-1]
+	f, err := s.fs.OpenReadWrite(last.seg.path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("disk: open active segment: %w", err)
 	}
 	s.active = f
-	// Replay read up to the end of the file, or cut what followed the
-	// last batch, so the file holds no zero tail yet; the writer extends
-	// it again (the zeroedTo invariant starts out trivially true).
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("disk: stat active segment: %w", err)
-	}
-	if fi.Size() != last.size {
-		return fmt.Errorf("disk: active segment %s is %d bytes after recovery, its log ends at %d (bug)",
-			last.path, fi.Size(), last.size)
-	}
-	s.zeroedTo = last.size
-	return nil
-}
-
-// cutTornTail truncates the last segment at the torn point, or removes it
-// when even its checkpoint is torn, and says so in the log.
-func (s *Store) cutTornTail(t *tornTail, nsegs int) error {
-	if t.zeros {
-		s.logger.Debug("disk: cutting preallocated zero tail of the WAL",
-			"file", t.seg.path, "offset", t.off, "bytes_cut", t.size-t.off)
-	} else {
-		s.logger.Warn("disk: truncating torn WAL tail",
-			"file", t.seg.path, "offset", t.off, "bytes_cut", t.size-t.off, "reason", t.reason.Error())
-	}
-	if t.off == 0 {
-		if nsegs > 1 || t.seg.seq == 1 {
-			if err := s.fs.Remove(t.seg.path); err != nil {
-				return fmt.Errorf("disk: remove torn segment: %w", err)
-			}
-			return syncDir(s.fs, s.walDir)
-		}
-		// The only segment left after compaction cannot be a torn new
-		// segment: its predecessor would still exist.
-		return &CorruptionError{File: t.seg.path, Offset: 0, Reason: "no valid checkpoint in the only segment", Err: t.reason}
-	}
-	f, err := s.fs.OpenReadWrite(t.seg.path, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return fmt.Errorf("disk: open torn segment: %w", err)
-	}
-	defer f.Close()
-	if err := truncateFile(f, t.seg.path, t.off); err != nil {
-		return fmt.Errorf("disk: truncate torn segment: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("disk: sync truncated segment: %w", err)
-	}
-	return nil
-}
-
-// createFirstSegment starts an empty WAL (or one whose only, torn, segment
-// was removed).
-func (s *Store) createFirstSegment() error {
-	if s.nextBatchSeq == 0 {
-		s.nextBatchSeq = 1
-	}
-	seg, f, buf, err := s.createSegment(1, nil)
-	if err != nil {
-		return err
-	}
-	if err := writeBatchBytes(f, seg.path, buf, 0, 0, true); err != nil {
-		f.Close()
+	// After kill -9 (the page cache survived, but maybe not on the
+	// device) the replayed prefix may not be durable yet; the batch
+	// headers written from now on claim it is (syncedEnd), so make it so.
+	if err := syncData(f, last.seg.path); err != nil {
 		return err
 	}
 	if err := syncDir(s.fs, s.walDir); err != nil {
-		f.Close()
 		return err
 	}
-	seg.size = int64(len(buf))
-	s.segs = []*segment{seg}
-	s.active = f
-	s.zeroedTo = seg.size // no zero fill until the first batch
-	return nil
+	s.salt, s.chain, s.syncedEnd = last.cp.salt, r.chain, last.seg.size
+	s.unsynced = false
+	if !tail.torn {
+		if tail.fileSize > last.seg.size {
+			s.logger.Debug("disk: the WAL ends in a preallocated zero tail",
+				"file", last.seg.path, "offset", last.seg.size, "zero_bytes", tail.fileSize-last.seg.size)
+		}
+		// Everything past the log is zero: write on from its end.
+		s.zeroedTo = tail.fileSize
+		return nil
+	}
+	s.logger.Warn("disk: cutting torn WAL tail",
+		"file", last.seg.path, "offset", last.seg.size, "bytes_cut", tail.fileSize-last.seg.size,
+		"reason", tail.reason.Error())
+	// Seal the segment at its last valid batch and go on in a new one:
+	// the torn bytes stay where they are, past the end the new
+	// checkpoint records, and are never read again.
+	s.zeroedTo = last.seg.size
+	return s.startSegment(last.seg.seq+1, last.seg.size, r.chain)
 }
 
-// replaySegment applies seg's records. It returns a tornTail when seg is
-// the last segment and ends in a torn write.
-func (r *replayer) replaySegment(seg *segment, isFirst, isLast bool) (*tornTail, error) {
+// removeTornSegment removes the last segment, whose creation never
+// completed, and says so in the log.
+func (s *Store) removeTornSegment(seg *segment, nsegs int) error {
+	if nsegs == 1 && seg.seq != 1 {
+		// The only segment left after compaction cannot be a torn new
+		// segment: its predecessor would still exist.
+		return corruptf(seg.path, 0, "no valid checkpoint in the only segment")
+	}
+	s.logger.Warn("disk: removing a WAL segment whose creation did not complete", "file", seg.path)
+	if err := s.fs.Remove(seg.path); err != nil {
+		return fmt.Errorf("disk: remove torn segment: %w", err)
+	}
+	return syncDir(s.fs, s.walDir)
+}
+
+// readCheckpoint decodes seg's checkpoint. For the last segment it reports
+// tornCreation instead of an error when the checkpoint is damaged and no
+// batch header exists in the file (see the comment at the top).
+func (r *replayer) readCheckpoint(seg *segment, isLast bool) (segmentStart, bool, error) {
 	f, err := r.fs.Open(seg.path)
 	if err != nil {
-		return nil, fmt.Errorf("disk: open segment: %w", err)
+		return segmentStart{}, false, fmt.Errorf("disk: open segment: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("disk: stat segment: %w", err)
+		return segmentStart{}, false, fmt.Errorf("disk: stat segment: %w", err)
 	}
 	size := fi.Size()
-	bad := func(off int64, reason string, err error) error {
-		return &CorruptionError{File: seg.path, Offset: off, Reason: reason, Err: err}
-	}
-	// The index stores offsets as uint32; no segment this package writes
-	// comes near that (SegmentBytes + MaxBatchBytes <= 2 GiB).
-	if size > math.MaxUint32 {
-		return nil, bad(0, fmt.Sprintf("segment of %d bytes is larger than any this package writes", size), nil)
-	}
 	rd := &r.rd
 	rd.reset(f, size, r.maxPayload)
-	// isTorn decides whether damage at off (a batch boundary) is the torn
-	// final write: nothing synced after it can exist.
-	isTorn := func(off int64) (bool, error) {
-		if !isLast {
-			return false, nil
-		}
-		// The damaged batch had seq nextBatchSeq; a successor would have
-		// a larger one.
-		_, found, err := findBatchHeader(f, off+1, size, r.nextBatchSeq+1)
-		if err != nil {
-			return false, fmt.Errorf("disk: scan %s for later batches: %w", seg.path, err)
-		}
-		return !found, nil
-	}
-
-	// The checkpoint.
 	typ, p, err := rd.next(size)
 	if err == io.EOF {
 		err = errRecTruncated // an empty file: a segment whose creation did not finish
 	}
 	if err != nil {
 		if !isDecodeErr(err) {
-			return nil, fmt.Errorf("disk: read %s at offset 0: %w", seg.path, err)
+			return segmentStart{}, false, fmt.Errorf("disk: read %s at offset 0: %w", seg.path, err)
 		}
-		if torn, terr := isTorn(0); terr != nil || torn {
-			return &tornTail{seg: seg, off: 0, size: size, reason: err}, terr
+		if isLast {
+			found := false
+			if serr := scanBatchHeaders(f, 0, size, func(int64, batchHeader) { found = true }); serr != nil {
+				return segmentStart{}, false, fmt.Errorf("disk: scan %s for batches: %w", seg.path, serr)
+			}
+			if !found {
+				return segmentStart{}, true, nil
+			}
 		}
-		return nil, bad(0, "bad segment checkpoint", err)
+		return segmentStart{}, false, &CorruptionError{File: seg.path, Offset: 0, Reason: "bad segment checkpoint", Err: err}
 	}
 	if typ != recCheckpoint {
-		return nil, bad(0, fmt.Sprintf("first record is a %s record, want a checkpoint", typ), nil)
+		return segmentStart{}, false, corruptf(seg.path, 0, "first record is a %s record, want a checkpoint", typ)
 	}
 	cp, err := decodeCheckpoint(p)
+	if errors.Is(err, errFormatVersion) {
+		return segmentStart{}, false, fmt.Errorf("disk: %s: %v: the format changed so that recovery after a power loss is sound (issue 13); "+
+			"move the data directory aside and let the node catch up from its peers, or restore a backup: %w", seg.path, err, ErrFormatVersion)
+	}
 	if err != nil {
-		return nil, bad(0, "bad segment checkpoint", err)
+		return segmentStart{}, false, &CorruptionError{File: seg.path, Offset: 0, Reason: "bad segment checkpoint", Err: err}
 	}
-	if err := r.checkpoint(seg, &cp, isFirst); err != nil {
-		return nil, bad(0, err.Error(), nil)
+	if cp.segSeq != seg.seq {
+		return segmentStart{}, false, corruptf(seg.path, 0, "checkpoint names segment %d", cp.segSeq)
 	}
-	seg.cpEnd = rd.off
-	seg.size = rd.off
+	seg.cpEnd, seg.size = rd.off, rd.off
+	return segmentStart{seg: seg, cp: cp, chain: crcOf(rd.hdr[:])}, false, nil
+}
 
-	for {
-		batchOff := rd.off
-		typ, p, err := rd.next(size)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if !isDecodeErr(err) {
-				return nil, fmt.Errorf("disk: read %s at offset %d: %w", seg.path, batchOff, err)
-			}
-			// An all-zero header can only start preallocated space (a
-			// record's type is never zero); checking the rest of the
-			// file tells it from a torn batch whose header is lost.
-			if isLast {
-				zeros, zerr := isZeroRange(f, batchOff, size)
-				if zerr != nil {
-					return nil, fmt.Errorf("disk: read %s at offset %d: %w", seg.path, batchOff, zerr)
-				}
-				if zeros {
-					return &tornTail{seg: seg, off: batchOff, size: size, zeros: true}, nil
-				}
-			}
-			if torn, terr := isTorn(batchOff); terr != nil || torn {
-				return &tornTail{seg: seg, off: batchOff, size: size, reason: err}, terr
-			}
-			return nil, bad(batchOff, "bad batch header", err)
-		}
-		if typ != recBatch {
-			return nil, bad(batchOff, fmt.Sprintf("found a %s record where a batch header belongs", typ), nil)
-		}
-		bh, err := decodeBatch(p)
-		if err != nil {
-			return nil, bad(batchOff, "bad batch header", err)
-		}
-		if bh.seq != r.nextBatchSeq {
-			return nil, bad(batchOff, fmt.Sprintf("batch sequence %d, want %d (a batch is missing or repeated)", bh.seq, r.nextBatchSeq), nil)
-		}
-		bodyEnd := rd.off + int64(bh.bodyLen)
-		if bodyEnd > size {
-			if isLast {
-				return &tornTail{seg: seg, off: batchOff, size: size,
-					reason: fmt.Errorf("batch of %d bytes extends past the end of the file", bh.bodyLen)}, nil
-			}
-			return nil, bad(batchOff, fmt.Sprintf("batch of %d bytes extends past the end of the file", bh.bodyLen), nil)
-		}
-		if err := r.readBatch(rd, seg, bh, bodyEnd); err != nil {
-			var ce *CorruptionError
-			if errors.As(err, &ce) && isDecodeErr(ce.Err) {
-				if torn, terr := isTorn(batchOff); terr != nil || torn {
-					return &tornTail{seg: seg, off: batchOff, size: size, reason: err}, terr
-				}
-			}
-			return nil, err
-		}
-		if err := r.applyStaged(seg); err != nil {
-			return nil, err
-		}
-		r.nextBatchSeq++
-		seg.size = rd.off
+// replaySegment applies the batches of one segment. next is the checkpoint
+// of the segment after it, nil for the last one: a sealed segment's log
+// must run exactly to next.prevEnd and end in next.prevChain; the last
+// segment's log runs as far as valid batches continue it (see the comment
+// at the top for where it may stop).
+func (r *replayer) replaySegment(start *segmentStart, isFirst bool, next *checkpoint) (tailEnd, error) {
+	seg, cp := start.seg, &start.cp
+	bad := func(off int64, reason string, err error) error {
+		return &CorruptionError{File: seg.path, Offset: off, Reason: reason, Err: err}
 	}
-	if !isLast {
+	if err := r.checkpoint(seg, cp, isFirst); err != nil {
+		return tailEnd{}, bad(0, err.Error(), nil)
+	}
+	f, err := r.fs.Open(seg.path)
+	if err != nil {
+		return tailEnd{}, fmt.Errorf("disk: open segment: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return tailEnd{}, fmt.Errorf("disk: stat segment: %w", err)
+	}
+	size := fi.Size()
+	// The index stores offsets as uint32; no segment this package writes
+	// comes near that (SegmentBytes + MaxBatchBytes <= 2 GiB).
+	if size > math.MaxUint32 {
+		return tailEnd{}, bad(0, fmt.Sprintf("segment of %d bytes is larger than any this package writes", size), nil)
+	}
+	limit := size
+	if next != nil {
+		if next.prevEnd < uint64(seg.cpEnd) || next.prevEnd > uint64(size) {
+			return tailEnd{}, bad(min(size, int64(min(next.prevEnd, math.MaxInt64))), fmt.Sprintf(
+				"the next segment's checkpoint says this segment's log ends at offset %d; the file holds %d bytes", next.prevEnd, size), nil)
+		}
+		limit = int64(next.prevEnd)
+	}
+	rd := &r.rd
+	rd.reset(f, size, r.maxPayload)
+	if _, _, err := rd.next(size); err != nil { // the checkpoint, read before
+		return tailEnd{}, fmt.Errorf("disk: reread %s at offset 0: %w", seg.path, readErr(err))
+	}
+	r.chain = start.chain
+	for rd.off < limit {
+		batchOff := rd.off
+		brk, err := r.replayBatch(rd, seg, cp.salt, limit)
+		if err != nil {
+			return tailEnd{}, err
+		}
+		if brk == nil {
+			continue
+		}
+		// The log stops at batchOff.
+		if next != nil {
+			return tailEnd{}, brk // a sealed segment is whole
+		}
+		zeros, err := isZeroRange(f, batchOff, size)
+		if err != nil {
+			return tailEnd{}, fmt.Errorf("disk: read %s at offset %d: %w", seg.path, batchOff, err)
+		}
+		if zeros {
+			return tailEnd{fileSize: size}, nil
+		}
+		var syncedTo uint64
+		var at int64
+		err = scanBatchHeaders(f, batchOff, size, func(off int64, bh batchHeader) {
+			if bh.salt == cp.salt && bh.seq >= r.nextBatchSeq && bh.syncedEnd > syncedTo {
+				syncedTo, at = bh.syncedEnd, off
+			}
+		})
+		if err != nil {
+			return tailEnd{}, fmt.Errorf("disk: scan %s for later batches: %w", seg.path, err)
+		}
+		if syncedTo > uint64(batchOff) {
+			brk.Reason += fmt.Sprintf(" (in synced data: the batch header at offset %d records the file synced to offset %d)", at, syncedTo)
+			return tailEnd{}, brk
+		}
+		return tailEnd{fileSize: size, torn: true, reason: brk}, nil
+	}
+	if next != nil {
+		if r.chain != next.prevChain {
+			return tailEnd{}, bad(limit, fmt.Sprintf("the log ends in chain value %#08x, the next segment's checkpoint says %#08x", r.chain, next.prevChain), nil)
+		}
 		r.st.locs.seal(seg.seq)
 	}
+	return tailEnd{fileSize: size}, nil
+}
+
+// replayBatch reads, verifies and applies the batch at rd.off, which ends
+// at or before limit. It returns a non-nil *CorruptionError as brk when
+// the bytes there are not a batch that continues the log (a torn tail, if
+// in the last segment and not synced), and err for failures that can
+// never be a torn write: I/O errors, and CRC-valid records whose contents
+// are wrong.
+func (r *replayer) replayBatch(rd *segmentReader, seg *segment, salt uint64, limit int64) (brk *CorruptionError, err error) {
+	batchOff := rd.off
+	notBatch := func(reason string, err error) (*CorruptionError, error) {
+		return &CorruptionError{File: seg.path, Offset: batchOff, Reason: reason, Err: err}, nil
+	}
+	typ, p, err := rd.next(limit)
+	if err != nil {
+		if !isDecodeErr(err) {
+			return nil, fmt.Errorf("disk: read %s at offset %d: %w", seg.path, batchOff, err)
+		}
+		return notBatch("bad batch header", err)
+	}
+	if typ != recBatch {
+		return notBatch(fmt.Sprintf("found a %s record where a batch header belongs", typ), nil)
+	}
+	bh, err := decodeBatch(p)
+	if err != nil {
+		return notBatch("bad batch header", err)
+	}
+	switch {
+	case bh.salt != salt:
+		return notBatch(fmt.Sprintf("batch header salt %#016x is not the segment's %#016x", bh.salt, salt), nil)
+	case bh.seq != r.nextBatchSeq:
+		return notBatch(fmt.Sprintf("batch sequence %d, want %d (a batch is missing or repeated)", bh.seq, r.nextBatchSeq), nil)
+	case bh.prev != r.chain:
+		return notBatch(fmt.Sprintf("batch header names the previous header %#08x, the previous header is %#08x", bh.prev, r.chain), nil)
+	case bh.syncedEnd > uint64(batchOff):
+		return notBatch(fmt.Sprintf("batch header claims the file synced to offset %d, past its own start", bh.syncedEnd), nil)
+	}
+	chain := crcOf(rd.hdr[:])
+	bodyEnd := rd.off + int64(bh.bodyLen)
+	if bodyEnd > limit {
+		return notBatch(fmt.Sprintf("batch of %d bytes extends past the end of the log at %d", bh.bodyLen, limit), nil)
+	}
+	if err := r.readBatch(rd, seg, bh, bodyEnd); err != nil {
+		var ce *CorruptionError
+		if errors.As(err, &ce) && isDecodeErr(ce.Err) {
+			return ce, nil // a record torn or damaged by its bytes
+		}
+		return nil, err
+	}
+	if err := r.applyStaged(seg); err != nil {
+		return nil, err
+	}
+	r.chain = chain
+	r.nextBatchSeq++
+	seg.size = rd.off
 	return nil, nil
+}
+
+// crcOf returns the CRC field of a record header.
+func crcOf(hdr []byte) uint32 {
+	return uint32(hdr[0]) | uint32(hdr[1])<<8 | uint32(hdr[2])<<16 | uint32(hdr[3])<<24
 }
 
 // checkpoint starts the replay from the first segment's checkpoint, or

@@ -42,9 +42,21 @@ type Store struct {
 	// The state after every queued Save, for validating new Saves.
 	qLast, qSnapIndex uint64
 	qHS               core.HardState
+	// qUnsynced: the last write queued was a SaveCommitUnsynced, and no
+	// synced Save was queued after it.
+	qUnsynced bool
 	// Fields only the write-token holder touches.
 	nextBatchSeq uint64
 	active       vfs.File // last segment, opened read-write
+	// salt is the active segment's (see batchHeader); chain is the chain
+	// value after its last written batch (synced or not).
+	salt  uint64
+	chain uint32
+	// syncedEnd: the active segment's file is durable up to here (a
+	// completed fdatasync covered every byte before it). Every batch
+	// header records it; recovery uses the claim to tell damage of
+	// synced data from a torn tail.
+	syncedEnd int64
 	// unsynced: the active segment holds a SaveCommitUnsynced write that
 	// no fdatasync has covered yet; Close syncs it.
 	unsynced bool
@@ -73,8 +85,9 @@ type Store struct {
 
 // Open opens or creates the Store in dir: WAL segments in dir/wal,
 // snapshots in dir/snap, an exclusive lock on dir/LOCK. It replays the WAL,
-// truncating a torn tail of the last segment (reported to Options.Logger)
-// and failing with a *CorruptionError on any other damage.
+// cutting a torn tail of the last segment that nothing proves synced
+// (reported to Options.Logger), and failing with a *CorruptionError on any
+// other damage and with ErrFormatVersion on a WAL of another format.
 func Open(dir string, opts Options) (*Store, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -340,10 +353,10 @@ type Stats struct {
 	// Fsyncs counts fdatasync calls on segment files: one per synced
 	// batch, plus SealSyncs.
 	Fsyncs uint64
-	// SealSyncs counts the fdatasyncs (included in Fsyncs) that a
-	// rotation spent making the segment it sealed durable at its logical
-	// size: after cutting its preallocated zero tail, or to cover a
-	// SaveCommitUnsynced write. At most one per rotation.
+	// SealSyncs counts the fdatasyncs (included in Fsyncs) that starting
+	// a segment costs besides its batches: one for the new segment's
+	// checkpoint, and one more at a rotation when the segment being
+	// sealed holds a SaveCommitUnsynced write not yet synced.
 	SealSyncs uint64
 	DirSyncs  uint64 // fsync calls on the WAL directory
 	// BytesWritten counts the bytes of records written to segment files

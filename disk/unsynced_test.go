@@ -47,8 +47,8 @@ func TestSaveCommitUnsynced(t *testing.T) {
 		mustSave(t, s, core.HardState{}, mkEnts(i, i+1, 2, 2000))
 		after := s.Stats()
 		if after.Segments > 1 {
-			if got := after.Fsyncs - before.Fsyncs; got != 2 {
-				t.Fatalf("rotation after an unsynced write: %d fdatasyncs, want 2 (seal the old segment, then the batch)", got)
+			if got := after.Fsyncs - before.Fsyncs; got != 3 {
+				t.Fatalf("rotation after an unsynced write: %d fdatasyncs, want 3 (seal the old segment, the new checkpoint, the batch)", got)
 			}
 			break
 		}
@@ -73,5 +73,28 @@ func TestSaveCommitUnsynced(t *testing.T) {
 	}
 	if want := (core.HardState{Term: 2, Vote: 1, Commit: i}); hs != want {
 		t.Fatalf("after reopen: hard state %+v, want %+v", hs, want)
+	}
+}
+
+// TestSaveAfterUnsyncedCommit: a synced Save of the very hard state a
+// SaveCommitUnsynced wrote makes it durable (it is written again, under an
+// fdatasync), rather than returning at once because nothing changed.
+func TestSaveAfterUnsyncedCommit(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), testOptions())
+	defer s.Close()
+	mustSave(t, s, core.HardState{Term: 1, Vote: 1}, mkEnts(1, 3, 1, 10))
+	hs := core.HardState{Term: 1, Vote: 1, Commit: 2}
+	if err := s.SaveCommitUnsynced(hs); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats()
+	mustSave(t, s, hs, nil)
+	if got := s.Stats().Fsyncs - before.Fsyncs; got != 1 {
+		t.Fatalf("Save of the unsynced hard state: %d fdatasyncs, want 1", got)
+	}
+	before = s.Stats()
+	mustSave(t, s, hs, nil) // now durable: nothing to do
+	if got := s.Stats().Batches - before.Batches; got != 0 {
+		t.Fatalf("Save of a durable hard state: %d writes, want 0", got)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,9 +36,11 @@ func parseSegmentName(name string) (uint64, bool) {
 }
 
 // segment describes one WAL file. Invariant: size is the end of the last
-// complete, durable batch; bytes past it are never read except by
-// recovery. In the active segment they are zeros up to Store.zeroedTo
-// (preallocated space); a sealed segment's file ends at size.
+// complete batch written (durable, unless a SaveCommitUnsynced batch not
+// yet synced); bytes past it are never read except by recovery. In the
+// active segment they are zeros up to Store.zeroedTo (preallocated
+// space); in a sealed segment they are zeros, or a torn tail that
+// recovery cut, and the next segment's checkpoint records size.
 type segment struct {
 	seq   uint64
 	path  string
@@ -48,11 +49,21 @@ type segment struct {
 }
 
 // listSegments returns the sequence numbers of the segment files in dir,
-// ascending, and fails if one is missing in between: a hole means lost data.
-func listSegments(fsys vfs.FS, dir string) ([]uint64, error) {
+// ascending, split at the last hole in the numbering: live holds the
+// segments from the hole on, stale those before it.
+//
+// Compact removes old segments oldest first and then fsyncs the directory;
+// under the crash model any subset of those removals may survive a power
+// loss, so a hole can be the trace of an interrupted Compact, and the
+// segments before it are ones Compact was deleting. Recovery replays only
+// the live ones, whose first checkpoint describes everything before them,
+// and still fails if an entry that is not covered by the snapshot was in
+// a missing segment (the missingUpTo check), so a hole that lost live data
+// is reported, never skipped.
+func listSegments(fsys vfs.FS, dir string) (live, stale []uint64, err error) {
 	names, err := fsys.List(dir)
 	if err != nil {
-		return nil, fmt.Errorf("disk: list segments: %w", err)
+		return nil, nil, fmt.Errorf("disk: list segments: %w", err)
 	}
 	var seqs []uint64
 	for _, name := range names {
@@ -61,13 +72,12 @@ func listSegments(fsys vfs.FS, dir string) ([]uint64, error) {
 		}
 	}
 	slices.Sort(seqs)
-	for k := 1; k < len(seqs); k++ {
+	for k := len(seqs) - 1; k > 0; k-- {
 		if seqs[k] != seqs[k-1]+1 {
-			return nil, corruptf(filepath.Join(dir, segmentName(seqs[k-1]+1)), 0,
-				"segment file missing between %s and %s", segmentName(seqs[k-1]), segmentName(seqs[k]))
+			return seqs[k:], seqs[:k], nil
 		}
 	}
-	return seqs, nil
+	return seqs, nil, nil
 }
 
 // isDecodeErr reports whether err came from record framing rather than I/O:
@@ -169,19 +179,18 @@ func readErr(err error) error {
 	return err
 }
 
-// findBatchHeader scans [from, end) of r for a valid batch record with
-// seq >= minSeq, testing every byte offset, and reports whether one exists.
-// Recovery uses it to decide whether damage at the end of the last segment
-// is a torn final write (nothing valid follows) or corruption of data that
-// had been synced (a later batch follows). Only the fixed-size batch record
-// qualifies, so the scan is linear and reads through a 1 MiB window.
-func findBatchHeader(r io.ReaderAt, from, end int64, minSeq uint64) (int64, bool, error) {
+// scanBatchHeaders calls fn with the offset and contents of every
+// CRC-valid batch header record in [from, end) of r, testing every byte
+// offset through a 1 MiB window. Recovery uses it only to find evidence
+// that would turn a cut into a corruption error (see recovery.go), never
+// to accept data: what it finds may lie inside a client's value.
+func scanBatchHeaders(r io.ReaderAt, from, end int64, fn func(off int64, bh batchHeader)) error {
 	const window = 1 << 20
 	buf := make([]byte, min(window, max(end-from, 0)))
 	for pos := from; pos+batchRecordBytes <= end; {
 		n := int(min(int64(len(buf)), end-pos))
 		if _, err := r.ReadAt(buf[:n], pos); err != nil && err != io.EOF {
-			return 0, false, err
+			return readErr(err)
 		}
 		for k := 0; k+batchRecordBytes <= n; k++ {
 			b := buf[k : k+batchRecordBytes]
@@ -191,13 +200,12 @@ func findBatchHeader(r io.ReaderAt, from, end int64, minSeq uint64) (int64, bool
 			if crc32.Checksum(b[4:], crcTable) != binary.LittleEndian.Uint32(b) {
 				continue
 			}
-			if binary.LittleEndian.Uint64(b[recordHeaderSize:]) >= minSeq {
-				return pos + int64(k), true, nil
-			}
+			bh, _ := decodeBatch(b[recordHeaderSize:])
+			fn(pos+int64(k), bh)
 		}
 		pos += int64(n - batchRecordBytes + 1)
 	}
-	return 0, false, nil
+	return nil
 }
 
 // isZeroRange reports whether bytes [from, end) of r, which exist, are all

@@ -4,11 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/internal/logdefault"
 )
 
 // Clock is the loop's source of time. Production uses the wall clock (nil
@@ -78,10 +82,12 @@ const minTickInterval = time.Millisecond
 type Config struct {
 	// ID is this node's ID, non-zero and unique in the cluster.
 	ID uint64
-	// Peers are the IDs of the bootstrap voters, this node included. They
-	// are used only when Storage holds no snapshot with a membership (a
-	// brand-new cluster); a restarted node keeps its persisted membership.
-	Peers []uint64
+	// Peers are the bootstrap voters, this node included; the same slice
+	// configures transport.Config.Peers. They are used only when Storage
+	// holds no snapshot with a membership (a brand-new cluster); a
+	// restarted node keeps its persisted membership. See Peer for what
+	// Validate checks.
+	Peers []Peer
 
 	// Storage is the durable log. The node owns it once Start succeeds
 	// and closes it when it stops; on a Start error the caller keeps it.
@@ -92,12 +98,19 @@ type Config struct {
 	// Exactly one of Transport and NewTransport is set.
 	//
 	// NewTransport builds a transport that delivers to the given handler
-	// (this node). The node owns what it returns: it closes it when it
-	// stops, after the loop has exited and before closing Storage. This is
-	// the usual way, since a transport needs its handler at construction.
+	// (this node). The node owns what it returns: if it implements
+	// Starter (transport.GRPC does), Start starts it, so NewTransport must
+	// only build it; a Start error fails driver.Start at once. The node
+	// closes it when it stops, after the loop has exited and before
+	// closing Storage. This is the usual way, since a transport needs its
+	// handler at construction.
 	NewTransport func(MessageHandler) (Transport, error)
-	// Transport is a transport the embedder owns and closes after Stop
-	// returns; the embedder routes inbound traffic to Node.Handler().
+	// Transport is a transport the embedder owns: the node neither starts
+	// nor closes it. After Start returns, the embedder routes inbound
+	// traffic to Node.Handler() (transport.GRPC.SetHandler) and starts
+	// the transport; it closes it after Stop returns. Until then the node
+	// hears nobody, and after ten election timeouts without a leader it
+	// logs a warning saying so (see Start).
 	Transport Transport
 
 	// TickInterval is the length of one Raft tick (design §5: 100 ms).
@@ -188,7 +201,10 @@ type Config struct {
 	// this.
 	SnapshotRetryDelay time.Duration
 
-	// Logger receives the node's logs; nil discards them.
+	// Logger receives the node's logs. Nil means warnings and errors go
+	// to slog.Default() (as it is when Start runs) and routine progress is
+	// dropped, so that a problem is never silent; pass
+	// slog.New(slog.DiscardHandler) for no logs at all.
 	Logger *slog.Logger
 	// Registerer, when set, receives the node's metrics (see metrics.go).
 	// Several nodes in one process need distinct labels: wrap it with
@@ -199,6 +215,105 @@ type Config struct {
 	// hook, set only by tests (export_test.go), runs at each step of
 	// snapshot installation; an error it returns crashes the node there.
 	hook func(step string) error
+}
+
+// MaxPeerAddrBytes bounds Peer.Addr. A DNS name has at most 253 bytes;
+// the rest leaves room for a port and a gRPC scheme. Addresses are
+// bootstrap configuration today and part of the replicated membership
+// later, so the bound is set before any is stored.
+const MaxPeerAddrBytes = 512
+
+// Peer is one member of the cluster: its Raft ID and the address its
+// transport listens on. One []Peer describes the cluster to both the
+// driver (Config.Peers) and transport.GRPC (transport.Config.Peers), so
+// the two cannot disagree about who the members are; membership changes
+// carry a Peer per member.
+//
+// Validate requires non-zero, distinct IDs, this node's among them, and
+// addresses that are either all empty (a transport that routes by ID, such
+// as drivertest.Network) or all set, distinct, at most MaxPeerAddrBytes,
+// valid UTF-8 without spaces or control characters. The driver does not
+// dial addresses; their syntax is the transport's to check (host:port or
+// a gRPC target for transport.GRPC).
+type Peer struct {
+	// ID is the member's Raft ID: non-zero and never reused.
+	ID uint64
+	// Addr is where the other members reach it.
+	Addr string
+}
+
+// peerIDs returns the IDs of peers, in order.
+func peerIDs(peers []Peer) []uint64 {
+	ids := make([]uint64, len(peers))
+	for i, p := range peers {
+		ids[i] = p.ID
+	}
+	return ids
+}
+
+// CheckPeers reports every problem with a peer list (see Peer), each
+// naming the entry, or nil. transport.Config validation calls it too.
+func CheckPeers(peers []Peer) []error {
+	var errs []error
+	bad := func(i int, p Peer, format string, args ...any) {
+		//lint:ignore ST1005 the message starts with the field as the embedder spells it
+		errs = append(errs, fmt.Errorf("Peers[%d] (ID %d, %q): %s", i, p.ID, quotable(p.Addr), fmt.Sprintf(format, args...)))
+	}
+	ids := make(map[uint64]int, len(peers))
+	addrs := make(map[string]int, len(peers))
+	withAddr := 0
+	for i, p := range peers {
+		if p.ID == 0 {
+			bad(i, p, "ID 0 is reserved; node IDs start at 1")
+		} else if j, dup := ids[p.ID]; dup {
+			bad(i, p, "ID listed twice (also Peers[%d])", j)
+		} else {
+			ids[p.ID] = i
+		}
+		if p.Addr == "" {
+			continue
+		}
+		withAddr++
+		if err := checkPeerAddr(p.Addr); err != nil {
+			bad(i, p, "%v", err)
+		} else if j, dup := addrs[p.Addr]; dup {
+			bad(i, p, "address shared with Peers[%d]", j)
+		} else {
+			addrs[p.Addr] = i
+		}
+	}
+	if withAddr != 0 && withAddr != len(peers) {
+		//lint:ignore ST1005 the message starts with the field as the embedder spells it
+		errs = append(errs, fmt.Errorf("Peers: %d of %d entries have an address; give every peer one, or none (a transport that routes by ID)",
+			withAddr, len(peers)))
+	}
+	return errs
+}
+
+// quotable shortens an address for an error message: one that is too
+// long is shown by its first 64 bytes.
+func quotable(addr string) string {
+	if len(addr) > 64 {
+		return addr[:64] + "..."
+	}
+	return addr
+}
+
+// checkPeerAddr checks what the driver can know about an address without
+// knowing the transport's syntax.
+func checkPeerAddr(addr string) error {
+	if len(addr) > MaxPeerAddrBytes {
+		return fmt.Errorf("address is %d bytes; at most %d (MaxPeerAddrBytes)", len(addr), MaxPeerAddrBytes)
+	}
+	if !utf8.ValidString(addr) {
+		return errors.New("address is not valid UTF-8")
+	}
+	for _, r := range addr {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			return fmt.Errorf("address contains %q; spaces and control characters are not allowed", r)
+		}
+	}
+	return nil
 }
 
 // entryOverheadBytes is what core.Entry.Size adds to the data length; the
@@ -241,14 +356,14 @@ func (c Config) withDefaults() Config {
 		c.SnapshotRetryDelay = DefaultSnapshotRetryDelay
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = logdefault.Logger()
 	}
 	return c
 }
 
 // raftConfig builds the core configuration for c (defaults applied).
 func (c *Config) raftConfig(applied, seed uint64) core.Config {
-	rc := core.DefaultConfig(c.ID, c.Peers...)
+	rc := core.DefaultConfig(c.ID, peerIDs(c.Peers)...)
 	rc.Applied = applied
 	rc.RandomSeed = seed
 	if c.TuneRaft != nil {
@@ -273,14 +388,9 @@ func (c Config) validated() (Config, error) {
 	if c.ID == 0 {
 		bad("ID must be non-zero")
 	}
-	seen := map[uint64]bool{}
-	for _, p := range c.Peers {
-		if p == 0 {
-			bad("Peers: ID 0 is reserved")
-		} else if seen[p] {
-			bad("Peers: %d listed twice", p)
-		}
-		seen[p] = true
+	errs = append(errs, CheckPeers(c.Peers)...)
+	if c.ID != 0 && len(c.Peers) > 0 && !slices.ContainsFunc(c.Peers, func(p Peer) bool { return p.ID == c.ID }) {
+		bad("Peers %v does not include this node's ID %d; list every bootstrap voter, this node too", peerIDs(c.Peers), c.ID)
 	}
 	if c.Storage == nil {
 		bad("Storage is required")

@@ -1,6 +1,8 @@
 package driver_test
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,13 +13,32 @@ import (
 	"github.com/rafty-db/rafty/driver/drivertest"
 )
 
+// idPeers lists ids as peers without addresses, for the in-memory network,
+// which routes by ID.
+func idPeers(ids ...uint64) []driver.Peer {
+	peers := make([]driver.Peer, len(ids))
+	for i, id := range ids {
+		peers[i] = driver.Peer{ID: id}
+	}
+	return peers
+}
+
+// addrPeers lists a cluster's addresses as peers, by ID.
+func addrPeers(addrs map[uint64]string) []driver.Peer {
+	peers := make([]driver.Peer, 0, len(addrs))
+	for _, id := range slices.Sorted(maps.Keys(addrs)) {
+		peers = append(peers, driver.Peer{ID: id, Addr: addrs[id]})
+	}
+	return peers
+}
+
 func TestConfigValidate(t *testing.T) {
 	nw := drivertest.NewNetwork()
 	defer nw.Close()
 	valid := func() driver.Config {
 		return driver.Config{
 			ID:           1,
-			Peers:        []uint64{1, 2, 3},
+			Peers:        idPeers(1, 2, 3),
 			Storage:      memlog.New(),
 			StateMachine: &testSM{},
 			NewTransport: nw.NewTransport(1),
@@ -34,8 +55,30 @@ func TestConfigValidate(t *testing.T) {
 			c.Transport = nw.Join(1, nil)
 		}, nil},
 		{"zero ID", func(c *driver.Config) { c.ID = 0 }, []string{"ID must be non-zero"}},
-		{"zero peer", func(c *driver.Config) { c.Peers = []uint64{1, 0} }, []string{"Peers: ID 0 is reserved"}},
-		{"duplicate peer", func(c *driver.Config) { c.Peers = []uint64{1, 2, 2} }, []string{"Peers: 2 listed twice"}},
+		{"no peers: restart from persisted membership", func(c *driver.Config) { c.Peers = nil }, nil},
+		{"peers with addresses", func(c *driver.Config) {
+			c.Peers = []driver.Peer{{ID: 1, Addr: "a:1"}, {ID: 2, Addr: "b:1"}, {ID: 3, Addr: "dns:///c:1"}}
+		}, nil},
+		{"zero peer", func(c *driver.Config) { c.Peers = idPeers(1, 0) }, []string{`Peers[1] (ID 0, ""): ID 0 is reserved; node IDs start at 1`}},
+		{"duplicate peer", func(c *driver.Config) { c.Peers = idPeers(1, 2, 2) }, []string{`Peers[2] (ID 2, ""): ID listed twice (also Peers[1])`}},
+		{"self missing", func(c *driver.Config) { c.Peers = idPeers(2, 3) },
+			[]string{"Peers [2 3] does not include this node's ID 1"}},
+		{"some addresses missing", func(c *driver.Config) { c.Peers = []driver.Peer{{ID: 1, Addr: "a:1"}, {ID: 2}, {ID: 3}} },
+			[]string{"Peers: 1 of 3 entries have an address; give every peer one, or none"}},
+		{"shared address", func(c *driver.Config) {
+			c.Peers = []driver.Peer{{ID: 1, Addr: "a:1"}, {ID: 2, Addr: "b:1"}, {ID: 3, Addr: "a:1"}}
+		}, []string{`Peers[2] (ID 3, "a:1"): address shared with Peers[0]`}},
+		{"bad addresses", func(c *driver.Config) {
+			c.Peers = []driver.Peer{{ID: 1, Addr: "a :1"}, {ID: 2, Addr: "b:1\n"}, {ID: 3, Addr: strings.Repeat("c", driver.MaxPeerAddrBytes+1)}}
+		}, []string{
+			`Peers[0] (ID 1, "a :1"): address contains ' '; spaces and control characters are not allowed`,
+			`Peers[1] (ID 2, "b:1\n"): address contains '\n'`,
+			`Peers[2] (ID 3, "` + strings.Repeat("c", 64) + `..."): address is 513 bytes; at most 512 (MaxPeerAddrBytes)`,
+		}},
+		{"invalid UTF-8 address", func(c *driver.Config) {
+			c.Peers = []driver.Peer{{ID: 1, Addr: "a\xff:1"}, {ID: 2, Addr: "b:1"}, {ID: 3, Addr: "c:1"}}
+		},
+			[]string{`Peers[0] (ID 1, "a\xff:1"): address is not valid UTF-8`}},
 		{"no storage", func(c *driver.Config) { c.Storage = nil }, []string{"Storage is required"}},
 		{"no state machine", func(c *driver.Config) { c.StateMachine = nil }, []string{"StateMachine is required"}},
 		{"no transport", func(c *driver.Config) { c.NewTransport = nil }, []string{"one of Transport and NewTransport is required"}},

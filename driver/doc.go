@@ -2,11 +2,14 @@
 // and connects it to durable storage, a network transport and the
 // embedder's state machine. It is Rafty's embedding API:
 //
-//	n, err := driver.Start(ctx, driver.Config{
-//		ID: 1, Peers: []uint64{1, 2, 3},
+//	n, err := driver.Start(ctx, driver.Config{ // ctx: the node's lifetime
+//		ID: 1, Peers: peers, // []driver.Peer{{ID: 1, Addr: "10.0.0.1:7000"}, ...}
 //		Storage: store, StateMachine: sm,
 //		Snapshots: store.Snapshots(), // optional: snapshots and log compaction
-//		NewTransport: func(h driver.MessageHandler) (driver.Transport, error) { ... },
+//		NewTransport: func(h driver.MessageHandler) (driver.Transport, error) {
+//			return transport.New(transport.Config{ClusterID: 7, NodeID: 1,
+//				ListenAddr: ":7000", Peers: peers, Handler: h}) // the node starts it
+//		},
 //	})
 //	result, err := n.Propose(ctx, cmd) // replicated, applied, result returned
 //	err = n.Read(ctx)                  // linearizable barrier, then read sm locally
@@ -19,7 +22,12 @@
 // transport, or any implementation of the interfaces in interfaces.go. For
 // tests, package drivertest provides an in-memory network, snapshot store
 // and manual clock, and core/memlog an in-memory log: a whole cluster runs
-// in one process (see Example).
+// in one process (see Example_inMemory). Example is the README's: three
+// nodes over gRPC on loopback with disk storage, also runnable as
+// examples/counter.
+//
+// One []Peer (ID and address per member) configures both the driver
+// (Config.Peers) and transport.GRPC, so they cannot disagree.
 //
 // # The loop and its ordering guarantees
 //
@@ -106,9 +114,19 @@
 //   - Node.Backup streams a consistent backup from a live node;
 //     RestoreBackup seeds a new node's storage and state machine from it.
 //
-// # Shutdown and ownership
+// # Start, shutdown and ownership
 //
-// Cancelling Start's context or calling Stop ends the loop. On the way out
+// Start returns once the node runs, without waiting for peers, or fails
+// at once saying what is missing. It starts the transport that
+// Config.NewTransport returns when that implements Starter
+// (transport.GRPC does); an embedder-owned Config.Transport is the
+// embedder's to start. A node that knows no leader for ten election
+// timeouts logs a warning, and a nil Config.Logger sends warnings and
+// errors to slog.Default(), so a cluster that cannot form is never
+// silent.
+//
+// The context given to Start is the node's lifetime. Cancelling it or
+// calling Stop ends the loop. On the way out
 // the node fails every pending Propose and Read with ErrStopped (a
 // proposal already handed to Raft gets an *OutcomeUnknownError wrapping
 // ErrStopped), closes the transport if it owns it (Config.NewTransport),

@@ -284,7 +284,7 @@ func newCluster(t testing.TB, size int, opts ...clusterOpt) *cluster {
 
 func testLogger() *slog.Logger {
 	if os.Getenv("RAFTY_TEST_LOG") == "" {
-		return nil
+		return slog.New(slog.DiscardHandler) // nil would mean warnings to stderr
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
@@ -292,7 +292,7 @@ func testLogger() *slog.Logger {
 func (c *cluster) config(id uint64) driver.Config {
 	cfg := driver.Config{
 		ID:           id,
-		Peers:        c.ids,
+		Peers:        idPeers(c.ids...),
 		Storage:      c.stores[id],
 		StateMachine: c.sms[id],
 		NewTransport: c.net.NewTransport(id),

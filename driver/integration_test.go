@@ -58,7 +58,7 @@ const realClusterID = 0x7af7
 // configuration.
 func grpcTransport(id uint64, addrs map[uint64]string, ln net.Listener, tune func(*transport.Config)) func(driver.MessageHandler) (driver.Transport, error) {
 	return func(h driver.MessageHandler) (driver.Transport, error) {
-		tc := transport.Config{ClusterID: realClusterID, NodeID: id, Peers: addrs, Handler: h, Logger: testLogger()}
+		tc := transport.Config{ClusterID: realClusterID, NodeID: id, Peers: addrPeers(addrs), Handler: h, Logger: testLogger()}
 		if ln != nil {
 			tc.Listener = ln
 		} else {
@@ -74,11 +74,7 @@ func grpcTransport(id uint64, addrs map[uint64]string, ln net.Listener, tune fun
 			}
 			return nil, err
 		}
-		if err := tr.Start(context.Background()); err != nil {
-			tr.Close()
-			return nil, err
-		}
-		return tr, nil
+		return tr, nil // the node starts it
 	}
 }
 
@@ -125,7 +121,7 @@ func (c *realCluster) start(id uint64) {
 	delete(c.lns, id)
 	cfg := driver.Config{
 		ID:           id,
-		Peers:        c.ids,
+		Peers:        addrPeers(c.addrs),
 		Storage:      cs,
 		StateMachine: c.sms[id],
 		TickInterval: c.tick,
@@ -325,7 +321,7 @@ func TestTransportDeliversUnindexedProposals(t *testing.T) {
 	var trs []*transport.GRPC
 	for i, h := range []driver.MessageHandler{&recordingHandler{}, recv} {
 		tr, err := transport.New(transport.Config{
-			ClusterID: realClusterID, NodeID: uint64(i + 1), Peers: addrs, Handler: h, Listener: lns[i],
+			ClusterID: realClusterID, NodeID: uint64(i + 1), Peers: addrPeers(addrs), Handler: h, Listener: lns[i],
 		})
 		if err != nil {
 			t.Fatal(err)

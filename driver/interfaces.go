@@ -61,9 +61,11 @@ type Storage interface {
 // fsync whenever a commit advances without new entries to save (every
 // write at low load); with it, a pwrite. A power loss can still take a
 // node's unsynced commit index and its state machine's unsynced writes
-// back to the last fsync — serializable reads on that node may then
-// briefly go back in time, never acknowledged writes, which are fsynced
-// on a quorum before they are acknowledged.
+// back to the last fsync, never acknowledged writes, which are fsynced on
+// a quorum before they are acknowledged. An application that serves local
+// (serializable) reads must therefore not serve them after a restart
+// until one Read barrier has succeeded, or they may go back in time;
+// app/kv's service does exactly that.
 type UnsyncedCommitSaver interface {
 	// SaveCommitUnsynced writes hs, whose term and vote equal the last
 	// saved hard state's, without an fsync.
@@ -137,6 +139,18 @@ type Transport interface {
 	SendSnapshot(ctx context.Context, msg core.Message, data io.Reader) error
 	// Close stops every goroutine and connection the transport started.
 	Close() error
+}
+
+// Starter is implemented by a Transport that neither serves nor sends
+// until it is started (transport.GRPC). Start starts a node-owned
+// transport (Config.NewTransport) that implements it, after the node can
+// take traffic; an embedder-owned one (Config.Transport) is the
+// embedder's to start.
+type Starter interface {
+	// Start begins serving peers and sending, and returns at once. ctx
+	// carries values only; it is never cancelled, since the node closes
+	// its transport itself, in order, when it stops.
+	Start(ctx context.Context) error
 }
 
 // MessageHandler receives what the transport reads from peers. The driver

@@ -79,7 +79,8 @@ type Node struct {
 	snapLog   *snapshotLog
 	snapStats snapshotCounters
 	// bg counts the snapshot goroutines (the local snapshot writer and
-	// outgoing transfers), which the loop waits for when it stops.
+	// outgoing transfers) and watchLeader, which the loop waits for when
+	// it stops.
 	bg       sync.WaitGroup
 	sendSem  chan struct{}   // MaxSnapshotSends slots
 	sendDone chan sendResult // outgoing transfers report here
@@ -117,11 +118,34 @@ type ctrlRequest struct {
 	reply chan error
 }
 
-// Start validates cfg, restores the core from cfg.Storage, and starts the
-// node's loop. The node runs until ctx is cancelled or Stop is called;
-// either way every goroutine it started ends, and its transport (if it
-// owns it) and storage are closed. Use Stop to wait for that.
+// Start validates cfg, restores the core from cfg.Storage, builds and
+// starts the node-owned transport (Config.NewTransport; see Starter), and
+// starts the node's loop. It does not wait for other nodes or for a
+// leader: it returns as soon as the node runs, or with an error saying
+// what is wrong (an invalid Config, unreadable storage, a transport that
+// cannot be built or started). On an error nothing keeps running, and the
+// caller still owns Storage.
+//
+// ctx is the node's lifetime, not a deadline for Start: the node runs
+// until ctx is cancelled or Stop is called, whichever comes first. Either
+// way every goroutine it started ends, pending calls fail with
+// ErrStopped, and its transport (if it owns it) and storage are closed;
+// Stop (or Done) waits for that. So pass a context that lives as long as
+// the node should (context.Background() for a node stopped only by
+// Stop), never a request's. If ctx is already done, Start returns its
+// error and starts nothing. The node-owned transport is started with a
+// context that carries ctx's values but is never cancelled: the node
+// closes it itself, after its loop has stopped.
+//
+// A node that knows no leader for ten election timeouts logs a warning
+// (and again, less and less often, while it lasts), so that a cluster
+// that cannot form (members not running, unreachable addresses, an
+// embedder-owned transport never started) is never silent; see
+// Config.Logger.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("driver: not starting node %d: %w", cfg.ID, err)
+	}
 	cfg, err := cfg.validated()
 	if err != nil {
 		return nil, err
@@ -201,6 +225,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.publishStatus(rn.Status())
 	n.ctx, n.cancel = context.WithCancel(ctx)
+	// Started only now that the node can take traffic: a transport
+	// delivers to the handler as soon as it runs.
+	if s, ok := n.transport.(Starter); ok && n.ownsTransport {
+		if err := s.Start(context.WithoutCancel(ctx)); err != nil {
+			n.cancel()
+			closeErr := n.transport.Close()
+			m.unregister()
+			return nil, errors.Join(fmt.Errorf("driver: starting the transport NewTransport returned (the node starts it; NewTransport must only build it): %w", err), closeErr)
+		}
+	}
 	l := newLoop(n, rn)
 	if snapLog != nil {
 		l.snapIndex = snapLog.snap.Index
@@ -210,6 +244,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		m.snapshotIndex.Set(float64(l.snapIndex))
 		m.compactedIndex.Set(float64(l.compactIndex))
 	}
+	n.bg.Go(n.watchLeader)
 	go l.run()
 	n.log.Info("node started", "applied", applied, "epoch", n.epoch)
 	return n, nil

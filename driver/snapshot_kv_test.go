@@ -115,7 +115,7 @@ func (c *kvCluster) open(id uint64) (*disk.Store, *kv.Store) {
 
 func (c *kvCluster) config(id uint64, wal *disk.Store, st *kv.Store) driver.Config {
 	cfg := driver.Config{
-		ID: id, Peers: c.ids, Storage: wal, StateMachine: st, Snapshots: wal.Snapshots(),
+		ID: id, Peers: idPeers(c.ids...), Storage: wal, StateMachine: st, Snapshots: wal.Snapshots(),
 		TickInterval: kvTick, Logger: testLogger(), SnapshotRetryDelay: 50 * time.Millisecond,
 		MaxProposalBytes: 64 << 10,
 		TuneRaft:         func(rc *core.Config) { rc.ElectionTicks = 10 },

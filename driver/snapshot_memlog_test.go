@@ -172,7 +172,7 @@ func newSnapCluster(t testing.TB, size int, tune func(*driver.Config)) *snapClus
 
 func (c *snapCluster) config(id uint64) driver.Config {
 	cfg := driver.Config{
-		ID: id, Peers: c.ids, Storage: c.logs[id], StateMachine: c.sms[id], Snapshots: c.snaps[id],
+		ID: id, Peers: idPeers(c.ids...), Storage: c.logs[id], StateMachine: c.sms[id], Snapshots: c.snaps[id],
 		NewTransport: c.net.NewTransport(id), TickInterval: testTick, Clock: c.clock, Logger: testLogger(),
 		SnapshotRetryDelay: 20 * time.Millisecond,
 		TuneRaft:           func(rc *core.Config) { rc.ElectionTicks = testElectionTicks },

@@ -127,7 +127,7 @@ func TestSnapshotMemoryBounded(t *testing.T) {
 		ln := lns[id] // bound in advance on the first start only
 		delete(lns, id)
 		cfg := driver.Config{
-			ID: id, Peers: ids, Storage: wal, Snapshots: wal.Snapshots(), StateMachine: sms[id],
+			ID: id, Peers: addrPeers(addrs), Storage: wal, Snapshots: wal.Snapshots(), StateMachine: sms[id],
 			TickInterval: kvTick, Logger: testLogger(), SnapshotEntries: 100, CompactionMarginEntries: 10,
 			TuneRaft: func(rc *core.Config) { rc.ElectionTicks = 10 },
 			NewTransport: grpcTransport(id, addrs, ln, func(tc *transport.Config) {

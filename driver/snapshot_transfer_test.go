@@ -28,6 +28,15 @@ type faultyTransport struct {
 	calls   atomic.Int64
 }
 
+// Start starts the wrapped transport: a wrapper must pass driver.Starter
+// on, or the node cannot start what it wraps.
+func (f *faultyTransport) Start(ctx context.Context) error {
+	if s, ok := f.Transport.(driver.Starter); ok {
+		return s.Start(ctx)
+	}
+	return nil
+}
+
 func (f *faultyTransport) SendSnapshot(ctx context.Context, msg core.Message, data io.Reader) error {
 	f.calls.Add(1)
 	f.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/driver"
 )
 
 // countingHandler counts messages and wakes a waiter after each batch.
@@ -45,7 +46,7 @@ func BenchmarkSendReceive(b *testing.B) {
 func benchSendReceive(b *testing.B, inFlight int64) {
 	recv := &countingHandler{progress: make(chan struct{}, 1)}
 	lisA, lisB := listen(b), listen(b)
-	peers := map[uint64]string{1: lisA.Addr().String(), 2: lisB.Addr().String()}
+	peers := []driver.Peer{{ID: 1, Addr: lisA.Addr().String()}, {ID: 2, Addr: lisB.Addr().String()}}
 	cfgA := testConfig(1, lisA, peers, newRecorder())
 	cfgA.SendQueueLen = 1 << 16
 	cfgB := testConfig(2, lisB, peers, newRecorder())

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rafty-db/rafty/driver"
+	"github.com/rafty-db/rafty/internal/logdefault"
 )
 
 // Defaults applied by New to zero-valued Config fields.
@@ -85,13 +86,15 @@ type Config struct {
 	// ListenAddr is a TCP host:port to listen on when Listener is nil.
 	ListenAddr string
 
-	// Peers maps node IDs to addresses: host:port with a DNS name (for
+	// Peers are the cluster's members: the same []driver.Peer as
+	// driver.Config.Peers. Each Addr is host:port with a DNS name (for
 	// example a Kubernetes FQDN "rafty-1.rafty.default.svc.cluster.local:7000")
-	// or an IP, or any gRPC target with a scheme ("dns:///...",
-	// "unix:..."). An entry for NodeID itself is allowed, so that every
-	// node can be given the same map, and is ignored. Two IDs must not
-	// share an address.
-	Peers map[uint64]string
+	// or an IP, or any gRPC target with a scheme ("dns:///...", "unix:...").
+	// An entry for NodeID itself is allowed, so that every node can be
+	// given the same list, and is not dialled; it is not required either
+	// (peers may also be added later with AddPeer). IDs must be non-zero
+	// and distinct, addresses distinct (see driver.Peer).
+	Peers []driver.Peer
 
 	// Handler receives incoming messages and snapshots and drop reports.
 	// It may be nil here and set later with SetHandler, but must be set
@@ -161,7 +164,9 @@ type Config struct {
 	// Wrap it (prometheus.WrapRegistererWith) to run several transports
 	// in one process.
 	Registerer prometheus.Registerer
-	// Logger receives the transport's logs. Nil discards them.
+	// Logger receives the transport's logs. Nil means warnings and errors
+	// go to slog.Default() (as it is when New runs), routine progress is
+	// dropped; slog.New(slog.DiscardHandler) turns logs off.
 	Logger *slog.Logger
 }
 
@@ -197,6 +202,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.CloseTimeout == 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = logdefault.Logger()
+	}
 	return cfg
 }
 
@@ -222,20 +230,13 @@ func (cfg *Config) validate() error {
 			bad("ListenAddr %q is not host:port: %v", cfg.ListenAddr, err)
 		}
 	}
-	byAddr := make(map[string]uint64, len(cfg.Peers))
-	for id, addr := range cfg.Peers {
-		if id == 0 {
-			bad("Peers has an entry for node 0 (%q); node IDs start at 1", addr)
-			continue
+	for _, err := range driver.CheckPeers(cfg.Peers) {
+		bad("%v", err)
+	}
+	for i, p := range cfg.Peers {
+		if err := checkPeerAddr(p.Addr); err != nil {
+			bad("Peers[%d] (ID %d): %v", i, p.ID, err)
 		}
-		if err := checkPeerAddr(addr); err != nil {
-			bad("Peers[%d]: %v", id, err)
-			continue
-		}
-		if other, dup := byAddr[addr]; dup {
-			bad("Peers[%d] and Peers[%d] share address %q", min(id, other), max(id, other), addr)
-		}
-		byAddr[addr] = id
 	}
 	if cfg.SendQueueLen <= 0 {
 		bad("SendQueueLen is %d; it must be positive", cfg.SendQueueLen)

@@ -7,8 +7,11 @@
 // New validates a Config and prepares everything; the handler (usually
 // the driver) is given in Config.Handler or, when the driver is built
 // after the transport, with SetHandler; Start serves and sends; Close
-// stops everything. Peers are added and removed at run time with AddPeer
-// and RemovePeer when the membership changes.
+// stops everything. A GRPC returned from driver.Config.NewTransport is
+// started and closed by the node (GRPC implements driver.Starter), so the
+// factory only calls New. Config.Peers is the same []driver.Peer as
+// driver.Config.Peers. Peers are added and removed at run time with
+// AddPeer and RemovePeer when the membership changes.
 //
 // # Guarantees
 //

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/driver"
 )
 
 func TestMain(m *testing.M) {
@@ -129,7 +130,7 @@ func listen(t testing.TB) net.Listener {
 }
 
 // testConfig is a configuration tuned for fast tests.
-func testConfig(id uint64, lis net.Listener, peers map[uint64]string, h *recorder) Config {
+func testConfig(id uint64, lis net.Listener, peers []driver.Peer, h *recorder) Config {
 	return Config{
 		ClusterID:          testCluster,
 		NodeID:             id,
@@ -162,10 +163,10 @@ func startNode(t testing.TB, cfg Config) *GRPC {
 func newCluster(t testing.TB, n int, mod func(*Config)) []*node {
 	t.Helper()
 	lis := make([]net.Listener, n)
-	peers := map[uint64]string{}
+	var peers []driver.Peer
 	for i := range lis {
 		lis[i] = listen(t)
-		peers[uint64(i+1)] = lis[i].Addr().String()
+		peers = append(peers, driver.Peer{ID: uint64(i + 1), Addr: lis[i].Addr().String()})
 	}
 	nodes := make([]*node, n)
 	for i := range nodes {

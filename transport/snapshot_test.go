@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/driver"
 	pb "github.com/rafty-db/rafty/transport/transportpb"
 )
 
@@ -216,7 +217,7 @@ func TestSnapshotRefused(t *testing.T) {
 
 	// A receiver in another cluster refuses the header.
 	lis := listen(t)
-	other := testConfig(3, lis, map[uint64]string{1: a.tr.Addr().String()}, newRecorder())
+	other := testConfig(3, lis, []driver.Peer{{ID: 1, Addr: a.tr.Addr().String()}}, newRecorder())
 	other.ClusterID = testCluster + 1
 	startNode(t, other)
 	must(t, a.tr.AddPeer(3, lis.Addr().String()))

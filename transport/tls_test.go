@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/driver"
 	pb "github.com/rafty-db/rafty/transport/transportpb"
 )
 
@@ -120,9 +121,9 @@ func TestMutualTLS(t *testing.T) {
 	ca := newTestCA(t, "rafty test CA")
 	otherCA := newTestCA(t, "another CA")
 	lis := []net.Listener{listen(t), listen(t), listen(t)}
-	peers := map[uint64]string{}
+	var peers []driver.Peer
 	for i, l := range lis {
-		peers[uint64(i+1)] = l.Addr().String()
+		peers = append(peers, driver.Peer{ID: uint64(i + 1), Addr: l.Addr().String()})
 	}
 	recs := []*recorder{newRecorder(), newRecorder(), newRecorder()}
 	cfgs := make([]Config, 3)

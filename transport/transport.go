@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -42,7 +43,9 @@ var (
 
 // GRPC is a driver.Transport over gRPC. Create it with New, set the
 // handler (in Config or with SetHandler), then Start it; Close releases
-// everything. All methods are safe for concurrent use.
+// everything. Returned from driver.Config.NewTransport, it is started and
+// closed by the node (it implements driver.Starter), so the factory only
+// calls New. All methods are safe for concurrent use.
 type GRPC struct {
 	cfg       Config
 	log       *slog.Logger
@@ -74,7 +77,10 @@ type GRPC struct {
 	hooks testHooks
 }
 
-var _ driver.Transport = (*GRPC)(nil)
+var (
+	_ driver.Transport = (*GRPC)(nil)
+	_ driver.Starter   = (*GRPC)(nil)
+)
 
 // handlerRef boxes the interface so it can live in an atomic.Pointer.
 type handlerRef struct{ h driver.MessageHandler }
@@ -119,13 +125,9 @@ func New(cfg Config) (*GRPC, error) {
 		}
 		return nil, fmt.Errorf("transport: registering metrics: %w", err)
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	t := &GRPC{
 		cfg:       cfg,
-		log:       logger.With("component", "transport", "node", cfg.NodeID),
+		log:       cfg.Logger.With("component", "transport", "node", cfg.NodeID),
 		counters:  ctrs,
 		codec:     newCodec(),
 		lis:       lis,
@@ -141,9 +143,9 @@ func New(cfg Config) (*GRPC, error) {
 	t.dialOpts = t.dialOptions(clientTLS)
 
 	peers := make(map[uint64]*peer, len(cfg.Peers))
-	for id, addr := range cfg.Peers {
-		if id != cfg.NodeID {
-			peers[id] = t.newPeer(id, addr)
+	for _, p := range cfg.Peers {
+		if p.ID != cfg.NodeID {
+			peers[p.ID] = t.newPeer(p.ID, p.Addr)
 		}
 	}
 	t.cfg.Peers = nil // the live set is t.peers
@@ -252,9 +254,11 @@ func (t *GRPC) currentHandler() driver.MessageHandler {
 	return nil
 }
 
-// Start serves peers and starts sending. Cancelling ctx closes the
-// transport as Close does (Close must still be called, or ctx cancelled,
-// to release it).
+// Start serves peers and starts sending, and returns at once; it fails
+// if no handler is set, or if the transport was started or closed before
+// (a driver starts the transports its NewTransport returns). Cancelling
+// ctx closes the transport as Close does (Close must still be called, or
+// ctx cancelled, to release it).
 func (t *GRPC) Start(ctx context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -424,13 +428,14 @@ func (t *GRPC) RemovePeer(id uint64) {
 	t.log.Info("peer removed", "peer", id, "addr", p.addr)
 }
 
-// Peers returns the current peer addresses.
-func (t *GRPC) Peers() map[uint64]string {
+// Peers returns the current peers (this node excluded), by ID.
+func (t *GRPC) Peers() []driver.Peer {
 	peers := *t.peers.Load()
-	out := make(map[uint64]string, len(peers))
+	out := make([]driver.Peer, 0, len(peers))
 	for id, p := range peers {
-		out[id] = p.addr
+		out = append(out, driver.Peer{ID: id, Addr: p.addr})
 	}
+	slices.SortFunc(out, func(a, b driver.Peer) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 

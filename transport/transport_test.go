@@ -21,14 +21,16 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/driver"
 	pb "github.com/rafty-db/rafty/transport/transportpb"
 )
 
 func TestConfigValidation(t *testing.T) {
 	lis := listen(t)
 	defer lis.Close()
+	add := func(c *Config, id uint64, addr string) { c.Peers = append(c.Peers, driver.Peer{ID: id, Addr: addr}) }
 	base := func() Config {
-		return Config{ClusterID: 1, NodeID: 1, Listener: lis, Peers: map[uint64]string{2: "rafty-1.rafty.default.svc.cluster.local:7000"}}
+		return Config{ClusterID: 1, NodeID: 1, Listener: lis, Peers: []driver.Peer{{ID: 2, Addr: "rafty-1.rafty.default.svc.cluster.local:7000"}}}
 	}
 	cases := []struct {
 		name string
@@ -36,19 +38,22 @@ func TestConfigValidation(t *testing.T) {
 		want string // substring of the error; "" means valid
 	}{
 		{"valid", func(*Config) {}, ""},
-		{"self in peers is ignored", func(c *Config) { c.Peers[1] = "10.0.0.1:7000" }, ""},
-		{"ip peer", func(c *Config) { c.Peers[3] = "10.0.0.3:7000" }, ""},
-		{"dns scheme", func(c *Config) { c.Peers[3] = "dns:///rafty-2.rafty:7000" }, ""},
+		{"self in peers is ignored", func(c *Config) { add(c, 1, "10.0.0.1:7000") }, ""},
+		{"ip peer", func(c *Config) { add(c, 3, "10.0.0.3:7000") }, ""},
+		{"dns scheme", func(c *Config) { add(c, 3, "dns:///rafty-2.rafty:7000") }, ""},
 		{"cluster 0", func(c *Config) { c.ClusterID = 0 }, "ClusterID is 0"},
 		{"node 0", func(c *Config) { c.NodeID = 0 }, "NodeID is 0"},
 		{"no listener", func(c *Config) { c.Listener = nil }, "neither Listener nor ListenAddr"},
 		{"both listeners", func(c *Config) { c.ListenAddr = "127.0.0.1:0" }, "both Listener and ListenAddr"},
 		{"bad listen addr", func(c *Config) { c.Listener, c.ListenAddr = nil, "7000" }, `ListenAddr "7000" is not host:port`},
-		{"peer 0", func(c *Config) { c.Peers[0] = "a:1" }, "entry for node 0"},
-		{"peer no port", func(c *Config) { c.Peers[3] = "rafty-2" }, "Peers[3]"},
-		{"peer empty host", func(c *Config) { c.Peers[3] = ":7000" }, "needs both a host and a port"},
-		{"peer empty", func(c *Config) { c.Peers[3] = "" }, "empty address"},
-		{"shared address", func(c *Config) { c.Peers[3] = c.Peers[2] }, "Peers[2] and Peers[3] share address"},
+		{"peer 0", func(c *Config) { add(c, 0, "a:1") }, `Peers[1] (ID 0, "a:1"): ID 0 is reserved`},
+		{"peer twice", func(c *Config) { add(c, 2, "a:1") }, `Peers[1] (ID 2, "a:1"): ID listed twice (also Peers[0])`},
+		{"peer no port", func(c *Config) { add(c, 3, "rafty-2") }, `Peers[1] (ID 3): address "rafty-2" is not host:port`},
+		{"peer empty host", func(c *Config) { add(c, 3, ":7000") }, "needs both a host and a port"},
+		{"peer empty", func(c *Config) { add(c, 3, "") }, "Peers[1] (ID 3): empty address"},
+		{"peer space", func(c *Config) { add(c, 3, "a b:1") }, `Peers[1] (ID 3, "a b:1"): address contains ' '`},
+		{"peer too long", func(c *Config) { add(c, 3, strings.Repeat("a", driver.MaxPeerAddrBytes)+":1") }, "at most 512 (MaxPeerAddrBytes)"},
+		{"shared address", func(c *Config) { add(c, 3, c.Peers[0].Addr) }, "Peers[1] (ID 3, \"rafty-1.rafty.default.svc.cluster.local:7000\"): address shared with Peers[0]"},
 		{"negative queue", func(c *Config) { c.SendQueueLen = -1 }, "SendQueueLen is -1"},
 		{"tiny messages", func(c *Config) { c.MaxMessageBytes = 100 }, "MaxMessageBytes is 100"},
 		{"huge chunk", func(c *Config) { c.SnapshotChunkBytes = 2 << 20 }, "SnapshotChunkBytes is 2097152"},
@@ -143,8 +148,8 @@ func TestPeerAddressedByDNSName(t *testing.T) {
 	lisA, lisB := listen(t), listen(t)
 	_, portB, _ := net.SplitHostPort(lisB.Addr().String())
 	recA, recB := newRecorder(), newRecorder()
-	a := startNode(t, testConfig(1, lisA, map[uint64]string{2: net.JoinHostPort("localhost", portB)}, recA))
-	startNode(t, testConfig(2, lisB, map[uint64]string{1: lisA.Addr().String()}, recB))
+	a := startNode(t, testConfig(1, lisA, []driver.Peer{{ID: 2, Addr: net.JoinHostPort("localhost", portB)}}, recA))
+	startNode(t, testConfig(2, lisB, []driver.Peer{{ID: 1, Addr: lisA.Addr().String()}}, recB))
 	a.Send([]core.Message{heartbeat(1, 2, 1)})
 	waitFor(t, "delivery by name", func() bool { return recB.count() == 1 })
 }
@@ -259,7 +264,7 @@ func TestFullQueueNeverBlocks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := newRecorder()
-			cfg := testConfig(1, listen(t), map[uint64]string{2: tc.addr(t)}, rec)
+			cfg := testConfig(1, listen(t), []driver.Peer{{ID: 2, Addr: tc.addr(t)}}, rec)
 			cfg.SendQueueLen = queueLen
 			tr := startNode(t, cfg)
 
@@ -373,7 +378,7 @@ func TestReconnectAfterPeerRestart(t *testing.T) {
 	lis, err := net.Listen("tcp", addr)
 	must(t, err)
 	rec := newRecorder()
-	startNode(t, testConfig(2, lis, map[uint64]string{1: a.tr.Addr().String()}, rec))
+	startNode(t, testConfig(2, lis, []driver.Peer{{ID: 1, Addr: a.tr.Addr().String()}}, rec))
 	waitFor(t, "delivery after restart", func() bool {
 		seq++
 		a.tr.Send([]core.Message{heartbeat(1, 2, seq)})
@@ -483,8 +488,8 @@ func TestRejections(t *testing.T) {
 func TestClusterMismatchBetweenTransports(t *testing.T) {
 	lisA, lisB := listen(t), listen(t)
 	recA, recB := newRecorder(), newRecorder()
-	cfgA := testConfig(1, lisA, map[uint64]string{2: lisB.Addr().String()}, recA)
-	cfgB := testConfig(2, lisB, map[uint64]string{1: lisA.Addr().String()}, recB)
+	cfgA := testConfig(1, lisA, []driver.Peer{{ID: 2, Addr: lisB.Addr().String()}}, recA)
+	cfgB := testConfig(2, lisB, []driver.Peer{{ID: 1, Addr: lisA.Addr().String()}}, recB)
 	cfgB.ClusterID = testCluster + 1
 	a, b := startNode(t, cfgA), startNode(t, cfgB)
 	waitFor(t, "rejection", func() bool {
@@ -577,7 +582,7 @@ func TestAddRemovePeer(t *testing.T) {
 	// A third node joins: both sides learn of each other.
 	lis := listen(t)
 	rec := newRecorder()
-	c := startNode(t, testConfig(3, lis, map[uint64]string{1: a.tr.Addr().String()}, rec))
+	c := startNode(t, testConfig(3, lis, []driver.Peer{{ID: 1, Addr: a.tr.Addr().String()}}, rec))
 	a.tr.Send([]core.Message{heartbeat(1, 3, 1)})
 	expectf(t, a.tr.Stats().Dropped[DropUnknownPeer] == 1, "send to unknown peer")
 	must(t, a.tr.AddPeer(3, lis.Addr().String()))
@@ -594,7 +599,7 @@ func TestAddRemovePeer(t *testing.T) {
 	// Removed: a refuses its batches and drops sends to it.
 	a.tr.RemovePeer(3)
 	a.tr.RemovePeer(3) // no-op
-	_, known := a.tr.Peers()[3]
+	known := slices.ContainsFunc(a.tr.Peers(), func(p driver.Peer) bool { return p.ID == 3 })
 	expectf(t, !known, "peer 3 still listed")
 	before := a.tr.Stats().Rejected[RejectUnknownSender]
 	waitFor(t, "refusal after removal", func() bool {
@@ -650,10 +655,10 @@ func TestMetricsRegistered(t *testing.T) {
 
 func TestCloseWithTrafficInFlight(t *testing.T) {
 	lis := make([]net.Listener, 3)
-	peers := map[uint64]string{}
+	var peers []driver.Peer
 	for i := range lis {
 		lis[i] = listen(t)
-		peers[uint64(i+1)] = lis[i].Addr().String()
+		peers = append(peers, driver.Peer{ID: uint64(i + 1), Addr: lis[i].Addr().String()})
 	}
 	var trs []*GRPC
 	for i := range lis {

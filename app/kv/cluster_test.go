@@ -113,7 +113,7 @@ func (c *testCluster) startOn(id uint64, dir string, log *memlog.Log) *member {
 	c.members[id] = m
 	m.node, err = driver.Start(context.Background(), driver.Config{
 		ID:               id,
-		Peers:            c.ids,
+		Peers:            peersOf(c.ids),
 		Storage:          log,
 		StateMachine:     store,
 		NewTransport:     c.net.NewTransport(id),
@@ -154,6 +154,16 @@ func (c *testCluster) startOn(id uint64, dir string, log *memlog.Log) *member {
 }
 
 // stop shuts member id down in the order a server does.
+// peersOf lists ids as peers without addresses (the in-memory network
+// routes by ID).
+func peersOf(ids []uint64) []driver.Peer {
+	peers := make([]driver.Peer, len(ids))
+	for i, id := range ids {
+		peers[i] = driver.Peer{ID: id}
+	}
+	return peers
+}
+
 func (c *testCluster) stop(id uint64) {
 	m := c.members[id]
 	if m == nil {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rafty-db/rafty/app/kv/kvpb"
@@ -32,6 +35,12 @@ type Service struct {
 	node      raftNode
 	clusterID uint64
 	limits    Limits
+
+	// caughtUp is set once a linearizable barrier has succeeded in this
+	// process's lifetime; until then serializable reads run one (see
+	// serializableGate). It is never cleared: applied only grows while the
+	// process lives.
+	caughtUp atomic.Bool
 }
 
 // NewService returns the service of the member running node over store
@@ -119,6 +128,50 @@ func (s *Service) barrier(ctx context.Context) error {
 	if err := s.node.Read(ctx); err != nil {
 		return readStatus(err)
 	}
+	s.caughtUp.Store(true)
+	return nil
+}
+
+// readGate runs what a read must wait for before it reads the local
+// store: the linearizable barrier, or for a serializable read the
+// once-per-process catch-up of serializableGate.
+func (s *Service) readGate(ctx context.Context, serializable bool) error {
+	if serializable {
+		return s.serializableGate(ctx)
+	}
+	return s.barrier(ctx)
+}
+
+// serializableGate keeps serializable reads monotonic per member across
+// restarts and power loss. A power cut can take a member's unsynced commit
+// index and its state machine's unsynced writes back to the last fsync, so
+// a restarted member can hold an older state than one it served before
+// the cut. Its first serializable read therefore waits for one
+// linearizable barrier (ReadIndex): the read index is the commit index of
+// a leader that has committed an entry of its own term, so it covers every
+// entry ever committed — in particular everything this member had applied
+// and served — and the barrier returns only once this member has applied
+// up to it. After one success the member's state can never again be older
+// than anything it served, so later serializable reads skip the barrier
+// (they stay local and fast, and keep working through a partition). A
+// member that cannot reach a leader after a restart — isolated, or in a
+// cluster without a quorum — refuses serializable reads with Unavailable
+// until it can, rather than serve a state that may have gone back in
+// time; clients retry another member.
+func (s *Service) serializableGate(ctx context.Context) error {
+	if s.caughtUp.Load() {
+		return nil
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	if err := s.node.Read(ctx); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return status.Errorf(codes.Canceled, "cancelled waiting to catch up since restart: %v", err)
+		}
+		return status.Errorf(codes.Unavailable,
+			"not caught up since restart: this member serves serializable reads once it has applied what a leader confirms committed (%v); retry another member", err)
+	}
+	s.caughtUp.Store(true)
 	return nil
 }
 
@@ -172,10 +225,8 @@ func (s *Service) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetRespo
 	if err := s.limits.checkKey("key", req.Key); err != nil {
 		return nil, invalidStatus(err)
 	}
-	if !req.Serializable {
-		if err := s.barrier(ctx); err != nil {
-			return nil, err
-		}
+	if err := s.readGate(ctx, req.Serializable); err != nil {
+		return nil, err
 	}
 	kv, err := s.store.get(req.Key)
 	if err != nil {
@@ -196,10 +247,8 @@ func (s *Service) Range(ctx context.Context, req *kvpb.RangeRequest) (*kvpb.Rang
 	if err := s.limits.checkSpan(op.key, op.rangeEnd); err != nil {
 		return nil, invalidStatus(err)
 	}
-	if !req.Serializable {
-		if err := s.barrier(ctx); err != nil {
-			return nil, err
-		}
+	if err := s.readGate(ctx, req.Serializable); err != nil {
+		return nil, err
 	}
 	resp, err := s.store.rangeLocal(&op, s.limits.MaxResponseBytes)
 	if err != nil {

@@ -6,8 +6,8 @@
 # point against its leader, stops it, and does the same for the other system
 # (the order of the two alternates between rounds). Results go to
 # $OUT/results/*.json (one workload.Result each), cluster and load logs to
-# $OUT/logs/, and the markdown table (medians over rounds, ratios Rafty/etcd)
-# to $OUT/table.md. Everything it started is stopped and its data removed on
+# $OUT/logs/, the markdown table (medians over rounds, ratios Rafty/etcd)
+# to $OUT/table.md and its throughput-latency chart to $OUT/chart.svg. Everything it started is stopped and its data removed on
 # exit, including on Ctrl-C.
 #
 # Usage: bash bench/etcd/compare.sh [options]     (from anywhere in the repo)
@@ -296,4 +296,6 @@ log "all rounds done in $((SECONDS - start)) s"
 
 "$ETCDBENCH" table --rafty-version "$RAFTY_VERSION" --out "$OUT/table.md" "$RESULTS"
 log "table written to $OUT/table.md"
+"$ETCDBENCH" chart --out "$OUT/chart.svg" "$RESULTS"
+log "chart written to $OUT/chart.svg (docs/benchmarks-compare.svg is drawn from the table in docs/benchmarks.md: see bench/etcd/chart_test.go)"
 cat "$OUT/table.md"

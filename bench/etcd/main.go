@@ -6,6 +6,7 @@
 //	etcdbench cluster [--data-dir DIR]            # prints {"endpoints":[...],"pids":[...]} when healthy
 //	etcdbench load --endpoints A,B,C --leader-only --op put --concurrency 16 --json --pids P1,P2,P3
 //	etcdbench table artifacts/bench/results       # markdown comparison table
+//	etcdbench chart --out chart.svg artifacts/bench/results  # throughput–latency chart
 //	etcdbench member ...                          # one member; started by cluster
 //	etcdbench ports N                             # N free loopback ports (for scripts)
 //
@@ -32,6 +33,7 @@ commands:
             member PIDs as JSON when healthy, stop it on SIGTERM/SIGINT
   load      drive a workload against --endpoints and print the result
   table     render result JSON files as the Rafty/etcd markdown table
+  chart     draw result JSON files (or a markdown table) as a throughput-latency SVG
   ports     print N free loopback TCP ports
 
 "etcdbench COMMAND -h" lists a command's flags.
@@ -63,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = loadMain(ctx, args[1:], stdout, stderr)
 	case "table":
 		err = tableMain(args[1:], stdout, stderr)
+	case "chart":
+		err = chartMain(args[1:], stdout, stderr)
 	case "ports":
 		err = portsMain(args[1:], stdout, stderr)
 	case "-h", "--help", "help":

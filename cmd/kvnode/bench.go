@@ -1,13 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-
-	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v3"
@@ -140,7 +141,8 @@ func runBench(ctx context.Context, cmd *cli.Command, spec workload.Spec, eps []s
 		defer cancel()
 		return benchOp(ctx, clients[op.Worker%len(clients)], op)
 	}
-	opts := []workload.Option{workload.WithClassifier(classifyBenchError)}
+	samples := &errorSamples{}
+	opts := []workload.Option{workload.WithClassifier(samples.classify)}
 	if !cmd.Bool(flagQuiet) {
 		opts = append(opts, workload.WithProgress(cmd.Root().ErrWriter, fmt.Sprintf("rafty %s c=%d", spec.Op, spec.Concurrency)))
 	}
@@ -149,21 +151,91 @@ func runBench(ctx context.Context, cmd *cli.Command, spec workload.Spec, eps []s
 	}
 	res := workload.Run(ctx, spec, do, opts...)
 	res.System = "rafty"
-	res.Version = "rafty (" + runtime.Version() + ")"
+	res.Version = "rafty " + currentVersion().short()
 	res.LeaderOnly = cmd.Bool(flagLeaderOnly)
 	if cmd.Bool(flagJSON) {
 		b, err := json.Marshal(res)
 		if err != nil {
 			return fmt.Errorf("bench: encoding the result: %w", err)
 		}
-		_, err = fmt.Fprintf(cmd.Writer, "%s\n", b)
-		return err
+		if _, err = fmt.Fprintf(cmd.Writer, "%s\n", b); err != nil {
+			return err
+		}
+		return samples.failure(res)
 	}
 	fmt.Fprintf(cmd.Writer, "%s c=%d conns=%d: %.0f ops/s over %.1fs; latency p50 %v p90 %v p99 %v p99.9 %v; errors %v\n",
 		res.Op, res.Concurrency, res.Conns, res.OpsPerSec, res.Seconds,
 		res.P50.Round(time.Microsecond), res.P90.Round(time.Microsecond),
 		res.P99.Round(time.Microsecond), res.P999.Round(time.Microsecond), res.Errors)
-	return nil
+	return samples.failure(res)
+}
+
+// Bounds on what errorSamples keeps: kinds are gRPC codes and a few
+// client-side names, and one message per kind is enough to say what
+// went wrong.
+const (
+	maxErrorKinds       = 32
+	maxErrorSampleBytes = 200
+)
+
+// errorSamples classifies failed operations for the workload and keeps
+// the first message of each kind, so a run with failures can say what
+// they were, not only how many.
+type errorSamples struct {
+	mu    sync.Mutex
+	first map[string]string
+}
+
+// classify is classifyBenchError, remembering a sample of each kind.
+func (e *errorSamples) classify(err error) string {
+	kind := classifyBenchError(err)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.first == nil {
+		e.first = map[string]string{}
+	}
+	if _, ok := e.first[kind]; !ok && len(e.first) < maxErrorKinds {
+		msg := err.Error()
+		if st, ok := status.FromError(err); ok {
+			msg = st.Message()
+		}
+		if len(msg) > maxErrorSampleBytes {
+			msg = msg[:maxErrorSampleBytes] + "..."
+		}
+		e.first[kind] = msg
+	}
+	return kind
+}
+
+// failure is nil when no measured operation failed, and otherwise the
+// error that makes bench exit non-zero: how many failed, of each kind,
+// most frequent first, with a sample message of each.
+func (e *errorSamples) failure(res workload.Result) error {
+	var failed int64
+	kinds := make([]string, 0, len(res.Errors))
+	for k, n := range res.Errors {
+		failed += n
+		kinds = append(kinds, k)
+	}
+	if failed == 0 {
+		return nil
+	}
+	slices.SortFunc(kinds, func(a, b string) int {
+		if c := cmp.Compare(res.Errors[b], res.Errors[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	parts := make([]string, len(kinds))
+	for i, k := range kinds {
+		parts[i] = fmt.Sprintf("%s %d", k, res.Errors[k])
+		if msg, ok := e.first[k]; ok && msg != "" {
+			parts[i] += fmt.Sprintf(" (first: %q)", msg)
+		}
+	}
+	return fmt.Errorf("bench: %d of %d measured operations failed: %s", failed, failed+res.Ops, strings.Join(parts, ", "))
 }
 
 // benchOp issues one operation. The txn compares the key's value with the

@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/rafty-db/rafty/app/kv/kvpb"
 	"github.com/rafty-db/rafty/bench/workload"
 )
 
@@ -59,5 +62,34 @@ func TestBenchAgainstCluster(t *testing.T) {
 	}
 	if res.P50 <= 0 || res.P99 < res.P50 {
 		t.Errorf("latency percentiles out of order: p50 %v p99 %v", res.P50, res.P99)
+	}
+}
+
+// bench exits non-zero when operations fail, with one line counting them
+// by kind with the first message of each; --json still prints the
+// result first.
+func TestBenchReportsFailures(t *testing.T) {
+	ep := serveKV(t, &kvpb.UnimplementedKVServer{}) // every operation fails
+	for _, asJSON := range []bool{false, true} {
+		args := []string{"bench", "--endpoints", ep, "--op", "put", "--concurrency", "2", "--warmup", "0s", "--duration", "200ms", "--quiet"}
+		if asJSON {
+			args = append(args, "--json")
+		}
+		code, stdout, stderr := runCLI(t, args...)
+		if code != exitFailure {
+			t.Errorf("json=%v: exit %d, want %d (stderr %q)", asJSON, code, exitFailure, stderr)
+		}
+		m := regexp.MustCompile(`^kvnode: bench: (\d+) of (\d+) measured operations failed: unimplemented (\d+) \(first: "method Put not implemented"\)\n$`).FindStringSubmatch(stderr)
+		if m == nil || m[1] != m[2] || m[1] != m[3] || m[1] == "0" {
+			t.Errorf("json=%v: stderr %q", asJSON, stderr)
+		}
+		if asJSON {
+			var res workload.Result
+			if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Errors["unimplemented"] == 0 {
+				t.Errorf("--json output %q (%v)", stdout, err)
+			}
+		} else if !strings.Contains(stdout, "errors map[unimplemented:") {
+			t.Errorf("summary line %q", stdout)
+		}
 	}
 }

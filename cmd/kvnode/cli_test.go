@@ -6,11 +6,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,14 +27,22 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rafty-db/rafty/app/kv"
 	"github.com/rafty-db/rafty/app/kv/kvpb"
 )
 
-// runCLI runs the CLI in-process and returns its exit status and output.
+// runCLI runs the CLI in-process with an empty standard input and returns
+// its exit status and output.
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runCLIInput(t, strings.NewReader(""), args...)
+}
+
+// runCLIInput is runCLI reading stdin.
+func runCLIInput(t *testing.T, stdin io.Reader, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	code = run(context.Background(), append([]string{"kvnode"}, args...), &out, &errOut)
+	code = run(context.Background(), append([]string{"kvnode"}, args...), stdin, &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -81,12 +94,19 @@ func TestCLIBadInput(t *testing.T) {
 		{args: []string{"put", "k", "v", "--timeout", "soon"}, wantCode: exitUsage, want: `invalid value "soon" for flag --timeout`},
 		{args: []string{"put", "k", "v"}, env: map[string]string{"KVNODE_TIMEOUT": "soon"}, wantCode: exitUsage,
 			want: `"soon" as time.Duration value from environment variable "KVNODE_TIMEOUT"`},
-		{args: []string{"put", "k", "v", "--endpoints", dead, "--timeout", "300ms"}, wantCode: exitFailure,
-			want: "put: timed out: no endpoint could answer: " + dead + ": unavailable: connection refused"},
+		// Nothing listens: fails at once (TestCLIRefusedFailsFast times it).
+		{args: []string{"put", "k", "v", "--endpoints", dead}, wantCode: exitFailure,
+			want: "put: connection refused at every endpoint (" + dead + "): is the cluster running, and are these its client addresses (--endpoints, KVNODE_ENDPOINTS)?"},
+		{args: []string{"put", "k", "--file", "/nonexistent/v"}, wantCode: exitUsage, want: "put: --file: /nonexistent/v: no such file or directory"},
+		{args: []string{"put", "k", "--file", ""}, wantCode: exitUsage, want: "put: --file must not be empty"},
+		{args: []string{"put", "k", "v", "--file", "/dev/null"}, wantCode: exitUsage, want: "usage: kvnode put KEY --file F (got 2 arguments)"},
+		{args: []string{"put", "k", strings.Repeat("v", kv.DefaultMaxValueBytes+1)}, wantCode: exitUsage,
+			want: "put: the value is 1048577 bytes, over the server's limit of 1.0 MiB (1048576 bytes)"},
+		{args: []string{"version", "x"}, wantCode: exitUsage, want: "usage: kvnode version"},
 		{args: []string{"get"}, wantCode: exitUsage, want: "usage: kvnode get KEY"},
 		{args: []string{"get", "a", "b"}, wantCode: exitUsage, want: "(got 2 arguments)"},
 		{args: []string{"get", "k", "--serializable=maybe"}, wantCode: exitUsage, want: "--serializable"},
-		{args: []string{"get", "k", "--endpoints", dead, "--timeout", "300ms"}, wantCode: exitFailure, want: "get: timed out"},
+		{args: []string{"get", "k", "--endpoints", dead + "," + freeAddr(t)}, wantCode: exitFailure, want: "get: connection refused at every endpoint (" + dead + ", "},
 		{args: []string{"del"}, wantCode: exitUsage, want: "del: takes KEY, --prefix PREFIX or START END"},
 		{args: []string{"del", "--prefix", ""}, wantCode: exitUsage, want: "refusing an empty prefix"},
 		{args: []string{"del", "c", "a"}, wantCode: exitUsage, want: `END "a" must sort after START "c"`},
@@ -479,6 +499,119 @@ func TestCLIAgainstFakeServer(t *testing.T) {
 	}
 }
 
+// put takes its value from standard input (VALUE -) or a file (--file),
+// byte for byte, up to the server's limit; a longer value is refused
+// before anything is sent.
+func TestCLIPutFromStdinAndFile(t *testing.T) {
+	f := newFakeKV()
+	ep := "--endpoints=" + startFakeKV(t, f)
+	value := func(key string) string {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.data[key]
+	}
+	calls := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.calls
+	}
+
+	maximal := strings.Repeat("0123456789abcdef", kv.DefaultMaxValueBytes/16)
+	for _, v := range []string{"line one\nline two\n", "\x00\xff binary\r\n", "", maximal} {
+		if code, stdout, stderr := runCLIInput(t, strings.NewReader(v), "put", "k", "-", ep); code != exitOK || stdout != "OK\n" {
+			t.Fatalf("put k - of %d bytes: exit %d stdout %q stderr %q", len(v), code, stdout, stderr)
+		}
+		if got := value("k"); got != v {
+			t.Fatalf("put k - stored %d bytes, want %d", len(got), len(v))
+		}
+	}
+	file := filepath.Join(t.TempDir(), "value")
+	if err := os.WriteFile(file, []byte("from a file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := runCLI(t, "put", "f", "--file", file, ep); code != exitOK || stdout != "OK\n" || value("f") != "from a file\n" {
+		t.Fatalf("put --file: exit %d stdout %q stderr %q value %q", code, stdout, stderr, value("f"))
+	}
+
+	before := calls()
+	over := strings.NewReader(maximal + "!")
+	args := []string{"put", "k", "-", ep}
+	code, stdout, stderr := runCLIInput(t, over, args...)
+	wantOneLineError(t, args, code, stdout, stderr, exitUsage,
+		"put: the value from standard input is over the server's limit of 1.0 MiB (1048576 bytes)")
+	if err := os.WriteFile(file, []byte(maximal+"!"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args = []string{"put", "k", "--file", file, ep}
+	code, stdout, stderr = runCLI(t, args...)
+	wantOneLineError(t, args, code, stdout, stderr, exitUsage, "put: the value from "+file+" is over the server's limit of 1.0 MiB")
+	if calls() != before {
+		t.Errorf("an oversized value reached the server")
+	}
+}
+
+// Connection refused at every endpoint fails the command at once with
+// one line, instead of retrying until --timeout.
+func TestCLIRefusedFailsFast(t *testing.T) {
+	dead1, dead2 := freeAddr(t), freeAddr(t)
+	for _, args := range [][]string{
+		{"put", "k", "v"}, {"get", "k"}, {"txn", "--then", "put k v"}, {"snapshot", "save", filepath.Join(t.TempDir(), "b.rbak")},
+	} {
+		args = append(args, "--endpoints", dead1+","+dead2, "--timeout", "20s")
+		start := time.Now()
+		code, stdout, stderr := runCLI(t, args...)
+		took := time.Since(start)
+		wantOneLineError(t, args, code, stdout, stderr, exitFailure,
+			"connection refused at every endpoint ("+dead1+", "+dead2+"): is the cluster running")
+		// One round over the endpoints: milliseconds; the bound is
+		// for a loaded machine, far below the 20 s timeout.
+		if took > 5*time.Second {
+			t.Errorf("kvnode %q took %v to fail", args, took)
+		}
+	}
+}
+
+// version prints the version, the commit and the Go version;
+// readBuildVersion takes them from -ldflags or the binary's build
+// information.
+func TestVersion(t *testing.T) {
+	code, stdout, stderr := runCLI(t, "version")
+	lines := strings.Split(stdout, "\n")
+	if code != exitOK || stderr != "" || len(lines) != 5 || !strings.HasPrefix(lines[0], "kvnode ") ||
+		!strings.HasPrefix(lines[1], "commit:   ") || lines[2] != "go:       "+runtime.Version() ||
+		lines[3] != "platform: "+runtime.GOOS+"/"+runtime.GOARCH {
+		t.Fatalf("version: exit %d stderr %q stdout:\n%s", code, stderr, stdout)
+	}
+
+	info := &debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Version: "v0.3.0"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123456789abcdef0123456789abcdef01234567"},
+		{Key: "vcs.time", Value: "2026-01-02T03:04:05Z"},
+		{Key: "vcs.modified", Value: "true"},
+	}}
+	for _, tc := range []struct {
+		name             string
+		ldVersion, ldRev string
+		info             *debug.BuildInfo
+		want             buildVersion
+		short            string
+	}{
+		{"build information", "", "", info,
+			buildVersion{Version: "v0.3.0", Commit: "0123456789abcdef0123456789abcdef01234567", Time: "2026-01-02T03:04:05Z", Modified: true, GoVersion: "go1.99.1"},
+			"v0.3.0 0123456789ab+ go1.99.1"},
+		{"-ldflags win", "v1.0.0", "fedcba", info,
+			buildVersion{Version: "v1.0.0", Commit: "fedcba", GoVersion: "go1.99.1"}, "v1.0.0 fedcba go1.99.1"},
+		{"a source build without VCS stamp", "", "", &debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Version: "(devel)"}},
+			buildVersion{Version: "(devel)", GoVersion: "go1.99.1"}, "(devel) go1.99.1"},
+		{"no build information", "", "", nil, buildVersion{Version: "(devel)", GoVersion: runtime.Version()}, "(devel) " + runtime.Version()},
+	} {
+		got := readBuildVersion(tc.ldVersion, tc.ldRev, tc.info, tc.info != nil)
+		tc.want.Platform = runtime.GOOS + "/" + runtime.GOARCH
+		if got != tc.want || got.short() != tc.short {
+			t.Errorf("%s: %+v (%q), want %+v (%q)", tc.name, got, got.short(), tc.want, tc.short)
+		}
+	}
+}
+
 func TestCLIRetriesAndFailures(t *testing.T) {
 	f := newFakeKV()
 	addr := startFakeKV(t, f)
@@ -559,13 +692,84 @@ func TestCLIStatus(t *testing.T) {
 		t.Fatalf("status row %q", lines[1])
 	}
 
+	// Rows of members that did not answer keep every column, so the
+	// table stays aligned; why they did not answer follows it.
 	dead := freeAddr(t)
-	code, stdout, stderr = runCLI(t, "status", "--endpoints", addr+","+dead, "--timeout", "1s")
-	if code != exitFailure || !strings.Contains(strings.Join(strings.Fields(stdout), " "), dead+" - unreachable: unavailable: connection refused") {
+	wrong := serveKV(t, &kvpb.UnimplementedKVServer{})
+	code, stdout, stderr = runCLI(t, "status", "--endpoints", dead+","+addr+","+wrong, "--timeout", "1s")
+	if code != exitFailure {
 		t.Fatalf("status with a dead endpoint: exit %d stdout %q", code, stdout)
 	}
-	if stderr != "kvnode: status: 1 of 2 endpoints did not answer\n" {
+	table, notes, _ := strings.Cut(stdout, "\n\n")
+	lines = strings.Split(table, "\n")
+	if len(lines) != 4 {
+		t.Fatalf("status table:\n%s", stdout)
+	}
+	header := columnStarts(lines[0])
+	for _, l := range lines[1:] {
+		if got := columnStarts(l); !slices.Equal(got, header) {
+			t.Errorf("row %q: columns start at %v, the header's at %v\n%s", l, got, header, table)
+		}
+	}
+	if f := strings.Fields(lines[1]); strings.Join(f, " ") != dead+" - unreachable - - - - -" {
+		t.Errorf("unreachable row %q", lines[1])
+	}
+	if f := strings.Fields(lines[3]); len(f) != 8 || f[2] != "error" {
+		t.Errorf("row of a server without Status: %q", lines[3])
+	}
+	wantNotes := dead + ": unavailable: connection refused\n" + wrong + ": unimplemented: method Status not implemented\n"
+	if notes != wantNotes {
+		t.Errorf("notes under the table %q, want %q", notes, wantNotes)
+	}
+	if stderr != "kvnode: status: 2 of 3 endpoints did not answer\n" {
 		t.Fatalf("status stderr %q", stderr)
+	}
+}
+
+// columnStarts returns where each cell of a tabwriter row starts (cells
+// are separated by two spaces or more; "DB SIZE" is one cell).
+func columnStarts(row string) []int {
+	var starts []int
+	for _, loc := range regexp.MustCompile(`\S+(?: \S+)*`).FindAllStringIndex(row, -1) {
+		starts = append(starts, loc[0])
+	}
+	return starts
+}
+
+// statusKV answers Status with a fixed response.
+type statusKV struct {
+	kvpb.UnimplementedKVServer
+	resp *kvpb.StatusResponse
+}
+
+func (s *statusKV) Status(context.Context, *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {
+	return s.resp, nil
+}
+
+// A member that answers with applied above commit (read a moment apart,
+// see printStatus) has its row marked and the reason given.
+func TestCLIStatusAppliedAboveCommit(t *testing.T) {
+	ahead := serveKV(t, &statusKV{resp: &kvpb.StatusResponse{MemberId: 2, Leader: 1, Term: 3, Role: "follower", CommitIndex: 40, AppliedIndex: 41}})
+	even := serveKV(t, &statusKV{resp: &kvpb.StatusResponse{MemberId: 1, Leader: 1, Term: 3, Role: "leader", CommitIndex: 41, AppliedIndex: 41}})
+	code, stdout, stderr := runCLI(t, "status", "--endpoints", even+","+ahead)
+	if code != exitOK || stderr != "" {
+		t.Fatalf("status: exit %d stderr %q", code, stderr)
+	}
+	table, notes, _ := strings.Cut(stdout, "\n\n")
+	lines := strings.Split(table, "\n")
+	if f := strings.Fields(lines[1]); len(f) < 6 || f[4] != "41" || f[5] != "41" {
+		t.Errorf("row without the mark: %q", lines[1])
+	}
+	if f := strings.Fields(lines[2]); len(f) < 6 || f[4] != "40" || f[5] != "41*" {
+		t.Errorf("row with applied above commit: %q", lines[2])
+	}
+	if !strings.HasPrefix(notes, "* applied above commit: ") || !strings.Contains(notes, "its commit is at least its applied index") {
+		t.Errorf("no explanation under the table: %q", notes)
+	}
+	// Without such a row, no note.
+	_, stdout, _ = runCLI(t, "status", "--endpoints", even)
+	if strings.Contains(stdout, "*") {
+		t.Errorf("a note without a marked row:\n%s", stdout)
 	}
 }
 

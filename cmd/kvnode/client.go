@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/rafty-db/rafty/app/kv"
 	"github.com/rafty-db/rafty/app/kv/kvpb"
 )
 
@@ -205,6 +207,9 @@ func (c *kvClient) call(ctx context.Context, policy retryPolicy, fn func(context
 			}
 			last[i] = err
 		}
+		if err := c.noneListening(last); err != nil {
+			return err
+		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -214,6 +219,31 @@ func (c *kvClient) call(ctx context.Context, policy retryPolicy, fn func(context
 		}
 		delay = min(2*delay, retryMaxDelay)
 	}
+}
+
+// noneListening returns the error for a round in which every endpoint
+// refused the connection, and nil otherwise. Nothing listens at any of
+// them: waiting out --timeout would only delay the same answer (a
+// cluster in an election or a member restarting answers, or refuses only
+// some connections), so the command fails at once.
+func (c *kvClient) noneListening(last []error) error {
+	for _, err := range last {
+		if !refused(err) {
+			return nil
+		}
+	}
+	return fmt.Errorf("connection refused at every endpoint (%s): is the cluster running, and are these its client addresses (--%s, %s)?",
+		strings.Join(c.endpoints, ", "), flagEndpoints, envName(flagEndpoints))
+}
+
+// refused reports whether err is gRPC's failure to connect because
+// nothing listens at the address. Only the client's own transport error
+// counts: a server's answer that mentions a refused connection (to its
+// leader, say) came from a listening server.
+func refused(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && err != nil && st.Code() == codes.Unavailable &&
+		strings.HasPrefix(st.Message(), "connection error:") && strings.Contains(st.Message(), "connection refused")
 }
 
 // attempt runs fn against one endpoint. Reads and idempotent writes get
@@ -353,23 +383,42 @@ func runClient(ctx context.Context, cmd *cli.Command, fn func(context.Context, *
 	return fn(ctx, c)
 }
 
+// flagFile is put's --file.
+const flagFile = "file"
+
+// stdinValue is the VALUE argument of put that means "read standard input".
+const stdinValue = "-"
+
 func putCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "put",
-		Usage:     "set KEY to VALUE (prints OK)",
-		UsageText: "kvnode put KEY VALUE [--endpoints ...]",
-		Flags:     withClientFlags(),
+		Name:  "put",
+		Usage: "set KEY to VALUE, to standard input (VALUE -) or to a file's contents (--file F); prints OK",
+		UsageText: "kvnode put KEY VALUE | kvnode put KEY - | kvnode put KEY --file F [--endpoints ...]\n\n" +
+			"A value is at most " + humanBytes(kv.DefaultMaxValueBytes) + " (the server's limit); a longer one is refused before anything is sent.\n" +
+			"The value \"-\" itself is put with: printf - | kvnode put KEY -",
+		Flags: withClientFlags(
+			&cli.StringFlag{Name: flagFile, Usage: "read the value from `FILE` (the whole file, as is)"},
+		),
 		Action: action(func(ctx context.Context, cmd *cli.Command) error {
-			if err := wantArgs(cmd, 2, 2, "KEY VALUE"); err != nil {
+			file := cmd.String(flagFile)
+			usage, n := "KEY VALUE", 2
+			if cmd.IsSet(flagFile) {
+				usage, n = "KEY --file F", 1
+			}
+			if err := wantArgs(cmd, n, n, usage); err != nil {
 				return err
 			}
-			key, value := cmd.Args().Get(0), cmd.Args().Get(1)
+			key := cmd.Args().Get(0)
 			if key == "" {
 				return usagef("put: the key must not be empty")
 			}
+			value, err := putValue(cmd, file)
+			if err != nil {
+				return err
+			}
 			return runClient(ctx, cmd, func(ctx context.Context, c *kvClient) error {
 				err := c.call(ctx, idempotentRetry, func(ctx context.Context, kv kvpb.KVClient) error {
-					_, err := kv.Put(ctx, &kvpb.PutRequest{Key: []byte(key), Value: []byte(value)})
+					_, err := kv.Put(ctx, &kvpb.PutRequest{Key: []byte(key), Value: value})
 					return err
 				})
 				if err != nil {
@@ -380,6 +429,50 @@ func putCommand() *cli.Command {
 			})
 		}),
 	}
+}
+
+// putValue returns put's value: the VALUE argument, standard input for
+// "-", or the contents of file (--file). A value over the server's limit
+// (kv.DefaultMaxValueBytes, what serve enforces) is a usage error, found
+// by reading at most one byte past the limit, so a huge input costs no
+// more memory than a maximal value.
+func putValue(cmd *cli.Command, file string) ([]byte, error) {
+	const limit = kv.DefaultMaxValueBytes
+	var (
+		src  io.Reader
+		from string
+	)
+	switch {
+	case cmd.IsSet(flagFile):
+		if file == "" {
+			return nil, usagef("put: --%s must not be empty", flagFile)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, usagef("put: --%s: %v", flagFile, unwrapPathError(err))
+		}
+		defer f.Close()
+		src, from = f, file
+	case cmd.Args().Get(1) == stdinValue:
+		src, from = cmd.Root().Reader, "standard input"
+		if src == nil {
+			src = os.Stdin
+		}
+	default:
+		v := cmd.Args().Get(1)
+		if len(v) > limit {
+			return nil, usagef("put: the value is %d bytes, over the server's limit of %s (%d bytes)", len(v), humanBytes(limit), limit)
+		}
+		return []byte(v), nil
+	}
+	value, err := io.ReadAll(io.LimitReader(src, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("put: reading the value from %s: %v", from, unwrapPathError(err))
+	}
+	if len(value) > limit {
+		return nil, usagef("put: the value from %s is over the server's limit of %s (%d bytes)", from, humanBytes(limit), limit)
+	}
+	return value, nil
 }
 
 func getCommand() *cli.Command {

@@ -3,11 +3,13 @@
 //
 //	kvnode serve --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --id 1 ...
 //	kvnode put greeting hello --endpoints 127.0.0.1:23791,127.0.0.1:23792
+//	kvnode put report - < report.json       (or --file report.json)
 //	kvnode get greeting
 //	kvnode txn --if 'value(greeting)=hello' --then 'put greeting bye' --else 'get greeting'
 //	kvnode status --endpoints 127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793
 //	kvnode snapshot save backup.rbak --endpoints 127.0.0.1:23791,127.0.0.1:23792
 //	kvnode snapshot restore backup.rbak --id 1 --peers 1=10.0.0.1:7000,... --data-dir /var/lib/rafty
+//	kvnode version
 //
 // Every flag has an environment twin: KVNODE_ and the flag name in upper
 // case with underscores (--peer-template is KVNODE_PEER_TEMPLATE).
@@ -72,14 +74,15 @@ func usagef(format string, args ...any) error {
 func falseError(err error) error { return &exitError{code: exitFalse, err: err} }
 
 func main() {
-	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
+	os.Exit(run(context.Background(), os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
 // run executes the command line args (args[0] is the program name) and
 // returns the process's exit status. It never calls os.Exit itself, so
-// tests run the whole CLI in-process with captured output.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := newApp(stdout, stderr).Run(ctx, args)
+// tests run the whole CLI in-process with given input and captured
+// output.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	err := newApp(stdin, stdout, stderr).Run(ctx, args)
 	if err == nil {
 		return exitOK
 	}
@@ -106,9 +109,10 @@ func oneLine(s string) string {
 	return strings.Join(fields, "; ")
 }
 
-// newApp builds the command tree writing to stdout and stderr. It is
-// rebuilt per run because urfave/cli keeps parse state in its flags.
-func newApp(stdout, stderr io.Writer) *cli.Command {
+// newApp builds the command tree reading stdin and writing to stdout and
+// stderr. It is rebuilt per run because urfave/cli keeps parse state in
+// its flags.
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
 	root := &cli.Command{
 		Name:      "kvnode",
 		Usage:     "run a node of the Rafty replicated key-value store, or talk to a cluster",
@@ -116,6 +120,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 		Description: "Every flag can also be set through its environment twin: KVNODE_ followed by the\n" +
 			"flag name in upper case with dashes as underscores (--peer-template: KVNODE_PEER_TEMPLATE).\n" +
 			"Exit status: 0 success, 1 failure, 2 bad input, 3 key not found / txn condition false.",
+		Reader:          stdin,
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
@@ -132,6 +137,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			healthCommand(),
 			benchCommand(),
 			snapshotCommand(),
+			versionCommand(),
 		},
 		Action: func(_ context.Context, cmd *cli.Command) error {
 			if cmd.NArg() > 0 {

@@ -162,12 +162,8 @@ func (s *server) start() error {
 	})
 	s.reg.MustRegister(newStatusCollector(&s.node), leaderChanges)
 	if metricsLis != nil {
-		s.metricsSrv = &http.Server{
-			Addr:              metricsLis.Addr().String(),
-			Handler:           newMetricsMux(s.reg, s.ready, s.log, s.cfg.EnablePprof),
-			ReadHeaderTimeout: 5 * time.Second,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		}
+		s.metricsSrv = newMetricsServer(metricsLis.Addr().String(),
+			newMetricsMux(s.reg, s.ready, s.log, s.cfg.EnablePprof), clientLis.Addr().String(), s.log)
 		go func() {
 			if err := s.metricsSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				s.serveErr <- fmt.Errorf("metrics server: %w", err)
@@ -181,9 +177,13 @@ func (s *server) start() error {
 	}
 	s.reg.MustRegister(newDiskCollector(s.wal), newStoreCollector(s.kv))
 
+	peers := make([]driver.Peer, 0, len(cfg.Peers))
+	for _, id := range cfg.PeerIDs() {
+		peers = append(peers, driver.Peer{ID: id, Addr: cfg.Peers[id]})
+	}
 	node, err := driver.Start(context.Background(), driver.Config{
 		ID:           cfg.ID,
-		Peers:        cfg.PeerIDs(),
+		Peers:        peers,
 		Storage:      wrapStorage(s.wal, s.log), // chaos_hook.go; the chaos build wraps it (chaos_disk.go)
 		StateMachine: s.kv,
 		// Snapshots in the WAL directory turn on log compaction, with the
@@ -203,7 +203,7 @@ func (s *server) start() error {
 				ClusterID:   cfg.ClusterID,
 				NodeID:      cfg.ID,
 				Listener:    peerLis,
-				Peers:       cfg.Peers,
+				Peers:       peers,
 				Handler:     h,
 				TLSCertFile: cfg.TLSCertFile,
 				TLSKeyFile:  cfg.TLSKeyFile,
@@ -215,11 +215,7 @@ func (s *server) start() error {
 				return nil, err
 			}
 			peerLisOwned = true
-			if err := t.Start(context.Background()); err != nil {
-				_ = t.Close()
-				return nil, err
-			}
-			return t, nil
+			return t, nil // the node starts it
 		},
 		TickInterval: cfg.Tick,
 		TuneRaft: func(rc *core.Config) {

@@ -99,6 +99,7 @@ func snapshotSaveCommand() *cli.Command {
 				timeout:         cmd.Duration(flagTimeout),
 				attemptTimeout:  cmd.Duration(flagAttemptTimeout),
 				transferTimeout: cmd.Duration(flagTransferTimeout),
+				progress:        cmd.Root().ErrWriter,
 			})
 			if err != nil {
 				return fmt.Errorf("snapshot save: %w", err)
@@ -139,10 +140,11 @@ func snapshotSaveFlags() []cli.Flag {
 	return flags
 }
 
-// saveOptions are save's flag values.
+// saveOptions are save's flag values, and where it reports progress.
 type saveOptions struct {
 	force                                    bool
 	timeout, attemptTimeout, transferTimeout time.Duration
+	progress                                 io.Writer // nil: no progress reports
 }
 
 // savedBackup describes a backup written by saveBackup.
@@ -184,7 +186,14 @@ func saveBackup(ctx context.Context, c *kvClient, file string, o saveOptions) (*
 		}
 	}()
 
-	saved, err := fetchBackup(ctx, c, f, o)
+	var dst io.Writer = f
+	if o.progress != nil {
+		// The size is known only at the end: bytes and rate, no bar.
+		p := newProgress(o.progress, "snapshot save", "received", 0)
+		defer p.done()
+		dst = progressWriter{w: f, p: p}
+	}
+	saved, err := fetchBackup(ctx, c, dst, o)
 	if err != nil {
 		return nil, err
 	}
@@ -283,6 +292,9 @@ func fetchBackup(ctx context.Context, c *kvClient, w io.Writer, o saveOptions) (
 			default:
 				return nil, endpointError(c.endpoints[i], err)
 			}
+		}
+		if err := c.noneListening(last); err != nil {
+			return nil, err
 		}
 		t := time.NewTimer(delay)
 		select {
@@ -538,7 +550,7 @@ func snapshotRestoreCommand() *cli.Command {
 			}
 			start := time.Now()
 			file := cmd.Args().First()
-			meta, size, err := restoreBackup(file, cfg)
+			meta, size, err := restoreBackup(file, cfg, cmd.Root().ErrWriter)
 			if err != nil {
 				return fmt.Errorf("snapshot restore: %w", err)
 			}
@@ -553,14 +565,25 @@ func snapshotRestoreCommand() *cli.Command {
 
 // restoreBackup seeds cfg's empty data directory from a backup file,
 // opening the storage exactly as serve does, with cfg's peers as the new
-// membership. It returns the restored metadata and the file's size. If it
-// fails, it removes what it created, leaving the directory as it found it.
-func restoreBackup(file string, cfg *serveConfig) (meta core.SnapshotMeta, size int64, err error) {
+// membership, and reports its progress on progressTo (nil: not at all).
+// It returns the restored metadata and the file's size. If it fails, it
+// removes what it created, leaving the directory as it found it.
+func restoreBackup(file string, cfg *serveConfig, progressTo io.Writer) (meta core.SnapshotMeta, size int64, err error) {
 	f, err := openBackupFile(file)
 	if err != nil {
 		return core.SnapshotMeta{}, 0, err
 	}
 	defer f.Close()
+	var src io.Reader = f
+	if progressTo != nil {
+		var total int64
+		if fi, err := f.Stat(); err == nil {
+			total = fi.Size()
+		}
+		p := newProgress(progressTo, "snapshot restore", "read", total)
+		defer p.done()
+		src = progressReader{r: f, p: p}
+	}
 	existed, err := checkEmptyDataDir(cfg.DataDir)
 	if err != nil {
 		return core.SnapshotMeta{}, 0, err
@@ -576,7 +599,7 @@ func restoreBackup(file string, cfg *serveConfig) (meta core.SnapshotMeta, size 
 	if err != nil {
 		return core.SnapshotMeta{}, 0, err
 	}
-	cr := &countingReader{r: f}
+	cr := &countingReader{r: src}
 	meta, err = driver.RestoreBackup(cr, driver.RestoreTarget{
 		Storage:      wal,
 		Snapshots:    wal.Snapshots(),

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rafty-db/rafty/app/kv/kvpb"
 )
@@ -75,17 +78,35 @@ func memberStatuses(ctx context.Context, c *kvClient, hash bool) []statusRow {
 	return rows
 }
 
-// printStatus writes the rows as an aligned table.
+// printStatus writes the rows as an aligned table, then notes: why each
+// unreachable endpoint did not answer, and why a row shows applied above
+// commit.
+//
+// The Status RPC reads the commit index from the state the member's Raft
+// loop published after its last batch of work, and the applied index
+// from the state machine, which the batch in progress may have advanced
+// already: the loop learns a new commit index, applies the entries it
+// covers, and only then publishes. For that moment applied is ahead of
+// the commit shown, though never of the member's real commit index (an
+// entry is applied only once committed). The row is marked rather than
+// altered: both numbers are what the member said.
 func printStatus(out io.Writer, rows []statusRow, hash bool) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	header := "ENDPOINT\tID\tROLE\tTERM\tCOMMIT\tAPPLIED\tLEADER\tDB SIZE"
+	cols := 8
 	if hash {
 		header += "\tHASH\tHASH INDEX\tKEYS"
+		cols += 3
 	}
 	fmt.Fprintln(tw, header)
+	var notes []string
+	ahead := false
 	for _, r := range rows {
 		if r.err != nil {
-			fmt.Fprintf(tw, "%s\t-\tunreachable: %s\n", r.endpoint, describeRPCError(r.err))
+			// Every column filled, so that tabwriter keeps the table's
+			// columns aligned across this row.
+			fmt.Fprintf(tw, "%s\t-\t%s%s\n", r.endpoint, failedRole(r.err), strings.Repeat("\t-", cols-3))
+			notes = append(notes, fmt.Sprintf("%s: %s", r.endpoint, describeRPCError(r.err)))
 			continue
 		}
 		s := r.resp
@@ -93,15 +114,42 @@ func printStatus(out io.Writer, rows []statusRow, hash bool) error {
 		if s.GetLeader() != 0 {
 			leader = strconv.FormatUint(s.GetLeader(), 10)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s",
-			r.endpoint, s.GetMemberId(), s.GetRole(), s.GetTerm(), s.GetCommitIndex(), s.GetAppliedIndex(),
+		applied := strconv.FormatUint(s.GetAppliedIndex(), 10)
+		if s.GetAppliedIndex() > s.GetCommitIndex() {
+			applied += "*"
+			ahead = true
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\t%s\t%s",
+			r.endpoint, s.GetMemberId(), s.GetRole(), s.GetTerm(), s.GetCommitIndex(), applied,
 			leader, humanBytes(s.GetDbSizeBytes()))
 		if hash {
 			fmt.Fprintf(tw, "\t%016x\t%d\t%d", s.GetHash(), s.GetHashIndex(), s.GetHashKeys())
 		}
 		fmt.Fprintln(tw)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if ahead {
+		notes = append(notes, "* applied above commit: the member applied newly committed entries between publishing "+
+			"its commit index and answering; entries are applied only once committed, so its commit is at least its applied index")
+	}
+	if len(notes) > 0 {
+		_, err := fmt.Fprintf(out, "\n%s\n", strings.Join(notes, "\n"))
+		return err
+	}
+	return nil
+}
+
+// failedRole is the ROLE cell of an endpoint that gave no status:
+// "unreachable" when no answer came, "error" when one did, but not a
+// status (a metrics port, say, or a server that is not kvnode).
+func failedRole(err error) string {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return "unreachable"
+	}
+	return "error"
 }
 
 // humanBytes formats a size with a binary unit (1.5 MiB).

@@ -10,7 +10,13 @@ import (
 // observe checks Election Safety and Leader Completeness right after a
 // node's state may have changed (a Tick or a Step).
 func (s *Sim) observe(sn *simNode) error {
-	if !sn.up || sn.n.Role() != core.RoleLeader {
+	if !sn.up {
+		return nil
+	}
+	if t := sn.n.Term(); t < sn.durableTerm {
+		return fmt.Errorf("terms go back: node %d is at term %d after persisting term %d", sn.id, t, sn.durableTerm)
+	}
+	if sn.n.Role() != core.RoleLeader {
 		return nil
 	}
 	term := sn.n.Term()
@@ -48,6 +54,19 @@ func (s *Sim) observe(sn *simNode) error {
 	return nil
 }
 
+// checkDurableTerm: a node's persisted term never decreases (paper §5.1;
+// Figure 2: currentTerm increases monotonically).
+func (s *Sim) checkDurableTerm(sn *simNode, hs core.HardState) error {
+	if hs.IsZero() {
+		return nil
+	}
+	if hs.Term < sn.durableTerm {
+		return fmt.Errorf("terms go back: node %d persists term %d after term %d", sn.id, hs.Term, sn.durableTerm)
+	}
+	sn.durableTerm = hs.Term
+	return nil
+}
+
 // recordCommit notes the term in which a leader committed each index.
 func (s *Sim) recordCommit(sn *simNode, rd *core.Ready) error {
 	if rd.HardState.IsZero() || sn.n.Role() != core.RoleLeader || rd.HardState.Term != sn.n.Term() {
@@ -67,6 +86,7 @@ func (s *Sim) recordCommit(sn *simNode, rd *core.Ready) error {
 		}
 	}
 	s.commitRecorded[sn.id] = max(s.commitRecorded[sn.id], rd.HardState.Commit)
+	s.maxCommitted = max(s.maxCommitted, rd.HardState.Commit)
 	return nil
 }
 
@@ -126,11 +146,65 @@ func (s *Sim) apply(sn *simNode, ents []core.Entry) error {
 	return nil
 }
 
-// checkReads verifies each answered read index covers every entry that was
-// committed anywhere when the read was requested.
+// pendingRead is what a read's answer must satisfy.
+type pendingRead struct {
+	// need is the highest index committed anywhere when the read began.
+	need uint64
+	// leaderTerm is the requester's term if it was leader (else 0), and
+	// newerLeader a leader of a later term that had already been elected
+	// then (0 if none).
+	leaderTerm, newerLeader uint64
+}
+
+// newerLeader returns a node that has led a term after term, or 0.
+func (s *Sim) newerLeader(term uint64) uint64 {
+	for t, id := range s.leaderOf {
+		if t > term {
+			return id
+		}
+	}
+	return 0
+}
+
+// checkLeaseQuorum: when a leader answers from its lease, a quorum must
+// refuse to elect anyone else right now (core/reads.go): the leader itself,
+// nodes inside their vote lease, and nodes that are down (they cannot
+// vote, and restart inside a vote lease). Unlike an outcome check, this
+// fires the moment a lease outlives the followers' vote leases, with no
+// election and no write needed in the gap; it holds node clocks to the
+// drift the configuration allows (see newClock).
+func (s *Sim) checkLeaseQuorum(leader *simNode, readID uint64) error {
+	refusing := 1
+	var granting []uint64
+	for _, sn := range s.nodes {
+		if sn == leader {
+			continue
+		}
+		if !sn.up || sn.n.Status().InVoteLease {
+			refusing++
+		} else {
+			granting = append(granting, sn.id)
+		}
+	}
+	if refusing < len(s.nodes)/2+1 {
+		return fmt.Errorf("lease safety: node %d answered read %d from its lease while nodes %v would grant votes (%d of %d refuse)",
+			leader.id, readID, granting, refusing, len(s.nodes))
+	}
+	return nil
+}
+
+// checkReads verifies each answered read: its index covers every entry
+// committed anywhere when the read began (linearizability; a lease read
+// never returns a state older than a committed write), and a read a
+// leader answered in the Ready right after the request — from its lease —
+// was not answered while another node had already been elected in a
+// later term: the lease argument (core/reads.go) says no such leader can
+// exist yet. That check fires on the election itself, before the new
+// leader commits anything, so a lease that lasts too long is caught even
+// when no write lands in the gap.
 func (s *Sim) checkReads(sn *simNode, states []core.ReadState) error {
 	for _, rs := range states {
-		need, ok := sn.pendingReads[rs.RequestID]
+		pr, ok := sn.pendingReads[rs.RequestID]
 		if !ok {
 			// A duplicated answer, or one to a read issued before a
 			// restart: a driver ignores IDs it is not waiting for.
@@ -141,9 +215,22 @@ func (s *Sim) checkReads(sn *simNode, states []core.ReadState) error {
 			continue
 		}
 		s.res.Reads++
-		if rs.Index < need {
+		if rs.Index < pr.need {
 			return fmt.Errorf("read linearizability: node %d read %d answered index %d, but %d was committed when it began",
-				sn.id, rs.RequestID, rs.Index, need)
+				sn.id, rs.RequestID, rs.Index, pr.need)
+		}
+		fromLease := s.opts.LeaseReads && pr.leaderTerm != 0 && s.atOnce
+		if fromLease {
+			s.res.LeaseReads++
+		}
+		if fromLease {
+			if err := s.checkLeaseQuorum(sn, rs.RequestID); err != nil {
+				return err
+			}
+		}
+		if fromLease && pr.newerLeader != 0 {
+			return fmt.Errorf("lease safety: node %d, leader of term %d, answered read %d from its lease after node %d was elected in a later term",
+				sn.id, pr.leaderTerm, rs.RequestID, pr.newerLeader)
 		}
 	}
 	return nil

@@ -12,8 +12,20 @@
 //     has applied.
 //   - State Machine Safety: no two nodes apply different entries at one
 //     index.
-//   - Read linearizability: a ReadIndex answer is at least the highest
-//     commit index any node knew when the read was requested.
+//   - Read linearizability: a ReadIndex answer (lease reads included) is
+//     at least the highest index any leader had committed when the read
+//     was requested: a read never returns a state older than a committed
+//     write.
+//   - Terms never go back: a node's durable term never decreases, and its
+//     current term is never below it (paper §5.1; a wrapped term would).
+//
+// Lease seeds run every node with ReadLease on its own clock: each node
+// ticks at its own rate, within the drift the configured
+// MaxClockDriftTicks allows, with a random phase, so heartbeats arrive at
+// any point of a follower's tick. Forged messages carrying terms or
+// indexes past core.MaxTerm / core.MaxIndex are injected at random and must
+// be refused; MsgTimeoutNow is sometimes held back for several election
+// timeouts, so transfers are abandoned while the target may still campaign.
 //
 // After the faults stop and the network heals, it checks liveness: a
 // leader is elected within a bounded number of ticks and a proposal
@@ -25,6 +37,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -54,10 +67,41 @@ type Options struct {
 	// LivenessTicks bounds the ticks after healing within which a leader
 	// must be elected and a proposal committed.
 	LivenessTicks int
-	// LeaseReads runs every node with ReadLease. Leases assume clocks
-	// advance at the same rate, so ticks then advance every live node
-	// together (lockstep) instead of one random node at a time.
+	// ForgeRate is the probability per step of stepping a forged message
+	// with a term or index past core.MaxTerm / core.MaxIndex into a random
+	// node; it must be refused (ErrInvalidMessage) without effect.
+	ForgeRate float64
+	// SlowTimeoutNowRate is the probability that a MsgTimeoutNow is held
+	// in the network for up to SlowTimeoutNowSteps steps: the transfer is
+	// abandoned (and, with leases, reads go on) while the target may still
+	// campaign.
+	SlowTimeoutNowRate  float64
+	SlowTimeoutNowSteps int
+	// LeaseReads runs every node with ReadLease. Leases assume clock rates
+	// within the configured drift, so ticks then follow simulated real
+	// time: each node ticks every ClockPeriod units of its own (see
+	// newClock), and a tick step advances real time by half a nominal
+	// tick. Without LeaseReads one random node ticks per tick step.
 	LeaseReads bool
+	// TickStepUnits is how much real time one tick step advances in lease
+	// seeds (a nominal tick is 1000 units). Small steps let messages
+	// overtake ticks, so heartbeats land at any point of a tick.
+	TickStepUnits int64
+	// LeaderReadRate is the probability that a read goes to a node that
+	// believes it leads (if any) rather than to a random node: lease reads
+	// are a leader's.
+	LeaderReadRate float64
+	// MaxClockDriftTicks is the lease seeds' drift margin; node clocks
+	// then drift almost as far as it allows (clockSpread).
+	MaxClockDriftTicks int
+	// IsolateLeaderRate is the probability that a one-node isolation
+	// picks the leader: its followers' vote leases then lapse while it may
+	// still hold a read lease, the moment the lease bound is tested.
+	IsolateLeaderRate float64
+	// ProcessAfterTickRate is the probability that a node's Ready is
+	// processed right after its tick (lease seeds), so heartbeats leave
+	// at the start of a tick, the tightest case for a lease.
+	ProcessAfterTickRate float64
 	// Tweak adjusts every node's core.Config.
 	Tweak func(*core.Config)
 	// TraceLen is how many recent events a failure report includes.
@@ -66,13 +110,26 @@ type Options struct {
 
 // DefaultOptions returns a demanding but fast schedule for seed.
 func DefaultOptions(seed uint64) Options {
-	return Options{
+	o := Options{
 		Seed: seed, Nodes: 3 + 2*int(seed%2), Steps: 1500,
 		DropRate: 0.05, DupRate: 0.03, PartitionRate: 0.004, CrashRate: 0.003,
 		ProposeRate: 0.08, ReadRate: 0.03, CompactRate: 0.005, TransferRate: 0.002,
+		ForgeRate: 0.002, SlowTimeoutNowRate: 0.5, SlowTimeoutNowSteps: 300,
 		MaxDelaySteps: 30, LivenessTicks: 400, TraceLen: 80,
-		LeaseReads: seed%4 == 3,
+		LeaseReads: seed%4 == 3, TickStepUnits: nominalTickUnits / 8,
+		MaxClockDriftTicks: 1 + int(seed/4%3),
 	}
+	if seed%8 == 7 {
+		// Lease stress: fast messages, slow ticks, frequent partitions
+		// and leader reads, so that a leader cut off from its quorum
+		// keeps answering reads while the others elect a new leader, and
+		// a lease that lasted a tick too long would be caught.
+		o.MaxDelaySteps, o.DropRate, o.DupRate = 4, 0.01, 0.01
+		o.PartitionRate, o.ReadRate, o.LeaderReadRate, o.IsolateLeaderRate = 0.003, 0.1, 0.7, 0.8
+		o.TickStepUnits, o.Steps, o.Nodes = nominalTickUnits/12, 4000, 3+2*int(seed/8%2)
+		o.ProcessAfterTickRate = 0.9
+	}
+	return o
 }
 
 // Result summarises a run.
@@ -80,6 +137,10 @@ type Result struct {
 	Steps, Elections, Crashes, Partitions, Snapshots int
 	Proposed, Applied, Reads                         int
 	Delivered, Dropped, Duplicated                   int
+	// Forged counts forged out-of-range messages refused; Transfers the
+	// leadership transfers started; LeaseReads the reads a leader
+	// answered from its lease (without a heartbeat acknowledgement).
+	Forged, Transfers, LeaseReads int
 }
 
 type inflight struct {
@@ -95,8 +156,35 @@ type simNode struct {
 	// appliedIndex is the last index applied (or restored from snapshot).
 	appliedIndex uint64
 	up           bool
-	// pendingReads maps a read ID to the commit index it must reach.
-	pendingReads map[uint64]uint64
+	// pendingReads maps a read ID to what its answer must satisfy.
+	pendingReads map[uint64]pendingRead
+	// clock is this node's tick source in lease seeds; it survives
+	// crashes (the hardware clock keeps running).
+	clock clock
+	// durableTerm is the highest term this node has persisted.
+	durableTerm uint64
+}
+
+// Simulated real time in lease seeds, in units: a nominal tick is
+// nominalTickUnits long.
+const (
+	nominalTickUnits = 1000
+	electionTicks    = 10
+)
+
+// clockSpread returns how far from nominalTickUnits a node's clock period
+// may be, for drift margin D: the lease argument (core/reads.go) allows any
+// two periods in the ratio (E-1-D)/(E-1), and the spread uses 95% of that,
+// so clocks drift nearly as far as the configuration claims to tolerate.
+// For E = 10: D = 1 gives periods in [945, 1055], D = 2 in [882, 1118].
+func clockSpread(drift int) int64 {
+	ratio := float64(electionTicks-1-drift) / float64(electionTicks-1)
+	return int64(0.95 * nominalTickUnits * (1 - ratio) / (1 + ratio))
+}
+
+// clock ticks a node every period units from phase on.
+type clock struct {
+	period, next int64
 }
 
 // Sim is one simulation run.
@@ -119,6 +207,13 @@ type Sim struct {
 	nextReadID  uint64
 	nextPropID  int
 	snapHistory map[uint64]core.SnapshotMeta // node -> latest local snapshot
+	// now is simulated real time (lease seeds).
+	now int64
+	// atOnce: the Ready being processed follows a read request on a
+	// leader directly (see read).
+	atOnce bool
+	// maxCommitted is the highest index any leader has committed.
+	maxCommitted uint64
 	// commitTermOf: index -> term of the leader first seen committing it;
 	// committedEntryTerm: index -> that entry's own term.
 	commitTermOf       map[uint64]uint64
@@ -145,6 +240,11 @@ func New(opts Options) (*Sim, error) {
 	}
 	for i := 1; i <= opts.Nodes; i++ {
 		sn := &simNode{id: uint64(i), log: memlog.New()}
+		// Clocks are fast or slow by the whole spread: the pairs that
+		// stress a lease most (a fast follower, a slow leader) are common.
+		spread := clockSpread(opts.MaxClockDriftTicks)
+		sn.clock.period = nominalTickUnits + spread*int64(1-2*s.rng.IntN(2))
+		sn.clock.next = s.rng.Int64N(sn.clock.period)
 		if err := s.start(sn); err != nil {
 			return nil, err
 		}
@@ -166,7 +266,7 @@ func (o Options) nodeIDs() []uint64 {
 
 func (s *Sim) config(id uint64) core.Config {
 	cfg := core.DefaultConfig(id, s.voters()...)
-	cfg.ElectionTicks = 10
+	cfg.ElectionTicks = electionTicks
 	cfg.HeartbeatTicks = 1
 	cfg.MaxMsgBytes = 4 << 10
 	cfg.MaxInflightMsgs = 8
@@ -175,7 +275,7 @@ func (s *Sim) config(id uint64) core.Config {
 	cfg.RandomSeed = s.opts.Seed*1000003 + id + uint64(s.step)
 	if s.opts.LeaseReads {
 		cfg.ReadMode = core.ReadLease
-		cfg.MaxClockDriftTicks = 1
+		cfg.MaxClockDriftTicks = s.opts.MaxClockDriftTicks
 	}
 	if s.opts.Tweak != nil {
 		s.opts.Tweak(&cfg)
@@ -201,7 +301,7 @@ func (s *Sim) start(sn *simNode) error {
 		return fmt.Errorf("restart node %d: %w", sn.id, err)
 	}
 	sn.n, sn.up = n, true
-	sn.pendingReads = map[uint64]uint64{}
+	sn.pendingReads = map[uint64]pendingRead{}
 	return nil
 }
 
@@ -277,11 +377,13 @@ func (s *Sim) randomStep() error {
 	case s.chance(o.ProposeRate):
 		return s.propose(s.randomNode())
 	case s.chance(o.ReadRate):
-		return s.read(s.randomNode())
+		return s.read(s.readTarget())
 	case s.chance(o.CompactRate):
 		return s.compact(s.randomNode())
 	case s.chance(o.TransferRate):
 		return s.transfer()
+	case s.chance(o.ForgeRate):
+		return s.forge(s.randomNode())
 	}
 	switch s.rng.IntN(3) {
 	case 0:
@@ -290,7 +392,7 @@ func (s *Sim) randomStep() error {
 			return s.restart(sn)
 		}
 		if s.opts.LeaseReads {
-			return s.tickAll()
+			return s.advanceClocks(max(1, s.opts.TickStepUnits))
 		}
 		s.logf("tick %d", sn.id)
 		if err := s.wrap(sn, sn.n.Tick()); err != nil {
@@ -304,21 +406,38 @@ func (s *Sim) randomStep() error {
 	}
 }
 
-// tickAll advances every live node's clock by one tick.
-func (s *Sim) tickAll() error {
-	s.logf("tick all")
-	for _, sn := range s.nodes {
-		if !sn.up {
+// advanceClocks advances simulated real time by units and ticks every
+// live node whose clock comes due, in time order.
+func (s *Sim) advanceClocks(units int64) error {
+	s.now += units
+	for {
+		var due *simNode
+		for _, sn := range s.nodes {
+			if sn.clock.next <= s.now && (due == nil || sn.clock.next < due.clock.next) {
+				due = sn
+			}
+		}
+		if due == nil {
+			return nil
+		}
+		due.clock.next += due.clock.period
+		if !due.up {
 			continue
 		}
-		if err := s.wrap(sn, sn.n.Tick()); err != nil {
+		s.logf("tick %d", due.id)
+		if err := s.wrap(due, due.n.Tick()); err != nil {
 			return err
 		}
-		if err := s.observe(sn); err != nil {
+		if err := s.observe(due); err != nil {
 			return err
+		}
+		if s.chance(s.opts.ProcessAfterTickRate) {
+			// As a driver does: the heartbeats of this tick leave now.
+			if err := s.process(due, true); err != nil {
+				return err
+			}
 		}
 	}
-	return nil
 }
 
 func (s *Sim) wrap(sn *simNode, err error) error {
@@ -373,8 +492,15 @@ func (s *Sim) partition() {
 			}
 		}
 		s.logf("partition %v | %v", a, b)
-	case 2: // isolate one node
+	case 2: // isolate one node, often the leader
 		x := ids[s.rng.IntN(len(ids))]
+		if s.chance(s.opts.IsolateLeaderRate) {
+			for _, sn := range s.nodes {
+				if sn.up && sn.n.Role() == core.RoleLeader {
+					x = sn.id
+				}
+			}
+		}
 		for _, y := range ids {
 			if y != x {
 				s.cut[[2]uint64{x, y}], s.cut[[2]uint64{y, x}] = true, true
@@ -414,14 +540,15 @@ func keys(m map[[2]uint64]bool) [][2]uint64 {
 	return out
 }
 
+// maxCommit is the highest index known committed anywhere, now or before
+// (a leader that committed an index and crashed still committed it).
 func (s *Sim) maxCommit() uint64 {
-	var c uint64
 	for _, sn := range s.nodes {
 		if sn.up {
-			c = max(c, sn.n.Status().Commit)
+			s.maxCommitted = max(s.maxCommitted, sn.n.Status().Commit)
 		}
 	}
-	return max(c, s.maxApplied)
+	return max(s.maxCommitted, s.maxApplied)
 }
 
 func (s *Sim) propose(sn *simNode) error {
@@ -444,6 +571,22 @@ func (s *Sim) propose(sn *simNode) error {
 	return s.wrap(sn, err)
 }
 
+// readTarget picks the node a read goes to (see Options.LeaderReadRate).
+func (s *Sim) readTarget() *simNode {
+	if s.chance(s.opts.LeaderReadRate) {
+		var leaders []*simNode
+		for _, sn := range s.nodes {
+			if sn.up && sn.n.Role() == core.RoleLeader {
+				leaders = append(leaders, sn)
+			}
+		}
+		if len(leaders) > 0 {
+			return leaders[s.rng.IntN(len(leaders))]
+		}
+	}
+	return s.randomNode()
+}
+
 func (s *Sim) read(sn *simNode) error {
 	if !sn.up {
 		return nil
@@ -454,8 +597,21 @@ func (s *Sim) read(sn *simNode) error {
 	err := sn.n.ReadIndex(id)
 	s.logf("read %d id=%d need>=%d: %v", sn.id, id, need, err)
 	if err == nil {
-		sn.pendingReads[id] = need
-		return nil
+		pr := pendingRead{need: need}
+		if sn.n.Role() != core.RoleLeader {
+			sn.pendingReads[id] = pr
+			return nil
+		}
+		pr.leaderTerm = sn.n.Term()
+		pr.newerLeader = s.newerLeader(pr.leaderTerm)
+		sn.pendingReads[id] = pr
+		// Process the leader's Ready at once, as a driver does: a read
+		// answered in it was answered without any confirmation, from the
+		// lease, which checkReads holds to the lease argument.
+		s.atOnce = true
+		err := s.process(sn, false)
+		s.atOnce = false
+		return err
 	}
 	if errors.Is(err, core.ErrNoLeader) || errors.Is(err, core.ErrTooManyPendingReads) {
 		return nil
@@ -496,10 +652,56 @@ func (s *Sim) transfer() error {
 			to := uint64(1 + s.rng.IntN(len(s.nodes)))
 			err := sn.n.TransferLeadership(to)
 			s.logf("transfer %d -> %d: %v", sn.id, to, err)
+			if err == nil && to != sn.id {
+				s.res.Transfers++
+			}
 			return nil
 		}
 	}
 	return nil
+}
+
+// forge steps into sn a message from another member whose term or index
+// no honest peer can send (past core.MaxTerm or core.MaxIndex): issue 13
+// item 4, where one such term wrapped a node to term 0 and a second leader
+// was elected in a term that had one. It must be refused; the safety
+// checks then confirm nothing changed.
+func (s *Sim) forge(sn *simNode) error {
+	if !sn.up || len(s.nodes) < 2 {
+		return nil
+	}
+	from := sn.id
+	for from == sn.id {
+		from = uint64(1 + s.rng.IntN(len(s.nodes)))
+	}
+	types := []core.MessageType{core.MsgApp, core.MsgAppResp, core.MsgHeartbeat, core.MsgHeartbeatResp,
+		core.MsgVote, core.MsgVoteResp, core.MsgPreVote, core.MsgPreVoteResp, core.MsgTimeoutNow, core.MsgSnap}
+	huge := func() uint64 { return core.MaxTerm + 1 + s.rng.Uint64N(math.MaxUint64-core.MaxTerm) }
+	m := core.Message{Type: types[s.rng.IntN(len(types))], From: from, To: sn.id, Term: sn.n.Term() + 1}
+	if m.Type == core.MsgSnap {
+		m.Snapshot = &core.SnapshotMeta{Index: 1, Term: 1, Membership: core.Membership{Voters: s.voters()}}
+	}
+	switch s.rng.IntN(4) {
+	case 0:
+		m.Term = math.MaxUint64
+	case 1:
+		m.Term = huge()
+	case 2:
+		m.Index, m.LogTerm = math.MaxUint64, 1
+		if m.Type == core.MsgApp {
+			m.Entries = []core.Entry{{Index: 0, Term: m.Term}} // MaxUint64+1 wraps to 0
+		}
+	default:
+		m.Commit = huge()
+	}
+	before := sn.n.Term()
+	err := sn.n.Step(m)
+	s.logf("forge %v: %v", m, err)
+	if !errors.Is(err, core.ErrInvalidMessage) {
+		return fmt.Errorf("node %d accepted forged %v (term %d -> %d): %v", sn.id, m, before, sn.n.Term(), err)
+	}
+	s.res.Forged++
+	return s.observe(sn)
 }
 
 // sendAll puts messages on the network, applying loss and duplication.
@@ -513,6 +715,10 @@ func (s *Sim) sendAll(msgs []core.Message) {
 		delay := 0
 		if s.opts.MaxDelaySteps > 0 {
 			delay = s.rng.IntN(s.opts.MaxDelaySteps)
+		}
+		if m.Type == core.MsgTimeoutNow && s.opts.SlowTimeoutNowSteps > 0 && s.chance(s.opts.SlowTimeoutNowRate) {
+			delay = s.rng.IntN(s.opts.SlowTimeoutNowSteps)
+			s.logf("hold %v for %d steps", m, delay)
 		}
 		s.net = append(s.net, inflight{m: m, deliverAt: s.step + delay})
 		// A stream transport never duplicates a forwarded proposal;
@@ -612,6 +818,9 @@ func (s *Sim) process(sn *simNode, mayCrash bool) error {
 		return err
 	}
 	if err := s.recordCommit(sn, &rd); err != nil {
+		return err
+	}
+	if err := s.checkDurableTerm(sn, rd.HardState); err != nil {
 		return err
 	}
 	if err := sn.log.Save(rd.HardState, rd.Entries); err != nil {

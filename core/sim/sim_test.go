@@ -38,6 +38,8 @@ func TestSimulation(t *testing.T) {
 			"elections": total.Elections, "crashes": total.Crashes, "partitions": total.Partitions,
 			"snapshots": total.Snapshots, "reads": total.Reads, "applied": total.Applied,
 			"dropped": total.Dropped, "duplicated": total.Duplicated,
+			"forged messages": total.Forged, "transfers": total.Transfers,
+			"lease reads": total.LeaseReads,
 		} {
 			if v == 0 {
 				t.Errorf("no %s across %d seeds: the schedule does not exercise them", name, *seedsFlag)
@@ -71,4 +73,7 @@ func (r *Result) add(o Result) {
 	r.Delivered += o.Delivered
 	r.Dropped += o.Dropped
 	r.Duplicated += o.Duplicated
+	r.Forged += o.Forged
+	r.Transfers += o.Transfers
+	r.LeaseReads += o.LeaseReads
 }
