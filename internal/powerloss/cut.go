@@ -189,8 +189,13 @@ func (c *cutter) data(r *record) error {
 		if c.chance(keep) {
 			c.rep.DataKept++
 			fc.keptAfter(after)
-			// What older mutations wrote past the new size is gone.
+			// What older mutations wrote past the new size is gone,
+			// and the granule the new end falls in holds what it held
+			// just after the truncation (it was written back whole).
 			fc.cutFrom = min(fc.cutFrom, after)
+			if g := after / fc.unit * fc.unit; g < after {
+				fc.frozen[g] = true
+			}
 			return nil
 		}
 		c.rep.DataUndone++

@@ -42,18 +42,14 @@
 // the model. Cut then undoes records newest first: each finds its file as
 // it was just after its mutation (except for granules a later write
 // reached the disk with, which stay frozen), so every page or sector ends
-// up holding one of the versions it had since the last sync.
+// up holding one of the versions it had since the last sync. A kept
+// truncation freezes the granule its new end falls in and cuts off what
+// older writes left beyond it.
 //
 // Bounds: the journal's live records (old bytes of unsynced overwrites,
 // ~100 bytes per mutation) are limited by Options.MaxUndoBytes (default
 // 256 MiB; over it a mutation fails with ErrUndoLimit), and a sync
 // rewrites the journal once it exceeds twice its live records plus 4 MiB.
-//
-// Known gap: the cut of a truncation is not yet exact — a kept shrink
-// followed by older partial overwrites can leave a page mixing two
-// versions; TestCutModel runs without truncations unless
-// -powerloss.truncate is set. Neither Pebble nor the WAL truncates
-// through a vfs.FS today.
 //
 // File descriptors are hidden (Fd returns vfs.InvalidFd) so no caller can
 // sync around the journal. A process started again on a journal (after a
