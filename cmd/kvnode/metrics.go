@@ -388,7 +388,11 @@ func (r *readiness) check() (bool, string) {
 	if r.stopping.Load() {
 		return false, "shutting down"
 	}
-	st := r.node.status()
+	return readinessOf(r.node.status())
+}
+
+// readinessOf is check's verdict on a node's status (nil: no node yet).
+func readinessOf(st *driver.Status) (bool, string) {
 	switch {
 	case st == nil:
 		return false, "starting"

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v3"
 
@@ -93,8 +94,12 @@ func printStatus(out io.Writer, rows []statusRow, hash bool) error {
 		if s.GetLeader() != 0 {
 			leader = strconv.FormatUint(s.GetLeader(), 10)
 		}
+		role := s.GetRole()
+		if s.GetDiskStalled() {
+			role += fmt.Sprintf(" (disk stalled %v)", time.Duration(s.GetDiskWriteBlockedMs())*time.Millisecond)
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s",
-			r.endpoint, s.GetMemberId(), s.GetRole(), s.GetTerm(), s.GetCommitIndex(), s.GetAppliedIndex(),
+			r.endpoint, s.GetMemberId(), role, s.GetTerm(), s.GetCommitIndex(), s.GetAppliedIndex(),
 			leader, humanBytes(s.GetDbSizeBytes()))
 		if hash {
 			fmt.Fprintf(tw, "\t%016x\t%d\t%d", s.GetHash(), s.GetHashIndex(), s.GetHashKeys())
