@@ -215,6 +215,28 @@ type Config struct {
 	// hook, set only by tests (export_test.go), runs at each step of
 	// snapshot installation; an error it returns crashes the node there.
 	hook func(step string) error
+
+	// ValidateCommand, when set, checks a command before it can enter the
+	// log: at Propose on this node, and on the leader for every proposal a
+	// follower forwards (whose envelope the driver checks itself). It must
+	// depend on nothing but cmd. A refused command fails with a
+	// *DroppedError wrapping ErrInvalidProposal and the validator's error.
+	// app/kv supplies kv.ValidateCommand. Entries that reach the log
+	// undecodable anyway are applied as failed no-ops (see envelope.go).
+	ValidateCommand func(cmd []byte) error
+	// MaxMessageBytes is the largest message the transport carries
+	// (transport.Config.MaxMessageBytes; default DefaultMaxMessageBytes,
+	// at least 4 KiB). Proposals a follower forwards to the leader are
+	// split into messages that fit it, and a proposal that could never fit
+	// one message (with its envelope and framing) is refused at Propose
+	// with a *DroppedError wrapping core.ErrProposalTooLarge. A transport
+	// that reports a smaller limit (MessageLimiter) lowers it.
+	MaxMessageBytes int
+	// DiskStallTimeout: a Storage write that has not completed after this
+	// long marks the disk stalled: Status.DiskStalled is set (kvnode's
+	// /readyz fails) and a leader hands leadership to its most up-to-date
+	// follower (see watchDisk in loop.go). Default DefaultDiskStallTimeout.
+	DiskStallTimeout time.Duration
 }
 
 // MaxPeerAddrBytes bounds Peer.Addr. A DNS name has at most 253 bytes;
@@ -316,6 +338,15 @@ func checkPeerAddr(addr string) error {
 	return nil
 }
 
+// Defaults of the fields added last to Config.
+const (
+	DefaultMaxMessageBytes  = 4 << 20
+	DefaultDiskStallTimeout = 5 * time.Second
+	// minMaxMessageBytes keeps MaxMessageBytes above the framing a
+	// forwarded proposal needs (forwardFramingBytes).
+	minMaxMessageBytes = 4 << 10
+)
+
 // entryOverheadBytes is what core.Entry.Size adds to the data length; the
 // batch limits count entries the way the core's uncommitted limit does.
 const entryOverheadBytes = 24
@@ -357,6 +388,10 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = logdefault.Logger()
+	}
+	setDefault(&c.MaxMessageBytes, DefaultMaxMessageBytes)
+	if c.DiskStallTimeout == 0 {
+		c.DiskStallTimeout = DefaultDiskStallTimeout
 	}
 	return c
 }
@@ -433,6 +468,13 @@ func (c Config) validated() (Config, error) {
 	}
 	if c.SnapshotRetryDelay < 0 {
 		bad("SnapshotRetryDelay must not be negative, got %v", c.SnapshotRetryDelay)
+	}
+
+	if c.MaxMessageBytes < minMaxMessageBytes {
+		bad("MaxMessageBytes must be at least %d, got %d", minMaxMessageBytes, c.MaxMessageBytes)
+	}
+	if c.DiskStallTimeout < 0 {
+		bad("DiskStallTimeout must not be negative, got %v", c.DiskStallTimeout)
 	}
 
 	maxEntry := c.MaxProposalBytes + EnvelopeOverhead + entryOverheadBytes

@@ -3,12 +3,15 @@ package driver
 import (
 	"errors"
 	"fmt"
+
+	"github.com/rafty-db/rafty/core"
 )
 
 // Errors a caller can act on. Use errors.Is; the reasons inside
 // DroppedError are the core's sentinels (core.ErrNoLeader,
 // core.ErrTransferInProgress, core.ErrTooManyUncommitted,
-// core.ErrProposalTooLarge, core.ErrStepDown) or a *core.NotLeaderError
+// core.ErrProposalTooLarge, core.ErrStepDown), the driver's
+// (ErrInvalidProposal, ErrLeaderBusy), or a *core.NotLeaderError
 // carrying the leader hint, reachable with errors.Is / errors.As.
 var (
 	// ErrStopped: the node has stopped (Stop, context cancelled, or a fatal
@@ -61,10 +64,25 @@ var (
 	// because another one with the same peer is still running.
 	ErrSnapshotBusy = errors.New("driver: a snapshot transfer with this peer is in progress")
 
-	// ErrCorruptEntry: a committed entry does not carry a valid proposal
-	// envelope. The node stops rather than feed the state machine bytes it
-	// cannot interpret.
-	ErrCorruptEntry = errors.New("driver: committed entry is not a valid proposal envelope")
+	// ErrCorruptEntry: entry data does not carry a valid proposal
+	// envelope (too short, zero IDs, or a version this build does not
+	// know). A forwarded proposal like that is refused (ErrInvalidProposal);
+	// a committed entry like that is applied as a failed no-op on every
+	// replica (counted in rafty_driver_undecodable_entries_total and
+	// logged), never stopping the node: see envelope.go.
+	ErrCorruptEntry = errors.New("driver: entry is not a valid proposal envelope")
+
+	// ErrInvalidProposal: the proposal is malformed — its envelope does not
+	// decode, it claims another proposer, or Config.ValidateCommand refused
+	// its command — and was not appended. The reason of a *DroppedError,
+	// so errors.Is(err, ErrProposalDropped) holds too. Retrying the same
+	// bytes fails the same way.
+	ErrInvalidProposal = errors.New("driver: malformed proposal refused")
+
+	// ErrLeaderBusy: the leader's inbox was full when a forwarded
+	// proposal reached it, so it dropped the proposal unread and said so
+	// at once. The reason of a *DroppedError; retrying is safe.
+	ErrLeaderBusy = errors.New("driver: leader's inbox full, forwarded proposal dropped")
 )
 
 // DroppedError reports a proposal that will never be applied, with the
@@ -113,3 +131,12 @@ func stoppedError(cause error) error {
 	}
 	return fmt.Errorf("%w: %w", ErrStopped, cause)
 }
+
+// tooLargeError refuses a proposal for a size limit of the driver's own;
+// it matches core.ErrProposalTooLarge, with a message that names the limit.
+type tooLargeError struct{ msg string }
+
+func (e *tooLargeError) Error() string { return e.msg }
+
+// Is makes errors.Is(err, core.ErrProposalTooLarge) true.
+func (e *tooLargeError) Is(target error) bool { return target == core.ErrProposalTooLarge }

@@ -43,7 +43,35 @@ func (h handler) HandleMessages(_ context.Context, msgs []core.Message) error {
 		return nil
 	default:
 		n.metrics.inboxDropped.Inc()
+		n.refuseDropped(msgs)
 		return ErrInboxFull
+	}
+}
+
+// refuseDropped answers the forwarded proposals in a batch dropped with
+// the inbox full, so that their proposers fail them at once with
+// ErrLeaderBusy instead of waiting for their contexts: a proposal, unlike
+// the other messages, is not retransmitted by Raft. None of them reached
+// the core, so "dropped" is exact. The answer goes straight to the
+// transport (Send may be called from any goroutine), as the loop is
+// evidently busy.
+func (n *Node) refuseDropped(msgs []core.Message) {
+	if !n.transportSet.Load() {
+		return
+	}
+	var out []core.Message
+	term := n.status.Load().Term
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Type != core.MsgProp || len(m.Entries) == 0 {
+			continue
+		}
+		n.metrics.forwardedDropped.Add(float64(len(m.Entries)))
+		out = append(out, core.Message{Type: core.MsgPropResp, From: n.cfg.ID, To: m.From, Term: term,
+			Reject: true, Context: rejectLeaderBusy, Entries: m.Entries})
+	}
+	if len(out) > 0 {
+		n.transport.Send(out)
 	}
 }
 

@@ -127,6 +127,10 @@ type SnapshotWriter = interface {
 //     one peer that are delivered arrive in the order Send was called.
 //   - The Message slices handed to Send are never modified afterwards by
 //     the caller; the transport must not modify them either.
+//   - Send may be called from several goroutines at once: besides the
+//     loop, the handler answers forwarded proposals it drops and the disk
+//     watchdog asks a follower to take over (ordering between those
+//     callers does not matter).
 type Transport interface {
 	// Send queues msgs for delivery to their To nodes.
 	Send(msgs []core.Message)

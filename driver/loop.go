@@ -20,14 +20,14 @@ type loop struct {
 	interval time.Duration
 	// tickBase is the clock time up to which ticks have been fed to the
 	// core. Invariant: tickBase <= Clock.Now() < tickBase + interval right
-	// after catchUpTicks.
+	// after dueTicks.
 	tickBase time.Time
 	// leaderCatchUp bounds the ticks fed at once to a leader after the
 	// loop fell behind: one election timeout, which is enough for any
 	// read lease (shorter than that) to have expired, and runs at most
 	// one CheckQuorum sweep, so a pause of the whole process does not by
 	// itself depose a leader its followers still follow (see
-	// catchUpTicks).
+	// stepInboundAndTicks).
 	leaderCatchUp int64
 
 	role    core.Role
@@ -63,6 +63,13 @@ type loop struct {
 	// batch; it heads the next one.
 	carry *proposalWaiter
 
+	// held are inbound messages a leader steps only after the ticks owed
+	// (see stepInboundAndTicks); scratch, empty between iterations.
+	held []core.Message
+	// lastInvalidLog rate-limits the log line for refused forwarded
+	// proposals.
+	lastInvalidLog time.Time
+
 	// Snapshots and compaction (snapshot.go, snapsend.go); unused when
 	// Config.Snapshots is nil.
 	//
@@ -97,6 +104,14 @@ type loop struct {
 
 func newLoop(n *Node, rn *core.Node) *loop {
 	st := rn.Status()
+	n.maxMessageBytes = n.cfg.MaxMessageBytes
+	if ml, ok := n.transport.(MessageLimiter); ok {
+		if lim := ml.MaxMessageBytes(); lim > 0 && lim < n.maxMessageBytes {
+			n.maxMessageBytes = max(lim, minMaxMessageBytes)
+		}
+	}
+	n.forwardBytes = n.maxMessageBytes - forwardFramingBytes
+	n.transportSet.Store(true)
 	commitSaver, _ := n.cfg.Storage.(UnsyncedCommitSaver) // nil without it
 	return &loop{
 		n:             n,
@@ -135,12 +150,13 @@ type event struct {
 // run is the loop. Each iteration:
 //
 //  1. waits for something to do (unless the core already has a Ready);
-//  2. feeds the core, in this order: ticks owed if leader (so a lease is
-//     judged against the real clock before any read decision, including
-//     forwarded reads in the inbox), inbound messages (bounded by
-//     MaxStepMessages), ticks owed, unreachable reports, control
-//     requests, one batch of proposals (everything queued, up to
-//     MaxBatchProposals / MaxBatchBytes), queued reads;
+//  2. feeds the core, in this order: inbound messages (bounded by
+//     MaxStepMessages) and the ticks owed, interleaved on a leader so
+//     that followers' answers count before the clock catches up and read
+//     decisions come after it (stepInboundAndTicks), unreachable reports,
+//     control requests, one batch of proposals (everything queued, up to
+//     MaxBatchProposals / MaxBatchBytes, in chunks that fit one transport
+//     message), queued reads;
 //  3. handles at most one Ready (handleReady), following core.Ready's
 //     contract.
 //
@@ -154,6 +170,13 @@ func (l *loop) run() {
 	l.tickBase = n.cfg.Clock.Now()
 	ticker := n.cfg.Clock.NewTicker(l.interval)
 	defer ticker.Stop()
+	// The disk watchdog ends with n.ctx; shutdown waits for it (n.bg)
+	// before closing the transport it sends through.
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		n.watchDisk()
+	}()
 	for {
 		var ev event
 		if !l.rn.HasReady() && l.carry == nil {
@@ -190,15 +213,7 @@ func (l *loop) iterate(ev event) error {
 	if err := l.snapshotEvents(ev); err != nil {
 		return err
 	}
-	if l.role == core.RoleLeader {
-		if err := l.catchUpTicks(); err != nil {
-			return err
-		}
-	}
-	if err := l.stepInbox(ev.msgs); err != nil {
-		return err
-	}
-	if err := l.catchUpTicks(); err != nil {
+	if err := l.stepInboundAndTicks(ev.msgs); err != nil {
 		return err
 	}
 	l.reportUnreachable()
@@ -271,38 +286,99 @@ func (l *loop) snapshotEvents(ev event) error {
 	return nil
 }
 
-// catchUpTicks feeds the core the ticks owed for the clock time since the
-// last fed tick. Counting time, not ticker fires, is what lets a leader
-// notice a stall: after a Save (or Apply, or a pause of the whole process)
-// that blocked it for longer than its lease, the core is fed enough ticks
-// (up to leaderCatchUp) that the lease has expired before the leader
-// decides on another read, so it confirms leadership with a quorum round
-// instead of answering on stale time; a leader that is no longer followed
-// then steps down (a higher term in the inbox, or CheckQuorum at its next
-// sweep) rather than keep acting as leader.
+// stepInboundAndTicks steps inbound messages (the first batch, then
+// whatever else is queued, up to MaxStepMessages) and feeds the core the
+// ticks owed for the clock time since the last fed tick.
 //
-// A node that is not leader is fed at most one tick per call and the rest
-// of the time is dropped, as time.Ticker drops ticks. Its clock running
-// slow is safe (it only refuses votes longer, which a leader lease relies
-// on anyway), and it avoids a process-wide pause (GC, a frozen VM) making
-// every follower campaign at once the moment it resumes.
-func (l *loop) catchUpTicks() error {
+// Counting time, not ticker fires, is what lets a leader notice a stall:
+// after a Save (or Apply, or a pause of the whole process) that blocked it
+// for longer than its lease, the core is fed enough ticks (up to
+// leaderCatchUp) that the lease has expired before the leader decides on
+// another read, so it confirms leadership with a quorum round instead of
+// answering on stale time; a leader that is no longer followed then steps
+// down (a higher term in the inbox, or CheckQuorum at its next sweep)
+// rather than keep acting as leader.
+//
+// A leader's order after such a block is what keeps a healthy one leading
+// through one slow fsync of about an election timeout while keeping leases
+// honest:
+//
+//  1. one owed tick;
+//  2. the followers' answers that arrived meanwhile (MsgHeartbeatResp,
+//     and MsgAppResp unless a lease read could be released by them, see
+//     stepsEarly), in arrival order;
+//  3. the other owed ticks, at most leaderCatchUp in all, so at most one
+//     CheckQuorum sweep — which now sees the followers heard from;
+//  4. everything else, held back from step 2 in arrival order: requests
+//     whose answer depends on time (a forwarded lease read) are decided on
+//     the caught-up clock.
+//
+// Stepping the answers after one tick rather than before any dates them
+// at most one tick later than they arrived (they arrived after the
+// previous iteration began); only CheckQuorum and flow control read that
+// date, never the lease, which counts from the start tick of the round a
+// quorum confirmed. Fed every owed tick first, a leader whose fsync took
+// an election timeout found its followers silent for that long and stepped
+// down although they had answered.
+//
+// A node that is not leader steps everything first and is then fed at
+// most one tick; the rest of the time is dropped, as time.Ticker drops
+// ticks. Its clock running slow is safe (it only refuses votes longer,
+// which a leader lease relies on anyway), and it avoids a process-wide
+// pause (GC, a frozen VM) making every follower campaign at once the
+// moment it resumes.
+func (l *loop) stepInboundAndTicks(first []core.Message) error {
+	due := l.dueTicks()
+	if l.rn.Role() != core.RoleLeader {
+		if err := l.stepInbox(first, false); err != nil {
+			return err
+		}
+		return l.feedTicks(min(due, 1))
+	}
+	budget := min(due, l.leaderCatchUp)
+	early := min(budget, 1)
+	if err := l.feedTicks(early); err != nil {
+		return err
+	}
+	if err := l.stepInbox(first, true); err != nil {
+		return err
+	}
+	rest := budget - early
+	if l.rn.Role() != core.RoleLeader {
+		rest = min(rest, 1) // stepped down meanwhile: a follower's share
+	}
+	if err := l.feedTicks(rest); err != nil {
+		return err
+	}
+	held := l.held
+	defer func() {
+		clear(held)
+		l.held = held[:0]
+	}()
+	return l.stepMessages(held)
+}
+
+// dueTicks returns the ticks owed for the clock time since tickBase and
+// moves tickBase past them. Invariant: tickBase <= Clock.Now() <
+// tickBase + interval afterwards.
+func (l *loop) dueTicks() int64 {
 	now := l.n.cfg.Clock.Now()
 	elapsed := now.Sub(l.tickBase)
 	if elapsed < l.interval {
-		return nil
+		return 0
 	}
 	due := int64(elapsed / l.interval)
 	l.tickBase = l.tickBase.Add(time.Duration(due) * l.interval)
-	feed := int64(1)
-	if l.role == core.RoleLeader {
-		feed = min(due, l.leaderCatchUp)
-	}
 	if due > int64(l.n.raftCfg.ElectionTicks) {
 		l.log.Warn("loop fell behind the clock by more than an election timeout",
-			"behind", time.Duration(due)*l.interval, "ticksFed", feed, "role", l.role)
+			"behind", time.Duration(due)*l.interval, "role", l.rn.Role())
 	}
-	for range feed {
+	return due
+}
+
+// feedTicks ticks the core k times.
+func (l *loop) feedTicks(k int64) error {
+	for range k {
 		if err := l.rn.Tick(); err != nil {
 			return err // only a latched storage failure
 		}
@@ -310,22 +386,44 @@ func (l *loop) catchUpTicks() error {
 	return nil
 }
 
+// stepsEarly reports whether a leader steps m before the owed ticks (see
+// stepInboundAndTicks). MsgAppResp is held back while the leader has not
+// committed in its term under ReadLease: its first commit releases the
+// reads waiting for it, which the core may answer from the lease, and
+// that must happen on the caught-up clock.
+func (l *loop) stepsEarly(m *core.Message) bool {
+	switch m.Type {
+	case core.MsgHeartbeatResp:
+		return true
+	case core.MsgAppResp:
+		if l.n.raftCfg.ReadMode != core.ReadLease {
+			return true
+		}
+		t, err := l.rn.EntryTerm(l.lastHS.Commit)
+		return err == nil && t == l.rn.Term()
+	}
+	return false
+}
+
 // stepInbox steps first and then whatever else is queued, up to
-// MaxStepMessages messages.
-func (l *loop) stepInbox(first []core.Message) error {
+// MaxStepMessages messages. With hold, only messages stepsEarly accepts
+// are stepped; the others are appended to l.held, in order.
+func (l *loop) stepInbox(first []core.Message, hold bool) error {
 	stepped := 0
 	step := func(msgs []core.Message) error {
+		stepped += len(msgs)
+		if !hold {
+			return l.stepMessages(msgs)
+		}
 		for i := range msgs {
-			if err := l.rn.Step(msgs[i]); err != nil {
-				if fatal := l.rn.Err(); fatal != nil {
-					return fatal
-				}
-				// Invalid input from a peer: count it, never stop.
-				l.n.metrics.invalidMessages.Inc()
-				l.log.Debug("core rejected message", "msg", msgs[i], "err", err)
+			if !l.stepsEarly(&msgs[i]) {
+				l.held = append(l.held, msgs[i])
+				continue
+			}
+			if err := l.stepMessage(&msgs[i]); err != nil {
+				return err
 			}
 		}
-		stepped += len(msgs)
 		return nil
 	}
 	if first != nil {
@@ -344,6 +442,90 @@ func (l *loop) stepInbox(first []core.Message) error {
 		}
 	}
 	return nil
+}
+
+func (l *loop) stepMessages(msgs []core.Message) error {
+	for i := range msgs {
+		if err := l.stepMessage(&msgs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stepMessage steps one inbound message. The driver looks at proposals
+// first: a forwarded MsgProp loses the entries validateForwarded refuses
+// (answered at once, see refuseForwarded), and a MsgPropResp carrying a
+// driver reason fails our waiters without reaching the core. A returned
+// error is fatal.
+func (l *loop) stepMessage(m *core.Message) error {
+	switch m.Type {
+	case core.MsgProp:
+		if !l.screenForwarded(m) {
+			return nil
+		}
+	case core.MsgPropResp:
+		if err, ok := driverRejectErr(m.Context); ok && m.Reject {
+			l.failForwarded(m.Entries, err)
+			return nil
+		}
+	}
+	if err := l.rn.Step(*m); err != nil {
+		if fatal := l.rn.Err(); fatal != nil {
+			return fatal
+		}
+		// Invalid input from a peer: count it, never stop.
+		l.n.metrics.invalidMessages.Inc()
+		l.log.Debug("core rejected message", "msg", *m, "err", err)
+	}
+	return nil
+}
+
+// screenForwarded removes from a forwarded proposal the entries that
+// validateForwarded refuses and answers them with a rejection the
+// proposer maps to ErrInvalidProposal. It reports whether entries are
+// left to step.
+func (l *loop) screenForwarded(m *core.Message) bool {
+	var bad []core.Entry
+	var firstErr error
+	good := m.Entries
+	for i := range m.Entries {
+		err := validateForwarded(&m.Entries[i], m.From, l.n.cfg.ValidateCommand)
+		if err == nil {
+			if bad != nil {
+				good = append(good, m.Entries[i])
+			}
+			continue
+		}
+		if bad == nil {
+			// First refusal: from here on, copy what is kept.
+			good = append([]core.Entry(nil), m.Entries[:i]...)
+			firstErr = err
+		}
+		bad = append(bad, m.Entries[i])
+	}
+	if bad == nil {
+		return true
+	}
+	l.n.metrics.invalidProposals.Add(float64(len(bad)))
+	if now := time.Now(); now.Sub(l.lastInvalidLog) >= time.Second {
+		l.lastInvalidLog = now
+		l.log.Warn("refused malformed forwarded proposals", "from", m.From, "count", len(bad), "err", firstErr)
+	}
+	l.send([]core.Message{{Type: core.MsgPropResp, From: l.n.cfg.ID, To: m.From, Term: l.rn.Term(),
+		Reject: true, Context: rejectInvalid, Entries: bad}})
+	m.Entries = good
+	return len(good) > 0
+}
+
+// failForwarded fails the waiters of our proposals among ents, refused by
+// the leader's driver for reason.
+func (l *loop) failForwarded(ents []core.Entry, reason error) {
+	for i := range ents {
+		if seq, ok := l.ourSeq(ents[i].Data); ok {
+			l.resolveProposal(seq, proposalResult{err: &DroppedError{Reason: reason}})
+		}
+	}
 }
 
 func (l *loop) reportUnreachable() {
@@ -440,17 +622,55 @@ func (l *loop) proposeBatch(first *proposalWaiter) error {
 		return nil
 	}
 	n.metrics.proposalsPerBatch.Observe(float64(len(ws)))
-	if err := l.rn.Propose(batch...); err != nil {
-		if fatal := l.rn.Err(); fatal != nil {
-			return fatal
+	// One Propose call per chunk that fits one transport message: on a
+	// follower each call becomes one forwarded MsgProp, which the
+	// transport would drop whole if it exceeded its limit. On a leader the
+	// chunks still go into one append and one write. Propose refused every
+	// proposal that cannot fit a chunk alone.
+	for lo := 0; lo < len(ws); {
+		hi, size := lo, 0
+		for hi < len(ws) {
+			s := len(batch[hi]) + entryWireOverhead
+			if hi > lo && size+s > n.forwardBytes {
+				break
+			}
+			size += s
+			hi++
 		}
-		// All or nothing: the core refused the whole batch.
-		for _, w := range ws {
-			l.resolveProposal(w.seq, proposalResult{err: &DroppedError{Reason: err}})
+		if err := l.rn.Propose(batch[lo:hi]...); err != nil {
+			if fatal := l.rn.Err(); fatal != nil {
+				return fatal
+			}
+			// All or nothing: the core refused the whole chunk.
+			for _, w := range ws[lo:hi] {
+				l.resolveProposal(w.seq, proposalResult{err: &DroppedError{Reason: err}})
+			}
 		}
+		lo = hi
 	}
 	return nil
 }
+
+// MessageLimiter is implemented by a Transport that bounds the size of
+// one message (transport.GRPC does). The node then uses the smaller of its
+// limit and Config.MaxMessageBytes for forwarded proposals.
+type MessageLimiter interface {
+	// MaxMessageBytes returns the largest message, in encoded bytes, the
+	// transport sends or receives.
+	MaxMessageBytes() int
+}
+
+// Wire sizes of a forwarded proposal (a MsgProp), with margin: the
+// transport's encoding is its own business, so these bound it from above
+// rather than repeat it. entryWireOverhead covers one entry's framing
+// (the entry's length prefix, index, term, type and the data's length
+// prefix: at most 36 bytes in protobuf); forwardFramingBytes the message's
+// other fields, the batch header and gRPC's framing of one message (about
+// 150 bytes).
+const (
+	entryWireOverhead   = 64
+	forwardFramingBytes = 1 << 10
+)
 
 // issueReads hands queued reads to the core.
 func (l *loop) issueReads(first *readWaiter) error {
@@ -553,4 +773,108 @@ func (l *loop) shutdown(fatal error) {
 	n.stopErr = errors.Join(append([]error{fatal}, errs...)...)
 	l.log.Info("node stopped")
 	close(n.done)
+}
+
+// Disk stalls.
+//
+// A write to Storage that never returns (a hung fdatasync, a dead disk
+// behind a network volume) blocks the loop inside persist, so the loop
+// cannot notice it. The loop only records when the write in flight began
+// (timeWrite); everything else happens off the loop:
+//
+//   - Status computes DiskWriteBlocked and DiskStalled from that record
+//     on every call, so /readyz and `kvnode status` show a stall while it
+//     lasts, and stop showing it the moment the write returns;
+//   - watchDisk, a goroutine of its own, logs the stall and counts it and,
+//     if the node last published itself as leader, sends MsgTimeoutNow for
+//     the node's term to the voter with the highest match index: that
+//     follower campaigns at once (thesis §3.10), without waiting for its
+//     election timeout. It needs no help from the core (which the blocked
+//     loop owns): a MsgTimeoutNow only makes its receiver campaign, and
+//     the election's own rules decide; one sent in a term that has already
+//     ended is ignored. The stalled leader steps down when its write
+//     returns and it sees the new term.
+//
+// A leader whose loop is blocked sends no heartbeats either, so its
+// followers would campaign anyway after their election timeout; the
+// hand-over makes that immediate and independent of the followers'
+// settings, and the stalled flag keeps clients off a node that cannot
+// persist. DiskStallTimeout is deliberately much longer than a slow fsync
+// (seconds, not the hundreds of milliseconds of an election timeout): the
+// other side, one slow fsync, must not cost a healthy leader its
+// leadership (see stepInboundAndTicks).
+
+// timeWrite runs one Storage write, recording it as in flight.
+func (l *loop) timeWrite(write func() error) error {
+	l.n.diskWriteStart.Store(l.n.cfg.Clock.Now().UnixNano())
+	defer l.n.diskWriteStart.Store(0)
+	return write()
+}
+
+// diskBlocked returns how long the Storage write in flight has been
+// running, 0 when none.
+func (n *Node) diskBlocked() time.Duration {
+	start := n.diskWriteStart.Load()
+	if start == 0 {
+		return 0
+	}
+	return max(n.cfg.Clock.Now().Sub(time.Unix(0, start)), 0)
+}
+
+// watchDisk checks the write in flight every quarter of DiskStallTimeout
+// (at most every TickInterval) until the node stops; see above.
+func (n *Node) watchDisk() {
+	period := max(min(n.cfg.DiskStallTimeout/4, n.cfg.TickInterval), minTickInterval)
+	tk := n.cfg.Clock.NewTicker(period)
+	defer tk.Stop()
+	var stalledSince int64 // start of the write reported stalled, 0 if none
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tk.C():
+		}
+		start := n.diskWriteStart.Load()
+		blocked := n.diskBlocked()
+		if stalledSince != 0 && start != stalledSince {
+			n.metrics.diskStalled.Set(0)
+			n.log.Warn("stalled disk write completed", "after_at_least", time.Duration(n.cfg.Clock.Now().UnixNano()-stalledSince))
+			stalledSince = 0
+		}
+		if start == 0 || start == stalledSince || blocked < n.cfg.DiskStallTimeout {
+			continue
+		}
+		stalledSince = start
+		n.metrics.diskStalled.Set(1)
+		n.metrics.diskStalls.Inc()
+		n.log.Error("disk write stalled: not ready until it completes", "blocked", blocked,
+			"disk_stall_timeout", n.cfg.DiskStallTimeout)
+		n.handOverLeadership()
+	}
+}
+
+// handOverLeadership asks the most up-to-date voter to campaign at once,
+// if this node last published itself as leader (see above).
+func (n *Node) handOverLeadership() {
+	st := n.status.Load()
+	if st.Role != core.RoleLeader || !n.transportSet.Load() {
+		return
+	}
+	var to, match uint64
+	for _, id := range st.Membership.Voters {
+		pr, ok := st.Progress[id]
+		if id == n.cfg.ID || !ok {
+			continue
+		}
+		if to == core.None || pr.Match > match || (pr.Match == match && id < to) {
+			to, match = id, pr.Match
+		}
+	}
+	if to == core.None {
+		n.log.Error("disk stalled on a leader with no other voter to hand leadership to")
+		return
+	}
+	n.log.Warn("disk stalled: handing leadership over", "to", to, "term", st.Term, "match", match)
+	n.metrics.stallHandovers.Inc()
+	n.transport.Send([]core.Message{{Type: core.MsgTimeoutNow, From: n.cfg.ID, To: to, Term: st.Term}})
 }

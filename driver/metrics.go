@@ -21,6 +21,12 @@ import (
 //	rafty_driver_invalid_messages_total     counter    inbound messages the core rejected as invalid
 //	rafty_driver_applied_early_total        counter    committed entries applied before their Ready's fsync (already durable)
 //	rafty_driver_commit_writes_unsynced_total counter  commit-only hard states written without an fsync (UnsyncedCommitSaver)
+//	rafty_driver_undecodable_entries_total  counter    committed entries whose envelope does not decode, applied as failed no-ops
+//	rafty_driver_invalid_proposals_total    counter    forwarded proposal entries refused as malformed (ErrInvalidProposal)
+//	rafty_driver_forwarded_dropped_total    counter    forwarded proposal entries dropped with the inbox full and answered (ErrLeaderBusy)
+//	rafty_driver_disk_stalled               gauge      1 while a Storage write has been in flight longer than DiskStallTimeout
+//	rafty_driver_disk_stalls_total          counter    Storage writes that exceeded DiskStallTimeout
+//	rafty_driver_stall_handovers_total      counter    leadership hand-overs asked for because of a stalled disk
 //
 // Snapshots and compaction (with Config.Snapshots):
 //
@@ -50,6 +56,13 @@ type metrics struct {
 	invalidMessages   prometheus.Counter
 	appliedEarly      prometheus.Counter
 	commitsUnsynced   prometheus.Counter
+
+	undecodableEntries prometheus.Counter
+	invalidProposals   prometheus.Counter
+	forwardedDropped   prometheus.Counter
+	diskStalled        prometheus.Gauge
+	diskStalls         prometheus.Counter
+	stallHandovers     prometheus.Counter
 
 	snapshots          prometheus.Counter
 	snapshotFailures   prometheus.Counter
@@ -109,6 +122,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		commitsUnsynced:   c("commit_writes_unsynced_total", "Commit-only hard states written without an fsync (not in save_duration_seconds)."),
 		reg:               reg,
 
+		undecodableEntries: c("undecodable_entries_total", "Committed entries whose proposal envelope does not decode, applied as failed no-ops."),
+		invalidProposals:   c("invalid_proposals_total", "Forwarded proposal entries refused as malformed."),
+		forwardedDropped:   c("forwarded_dropped_total", "Forwarded proposal entries dropped because the inbox was full, and answered at once."),
+		diskStalled:        g("disk_stalled", "1 while a Storage write has been in flight for longer than DiskStallTimeout."),
+		diskStalls:         c("disk_stalls_total", "Storage writes that took longer than DiskStallTimeout."),
+		stallHandovers:     c("stall_handovers_total", "Leadership hand-overs asked for because of a stalled disk."),
+
 		snapshots:          c("snapshots_total", "Local snapshots taken and made durable."),
 		snapshotFailures:   c("snapshot_failures_total", "Local snapshots that failed."),
 		snapshotSeconds:    h("snapshot_duration_seconds", "Time from capturing a local snapshot to its being durable.", slowBuckets),
@@ -136,6 +156,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.compactedIndex, m.compactions, m.snapSends, m.snapSendFailures, m.snapSendSeconds,
 		m.snapSentBytes, m.snapInstalls, m.snapRecvFailures, m.snapRecvBytes, m.snapResumes,
 		m.snapInstallSeconds,
+		m.undecodableEntries, m.invalidProposals, m.forwardedDropped, m.diskStalled, m.diskStalls, m.stallHandovers,
 	} {
 		if err := reg.Register(col); err != nil {
 			m.unregister()

@@ -93,6 +93,18 @@ type Node struct {
 	partialMu     sync.Mutex
 	partial       *partialSnapshot
 	partialClosed bool
+
+	// forwardBytes bounds the entries of one forwarded proposal message:
+	// the transport's message limit less framing. Set by newLoop, before
+	// Start returns; read-only afterwards.
+	forwardBytes    int
+	maxMessageBytes int
+	// transportSet is set (by newLoop) once n.transport may be used from
+	// the handler's goroutines, which answer dropped forwarded proposals.
+	transportSet atomic.Bool
+	// diskWriteStart is the Clock time (Unix nanoseconds) at which the
+	// Storage write in flight began, 0 when none (see watchDisk).
+	diskWriteStart atomic.Int64
 }
 
 // Status is a point-in-time view of the node, published by the loop after
@@ -109,6 +121,13 @@ type Status struct {
 	Stopped bool
 	// Snapshots reports snapshots and log compaction.
 	Snapshots SnapshotStatus
+	// DiskStalled reports that a Storage write has been in flight for
+	// longer than Config.DiskStallTimeout; DiskWriteBlocked is how long
+	// the write in flight has run (0 when none). A stalled node is not
+	// fit to serve (kvnode's /readyz fails), and a stalled leader hands
+	// leadership over.
+	DiskStalled      bool
+	DiskWriteBlocked time.Duration
 }
 
 // ctrlRequest runs fn on the loop goroutine, which owns the core.
@@ -279,6 +298,19 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 		return nil, &DroppedError{Reason: fmt.Errorf("%w: %d bytes exceeds MaxProposalBytes %d",
 			core.ErrProposalTooLarge, len(cmd), n.cfg.MaxProposalBytes)}
 	}
+	// A proposal that cannot fit one transport message could never be
+	// forwarded (nor replicated): it would vanish and its caller wait for
+	// its context.
+	if room := n.forwardBytes - EnvelopeOverhead - entryWireOverhead; len(cmd) > room {
+		return nil, &DroppedError{Reason: &tooLargeError{msg: fmt.Sprintf(
+			"driver: a command of %d bytes cannot fit in one transport message: MaxMessageBytes %d leaves room for %d",
+			len(cmd), n.maxMessageBytes, room)}}
+	}
+	if v := n.cfg.ValidateCommand; v != nil {
+		if err := v(cmd); err != nil {
+			return nil, &DroppedError{Reason: fmt.Errorf("%w: %w", ErrInvalidProposal, err)}
+		}
+	}
 	if n.pendingProposals.Add(1) > int64(n.cfg.MaxPendingProposals) {
 		n.pendingProposals.Add(-1)
 		return nil, fmt.Errorf("%w: %d proposals pending (MaxPendingProposals)", ErrBusy, n.cfg.MaxPendingProposals)
@@ -392,6 +424,8 @@ func (n *Node) Status() Status {
 	s.PendingReads = int(n.pendingReads.Load())
 	s.Stopped = n.stopped()
 	s.Snapshots = n.snapStats.status()
+	s.DiskWriteBlocked = n.diskBlocked()
+	s.DiskStalled = s.DiskWriteBlocked >= n.cfg.DiskStallTimeout
 	return s
 }
 

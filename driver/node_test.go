@@ -387,32 +387,6 @@ func TestStartErrors(t *testing.T) {
 	}
 }
 
-// TestCorruptEntryStopsNode: a committed entry that is not a driver
-// envelope stops the node with ErrCorruptEntry instead of reaching the
-// state machine.
-func TestCorruptEntryStopsNode(t *testing.T) {
-	c := newCluster(t, 1)
-	c.stop(1)
-	st := c.stores[1]
-	last, _ := st.LastIndex()
-	if err := st.Log.Save(core.HardState{Term: 9, Commit: last + 1}, []core.Entry{
-		{Index: last + 1, Term: 9, Data: []byte("not an envelope")},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	n, err := driver.Start(context.Background(), c.config(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	awaitChan(t, "the node to stop", n.Done())
-	if err := n.Stop(); !errors.Is(err, driver.ErrCorruptEntry) {
-		t.Fatalf("Stop: %v, want ErrCorruptEntry", err)
-	}
-	if got := len(c.sms[1].data()); got != 0 {
-		t.Fatalf("state machine received %d commands", got)
-	}
-}
-
 // TestMetrics: with a Registerer the node's metrics are registered,
 // observed, and unregistered on Stop, so a restart can register again.
 func TestMetrics(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,4 +164,172 @@ func TestNaturalBatching(t *testing.T) {
 		t.Fatalf("50 proposals took %d Saves, the largest writing %d entries: not batched", saves, largest)
 	}
 	t.Logf("%d proposals succeeded in %d Saves; largest Save: %d entries", ok, saves, largest)
+}
+
+// slowFollowers gives every node but node 1 an election timeout of
+// ticks, so node 1 wins the first election and the others never campaign
+// on their own within a test: whatever makes them lead is what the test
+// is about.
+func slowFollowers(ticks int) clusterOpt {
+	return func(c *cluster) {
+		for _, id := range c.ids[1:] {
+			c.perNode[id] = func(cfg *driver.Config) {
+				tune := cfg.TuneRaft
+				cfg.TuneRaft = func(rc *core.Config) {
+					tune(rc)
+					rc.ElectionTicks = ticks
+				}
+			}
+		}
+	}
+}
+
+// TestDiskStallHandsOverLeadership: the leader's disk write never
+// returns. Once it has been in flight for DiskStallTimeout the leader
+// reports the stall in Status (what kvnode's /readyz and status read) and
+// hands leadership to a follower — long before the followers' own election
+// timeout could have elected one. When the write finally returns, the old
+// leader follows the new one, stops reporting the stall, and the cluster
+// converges.
+func TestDiskStallHandsOverLeadership(t *testing.T) {
+	const followerElection = 1000 // ticks: 10 s of clock time
+	c := newCluster(t, 3, withTune(func(rc *core.Config) { rc.CheckQuorum = true }),
+		withConfig(func(cfg *driver.Config) { cfg.DiskStallTimeout = 5 * testTick }),
+		slowFollowers(followerElection))
+	old := c.leader()
+	if old != 1 {
+		t.Fatalf("node %d leads; node 1 has the only short election timeout", old)
+	}
+	c.propose(old, "x1")
+	term := c.nodes[old].Status().Term
+
+	release := c.stores[old].stallOn("stuck")
+	defer release()
+	stuck := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_, err := c.nodes[old].Propose(ctx, []byte("stuck"))
+		stuck <- err
+	}()
+	awaitChan(t, "the leader's write to block", c.stores[old].entered)
+	stallStart := c.clock.Now()
+	await(t, "the stall to show in Status", func() bool { return c.nodes[old].Status().DiskStalled })
+	if st := c.nodes[old].Status(); st.DiskWriteBlocked < 5*testTick {
+		t.Fatalf("DiskStalled with DiskWriteBlocked %v < DiskStallTimeout", st.DiskWriteBlocked)
+	}
+	others := c.followers(old)
+	lead := c.leaderOf(others...)
+	if took := c.clock.Now().Sub(stallStart); took >= followerElection*testTick {
+		t.Fatalf("new leader after %v of clock time: that is the followers' own election timeout, not a hand-over", took)
+	}
+	if st := c.nodes[lead].Status(); st.Term <= term {
+		t.Fatalf("new leader %d in term %d, old term %d", lead, st.Term, term)
+	}
+	c.propose(lead, "x2")
+
+	release()
+	await(t, "the old leader to follow the new one and stop reporting a stall", func() bool {
+		st := c.nodes[old].Status()
+		l, _ := c.nodes[old].Leader()
+		return !st.DiskStalled && st.DiskWriteBlocked == 0 && st.Role == core.RoleFollower && l == lead
+	})
+	switch err := awaitChan(t, "the stuck proposal", stuck); {
+	case err == nil, errors.Is(err, driver.ErrOutcomeUnknown), errors.Is(err, driver.ErrProposalDropped):
+		t.Logf("stuck proposal: %v", err)
+	default:
+		t.Fatalf("stuck proposal: %v", err)
+	}
+	c.propose(old, "x3")
+	c.awaitConverged("x1", "x2", "x3")
+}
+
+// ackRecorder wraps a node's handler and records, per sender, the highest
+// index acknowledged by a MsgAppResp that reached the node's inbox.
+type ackRecorder struct {
+	driver.MessageHandler
+	mu    sync.Mutex
+	acked map[uint64]uint64
+}
+
+func (r *ackRecorder) HandleMessages(ctx context.Context, msgs []core.Message) error {
+	var acks []core.Message
+	for _, m := range msgs {
+		if m.Type == core.MsgAppResp && !m.Reject {
+			acks = append(acks, m)
+		}
+	}
+	err := r.MessageHandler.HandleMessages(ctx, msgs)
+	if err == nil {
+		r.mu.Lock()
+		for _, m := range acks {
+			r.acked[m.From] = max(r.acked[m.From], m.Index)
+		}
+		r.mu.Unlock()
+	}
+	return err
+}
+
+func (r *ackRecorder) ackedBy(id uint64) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.acked[id]
+}
+
+// TestSlowFsyncKeepsHealthyLeader: one fsync on the leader takes an
+// election timeout of clock time, while its followers acknowledge the
+// entries it sent before that fsync. The leader must stay leader (same
+// term) and commit: the acknowledgements waiting in its inbox are stepped
+// before the missed ticks, so CheckQuorum sees its followers. Fed all ten
+// missed ticks first (the old order), the leader found them silent for an
+// election timeout and stepped down.
+func TestSlowFsyncKeepsHealthyLeader(t *testing.T) {
+	rec := &ackRecorder{acked: map[uint64]uint64{}}
+	c := newCluster(t, 3, withTune(func(rc *core.Config) { rc.CheckQuorum = true }), slowFollowers(100),
+		func(c *cluster) {
+			c.perNode[1] = func(cfg *driver.Config) {
+				newT := cfg.NewTransport
+				cfg.NewTransport = func(h driver.MessageHandler) (driver.Transport, error) {
+					rec.MessageHandler = h
+					return newT(rec)
+				}
+			}
+		})
+	lead := c.leader()
+	if lead != 1 {
+		t.Fatalf("node %d leads; node 1 has the only short election timeout", lead)
+	}
+	c.propose(lead, "warm-up")
+	c.stopClock() // time moves only when the test says so from here on
+	st := c.nodes[lead].Status()
+	term, target := st.Term, st.LastIndex+1
+
+	release := c.stores[lead].stallOn("slow")
+	defer release()
+	slow := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := c.nodes[lead].Propose(ctx, []byte("slow"))
+		slow <- err
+	}()
+	awaitChan(t, "the leader's fsync to block", c.stores[lead].entered)
+	// The fsync lasts one election timeout; meanwhile both followers
+	// persist the entry and their acknowledgements queue up.
+	c.clock.Advance(testElectionTicks * testTick)
+	await(t, "both followers' acknowledgements in the leader's inbox", func() bool {
+		for _, id := range c.followers(lead) {
+			if rec.ackedBy(id) < target {
+				return false
+			}
+		}
+		return true
+	})
+	release()
+	if err := awaitChan(t, "the slow proposal", slow); err != nil {
+		t.Fatalf("slow proposal: %v\n%s", err, c.dump())
+	}
+	if st := c.nodes[lead].Status(); st.Role != core.RoleLeader || st.Term != term {
+		t.Fatalf("after one slow fsync node %d is %v in term %d (was leader in term %d)", lead, st.Role, st.Term, term)
+	}
 }

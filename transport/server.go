@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/driver"
 	pb "github.com/rafty-db/rafty/transport/transportpb"
 )
 
@@ -120,6 +121,12 @@ type senderOrder struct {
 	gen uint64 // generation of the newest stream that delivered
 }
 
+// MaxMessageBytes returns Config.MaxMessageBytes: the node splits the
+// proposals it forwards to fit it (driver.MessageLimiter).
+func (t *GRPC) MaxMessageBytes() int { return t.cfg.MaxMessageBytes }
+
+var _ driver.MessageLimiter = (*GRPC)(nil)
+
 // deliver hands msgs from sender to the handler, in order with what the
 // sender's other streams delivered. *gen is the stream's generation, 0
 // until its first delivery.
@@ -140,6 +147,16 @@ func (t *GRPC) deliver(ctx context.Context, sender uint64, gen *uint64, msgs []c
 		return status.Errorf(codes.Aborted, "transport: node %d has a newer stream from node %d", t.cfg.NodeID, sender)
 	}
 	if err := h.HandleMessages(ctx, msgs); err != nil {
+		if errors.Is(err, driver.ErrInboxFull) {
+			// The handler dropped this batch and answered the forwarded
+			// proposals in it; Raft retransmits the rest. Ending the
+			// stream would lose, unanswered, whatever the sender had
+			// already written behind the batch.
+			if t.limiter.allow(fmt.Sprintf("inbox-full-%d", sender)) {
+				t.log.Warn("node's inbox full: dropped a batch from peer", "peer", sender, "messages", len(msgs))
+			}
+			return nil
+		}
 		return status.Errorf(codes.Unavailable, "transport: node %d is not accepting messages: %v", t.cfg.NodeID, err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package kv
 import (
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -59,6 +60,13 @@ func (s *Store) Apply(cmds []driver.Command) ([]any, error) {
 		}
 		last = c.Index
 		if err := decodeCommand(c.Data, &s.cmd); err != nil {
+			// The same verdict on every member, and again when the entry
+			// is re-applied after a restart: a failed no-op, never a stop.
+			// (An unknown field, such as a newer release's, is refused
+			// the same way; see driver/envelope.go for how a format
+			// change is rolled out.)
+			a.refused.Add(1)
+			s.log.Warn("command applied as a failed no-op", "index", c.Index, "bytes", len(c.Data), "err", err)
 			results[i] = &CommandError{Index: c.Index, Err: err}
 			continue
 		}
@@ -83,8 +91,30 @@ func (s *Store) Apply(cmds []driver.Command) ([]any, error) {
 	return results, nil
 }
 
+// RefusedCommands counts the commands Apply refused, since OpenStore:
+// corrupt or rule-breaking bytes applied as failed no-ops (a *CommandError
+// result wrapping ErrCorruptCommand or ErrInvalidCommand). ValidateCommand
+// keeps them out of the log; a nonzero count means a member proposed
+// without it, or a release with a newer command format proposed too
+// early.
+func (s *Store) RefusedCommands() uint64 { return s.applier.refused.Load() }
+
+// ValidateCommand reports whether data is a command Apply would execute:
+// it decodes and keeps every structural rule, with the same verdict on
+// every member. It is the driver's Config.ValidateCommand for a Store, so
+// a malformed command is refused before it enters the log. Errors wrap
+// ErrCorruptCommand or ErrInvalidCommand. Safe for concurrent use.
+func ValidateCommand(data []byte) error {
+	var c command
+	return decodeCommand(data, &c)
+}
+
 // applier executes decoded commands into the batch of one Apply call.
 type applier struct {
+	// refused counts commands that failed to decode or validate
+	// (RefusedCommands); read concurrently by metrics.
+	refused atomic.Uint64
+
 	b      *pebble.Batch
 	index  uint64 // the command's log index: the mod index of its writes
 	budget int    // result bytes the command may still return

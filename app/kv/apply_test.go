@@ -343,6 +343,51 @@ func TestApplyRejectsAndChangesNothing(t *testing.T) {
 	if a := mustApplied(t, s); a != idx-1 {
 		t.Fatalf("applied %d, want %d", a, idx-1)
 	}
+	if got, want := s.RefusedCommands(), uint64(len(invalid)+len(corrupt)); got != want {
+		t.Fatalf("RefusedCommands = %d, want %d", got, want)
+	}
+}
+
+// TestValidateCommand: ValidateCommand, the driver's check at the proposal
+// boundary, gives Apply's verdict: it accepts what Apply executes and
+// refuses, with the same error kind, what Apply turns into a failed no-op
+// — "x" (issue 13's reproduction) among them. The Store keeps applying
+// after such a command.
+func TestValidateCommand(t *testing.T) {
+	s := openStore(t, Options{})
+	cases := []struct {
+		data []byte
+		want error // nil: valid
+	}{
+		{encode(t, putCmd("k", "v")), nil},
+		{encode(t, txnCmd(&kvpb.TxnRequest{Success: []*kvpb.RequestOp{opPutReq("k2", "v")}})), nil},
+		{[]byte("x"), ErrCorruptCommand},
+		{encode(t, putCmd("", "v")), ErrInvalidCommand},
+		{append(encode(t, putCmd("k", "v")), 0x08, 0x01), ErrCorruptCommand}, // a field this release does not know
+	}
+	for i, c := range cases {
+		err := ValidateCommand(c.data)
+		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Fatalf("case %d: ValidateCommand = %v, want %v", i, err, c.want)
+		}
+		res, err := s.Apply([]driver.Command{{Index: uint64(i + 1), Data: c.data}})
+		if err != nil {
+			t.Fatalf("case %d: Apply failed: %v", i, err)
+		}
+		if c.want == nil {
+			if _, bad := res[0].(*CommandError); bad {
+				t.Fatalf("case %d: valid command failed at apply: %v", i, res[0])
+			}
+			continue
+		}
+		cmdErr(t, res[0], c.want)
+	}
+	if got := s.RefusedCommands(); got != 3 {
+		t.Fatalf("RefusedCommands = %d, want 3", got)
+	}
+	if a := mustApplied(t, s); a != uint64(len(cases)) {
+		t.Fatalf("applied %d, want %d", a, len(cases))
+	}
 }
 
 func TestApplyReplayIsSkipped(t *testing.T) {

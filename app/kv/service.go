@@ -269,6 +269,9 @@ func (s *Service) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.St
 		Role:         st.Role.String(),
 		CommitIndex:  st.Commit,
 		AppliedIndex: s.store.AppliedIndex(),
+		DiskStalled:  st.DiskStalled,
+		// A write in flight is reported stalled only past the timeout.
+		DiskWriteBlockedMs: uint64(st.DiskWriteBlocked.Milliseconds()),
 	}
 	size, err := s.store.DiskSize()
 	if err != nil {

@@ -245,6 +245,7 @@ func watchLeader(n *driver.Node, changes prometheus.Counter) {
 type storeCollector struct {
 	store   *kv.Store
 	applied *prometheus.Desc
+	refused *prometheus.Desc
 	pebble  []pebbleGauge
 }
 
@@ -263,6 +264,7 @@ func newStoreCollector(store *kv.Store) *storeCollector {
 	return &storeCollector{
 		store:   store,
 		applied: prometheus.NewDesc("rafty_kv_applied_index", "Applied index recorded by the key-value store.", nil, nil),
+		refused: prometheus.NewDesc("rafty_kv_refused_commands_total", "Committed commands applied as failed no-ops: corrupt or breaking a rule.", nil, nil),
 		pebble: []pebbleGauge{
 			g("disk_usage_bytes", "Bytes the Pebble store uses on disk.", gauge, func(p kv.PebbleStats) float64 { return float64(p.DiskSpaceUsageBytes) }),
 			g("memtable_bytes", "Bytes allocated by memtables.", gauge, func(p kv.PebbleStats) float64 { return float64(p.MemTableBytes) }),
@@ -283,6 +285,7 @@ func newStoreCollector(store *kv.Store) *storeCollector {
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.applied
+	ch <- c.refused
 	for _, g := range c.pebble {
 		ch <- g.desc
 	}
@@ -297,6 +300,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.applied, prometheus.GaugeValue, float64(c.store.AppliedIndex()))
+	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(c.store.RefusedCommands()))
 }
 
 // requestMetrics instrument the client gRPC service: the interceptor
@@ -413,12 +417,18 @@ func (r *readiness) check() (bool, string) {
 	if r.stopping.Load() {
 		return false, "shutting down"
 	}
-	st := r.node.status()
+	return readinessOf(r.node.status())
+}
+
+// readinessOf is check's verdict on a node's status (nil: no node yet).
+func readinessOf(st *driver.Status) (bool, string) {
 	switch {
 	case st == nil:
 		return false, "starting"
 	case st.Stopped:
 		return false, "node stopped"
+	case st.DiskStalled:
+		return false, fmt.Sprintf("disk stalled: a write has not completed for %v", st.DiskWriteBlocked.Round(time.Millisecond))
 	case st.Leader == core.None:
 		return false, "no leader known"
 	case st.Applied < st.Commit:

@@ -198,6 +198,8 @@ func (s *server) start() error {
 		// The driver's default proposal limit is below what the client
 		// service accepts (a maximal value plus its key and framing).
 		MaxProposalBytes: s.limits.MaxProposalBytes(),
+		// The leader refuses forwarded commands that would not decode.
+		ValidateCommand: kv.ValidateCommand,
 		NewTransport: func(h driver.MessageHandler) (driver.Transport, error) {
 			t, err := transport.New(transport.Config{
 				ClusterID:   cfg.ClusterID,

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v3"
 	"google.golang.org/grpc/codes"
@@ -115,13 +116,17 @@ func printStatus(out io.Writer, rows []statusRow, hash bool) error {
 		if s.GetLeader() != 0 {
 			leader = strconv.FormatUint(s.GetLeader(), 10)
 		}
+		role := s.GetRole()
+		if s.GetDiskStalled() {
+			role += fmt.Sprintf(" (disk stalled %v)", time.Duration(s.GetDiskWriteBlockedMs())*time.Millisecond)
+		}
 		applied := strconv.FormatUint(s.GetAppliedIndex(), 10)
 		if s.GetAppliedIndex() > s.GetCommitIndex() {
 			applied += "*"
 			ahead = true
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\t%s\t%s",
-			r.endpoint, s.GetMemberId(), s.GetRole(), s.GetTerm(), s.GetCommitIndex(), applied,
+			r.endpoint, s.GetMemberId(), role, s.GetTerm(), s.GetCommitIndex(), applied,
 			leader, humanBytes(s.GetDbSizeBytes()))
 		if hash {
 			fmt.Fprintf(tw, "\t%016x\t%d\t%d", s.GetHash(), s.GetHashIndex(), s.GetHashKeys())

@@ -1345,11 +1345,16 @@ type StatusResponse struct {
 	// digest of every key, value and mod_index as of applied index
 	// hash_index, over hash_keys keys. Two members agree on the data at an
 	// index exactly when their hashes at that index agree (up to collisions).
-	Hash          uint64 `protobuf:"varint,9,opt,name=hash,proto3" json:"hash,omitempty"`
-	HashIndex     uint64 `protobuf:"varint,10,opt,name=hash_index,json=hashIndex,proto3" json:"hash_index,omitempty"`
-	HashKeys      uint64 `protobuf:"varint,11,opt,name=hash_keys,json=hashKeys,proto3" json:"hash_keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Hash      uint64 `protobuf:"varint,9,opt,name=hash,proto3" json:"hash,omitempty"`
+	HashIndex uint64 `protobuf:"varint,10,opt,name=hash_index,json=hashIndex,proto3" json:"hash_index,omitempty"`
+	HashKeys  uint64 `protobuf:"varint,11,opt,name=hash_keys,json=hashKeys,proto3" json:"hash_keys,omitempty"`
+	// disk_stalled: a write to this member's Raft log has been in flight for
+	// longer than the driver's DiskStallTimeout (it is not ready, and hands
+	// leadership over); disk_write_blocked_ms is how long, 0 when none.
+	DiskStalled        bool   `protobuf:"varint,12,opt,name=disk_stalled,json=diskStalled,proto3" json:"disk_stalled,omitempty"`
+	DiskWriteBlockedMs uint64 `protobuf:"varint,13,opt,name=disk_write_blocked_ms,json=diskWriteBlockedMs,proto3" json:"disk_write_blocked_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1455,6 +1460,20 @@ func (x *StatusResponse) GetHashIndex() uint64 {
 func (x *StatusResponse) GetHashKeys() uint64 {
 	if x != nil {
 		return x.HashKeys
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetDiskStalled() bool {
+	if x != nil {
+		return x.DiskStalled
+	}
+	return false
+}
+
+func (x *StatusResponse) GetDiskWriteBlockedMs() uint64 {
+	if x != nil {
+		return x.DiskWriteBlockedMs
 	}
 	return 0
 }
@@ -1845,7 +1864,7 @@ const file_kv_proto_rawDesc = "" +
 	"\tresponses\x18\x03 \x03(\v2\x17.rafty.kv.v1.ResponseOpR\tresponses\x12\x14\n" +
 	"\x05index\x18\x04 \x01(\x04R\x05index\"#\n" +
 	"\rStatusRequest\x12\x12\n" +
-	"\x04hash\x18\x01 \x01(\bR\x04hash\"\xde\x02\n" +
+	"\x04hash\x18\x01 \x01(\bR\x04hash\"\xb4\x03\n" +
 	"\x0eStatusResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.rafty.kv.v1.ResponseHeaderR\x06header\x12\x1b\n" +
 	"\tmember_id\x18\x02 \x01(\x04R\bmemberId\x12\x16\n" +
@@ -1859,7 +1878,9 @@ const file_kv_proto_rawDesc = "" +
 	"\n" +
 	"hash_index\x18\n" +
 	" \x01(\x04R\thashIndex\x12\x1b\n" +
-	"\thash_keys\x18\v \x01(\x04R\bhashKeys\"\x0f\n" +
+	"\thash_keys\x18\v \x01(\x04R\bhashKeys\x12!\n" +
+	"\fdisk_stalled\x18\f \x01(\bR\vdiskStalled\x121\n" +
+	"\x15disk_write_blocked_ms\x18\r \x01(\x04R\x12diskWriteBlockedMs\"\x0f\n" +
 	"\rBackupRequest\"\x86\x01\n" +
 	"\x0eBackupResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.rafty.kv.v1.ResponseHeaderR\x06header\x12\x12\n" +
