@@ -63,7 +63,7 @@ bench-core:
 	cd bench/etcdraft && $(GO) test -run '^$$' -bench . -benchmem -count 5 .
 
 ## bench-compare: Rafty's and etcd's 3-node clusters alternately on loopback,
-## same workload, several rounds; writes artifacts/bench/table.md.
+## same workload, several rounds; writes artifacts/bench/table.md and chart.svg.
 bench-compare:
 	bash bench/etcd/compare.sh
 
