@@ -230,6 +230,12 @@ func TestRunLocalSurvivesKilledNode(t *testing.T) {
 	for i := range 3 {
 		c.nodes = append(c.nodes, &node{id: i + 1, client: r.clients[i], metrics: r.metrics[i]})
 	}
+	// The real binary, pointed at a node's metrics port by mistake, is
+	// told where the client port is.
+	code, stdout, stderr := c.cli(t, "get", "k", "--endpoints", r.metrics[0])
+	wantOneLineError(t, []string{"get", "k"}, code, stdout, stderr, exitFailure,
+		"unimplemented: this is kvnode's metrics port (HTTP: /metrics, /healthz, /readyz); send gRPC requests to its client port, --client-listen "+r.clients[0])
+
 	var lead *node
 	waitFor(t, 10*time.Second, "a leader", func() bool {
 		st, err := c.status(c.nodes[0], false)
