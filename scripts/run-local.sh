@@ -110,6 +110,11 @@ fi
 echo $$ >"$supervisor_pid_file"
 rm -f "$data"/restart-node?
 
+# How to run this script's restart from another terminal: the data
+# directory names the running make run, so a non-default one is given.
+restart_cmd="$0 restart"
+[[ -n ${DATA_DIR:-} ]] && restart_cmd="DATA_DIR=$(printf %q "$data") $restart_cmd"
+
 peers="1=$host:${peer_ports[0]},2=$host:${peer_ports[1]},3=$host:${peer_ports[2]}"
 endpoints="$host:${client_ports[0]},$host:${client_ports[1]},$host:${client_ports[2]}"
 
@@ -173,7 +178,7 @@ reap() {
 		1) echo "  node ${others[0]} keeps running" ;;
 		*) echo "  nodes ${others[*]} keep running" ;;
 		esac
-		echo "  restart it with: $0 restart $i"
+		echo "  restart it with: $restart_cmd $i"
 	} >&2
 }
 
@@ -193,7 +198,7 @@ stop() {
 }
 trap stop INT TERM
 cleanup() {
-	rm -f "$supervisor_pid_file" "$data"/node?.pid "$data"/restart-node?
+	rm -f "$supervisor_pid_file" "$data"/node?.pid "$data"/restart-node? "$data"/restart-node?.answer
 }
 trap cleanup EXIT
 
@@ -234,7 +239,7 @@ Try:
   $bin get greeting
   $bin status
   kill -9 \$(cat $data/node1.pid)      # the others keep serving
-  $0 restart 1
+  $restart_cmd 1
 
 Ctrl-C stops the cluster.
 EOF

@@ -208,9 +208,10 @@ func (e *errorSamples) classify(err error) string {
 	return kind
 }
 
-// failure is nil when no measured operation failed, and otherwise the
-// error that makes bench exit non-zero: how many failed, of each kind,
-// most frequent first, with a sample message of each.
+// failure is nil when measured operations completed and none failed, and
+// otherwise the error that makes bench exit non-zero: how many failed, of
+// each kind, most frequent first, with a sample message of each; or that
+// none completed.
 func (e *errorSamples) failure(res workload.Result) error {
 	var failed int64
 	kinds := make([]string, 0, len(res.Errors))
@@ -219,6 +220,11 @@ func (e *errorSamples) failure(res workload.Result) error {
 		kinds = append(kinds, k)
 	}
 	if failed == 0 {
+		if res.Ops == 0 {
+			// Nothing failed, and nothing finished either: every
+			// operation outlived the window (a stuck cluster).
+			return fmt.Errorf("bench: no operation completed within the measured %.1fs (those still running at its end are not counted): is the cluster answering?", res.Seconds)
+		}
 		return nil
 	}
 	slices.SortFunc(kinds, func(a, b string) int {

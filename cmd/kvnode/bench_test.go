@@ -67,11 +67,13 @@ func TestBenchAgainstCluster(t *testing.T) {
 
 // bench exits non-zero when operations fail, with one line counting them
 // by kind with the first message of each; --json still prints the
-// result first.
+// result first. It does too when none completed in the window.
 func TestBenchReportsFailures(t *testing.T) {
 	ep := serveKV(t, &kvpb.UnimplementedKVServer{}) // every operation fails
 	for _, asJSON := range []bool{false, true} {
-		args := []string{"bench", "--endpoints", ep, "--op", "put", "--concurrency", "2", "--warmup", "0s", "--duration", "200ms", "--quiet"}
+		// The warm-up covers connecting, which a loaded machine can make
+		// slow; then every operation fails at once.
+		args := []string{"bench", "--endpoints", ep, "--op", "put", "--concurrency", "2", "--warmup", "300ms", "--duration", "500ms", "--quiet"}
 		if asJSON {
 			args = append(args, "--json")
 		}
@@ -91,5 +93,19 @@ func TestBenchReportsFailures(t *testing.T) {
 		} else if !strings.Contains(stdout, "errors map[unimplemented:") {
 			t.Errorf("summary line %q", stdout)
 		}
+	}
+}
+
+// A run in which no operation completes in the measured window (a stuck
+// cluster) exits non-zero too: an empty result is not a measurement.
+func TestBenchNothingCompleted(t *testing.T) {
+	f := newFakeKV()
+	f.failures = []error{errHang, errHang}
+	ep := startFakeKV(t, f)
+	args := []string{"bench", "--endpoints", ep, "--op", "put", "--concurrency", "2", "--warmup", "0s", "--duration", "300ms",
+		"--op-timeout", "5s", "--quiet"}
+	code, stdout, stderr := runCLI(t, args...)
+	if code != exitFailure || !strings.HasPrefix(stderr, "kvnode: bench: no operation completed within the measured ") {
+		t.Errorf("exit %d stdout %q stderr %q", code, stdout, stderr)
 	}
 }

@@ -230,6 +230,12 @@ func TestRunLocalSurvivesKilledNode(t *testing.T) {
 	for i := range 3 {
 		c.nodes = append(c.nodes, &node{id: i + 1, client: r.clients[i], metrics: r.metrics[i]})
 	}
+	// The real binary, pointed at a node's metrics port by mistake, is
+	// told where the client port is.
+	code, stdout, stderr := c.cli(t, "get", "k", "--endpoints", r.metrics[0])
+	wantOneLineError(t, []string{"get", "k"}, code, stdout, stderr, exitFailure,
+		"unimplemented: this is kvnode's metrics port (HTTP: /metrics, /healthz, /readyz); send gRPC requests to its client port, --client-listen "+r.clients[0])
+
 	var lead *node
 	waitFor(t, 10*time.Second, "a leader", func() bool {
 		st, err := c.status(c.nodes[0], false)
@@ -245,7 +251,8 @@ func TestRunLocalSurvivesKilledNode(t *testing.T) {
 	}
 	m := r.waitOutput(t, 10*time.Second, regexp.MustCompile(
 		fmt.Sprintf(`node %d exited \(killed by SIGKILL\):\n(?:.*\n)*?  nodes? [0-9 ]+ keeps? running\n  restart it with: (.+)\n`, lead.id)))
-	restart := strings.Fields(m[1])
+	// As a user would paste it into a shell.
+	restart := []string{"bash", "-c", m[1]}
 
 	// The others keep running and serving.
 	var others []*node
@@ -264,9 +271,13 @@ func TestRunLocalSurvivesKilledNode(t *testing.T) {
 		t.Fatalf("run-local.sh exited after node %d was killed: %v", lead.id, r.err)
 	}
 
-	// The printed restart command brings the node back.
+	// The printed restart command brings the node back. It names the
+	// data directory (not the default one here): only the environment
+	// the shell needs is passed on.
+	if !strings.HasPrefix(m[1], "DATA_DIR="+r.data+" ") {
+		t.Errorf("restart command %q does not name the data directory %s", m[1], r.data)
+	}
 	cmd := exec.Command(restart[0], restart[1:]...)
-	cmd.Env = r.env
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), fmt.Sprintf("restarted node %d (pid ", lead.id)) {
 		t.Fatalf("%q: %v\n%s", restart, err, out)
@@ -281,7 +292,6 @@ func TestRunLocalSurvivesKilledNode(t *testing.T) {
 	})
 	// A second request for a running node is refused.
 	cmd = exec.Command(restart[0], restart[1:]...)
-	cmd.Env = r.env
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "is running") {
 		t.Errorf("restart of a running node: %v %q", err, out)
 	}

@@ -467,7 +467,8 @@ func transferTarget(st driver.Status) uint64 {
 // doing at all, judged from the node's status afterwards: not if another
 // member leads, nor if no other voter is live. A leader that stepped down
 // with no successor heard from no quorum (CheckQuorum); a leader that
-// still leads has no other voter heard from within an election timeout.
+// still leads has no other voter heard from within an election timeout
+// (RecentActive, which CheckQuorum, on in kvnode, keeps up to date).
 // Both are what a whole-cluster stop looks like.
 func handoverMoot(st driver.Status) bool {
 	if st.Leader != core.None && st.Leader != st.ID {
