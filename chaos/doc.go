@@ -24,8 +24,8 @@
 //
 // After every schedule the checker (checker_test.go) verifies the history
 // with porcupine (a key-partitioned register model with compare-and-swap),
-// that serializable reads never go back in time on a node (across a power
-// cut: counted, report-only until issue 18), that every
+// that serializable reads never go back in time on a node (within a
+// process, across restarts and across power cuts), that every
 // (key, mod_index) names one value, that replicas converge to the same
 // state hash, and that every acknowledged write is still there or was
 // superseded. A violation writes porcupine's HTML visualization, the

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -453,6 +454,9 @@ func (f *FS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, erro
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if st, err := os.Lstat(path); err == nil && !st.Mode().IsRegular() {
+		return nil, &os.PathError{Op: "create", Path: path, Err: syscall.EISDIR}
+	}
 	r := &record{kind: recCreate, path: path}
 	if isRegular(path) {
 		if r.grave, err = f.bury(path); err != nil {
@@ -508,7 +512,17 @@ func (f *FS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
 // OpenDir implements vfs.FS: the handle's Sync makes the directory's
 // entries durable.
 func (f *FS) OpenDir(name string) (vfs.File, error) {
-	return f.Open(name)
+	path, err := abs(name)
+	if err != nil {
+		return nil, err
+	}
+	vf, err := f.inner.OpenDir(name)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.wrap(vf, path)
 }
 
 // Link implements vfs.FS.
@@ -523,6 +537,9 @@ func (f *FS) Link(oldname, newname string) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, err := os.Lstat(to); err == nil {
+		return f.inner.Link(oldname, newname) // fails: nothing to undo
+	}
 	if err := f.appendRec(&record{kind: recLink, path: from, to: to}); err != nil {
 		return err
 	}
@@ -605,6 +622,9 @@ func (f *FS) Rename(oldname, newname string) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, err := os.Lstat(from); err != nil {
+		return f.inner.Rename(oldname, newname) // fails: nothing to undo
+	}
 	r := &record{kind: recRename, path: from, to: to}
 	if isRegular(to) && from != to {
 		if r.grave, err = f.bury(to); err != nil {

@@ -177,3 +177,39 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+// TestFailedMutationsNotJournaled: a rename of a missing file, a link onto
+// an existing name and a create over a directory fail without a record,
+// so a cut cannot "undo" what never happened (moving or removing files
+// that were not touched).
+func TestFailedMutationsNotJournaled(t *testing.T) {
+	fs, dir := newTestFS(t, Options{})
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	for _, p := range []string{a, b} {
+		if err := os.WriteFile(p, []byte(p), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := fs.JournalBytes()
+	if err := fs.Rename(filepath.Join(dir, "missing"), a); err == nil {
+		t.Fatal("rename of a missing file succeeded")
+	}
+	if err := fs.Link(a, b); err == nil {
+		t.Fatal("link onto an existing name succeeded")
+	}
+	if _, err := fs.Create(dir, vfs.WriteCategoryUnspecified); err == nil {
+		t.Fatal("create over a directory succeeded")
+	}
+	if after := fs.JournalBytes(); after != before {
+		t.Fatalf("failed mutations journaled %d bytes", after-before)
+	}
+	fs.Close()
+	if _, err := Cut(fs.journal, nil, CutNothing); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{a, b} {
+		if got, err := os.ReadFile(p); err != nil || string(got) != p {
+			t.Fatalf("%s after the cut: %q, %v", p, got, err)
+		}
+	}
+}
