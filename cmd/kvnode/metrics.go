@@ -95,6 +95,23 @@ type statusCollector struct {
 	node                                      *nodeRef
 	term, role, isLeader, leaderID            *prometheus.Desc
 	commit, applied, last, pendingP, pendingR *prometheus.Desc
+	// refused counts messages the core refused, by reason; campaigns and
+	// ignoredVotes count elections not started and votes not granted.
+	refused, refusedCampaigns, ignoredVotes *prometheus.Desc
+}
+
+// refusedReasons are the label values of rafty_node_refused_messages_total,
+// each a core.Counters field. out_of_range is a forged or corrupt term or
+// index (core.MaxTerm, core.MaxIndex): any non-zero value deserves an
+// operator's attention.
+var refusedReasons = []struct {
+	label string
+	count func(core.Counters) uint64
+}{
+	{"invalid", func(c core.Counters) uint64 { return c.InvalidMessages }},
+	{"unknown_sender", func(c core.Counters) uint64 { return c.UnknownSenders }},
+	{"stale", func(c core.Counters) uint64 { return c.StaleMessages }},
+	{"out_of_range", func(c core.Counters) uint64 { return c.OutOfRangeMessages }},
 }
 
 func newStatusCollector(node *nodeRef) *statusCollector {
@@ -112,12 +129,17 @@ func newStatusCollector(node *nodeRef) *statusCollector {
 		last:     d("last_index", "Last index of the local log."),
 		pendingP: d("pending_proposals", "Proposals in flight on this node."),
 		pendingR: d("pending_reads", "Linearizable reads in flight on this node."),
+		refused: d("refused_messages_total",
+			"Peer messages the Raft core refused, by reason (out_of_range: a term or index past core.MaxTerm/MaxIndex, forged or corrupt).", "reason"),
+		refusedCampaigns: d("refused_campaigns_total", "Elections not started because the term or log index reached its limit (core.MaxTerm, core.MaxIndex)."),
+		ignoredVotes:     d("ignored_votes_total", "Vote requests ignored while a leader is known to be live (thesis 4.2.3)."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.term, c.role, c.isLeader, c.leaderID, c.commit, c.applied, c.last, c.pendingP, c.pendingR} {
+	for _, d := range []*prometheus.Desc{c.term, c.role, c.isLeader, c.leaderID, c.commit, c.applied, c.last, c.pendingP, c.pendingR,
+		c.refused, c.refusedCampaigns, c.ignoredVotes} {
 		ch <- d
 	}
 }
@@ -143,6 +165,14 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.last, st.LastIndex)
 	g(c.pendingP, uint64(max(st.PendingProposals, 0)))
 	g(c.pendingR, uint64(max(st.PendingReads, 0)))
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for _, r := range refusedReasons {
+		counter(c.refused, r.count(st.Counters), r.label)
+	}
+	counter(c.refusedCampaigns, st.Counters.RefusedCampaigns)
+	counter(c.ignoredVotes, st.Counters.IgnoredVotes)
 }
 
 func b2u(b bool) uint64 {
