@@ -111,7 +111,7 @@ func (s *syncNet) isolate(a, b uint64) {
 // with the restarted follower's vote and committed a write while the old
 // leader still answered reads from its lease, without that write: a stale
 // read. core now treats a restarted node as within a lease for one
-// election timeout (restartLease in core/node.go), and this test passes;
+// election timeout (voteLeaseUntil in core/node.go), and this test passes;
 // before that it failed at step 5.
 //
 // Scenario (nodes 1, 2, 3; ElectionTicks 10, ReadLease, CheckQuorum,
