@@ -333,17 +333,19 @@ func (l *loop) stepInboundAndTicks(first []core.Message) error {
 		if err := l.stepInbox(first, false); err != nil {
 			return err
 		}
-		return l.feedTicks(min(due, 1))
+		return l.feedTicks(min(due+l.dueTicks(), 1))
 	}
-	budget := min(due, l.leaderCatchUp)
-	early := min(budget, 1)
+	early := min(due, 1)
 	if err := l.feedTicks(early); err != nil {
 		return err
 	}
 	if err := l.stepInbox(first, true); err != nil {
 		return err
 	}
-	rest := budget - early
+	// Stepping a full inbox takes time too: count it now, so heartbeats
+	// due meanwhile leave with this iteration's Ready.
+	due += l.dueTicks()
+	rest := min(due, l.leaderCatchUp) - early
 	if l.rn.Role() != core.RoleLeader {
 		rest = min(rest, 1) // stepped down meanwhile: a follower's share
 	}
