@@ -824,9 +824,10 @@ func (n *Node) diskBlocked() time.Duration {
 }
 
 // watchDisk checks the write in flight every quarter of DiskStallTimeout
-// (at most every TickInterval) until the node stops; see above.
+// (never more often than every TickInterval) until the node stops; see
+// above. A stall is thus noticed within 1.25 DiskStallTimeout.
 func (n *Node) watchDisk() {
-	period := max(min(n.cfg.DiskStallTimeout/4, n.cfg.TickInterval), minTickInterval)
+	period := max(n.cfg.DiskStallTimeout/4, n.cfg.TickInterval)
 	tk := n.cfg.Clock.NewTicker(period)
 	defer tk.Stop()
 	var stalledSince int64 // start of the write reported stalled, 0 if none
