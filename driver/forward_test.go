@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/core/memlog"
 	"github.com/rafty-db/rafty/driver"
+	"github.com/rafty-db/rafty/driver/drivertest"
 )
 
 // propSize is a generous bound on a MsgProp's encoded size: its entries'
@@ -183,6 +186,27 @@ func TestForwardedProposalDroppedWithFullInbox(t *testing.T) {
 	for _, id := range c.running() {
 		if c.sms[id].has("lost") {
 			t.Fatalf("node %d applied the dropped proposal", id)
+		}
+	}
+}
+
+// TestMessageAndStallLimitsValidated: MaxMessageBytes must leave room for
+// a forwarded proposal's framing and DiskStallTimeout must not be
+// negative; zero takes the defaults.
+func TestMessageAndStallLimitsValidated(t *testing.T) {
+	nw := drivertest.NewNetwork()
+	defer nw.Close()
+	cfg := driver.Config{ID: 1, Peers: []uint64{1}, Storage: memlog.New(), StateMachine: &testSM{},
+		NewTransport: nw.NewTransport(1)}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	cfg.MaxMessageBytes = 1000
+	cfg.DiskStallTimeout = -time.Second
+	err := cfg.Validate()
+	for _, want := range []string{"MaxMessageBytes must be at least 4096, got 1000", "DiskStallTimeout must not be negative, got -1s"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Validate: %v, want it to say %q", err, want)
 		}
 	}
 }

@@ -333,17 +333,19 @@ func (l *loop) stepInboundAndTicks(first []core.Message) error {
 		if err := l.stepInbox(first, false); err != nil {
 			return err
 		}
-		return l.feedTicks(min(due, 1))
+		return l.feedTicks(min(due+l.dueTicks(), 1))
 	}
-	budget := min(due, l.leaderCatchUp)
-	early := min(budget, 1)
+	early := min(due, 1)
 	if err := l.feedTicks(early); err != nil {
 		return err
 	}
 	if err := l.stepInbox(first, true); err != nil {
 		return err
 	}
-	rest := budget - early
+	// Stepping a full inbox takes time too: count it now, so heartbeats
+	// due meanwhile leave with this iteration's Ready.
+	due += l.dueTicks()
+	rest := min(due, l.leaderCatchUp) - early
 	if l.rn.Role() != core.RoleLeader {
 		rest = min(rest, 1) // stepped down meanwhile: a follower's share
 	}
@@ -822,9 +824,10 @@ func (n *Node) diskBlocked() time.Duration {
 }
 
 // watchDisk checks the write in flight every quarter of DiskStallTimeout
-// (at most every TickInterval) until the node stops; see above.
+// (never more often than every TickInterval) until the node stops; see
+// above. A stall is thus noticed within 1.25 DiskStallTimeout.
 func (n *Node) watchDisk() {
-	period := max(min(n.cfg.DiskStallTimeout/4, n.cfg.TickInterval), minTickInterval)
+	period := max(n.cfg.DiskStallTimeout/4, n.cfg.TickInterval)
 	tk := n.cfg.Clock.NewTicker(period)
 	defer tk.Stop()
 	var stalledSince int64 // start of the write reported stalled, 0 if none

@@ -133,9 +133,23 @@ func TestUndecodableEntryIsFailedNoop(t *testing.T) {
 	lead := c.leader()
 	c.propose(lead, "before")
 	c.awaitConverged("before")
+	await(t, "every log to end at the same committed index", func() bool {
+		want := c.nodes[lead].Status().LastIndex
+		for _, id := range c.ids {
+			st := c.nodes[id].Status()
+			if st.LastIndex != want || st.Commit != want {
+				return false
+			}
+		}
+		return true
+	})
+	// Frozen time: no election (and no new entry) while the nodes stop
+	// one by one.
+	c.stopClock()
 	for _, id := range c.ids {
 		c.stop(id)
 	}
+	c.stopClock = c.clock.Run(testTick, tickEvery)
 	last, _ := c.stores[1].LastIndex()
 	for _, id := range c.ids {
 		if l, _ := c.stores[id].LastIndex(); l != last {

@@ -328,9 +328,9 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, g := range c.pebble {
 			ch <- prometheus.MustNewConstMetric(g.desc, g.kind, g.value(st))
 		}
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(c.store.RefusedCommands()))
 	}
 	ch <- prometheus.MustNewConstMetric(c.applied, prometheus.GaugeValue, float64(c.store.AppliedIndex()))
-	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(c.store.RefusedCommands()))
 }
 
 // requestMetrics instrument the client gRPC service: the interceptor
