@@ -196,7 +196,7 @@ func TestForwardedProposalDroppedWithFullInbox(t *testing.T) {
 func TestMessageAndStallLimitsValidated(t *testing.T) {
 	nw := drivertest.NewNetwork()
 	defer nw.Close()
-	cfg := driver.Config{ID: 1, Peers: []uint64{1}, Storage: memlog.New(), StateMachine: &testSM{},
+	cfg := driver.Config{ID: 1, Peers: []driver.Peer{{ID: 1}}, Storage: memlog.New(), StateMachine: &testSM{},
 		NewTransport: nw.NewTransport(1)}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
