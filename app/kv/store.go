@@ -83,7 +83,9 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.FS == nil {
-		o.FS = vfs.Default
+		// Pebble creates files 0666 less the umask (usually 0644):
+		// privateFS makes them 0600, as disk/ does for the Raft log.
+		o.FS = privateFS{vfs.Default}
 	}
 	return o
 }
@@ -205,7 +207,7 @@ func mkdirAllDurable(fs vfs.FS, dir string) error {
 	if len(created) == 0 {
 		return nil
 	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	// Each sync makes one new entry durable; the order does not matter.

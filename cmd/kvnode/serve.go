@@ -272,7 +272,7 @@ func (s *server) start() error {
 // cfg.DataDir. serve and `snapshot restore` both use it, so a restored
 // data directory is laid out and opened exactly as serve expects.
 func openStorage(cfg *serveConfig, log *slog.Logger) (*disk.Store, *kv.Store, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("--%s: %v", flagDataDir, unwrapPathError(err))
 	}
 	// nil (the operating system's) unless the chaos build simulates
