@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -263,7 +264,11 @@ func (p *peer) fail(batch []queuedMsg, reason DropReason, err error) {
 	p.failing = true
 	if p.t.limiter.allow(fmt.Sprintf("peer-%d-%s", p.id, reason)) {
 		level := p.t.log.Warn
-		if reason == DropRejected {
+		if peerShuttingDown(err) {
+			// The peer said it is stopping (a graceful stop of one
+			// member, or of the whole cluster): expected, not a fault.
+			level = p.t.log.Info
+		} else if reason == DropRejected {
 			// A refusal is a configuration error that will not heal
 			// by itself.
 			level = p.t.log.Error
@@ -271,4 +276,11 @@ func (p *peer) fail(batch []queuedMsg, reason DropReason, err error) {
 		level("dropping messages to peer", "peer", p.id, "addr", p.addr, "reason", string(reason),
 			"messages", len(batch), "err", err)
 	}
+}
+
+// peerShuttingDown reports whether err is the peer's own answer that it is
+// closing (checkHeader during Close).
+func peerShuttingDown(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable && strings.HasSuffix(st.Message(), "is shutting down")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -748,5 +749,29 @@ func TestClosingIsNotAnUnknownSender(t *testing.T) {
 	err = b.checkHeader(batchHeader{clusterID: testCluster, from: 2, to: 2}, 0)
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("batch claiming to be from the receiver during close: %v, want PermissionDenied", err)
+	}
+}
+
+// TestPeerShuttingDownIsNotAFault: the answer of a peer that is closing
+// (what checkHeader returns during Close), wrapped or not, is recognised,
+// so the sender logs it at Info instead of warning on every graceful stop.
+func TestPeerShuttingDownIsNotAFault(t *testing.T) {
+	nodes := newCluster(t, 2, nil)
+	b := nodes[1].tr
+	must(t, b.Close())
+	answer := b.checkHeader(batchHeader{clusterID: testCluster, from: 1, to: 2}, 0)
+	for _, err := range []error{answer, fmt.Errorf("stream to peer 2: %w", answer)} {
+		if !peerShuttingDown(err) {
+			t.Errorf("%v: not recognised as a peer shutting down", err)
+		}
+	}
+	for _, err := range []error{
+		status.Error(codes.Unavailable, "connection refused"),
+		status.Error(codes.PermissionDenied, "transport: node 2 is shutting down"),
+		errors.New("transport: node 2 is shutting down"),
+	} {
+		if peerShuttingDown(err) {
+			t.Errorf("%v: taken for a peer shutting down", err)
+		}
 	}
 }
