@@ -395,7 +395,7 @@ func TestSnapshotCatchUpFiftyThousand(t *testing.T) {
 	start := time.Now()
 	c.puts(writes, 10_000, 100, "offline")
 	t.Logf("%d writes with the follower offline in %v", writes, time.Since(start).Round(time.Millisecond))
-	ls := c.leaderNow().Status()
+	ls := c.node(c.leader()).Status()
 	if ls.Snapshots.CompactedIndex == 0 || ls.Snapshots.Taken < uint64(writes/driver.DefaultSnapshotEntries-1) {
 		t.Fatalf("leader did not compact: %+v (commit %d)", ls.Snapshots, ls.Commit)
 	}
@@ -406,7 +406,7 @@ func TestSnapshotCatchUpFiftyThousand(t *testing.T) {
 	h := c.awaitConverged("final")
 	fs := c.node(f).Status()
 	t.Logf("converged at applied index %d, %d keys, hash %016x; leader snapshots %+v; follower snapshots %+v",
-		h.Index, h.Keys, h.Hash, c.leaderNow().Status().Snapshots, fs.Snapshots)
+		h.Index, h.Keys, h.Hash, c.node(c.leader()).Status().Snapshots, fs.Snapshots)
 	if fs.Snapshots.Installed == 0 {
 		t.Fatal("the follower caught up without a snapshot")
 	}
@@ -436,7 +436,7 @@ func TestSnapshotWipedFollowerRejoins(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.puts(500, 200, 64, "while-wiped")
-	if ls := c.leaderNow().Status(); ls.Snapshots.CompactedIndex == 0 {
+	if ls := c.node(c.leader()).Status(); ls.Snapshots.CompactedIndex == 0 {
 		t.Fatalf("leader did not compact: %+v", ls.Snapshots)
 	}
 	c.start(f)
