@@ -282,5 +282,5 @@ func (p *peer) fail(batch []queuedMsg, reason DropReason, err error) {
 // closing (checkHeader during Close).
 func peerShuttingDown(err error) bool {
 	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.Unavailable && strings.HasSuffix(st.Message(), "is shutting down")
+	return ok && st.Code() == codes.Unavailable && strings.HasSuffix(st.Message(), shuttingDownSuffix)
 }

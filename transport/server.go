@@ -40,7 +40,7 @@ func (s *server) Stream(ss pb.Raft_StreamServer) error {
 		}
 		return err
 	case <-t.ctx.Done():
-		return status.Errorf(codes.Unavailable, "transport: node %d is shutting down", t.cfg.NodeID)
+		return t.shuttingDown()
 	}
 }
 
@@ -180,7 +180,7 @@ func (t *GRPC) checkHeader(h batchHeader, streamSender uint64) error {
 		// Close empties the peer set before the server stops, so a batch
 		// arriving meanwhile would look like one from a stranger (and be
 		// logged as such on every graceful stop of a whole cluster).
-		return status.Errorf(codes.Unavailable, "transport: node %d is shutting down", t.cfg.NodeID)
+		return t.shuttingDown()
 	}
 	if h.from == t.cfg.NodeID || t.peer(h.from) == nil {
 		return t.reject(RejectUnknownSender, codes.PermissionDenied,
@@ -202,4 +202,14 @@ func (t *GRPC) reject(reason RejectReason, code codes.Code, format string, args 
 		t.log.Warn("refused peer traffic", "reason", string(reason), "err", msg)
 	}
 	return status.Error(code, msg)
+}
+
+// shuttingDownSuffix ends the status a closing node answers peer traffic
+// with; peerShuttingDown (peer.go) recognises it on the sending side.
+const shuttingDownSuffix = "is shutting down"
+
+// shuttingDown is the answer to peer traffic while this node closes: not
+// a refusal, so not counted or warned about on either side.
+func (t *GRPC) shuttingDown() error {
+	return status.Errorf(codes.Unavailable, "transport: node %d %s", t.cfg.NodeID, shuttingDownSuffix)
 }
