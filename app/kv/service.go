@@ -123,10 +123,19 @@ func (s *Service) propose(ctx context.Context, req proto.Message, cmd *kvpb.Comm
 // barrier waits until the local store reflects every write committed
 // before it was called (linearizable read).
 func (s *Service) barrier(ctx context.Context) error {
+	if err := s.read(ctx); err != nil {
+		return readStatus(err)
+	}
+	return nil
+}
+
+// read runs the node's Read barrier under the request timeout; a success
+// is also this process's catch-up for serializable reads.
+func (s *Service) read(ctx context.Context) error {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	if err := s.node.Read(ctx); err != nil {
-		return readStatus(err)
+		return err
 	}
 	s.caughtUp.Store(true)
 	return nil
@@ -162,16 +171,13 @@ func (s *Service) serializableGate(ctx context.Context) error {
 	if s.caughtUp.Load() {
 		return nil
 	}
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	if err := s.node.Read(ctx); err != nil {
+	if err := s.read(ctx); err != nil {
 		if errors.Is(err, context.Canceled) {
 			return status.Errorf(codes.Canceled, "cancelled waiting to catch up since restart: %v", err)
 		}
 		return status.Errorf(codes.Unavailable,
 			"not caught up since restart: this member serves serializable reads once it has applied what a leader confirms committed (%v); retry another member", err)
 	}
-	s.caughtUp.Store(true)
 	return nil
 }
 
