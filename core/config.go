@@ -84,6 +84,9 @@ type Config struct {
 	MaxCommittedBytesPerReady uint64
 	// MaxPendingReads bounds ReadIndex requests waiting for confirmation.
 	MaxPendingReads int
+	// MaxPromoteLagEntries is how far behind the leader's last index a
+	// learner may be and still be promoted (ErrLearnerBehind otherwise).
+	MaxPromoteLagEntries uint64
 
 	// RandomSeed seeds the election-timeout randomisation. Use a
 	// different seed per node (e.g. derived from ID and start time); the
@@ -109,6 +112,7 @@ func DefaultConfig(id uint64, voters ...uint64) Config {
 		MaxUncommittedBytes:       64 << 20,
 		MaxCommittedBytesPerReady: 16 << 20,
 		MaxPendingReads:           65536,
+		MaxPromoteLagEntries:      1000,
 		RandomSeed:                id,
 	}
 }

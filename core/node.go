@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 
 	"github.com/rafty-db/rafty/core/quorum"
 )
@@ -170,7 +169,7 @@ func (n *Node) setMembership(m Membership) {
 	}
 	old := n.progress
 	n.progress = make(map[uint64]*Progress, len(m.Voters)+len(m.Learners))
-	for _, id := range m.Members() {
+	for _, id := range m.IDs() {
 		pr := old[id]
 		if pr == nil {
 			pr = &Progress{Next: n.log.lastIndex() + 1, inflights: newInflights(n.cfg.MaxInflightMsgs, n.cfg.MaxInflightBytes)}
@@ -180,7 +179,7 @@ func (n *Node) setMembership(m Membership) {
 	}
 	n.self = n.progress[n.id]
 	n.peers = n.peers[:0]
-	for _, id := range m.Members() {
+	for _, id := range m.IDs() {
 		if id != n.id {
 			n.peers = append(n.peers, id)
 		}
@@ -573,7 +572,13 @@ type Status struct {
 	// Progress is set on the leader: a copy of every member's progress.
 	Progress   map[uint64]Progress
 	Membership Membership
-	Counters   Counters
+	// ConfIndex is the index of the entry that made Membership active (0
+	// for a configuration from a snapshot or Config).
+	ConfIndex uint64
+	// Removed: this node is not a member and its ID is at or below
+	// Membership.HighestID, so it was removed and may never rejoin.
+	Removed  bool
+	Counters Counters
 	// InVoteLease: the node ignores (pre-)vote requests other than a
 	// transfer's, because it leads or heard from a leader within an
 	// election timeout (thesis §4.2.3). A leader's read lease relies on a
@@ -604,7 +609,7 @@ func (n *Node) Status() Status {
 func (n *Node) ID() uint64 { return n.id }
 
 // Members returns the IDs of every member, sorted.
-func (n *Node) Members() []uint64 { return slices.Clone(n.membership.Members()) }
+func (n *Node) Members() []uint64 { return n.membership.IDs() }
 
 // Role returns the node's current role.
 func (n *Node) Role() Role { return n.role }

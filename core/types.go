@@ -17,8 +17,8 @@ const (
 	// data is the no-op a new leader appends to commit entries of earlier
 	// terms (Raft paper §5.4.2, thesis §6.4).
 	EntryNormal EntryType = iota
-	// EntryConfChange carries a membership change. Reserved for joint
-	// consensus; the core does not yet produce or apply it.
+	// EntryConfChange carries a membership change: its data is an encoded
+	// ConfChange (membership.go).
 	EntryConfChange
 )
 
@@ -73,11 +73,18 @@ func (hs HardState) IsZero() bool { return hs == HardState{} }
 // commitment. During a joint-consensus change (thesis §4.3) OutgoingVoters
 // holds the previous voter set and both sets must agree; otherwise it is
 // empty. Learners receive the log but never vote and never count toward a
-// quorum.
+// quorum. See membership.go for how a configuration changes.
 type Membership struct {
 	Voters         []uint64
 	OutgoingVoters []uint64
 	Learners       []uint64
+	// Members describes members (sorted by ID, at most one per member);
+	// members configured by ID only may have none.
+	Members []MemberInfo
+	// HighestID is the largest ID ever used in this cluster. IDs are
+	// never reused, so an ID at or below it that is not a member was
+	// removed and stays out.
+	HighestID uint64
 }
 
 // IsEmpty reports whether m names no node at all.
@@ -91,6 +98,8 @@ func (m Membership) Clone() Membership {
 		Voters:         slices.Clone(m.Voters),
 		OutgoingVoters: slices.Clone(m.OutgoingVoters),
 		Learners:       slices.Clone(m.Learners),
+		Members:        slices.Clone(m.Members),
+		HighestID:      m.HighestID,
 	}
 }
 
@@ -105,8 +114,8 @@ func (m Membership) IsVoter(id uint64) bool {
 	return slices.Contains(m.Voters, id) || slices.Contains(m.OutgoingVoters, id)
 }
 
-// Members returns every node of m, sorted, without duplicates.
-func (m Membership) Members() []uint64 {
+// IDs returns every node of m, sorted, without duplicates.
+func (m Membership) IDs() []uint64 {
 	ids := make([]uint64, 0, len(m.Voters)+len(m.OutgoingVoters)+len(m.Learners))
 	ids = append(ids, m.Voters...)
 	ids = append(ids, m.OutgoingVoters...)
@@ -114,6 +123,9 @@ func (m Membership) Members() []uint64 {
 	slices.Sort(ids)
 	return slices.Compact(ids)
 }
+
+// Validate checks that m is usable as a configuration.
+func (m Membership) Validate() error { return m.validate() }
 
 // validate checks that m is usable as a configuration.
 func (m Membership) validate() error {
@@ -130,13 +142,48 @@ func (m Membership) validate() error {
 		}
 		seen[id] = true
 	}
+	outgoing := map[uint64]bool{}
+	for _, id := range m.OutgoingVoters {
+		if id == None {
+			return fmt.Errorf("membership: outgoing voter ID 0 is reserved")
+		}
+		if outgoing[id] {
+			return fmt.Errorf("membership: outgoing voter %d listed twice", id)
+		}
+		outgoing[id] = true
+	}
 	for _, id := range m.Learners {
 		if id == None {
 			return fmt.Errorf("membership: learner ID 0 is reserved")
 		}
-		if seen[id] {
+		if seen[id] || outgoing[id] {
 			return fmt.Errorf("membership: node %d is both voter and learner", id)
 		}
+		seen[id] = true
+	}
+	if n := len(m.IDs()); n > MaxMembers {
+		return fmt.Errorf("membership: %d members, at most %d", n, MaxMembers)
+	}
+	names := map[string]uint64{}
+	for i, mi := range m.Members {
+		if i > 0 && m.Members[i-1].ID >= mi.ID {
+			return fmt.Errorf("membership: member infos not sorted by ID at %d", mi.ID)
+		}
+		if !m.Contains(mi.ID) {
+			return fmt.Errorf("membership: info for node %d, which is not a member", mi.ID)
+		}
+		if err := mi.validate(); err != nil {
+			return fmt.Errorf("membership: %w", err)
+		}
+		// Names are unique, except that a replacement shares its name
+		// with the member it replaces until that member leaves.
+		if other, dup := names[mi.Name]; dup && mi.Name != "" && mi.Replaces != other {
+			return fmt.Errorf("membership: nodes %d and %d are both named %q", other, mi.ID, mi.Name)
+		}
+		names[mi.Name] = mi.ID
+	}
+	if m.HighestID != 0 && m.HighestID < m.highestID() {
+		return fmt.Errorf("membership: HighestID %d is below member %d", m.HighestID, m.highestID())
 	}
 	return nil
 }
