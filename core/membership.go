@@ -85,6 +85,12 @@ type MemberInfo struct {
 	// empty volume under the same name): promoting it removes that member
 	// in the same change.
 	Replaces uint64
+	// Incarnation is a random number a joining node draws once for its
+	// empty data directory. It makes a join idempotent (a retried join
+	// with the same name and incarnation finds the member it already
+	// added) and tells a retry from a replacement (same name, new
+	// incarnation: the old data is gone). Zero for bootstrap members.
+	Incarnation uint64
 }
 
 // ConfChangeType names one operation of a ConfChange.
@@ -397,7 +403,8 @@ func (mi MemberInfo) appendTo(b []byte) []byte {
 		flags |= 1
 	}
 	b = binary.AppendUvarint(b, flags)
-	return binary.AppendUvarint(b, mi.Replaces)
+	b = binary.AppendUvarint(b, mi.Replaces)
+	return binary.AppendUvarint(b, mi.Incarnation)
 }
 
 // UnmarshalMembership decodes and validates a membership encoded by
@@ -556,6 +563,7 @@ func (d *decoder) memberInfo() MemberInfo {
 	}
 	mi.AutoPromote = flags&1 != 0
 	mi.Replaces = d.uvarint()
+	mi.Incarnation = d.uvarint()
 	if d.err == nil {
 		if err := mi.validate(); err != nil {
 			d.fail("%v", err)
