@@ -30,6 +30,9 @@ func (s *Sim) observe(sn *simNode) error {
 	s.leaderOf[term] = sn.id
 	s.res.Elections++
 	s.logf("node %d is leader of term %d", sn.id, term)
+	if err := s.checkElectionQuorum(sn, term); err != nil {
+		return err
+	}
 	// Leader Completeness (paper §5.4): every entry committed in an
 	// earlier term is in the new leader's log. Entries committed in a
 	// later term (by a leader elected while this one's votes were in
@@ -128,15 +131,20 @@ func (s *Sim) apply(sn *simNode, ents []core.Entry) error {
 		if e.Index != sn.appliedIndex+1 {
 			return fmt.Errorf("apply order: node %d applies %d after %d", sn.id, e.Index, sn.appliedIndex)
 		}
+		if e.Type == core.EntryConfChange {
+			if err := s.applyConfEntry(sn, e); err != nil {
+				return err
+			}
+		}
 		if prev, ok := s.appliedAt[e.Index]; ok {
-			if prev.Term != e.Term || string(prev.Data) != string(e.Data) {
+			if prev.Term != e.Term || prev.Type != e.Type || string(prev.Data) != string(e.Data) {
 				return fmt.Errorf("state machine safety: node %d applies %d/%d %q, another node applied %d/%d %q",
 					sn.id, e.Term, e.Index, e.Data, prev.Term, prev.Index, prev.Data)
 			}
 		} else {
 			s.appliedAt[e.Index] = e
 			s.maxApplied = max(s.maxApplied, e.Index)
-			if len(e.Data) > 0 {
+			if len(e.Data) > 0 && e.Type == core.EntryNormal {
 				s.res.Applied++
 			}
 		}
@@ -174,21 +182,25 @@ func (s *Sim) newerLeader(term uint64) uint64 {
 // election and no write needed in the gap; it holds node clocks to the
 // drift the configuration allows (see newClock).
 func (s *Sim) checkLeaseQuorum(leader *simNode, readID uint64) error {
-	refusing := 1
-	var granting []uint64
-	for _, sn := range s.nodes {
-		if sn == leader {
-			continue
+	// The leader's active configuration decides who could elect another
+	// leader (both halves if joint).
+	m := leader.mem
+	refuses := func(id uint64) bool {
+		if id == leader.id {
+			return true
 		}
-		if !sn.up || sn.n.Status().InVoteLease {
-			refusing++
-		} else {
-			granting = append(granting, sn.id)
-		}
+		sn := s.node(id)
+		return sn == nil || !sn.up || sn.n.Status().InVoteLease
 	}
-	if refusing < len(s.nodes)/2+1 {
-		return fmt.Errorf("lease safety: node %d answered read %d from its lease while nodes %v would grant votes (%d of %d refuse)",
-			leader.id, readID, granting, refusing, len(s.nodes))
+	if !isQuorum(m, refuses) {
+		var granting []uint64
+		for _, id := range m.IDs() {
+			if m.IsVoter(id) && !refuses(id) {
+				granting = append(granting, id)
+			}
+		}
+		return fmt.Errorf("lease safety: node %d answered read %d from its lease while voters %v of %s would grant votes",
+			leader.id, readID, granting, fmtMembership(m))
 	}
 	return nil
 }

@@ -106,6 +106,13 @@ type Options struct {
 	Tweak func(*core.Config)
 	// TraceLen is how many recent events a failure report includes.
 	TraceLen int
+	// Reconfig turns on the reconfiguring workload (reconfig.go): random
+	// membership changes proposed to the leader at ReconfigRate per step,
+	// joiners for new members, crashes at JointCrashRate per step while a
+	// joint configuration is active, and the membership checks.
+	Reconfig       bool
+	ReconfigRate   float64
+	JointCrashRate float64
 }
 
 // DefaultOptions returns a demanding but fast schedule for seed.
@@ -132,6 +139,18 @@ func DefaultOptions(seed uint64) Options {
 	return o
 }
 
+// ReconfigOptions returns the reconfiguring workload for seed: clusters of
+// 1 to 7 initial voters under the faults of DefaultOptions, with random
+// membership changes.
+func ReconfigOptions(seed uint64) Options {
+	o := DefaultOptions(seed)
+	o.Nodes = 1 + int(seed%7)
+	o.Steps = 3000
+	o.Reconfig, o.ReconfigRate, o.JointCrashRate = true, 0.02, 0.02
+	o.LivenessTicks = 800
+	return o
+}
+
 // Result summarises a run.
 type Result struct {
 	Steps, Elections, Crashes, Partitions, Snapshots int
@@ -141,6 +160,13 @@ type Result struct {
 	// leadership transfers started; LeaseReads the reads a leader
 	// answered from its lease (without a heartbeat acknowledgement).
 	Forged, Transfers, LeaseReads int
+	// Reconfiguring workload: changes the leader accepted and refused
+	// (Refusals by reason), configurations committed (JointConfigs of
+	// them joint), members removed, joiners started, crashes during a
+	// joint phase, committed changes that did not apply (must be 0).
+	ConfProposed, ConfRefused, Configs, JointConfigs int
+	Removals, Joiners, JointCrashes, InvalidConfChanges int
+	Refusals                                            map[string]int
 }
 
 type inflight struct {
@@ -163,6 +189,13 @@ type simNode struct {
 	clock clock
 	// durableTerm is the highest term this node has persisted.
 	durableTerm uint64
+	// joiner: started with empty storage and no membership, to be caught
+	// up by a leader (reconfig.go).
+	joiner bool
+	// mem is the membership at appliedIndex, tracked as a driver does;
+	// memIndex the index of the entry that activated it (0: bootstrap).
+	mem      core.Membership
+	memIndex uint64
 }
 
 // Simulated real time in lease seeds, in units: a nominal tick is
@@ -219,6 +252,14 @@ type Sim struct {
 	commitTermOf       map[uint64]uint64
 	committedEntryTerm map[uint64]uint64
 	commitRecorded     map[uint64]uint64 // node -> commit index recorded
+
+	// Membership (reconfig.go): the committed sequence of configurations
+	// (index 0 is the bootstrap one), IDs ever removed, the last ID
+	// given to a node, and vote grants per (candidate, term).
+	confHist    []confRec
+	everRemoved map[uint64]bool
+	nextID      uint64
+	grants      map[[2]uint64]map[uint64]bool
 }
 
 type entryRecord struct {
@@ -237,20 +278,38 @@ func New(opts Options) (*Sim, error) {
 		entryAt: map[[2]uint64]entryRecord{}, appliedAt: map[uint64]core.Entry{},
 		snapHistory: map[uint64]core.SnapshotMeta{}, commitTermOf: map[uint64]uint64{},
 		committedEntryTerm: map[uint64]uint64{}, commitRecorded: map[uint64]uint64{},
+		everRemoved: map[uint64]bool{}, grants: map[[2]uint64]map[uint64]bool{},
+		nextID: uint64(opts.Nodes),
 	}
+	s.confHist = []confRec{{index: 0, m: core.Membership{Voters: s.voters(), HighestID: uint64(opts.Nodes)}}}
 	for i := 1; i <= opts.Nodes; i++ {
 		sn := &simNode{id: uint64(i), log: memlog.New()}
-		// Clocks are fast or slow by the whole spread: the pairs that
-		// stress a lease most (a fast follower, a slow leader) are common.
-		spread := clockSpread(opts.MaxClockDriftTicks)
-		sn.clock.period = nominalTickUnits + spread*int64(1-2*s.rng.IntN(2))
-		sn.clock.next = s.rng.Int64N(sn.clock.period)
+		s.initClock(sn)
 		if err := s.start(sn); err != nil {
 			return nil, err
 		}
 		s.nodes = append(s.nodes, sn)
 	}
 	return s, nil
+}
+
+// initClock gives sn its clock. Clocks are fast or slow by the whole
+// spread: the pairs that stress a lease most (a fast follower, a slow
+// leader) are common.
+func (s *Sim) initClock(sn *simNode) {
+	spread := clockSpread(s.opts.MaxClockDriftTicks)
+	sn.clock.period = nominalTickUnits + spread*int64(1-2*s.rng.IntN(2))
+	sn.clock.next = s.now + s.rng.Int64N(sn.clock.period)
+}
+
+// allIDs lists every node ever created (members, learners, joiners and
+// removed nodes, which keep running).
+func (s *Sim) allIDs() []uint64 {
+	ids := make([]uint64, len(s.nodes))
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+	}
+	return ids
 }
 
 func (s *Sim) voters() []uint64 { return s.opts.nodeIDs() }
@@ -264,8 +323,12 @@ func (o Options) nodeIDs() []uint64 {
 	return ids
 }
 
-func (s *Sim) config(id uint64) core.Config {
+func (s *Sim) config(sn *simNode) core.Config {
+	id := sn.id
 	cfg := core.DefaultConfig(id, s.voters()...)
+	if sn.joiner {
+		cfg.Membership = core.Membership{}
+	}
 	cfg.ElectionTicks = electionTicks
 	cfg.HeartbeatTicks = 1
 	cfg.MaxMsgBytes = 4 << 10
@@ -291,10 +354,18 @@ func (s *Sim) start(sn *simNode) error {
 		return err
 	}
 	sn.applied, sn.appliedIndex = nil, snap.Index
+	sn.mem, sn.memIndex = core.Membership{}, 0
+	if !sn.joiner {
+		sn.mem = s.confHist[0].m.Clone()
+	}
 	if snap.Index > 0 {
 		sn.applied = s.snapshotState(snap.Index)
+		sn.mem = snap.Membership.Clone()
+		if p := s.confPosAt(snap.Index); p >= 0 {
+			sn.memIndex = s.confHist[p].index
+		}
 	}
-	cfg := s.config(sn.id)
+	cfg := s.config(sn)
 	cfg.Applied = snap.Index
 	n, err := core.New(cfg, sn.log)
 	if err != nil {
@@ -333,11 +404,17 @@ type Failure struct {
 	Step  int
 	Err   error
 	Trace []string
+	// Reconfig: the run was of the reconfiguring workload.
+	Reconfig bool
 }
 
 func (f *Failure) Error() string {
-	return fmt.Sprintf("seed %d step %d: %v\nreplay: go test ./core/sim -run TestSimulation -sim.seed=%d -v\nlast events:\n%s",
-		f.Seed, f.Step, f.Err, f.Seed, strings.Join(f.Trace, "\n"))
+	test := "TestSimulation$"
+	if f.Reconfig {
+		test = "TestSimulationReconfig$"
+	}
+	return fmt.Sprintf("seed %d step %d: %v\nreplay: go test ./core/sim -run '%s' -sim.seed=%d -v\nlast events:\n%s",
+		f.Seed, f.Step, f.Err, test, f.Seed, strings.Join(f.Trace, "\n"))
 }
 
 func (s *Sim) failure(err error) error {
@@ -345,7 +422,7 @@ func (s *Sim) failure(err error) error {
 	if max := s.opts.TraceLen; max > 0 && len(tr) > max {
 		tr = tr[len(tr)-max:]
 	}
-	return &Failure{Seed: s.opts.Seed, Step: s.step, Err: err, Trace: slices.Clone(tr)}
+	return &Failure{Seed: s.opts.Seed, Step: s.step, Err: err, Trace: slices.Clone(tr), Reconfig: s.opts.Reconfig}
 }
 
 // Run executes the schedule and the liveness phase.
@@ -384,6 +461,10 @@ func (s *Sim) randomStep() error {
 		return s.transfer()
 	case s.chance(o.ForgeRate):
 		return s.forge(s.randomNode())
+	case o.Reconfig && s.chance(o.ReconfigRate):
+		return s.reconfigure()
+	case o.Reconfig && s.chance(o.JointCrashRate):
+		return s.jointCrash()
 	}
 	switch s.rng.IntN(3) {
 	case 0:
@@ -478,7 +559,7 @@ func (s *Sim) crash(sn *simNode) error {
 func (s *Sim) partition() {
 	s.res.Partitions++
 	s.cut = map[[2]uint64]bool{}
-	ids := s.opts.nodeIDs()
+	ids := s.allIDs()
 	switch s.rng.IntN(4) {
 	case 0:
 		s.logf("heal partitions")
@@ -565,7 +646,7 @@ func (s *Sim) propose(sn *simNode) error {
 	}
 	var nl *core.NotLeaderError
 	if errors.Is(err, core.ErrNoLeader) || errors.As(err, &nl) || errors.Is(err, core.ErrTransferInProgress) ||
-		errors.Is(err, core.ErrTooManyUncommitted) {
+		errors.Is(err, core.ErrTooManyUncommitted) || errors.Is(err, core.ErrRemoved) {
 		return nil
 	}
 	return s.wrap(sn, err)
@@ -613,7 +694,7 @@ func (s *Sim) read(sn *simNode) error {
 		s.atOnce = false
 		return err
 	}
-	if errors.Is(err, core.ErrNoLeader) || errors.Is(err, core.ErrTooManyPendingReads) {
+	if errors.Is(err, core.ErrNoLeader) || errors.Is(err, core.ErrTooManyPendingReads) || errors.Is(err, core.ErrRemoved) {
 		return nil
 	}
 	return s.wrap(sn, err)
@@ -625,8 +706,7 @@ func (s *Sim) compact(sn *simNode) error {
 	if !sn.up {
 		return nil
 	}
-	st := sn.n.Status()
-	idx := st.Applied
+	idx := sn.appliedIndex
 	first, _ := sn.log.FirstIndex()
 	if idx < first+5 {
 		return nil
@@ -635,7 +715,9 @@ func (s *Sim) compact(sn *simNode) error {
 	if err != nil {
 		return nil // not yet durable locally
 	}
-	meta := core.SnapshotMeta{Index: idx, Term: term, Membership: core.Membership{Voters: s.voters()}}
+	// The membership of a snapshot is the one at its index, which the
+	// simulator tracks as a driver does (reconfig.go).
+	meta := core.SnapshotMeta{Index: idx, Term: term, Membership: sn.mem.Clone()}
 	sn.log.SetSnapshot(meta)
 	s.snapHistory[sn.id] = meta
 	keep := uint64(s.rng.IntN(10))
@@ -649,7 +731,7 @@ func (s *Sim) compact(sn *simNode) error {
 func (s *Sim) transfer() error {
 	for _, sn := range s.nodes {
 		if sn.up && sn.n.Status().Role == core.RoleLeader {
-			to := uint64(1 + s.rng.IntN(len(s.nodes)))
+			to := s.allIDs()[s.rng.IntN(len(s.nodes))]
 			err := sn.n.TransferLeadership(to)
 			s.logf("transfer %d -> %d: %v", sn.id, to, err)
 			if err == nil && to != sn.id {
@@ -736,7 +818,7 @@ func (s *Sim) dropped(m core.Message) {
 	if m.Type != core.MsgSnap {
 		return
 	}
-	if from := s.nodes[m.From-1]; from.up {
+	if from := s.node(m.From); from != nil && from.up {
 		from.n.ReportSnapshot(m.To, errors.New("snapshot stream lost"))
 	}
 }
@@ -760,14 +842,22 @@ func (s *Sim) deliverSome() error {
 }
 
 func (s *Sim) deliver(m core.Message) error {
-	to := s.nodes[m.To-1]
-	if !to.up || s.cut[[2]uint64{m.From, m.To}] {
+	to := s.node(m.To)
+	if to == nil || !to.up || s.cut[[2]uint64{m.From, m.To}] {
 		s.res.Dropped++
 		s.dropped(m)
 		return nil
 	}
 	s.res.Delivered++
 	s.logf("deliver %v", m)
+	if m.Type == core.MsgVoteResp && !m.Reject {
+		// Grants a candidate receives (checkElectionQuorum).
+		k := [2]uint64{m.To, m.Term}
+		if s.grants[k] == nil {
+			s.grants[k] = map[uint64]bool{}
+		}
+		s.grants[k][m.From] = true
+	}
 	if err := to.n.Step(m); err != nil {
 		if errors.Is(err, core.ErrInvalidMessage) {
 			// Duplicated or reordered messages from an old term can be
@@ -787,7 +877,7 @@ func (s *Sim) deliver(m core.Message) error {
 		if err := s.process(to, false); err != nil {
 			return err
 		}
-		if from := s.nodes[m.From-1]; from.up {
+		if from := s.node(m.From); from != nil && from.up {
 			from.n.ReportSnapshot(m.To, nil)
 		}
 	}
@@ -813,6 +903,9 @@ func (s *Sim) process(sn *simNode, mayCrash bool) error {
 		sn.applied, sn.appliedIndex = s.snapshotState(rd.Snapshot.Index), rd.Snapshot.Index
 		s.res.Snapshots++
 		s.logf("install snapshot %d at %d/%d", sn.id, rd.Snapshot.Term, rd.Snapshot.Index)
+		if err := s.checkInstalledMembership(sn, *rd.Snapshot); err != nil {
+			return err
+		}
 	}
 	if err := s.checkAndRecordEntries(sn, rd.Entries); err != nil {
 		return err
@@ -820,11 +913,19 @@ func (s *Sim) process(sn *simNode, mayCrash bool) error {
 	if err := s.recordCommit(sn, &rd); err != nil {
 		return err
 	}
+	// The configuration that counted the acknowledgements behind this
+	// commit is the one active before this Ready's committed entries.
+	activeBefore := sn.mem
 	if err := s.checkDurableTerm(sn, rd.HardState); err != nil {
 		return err
 	}
 	if err := sn.log.Save(rd.HardState, rd.Entries); err != nil {
 		return s.wrap(sn, err)
+	}
+	if !rd.HardState.IsZero() && sn.n.Role() == core.RoleLeader && rd.HardState.Term == sn.n.Term() {
+		if err := s.checkCommitQuorum(sn, activeBefore, rd.HardState.Commit); err != nil {
+			return err
+		}
 	}
 	if mayCrash && s.chance(s.opts.CrashRate) {
 		s.logf("crash %d after persist, before acks", sn.id)
@@ -842,7 +943,7 @@ func (s *Sim) process(sn *simNode, mayCrash bool) error {
 	if err := sn.n.Advance(rd); err != nil {
 		return s.wrap(sn, err)
 	}
-	return nil
+	return s.checkActiveMembership(sn)
 }
 
 // heal removes every fault and checks liveness: within LivenessTicks a
@@ -858,6 +959,7 @@ func (s *Sim) heal() error {
 		}
 	}
 	probe := fmt.Sprintf("s%d-liveness", s.opts.Seed)
+	var leader uint64
 	proposed := false
 	for tick := 0; tick < s.opts.LivenessTicks; tick++ {
 		s.step++
@@ -876,21 +978,21 @@ func (s *Sim) heal() error {
 			for _, sn := range s.nodes {
 				if sn.n.Status().Role == core.RoleLeader {
 					if err := sn.n.Propose([]byte(probe)); err == nil {
-						proposed = true
+						proposed, leader = true, sn.id
 						s.logf("liveness: proposed on leader %d at tick %d", sn.id, tick)
 					}
 				}
 			}
 			continue
 		}
-		if s.allApplied(probe) {
+		if s.allApplied(probe, leader) {
 			return nil
 		}
 	}
 	if !proposed {
 		return fmt.Errorf("liveness: no leader accepted a proposal within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
 	}
-	return fmt.Errorf("liveness: proposal not applied on every node within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
+	return fmt.Errorf("liveness: proposal not applied on every member within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
 }
 
 // drain processes and delivers (without faults) until quiet.
@@ -935,18 +1037,42 @@ func (s *Sim) describe() string {
 		_, snap, _ := sn.log.InitialState()
 		fmt.Fprintf(&b, "  node %d %s term=%d lead=%d commit=%d applied=%d last=%d first=%d snap=%d\n",
 			sn.id, st.Role, st.Term, st.Leader, st.Commit, st.Applied, st.LastIndex, first, snap.Index)
-		for _, id := range s.opts.nodeIDs() {
+		if s.opts.Reconfig {
+			fmt.Fprintf(&b, "    membership %s (applied, from %d), removed=%v joiner=%v\n",
+				fmtMembership(sn.mem), sn.memIndex, st.Removed, sn.joiner)
+		}
+		for _, id := range s.allIDs() {
 			if pr, ok := st.Progress[id]; ok {
 				fmt.Fprintf(&b, "    progress %d: %s active=%v probeSent=%v pendingSnap=%d\n",
 					id, pr.String(), pr.RecentActive, pr.ProbeSent, pr.PendingSnapshot)
 			}
 		}
 	}
+	if s.opts.Reconfig {
+		b.WriteString(s.describeMembership())
+	}
 	return b.String()
 }
 
-func (s *Sim) allApplied(data string) bool {
-	for _, sn := range s.nodes {
+// allApplied reports whether every node has applied data; with
+// membership changes, every member of the configuration now active on the
+// node that accepted the proposal (removed nodes and joiners never added
+// need not).
+func (s *Sim) allApplied(data string, leader uint64) bool {
+	nodes := s.nodes
+	if s.opts.Reconfig {
+		nodes = nil
+		ld := s.node(leader)
+		if ld == nil || ld.mem.IsEmpty() {
+			return false
+		}
+		for _, id := range ld.mem.IDs() {
+			if sn := s.node(id); sn != nil {
+				nodes = append(nodes, sn)
+			}
+		}
+	}
+	for _, sn := range nodes {
 		found := false
 		for i := len(sn.applied) - 1; i >= 0; i-- {
 			if string(sn.applied[i].Data) == data {
