@@ -164,7 +164,7 @@ type Result struct {
 	// (Refusals by reason), configurations committed (JointConfigs of
 	// them joint), members removed, joiners started, crashes during a
 	// joint phase, committed changes that did not apply (must be 0).
-	ConfProposed, ConfRefused, Configs, JointConfigs int
+	ConfProposed, ConfRefused, Configs, JointConfigs    int
 	Removals, Joiners, JointCrashes, InvalidConfChanges int
 	Refusals                                            map[string]int
 }
