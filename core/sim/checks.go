@@ -174,28 +174,30 @@ func (s *Sim) newerLeader(term uint64) uint64 {
 	return 0
 }
 
-// checkLeaseQuorum: when a leader answers from its lease, a quorum must
-// refuse to elect anyone else right now (core/reads.go): the leader itself,
-// nodes inside their vote lease, and nodes that are down (they cannot
-// vote, and restart inside a vote lease). Unlike an outcome check, this
+// checkLeaseQuorum: when a leader answers from its lease, no quorum may be
+// willing to elect anyone else right now (core/reads.go): the leader
+// itself, nodes inside their vote lease, and nodes that are down (they
+// cannot vote, and restart inside a vote lease) refuse. Unlike an outcome check, this
 // fires the moment a lease outlives the followers' vote leases, with no
 // election and no write needed in the gap; it holds node clocks to the
 // drift the configuration allows (see newClock).
 func (s *Sim) checkLeaseQuorum(leader *simNode, readID uint64) error {
 	// The leader's active configuration decides who could elect another
-	// leader (both halves if joint).
+	// leader (both halves if joint): that takes a quorum of voters
+	// willing to grant, so none may exist. (With an even number of voters
+	// neither side may have a majority.)
 	m := leader.mem
-	refuses := func(id uint64) bool {
+	grants := func(id uint64) bool {
 		if id == leader.id {
-			return true
+			return false
 		}
 		sn := s.node(id)
-		return sn == nil || !sn.up || sn.n.Status().InVoteLease
+		return sn != nil && sn.up && !sn.n.Status().InVoteLease
 	}
-	if !isQuorum(m, refuses) {
+	if isQuorum(m, grants) {
 		var granting []uint64
 		for _, id := range m.IDs() {
-			if m.IsVoter(id) && !refuses(id) {
+			if m.IsVoter(id) && grants(id) {
 				granting = append(granting, id)
 			}
 		}

@@ -959,7 +959,10 @@ func (s *Sim) heal() error {
 		}
 	}
 	probe := fmt.Sprintf("s%d-liveness", s.opts.Seed)
-	var leader uint64
+	// The probe goes to the leader of the highest term, and again to a
+	// new one if leadership moves before it is applied: a stale leader
+	// may accept it and be deposed (or removed) before committing it.
+	var leader, leaderTerm uint64
 	proposed := false
 	for tick := 0; tick < s.opts.LivenessTicks; tick++ {
 		s.step++
@@ -974,18 +977,14 @@ func (s *Sim) heal() error {
 		if err := s.drain(); err != nil {
 			return err
 		}
-		if !proposed {
-			for _, sn := range s.nodes {
-				if sn.n.Status().Role == core.RoleLeader {
-					if err := sn.n.Propose([]byte(probe)); err == nil {
-						proposed, leader = true, sn.id
-						s.logf("liveness: proposed on leader %d at tick %d", sn.id, tick)
-					}
-				}
+		if ld := s.currentLeader(); ld != nil && (ld.id != leader || ld.n.Term() != leaderTerm) {
+			if err := ld.n.Propose([]byte(probe)); err == nil {
+				proposed, leader, leaderTerm = true, ld.id, ld.n.Term()
+				s.logf("liveness: proposed on leader %d at tick %d", ld.id, tick)
+				continue
 			}
-			continue
 		}
-		if s.allApplied(probe, leader) {
+		if proposed && s.allApplied(probe, leader) {
 			return nil
 		}
 	}

@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ var (
 	seedsFlag = flag.Int("sim.seeds", 500, "number of seeds TestSimulation and TestSimulationReconfig each run")
 	seedFlag  = flag.Uint64("sim.seed", 0, "run only this seed, with a full trace")
 	firstSeed = flag.Uint64("sim.first", 1, "first seed of the range")
+	keepGoing = flag.Bool("sim.keepgoing", false, "run every seed and list the failing ones (first line of each) instead of stopping at the first")
 )
 
 // TestSimulation runs many seeded fault schedules over 3- and 5-node
@@ -72,12 +74,25 @@ func TestSimulationReconfig(t *testing.T) {
 	}
 	start := time.Now()
 	var total Result
+	var failed []string
 	for seed := *firstSeed; seed < *firstSeed+uint64(*seedsFlag); seed++ {
+		if *keepGoing {
+			res, err := runOne(ReconfigOptions(seed))
+			if err != nil {
+				failed = append(failed, strings.SplitN(err.Error(), "\n", 2)[0])
+				continue
+			}
+			total.add(res)
+			continue
+		}
 		res := runSeed(t, ReconfigOptions(seed))
 		if t.Failed() {
 			return
 		}
 		total.add(res)
+	}
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d seeds failed:\n%s", len(failed), *seedsFlag, strings.Join(failed, "\n"))
 	}
 	t.Logf("%d reconfiguring seeds in %v: %+v", *seedsFlag, time.Since(start).Round(time.Millisecond), total)
 	if *seedsFlag >= 100 {
@@ -120,15 +135,19 @@ func confChangesMissing() string {
 
 func runSeed(t *testing.T, opts Options) Result {
 	t.Helper()
-	s, err := New(opts)
-	if err != nil {
-		t.Fatalf("seed %d: %v", opts.Seed, err)
-	}
-	res, err := s.Run()
+	res, err := runOne(opts)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
 	return res
+}
+
+func runOne(opts Options) (Result, error) {
+	s, err := New(opts)
+	if err != nil {
+		return Result{}, fmt.Errorf("seed %d: %w", opts.Seed, err)
+	}
+	return s.Run()
 }
 
 func (r *Result) add(o Result) {
