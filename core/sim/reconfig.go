@@ -228,7 +228,9 @@ func (s *Sim) checkConfRecord(sn *simNode, index uint64, m core.Membership, repl
 	if m.IsJoint() {
 		s.res.JointConfigs++
 	}
-	s.res.Configs++
+	if !replace {
+		s.res.Configs++
+	}
 	s.confHist = append(s.confHist, confRec{index: index, m: m.Clone()})
 	return nil
 }
@@ -536,7 +538,7 @@ func (s *Sim) randomChange(m core.Membership) (core.ConfChange, []uint64, string
 	newID := func() uint64 { return s.nextID + 1 }
 	roll := s.rng.IntN(100)
 	switch {
-	case roll < 30 && canAdd: // add a learner, a replacement a third of the time
+	case roll < 25 && canAdd: // add a learner, a replacement a third of the time
 		id := newID()
 		mi := core.MemberInfo{ID: id, Name: fmt.Sprintf("n%d", id), AutoPromote: true}
 		what := "add learner"
@@ -549,7 +551,7 @@ func (s *Sim) randomChange(m core.Membership) (core.ConfChange, []uint64, string
 		}
 		cc.Ops = []core.ConfChangeOp{{Type: core.ConfAddLearner, Member: mi}}
 		return cc, []uint64{mi.ID}, what
-	case roll < 55 && len(learners) > 0: // promote (a replacement removes its predecessor)
+	case roll < 50 && len(learners) > 0: // promote (a replacement removes its predecessor)
 		l := pick(learners)
 		cc.Ops = []core.ConfChangeOp{{Type: core.ConfPromote, Member: core.MemberInfo{ID: l}}}
 		if info, _ := m.Info(l); info.Replaces != core.None && m.Contains(info.Replaces) {
@@ -560,7 +562,7 @@ func (s *Sim) randomChange(m core.Membership) (core.ConfChange, []uint64, string
 			return core.ConfChange{}, nil, ""
 		}
 		return cc, nil, "promote"
-	case roll < 75: // remove a member; rarely the last voter (refused)
+	case roll < 65: // remove a member; rarely the last voter (refused)
 		if len(members) == 1 && !s.chance(0.1) {
 			return cc, nil, ""
 		}
