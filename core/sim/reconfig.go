@@ -690,12 +690,43 @@ func (s *Sim) livenessMembers() []uint64 {
 	return ld.mem.IDs()
 }
 
-// describeMembership renders the committed sequence's tail.
+// describeMembership renders the committed sequence's tail and, for a
+// liveness failure, which members of the newest committed configuration
+// have not activated it yet (and so may depend on removed nodes' votes).
 func (s *Sim) describeMembership() string {
 	var b strings.Builder
 	from := max(0, len(s.confHist)-6)
 	for _, r := range s.confHist[from:] {
 		fmt.Fprintf(&b, "  config at %d: %s\n", r.index, fmtMembership(r.m))
 	}
+	if d := s.strandedBy(); d != "" {
+		fmt.Fprintf(&b, "  %s\n", d)
+	}
 	return b.String()
+}
+
+// strandedBy diagnoses a cluster without a leader after healing: voters
+// of the newest committed configuration that still have an older one
+// active whose quorum needs a node that is removed (and passive). Empty
+// when there is no such voter.
+func (s *Sim) strandedBy() string {
+	newest := s.confHist[s.newestPos()]
+	var out []string
+	for _, id := range newest.m.Voters {
+		sn := s.node(id)
+		if sn == nil || !sn.up || sn.memIndex >= newest.index {
+			continue
+		}
+		// Can the voters of sn's active configuration that are not
+		// removed form a quorum of it?
+		live := func(v uint64) bool { o := s.node(v); return o != nil && !o.n.Status().Removed }
+		if !isQuorum(sn.mem, live) {
+			out = append(out, fmt.Sprintf("node %d (commit %d) has %s active from %d, not the committed %s from %d, and its quorum needs removed nodes",
+				id, sn.n.Status().Commit, fmtMembership(sn.mem), sn.memIndex, fmtMembership(newest.m), newest.index))
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "stranded voters: " + strings.Join(out, "; ")
 }
