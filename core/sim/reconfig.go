@@ -680,16 +680,6 @@ func (s *Sim) jointCrash() error {
 	return s.crash(victim)
 }
 
-// memberIDs returns the members of the newest committed configuration,
-// for the liveness check.
-func (s *Sim) livenessMembers() []uint64 {
-	ld := s.currentLeader()
-	if ld == nil {
-		return nil
-	}
-	return ld.mem.IDs()
-}
-
 // describeMembership renders the committed sequence's tail and, for a
 // liveness failure, which members of the newest committed configuration
 // have not activated it yet (and so may depend on removed nodes' votes).

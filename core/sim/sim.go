@@ -166,7 +166,9 @@ type Result struct {
 	// joint phase, committed changes that did not apply (must be 0).
 	ConfProposed, ConfRefused, Configs, JointConfigs    int
 	Removals, Joiners, JointCrashes, InvalidConfChanges int
-	Refusals                                            map[string]int
+	// JoinerSnapshots counts snapshots installed by joiners.
+	JoinerSnapshots int
+	Refusals        map[string]int
 }
 
 type inflight struct {
@@ -905,6 +907,9 @@ func (s *Sim) process(sn *simNode, mayCrash bool) error {
 		s.logf("install snapshot %d at %d/%d", sn.id, rd.Snapshot.Term, rd.Snapshot.Index)
 		if err := s.checkInstalledMembership(sn, *rd.Snapshot); err != nil {
 			return err
+		}
+		if sn.joiner {
+			s.res.JoinerSnapshots++
 		}
 	}
 	if err := s.checkAndRecordEntries(sn, rd.Entries); err != nil {

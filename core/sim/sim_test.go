@@ -100,7 +100,8 @@ func TestSimulationReconfig(t *testing.T) {
 			"accepted changes": total.ConfProposed, "refused changes": total.ConfRefused,
 			"committed configurations": total.Configs, "joint configurations": total.JointConfigs,
 			"removals": total.Removals, "joiners": total.Joiners, "joint-phase crashes": total.JointCrashes,
-			"snapshots": total.Snapshots, "elections": total.Elections, "crashes": total.Crashes,
+			"snapshots installed by joiners": total.JoinerSnapshots,
+			"snapshots":                      total.Snapshots, "elections": total.Elections, "crashes": total.Crashes,
 			"partitions": total.Partitions, "ID-reuse refusals": total.Refusals["id-reused"],
 		} {
 			if v == 0 {
@@ -173,6 +174,7 @@ func (r *Result) add(o Result) {
 	r.Joiners += o.Joiners
 	r.JointCrashes += o.JointCrashes
 	r.InvalidConfChanges += o.InvalidConfChanges
+	r.JoinerSnapshots += o.JoinerSnapshots
 	for k, v := range o.Refusals {
 		if r.Refusals == nil {
 			r.Refusals = map[string]int{}
