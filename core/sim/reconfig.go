@@ -362,6 +362,7 @@ func (s *Sim) checkElectionQuorum(sn *simNode, term uint64) error {
 		return nil
 	}
 	if np := s.newestPos(); np > own {
+		s.res.ElectionsBehind++
 		if err := check(s.confHist[np].m, fmt.Sprintf("the newest committed configuration (at %d)", s.confHist[np].index)); err != nil {
 			return err
 		}

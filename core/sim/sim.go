@@ -166,9 +166,12 @@ type Result struct {
 	// joint phase, committed changes that did not apply (must be 0).
 	ConfProposed, ConfRefused, Configs, JointConfigs    int
 	Removals, Joiners, JointCrashes, InvalidConfChanges int
-	// JoinerSnapshots counts snapshots installed by joiners.
-	JoinerSnapshots int
-	Refusals        map[string]int
+	// JoinerSnapshots counts snapshots installed by joiners;
+	// ElectionsBehind the elections won under a configuration older than
+	// the newest committed one (checked against it, see
+	// checkElectionQuorum).
+	JoinerSnapshots, ElectionsBehind int
+	Refusals                         map[string]int
 }
 
 type inflight struct {

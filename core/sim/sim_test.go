@@ -175,6 +175,7 @@ func (r *Result) add(o Result) {
 	r.JointCrashes += o.JointCrashes
 	r.InvalidConfChanges += o.InvalidConfChanges
 	r.JoinerSnapshots += o.JoinerSnapshots
+	r.ElectionsBehind += o.ElectionsBehind
 	for k, v := range o.Refusals {
 		if r.Refusals == nil {
 			r.Refusals = map[string]int{}
