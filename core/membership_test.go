@@ -380,6 +380,23 @@ func TestConfChangeRefusals(t *testing.T) {
 				return ops(promote(4))
 			},
 			wantErr: core.ErrLearnerBehind},
+		{name: "learner silent since the election", size: 3, on: 2,
+			setup: func(c *cluster) core.ConfChange {
+				c.addJoiner(4, nil)
+				if err := c.confChange(ops(addLearner(4))); err != nil {
+					c.t.Fatal(err)
+				}
+				c.drop = func(m core.Message) bool { return m.To == 4 || m.From == 4 }
+				if err := c.nodes[1].TransferLeadership(2); err != nil {
+					c.t.Fatal(err)
+				}
+				c.stabilize()
+				if c.leader() != 2 {
+					c.t.Fatalf("setup: leader %d", c.leader())
+				}
+				return ops(promote(4))
+			},
+			wantErr: core.ErrLearnerBehind},
 		{name: "quorum unreachable: add a voter while one is down", size: 3,
 			setup: func(c *cluster) core.ConfChange {
 				c.drop = func(m core.Message) bool { return m.To == 3 || m.From == 3 }

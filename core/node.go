@@ -729,6 +729,7 @@ func (n *Node) stepLeader(m Message) error {
 	}
 	pr.RecentActive = true
 	pr.lastHeardTick = n.ticks
+	pr.heard = true
 	switch m.Type {
 	case MsgAppResp:
 		return n.handleAppendResp(m, pr)
