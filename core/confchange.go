@@ -83,7 +83,7 @@ func (n *Node) heardRecently(id uint64) bool {
 		return true
 	}
 	pr := n.progress[id]
-	return pr != nil && n.ticks-pr.lastHeardTick < uint64(n.cfg.ElectionTicks)
+	return pr != nil && pr.heard && n.ticks-pr.lastHeardTick < uint64(n.cfg.ElectionTicks)
 }
 
 // checkReachable applies the reachability rule: the leader and the voters

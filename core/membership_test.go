@@ -380,6 +380,23 @@ func TestConfChangeRefusals(t *testing.T) {
 				return ops(promote(4))
 			},
 			wantErr: core.ErrLearnerBehind},
+		{name: "learner silent since the election", size: 3, on: 2,
+			setup: func(c *cluster) core.ConfChange {
+				c.addJoiner(4, nil)
+				if err := c.confChange(ops(addLearner(4))); err != nil {
+					c.t.Fatal(err)
+				}
+				c.drop = func(m core.Message) bool { return m.To == 4 || m.From == 4 }
+				if err := c.nodes[1].TransferLeadership(2); err != nil {
+					c.t.Fatal(err)
+				}
+				c.stabilize()
+				if c.leader() != 2 {
+					c.t.Fatalf("setup: leader %d", c.leader())
+				}
+				return ops(promote(4))
+			},
+			wantErr: core.ErrLearnerBehind},
 		{name: "quorum unreachable: add a voter while one is down", size: 3,
 			setup: func(c *cluster) core.ConfChange {
 				c.drop = func(m core.Message) bool { return m.To == 3 || m.From == 3 }
@@ -454,7 +471,12 @@ func TestBootstrapEntryIdentical(t *testing.T) {
 	for i, voters := range orders {
 		id := uint64(i + 1)
 		cfg := testConfig(id)
-		cfg.Membership = core.Membership{Voters: voters, Members: members}
+		// Member infos in another order on each node, too.
+		ms := slices.Clone(members)
+		for range i {
+			ms = append(ms[1:], ms[0])
+		}
+		cfg.Membership = core.Membership{Voters: voters, Members: ms}
 		log := memlog.New()
 		n, err := core.New(cfg, log)
 		if err != nil {
@@ -968,6 +990,82 @@ func TestStepFromNonMembers(t *testing.T) {
 			}
 			if after.Term != before.Term || n.HasReady() {
 				t.Fatalf("refused message changed state: %+v", after)
+			}
+		})
+	}
+}
+
+// TestRemovedLeaderHandoverLost: the removed leader's MsgTimeoutNow is
+// lost; it has stepped down all the same, and the remaining voters elect a
+// leader of their own once their election timeouts run out.
+func TestRemovedLeaderHandoverLost(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.tolerateInvalid = true
+	c.elect(1)
+	c.drop = func(m core.Message) bool { return m.Type == core.MsgTimeoutNow }
+	if err := c.confChange(ops(remove(1))); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.nodes[1].Status(); st.Role != core.RoleFollower || !st.Removed {
+		t.Fatalf("removed leader after handing over: %+v", st)
+	}
+	c.settle(60)
+	lead := c.leader()
+	if lead != 2 && lead != 3 {
+		t.Fatalf("leader %d after the lost handover", lead)
+	}
+	if err := c.nodes[lead].Propose([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	for _, id := range []uint64{2, 3} {
+		if got := c.appliedData(id); len(got) == 0 || got[len(got)-1] != "x" {
+			t.Fatalf("node %d applied %v", id, got)
+		}
+	}
+}
+
+// TestRestartMembershipSources: where a restarted node takes its
+// configuration from, by what its storage holds.
+func TestRestartMembershipSources(t *testing.T) {
+	boot := core.Entry{Index: 1, Term: 1, Type: core.EntryConfChange,
+		Data: core.ConfChange{Replace: &core.Membership{Voters: []uint64{1, 2, 3}}}.Marshal()}
+	flags := core.Membership{Voters: []uint64{2, 7}}
+	cases := []struct {
+		name   string
+		hs     core.HardState
+		ents   []core.Entry
+		snap   *core.SnapshotMeta
+		voters []uint64
+	}{
+		{name: "bootstrap entry committed", hs: core.HardState{Term: 2, Commit: 1}, ents: []core.Entry{boot}, voters: []uint64{1, 2, 3}},
+		{name: "joiner holding an uncommitted entry 1 stays a joiner", hs: core.HardState{Term: 2}, ents: []core.Entry{boot}},
+		{name: "storage from before the bootstrap entry: flags", hs: core.HardState{Term: 2, Commit: 1},
+			ents: entriesWithTerms(1, 2), voters: []uint64{2, 7}},
+		{name: "snapshot membership", hs: core.HardState{Term: 2, Commit: 5},
+			snap: &core.SnapshotMeta{Index: 5, Term: 2, Membership: core.Membership{Voters: []uint64{2, 4}, HighestID: 4}}, voters: []uint64{2, 4}},
+		{name: "snapshot without membership (old format): flags", hs: core.HardState{Term: 2, Commit: 5},
+			snap: &core.SnapshotMeta{Index: 5, Term: 2}, voters: []uint64{2, 7}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			log := memlog.New()
+			if tc.snap != nil {
+				if err := log.InstallSnapshot(*tc.snap); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := log.Save(tc.hs, tc.ents); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig(2)
+			cfg.Membership = flags
+			n, err := core.New(cfg, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := n.Status().Membership.Voters; !slices.Equal(got, tc.voters) {
+				t.Fatalf("voters %v, want %v", got, tc.voters)
 			}
 		})
 	}
