@@ -79,7 +79,8 @@ func TestSimulationReconfig(t *testing.T) {
 		if *keepGoing {
 			res, err := runOne(ReconfigOptions(seed))
 			if err != nil {
-				failed = append(failed, strings.SplitN(err.Error(), "\n", 2)[0])
+				failed = append(failed, fmt.Sprintf("%s (replay: go test ./core/sim -run 'TestSimulationReconfig$' -sim.seed=%d -v)",
+					strings.SplitN(err.Error(), "\n", 2)[0], seed))
 				continue
 			}
 			total.add(res)
