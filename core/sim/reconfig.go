@@ -470,6 +470,18 @@ func (s *Sim) reconfigure() error {
 				return err
 			}
 		}
+		if op := cc.Ops[0]; op.Member.Replaces != core.None && s.chance(0.7) {
+			// The usual reason for a replacement: the member's volume is
+			// gone. It stays down while the cluster replaces it.
+			if old := s.node(op.Member.Replaces); old != nil && old != ld && old.up {
+				s.logf("member %d died; %d replaces it", old.id, op.Member.ID)
+				if err := s.crash(old); err != nil {
+					return err
+				}
+				old.lost = true
+				s.res.DeadReplaced++
+			}
+		}
 		return s.observe(ld)
 	}
 	reason := refusalReason(err)
@@ -539,11 +551,11 @@ func (s *Sim) randomChange(m core.Membership) (core.ConfChange, []uint64, string
 	newID := func() uint64 { return s.nextID + 1 }
 	roll := s.rng.IntN(100)
 	switch {
-	case roll < 25 && canAdd: // add a learner, a replacement a third of the time
+	case roll < 25 && canAdd: // add a learner, a replacement half of the time
 		id := newID()
 		mi := core.MemberInfo{ID: id, Name: fmt.Sprintf("n%d", id), AutoPromote: true}
 		what := "add learner"
-		if s.chance(0.33) {
+		if s.chance(0.5) {
 			mi.Replaces = pick(members)
 			if old, ok := m.Info(mi.Replaces); ok && old.Name != "" {
 				mi.Name = old.Name

@@ -166,6 +166,9 @@ type Result struct {
 	// joint phase, committed changes that did not apply (must be 0).
 	ConfProposed, ConfRefused, Configs, JointConfigs    int
 	Removals, Joiners, JointCrashes, InvalidConfChanges int
+	// DeadReplaced counts members taken down for good (until healing)
+	// when a replacement for them was added: the lost-volume case.
+	DeadReplaced int
 	// JoinerSnapshots counts snapshots installed by joiners;
 	// ElectionsBehind the elections won under a configuration older than
 	// the newest committed one (checked against it, see
@@ -201,6 +204,9 @@ type simNode struct {
 	// memIndex the index of the entry that activated it (0: bootstrap).
 	mem      core.Membership
 	memIndex uint64
+	// lost: the node is being replaced because it died (reconfig.go); it
+	// stays down until the healing phase, which restarts every node.
+	lost bool
 }
 
 // Simulated real time in lease seeds, in units: a nominal tick is
@@ -474,8 +480,11 @@ func (s *Sim) randomStep() error {
 	switch s.rng.IntN(3) {
 	case 0:
 		sn := s.randomNode()
-		if !sn.up {
+		if !sn.up && !sn.lost {
 			return s.restart(sn)
+		}
+		if !sn.up {
+			return nil
 		}
 		if s.opts.LeaseReads {
 			return s.advanceClocks(max(1, s.opts.TickStepUnits))
@@ -535,6 +544,7 @@ func (s *Sim) wrap(sn *simNode, err error) error {
 
 func (s *Sim) restart(sn *simNode) error {
 	s.logf("restart %d", sn.id)
+	sn.lost = false
 	return s.start(sn)
 }
 

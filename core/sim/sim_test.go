@@ -103,6 +103,7 @@ func TestSimulationReconfig(t *testing.T) {
 			"committed configurations": total.Configs, "joint configurations": total.JointConfigs,
 			"removals": total.Removals, "joiners": total.Joiners, "joint-phase crashes": total.JointCrashes,
 			"snapshots installed by joiners": total.JoinerSnapshots,
+			"dead members replaced":          total.DeadReplaced,
 			"snapshots":                      total.Snapshots, "elections": total.Elections, "crashes": total.Crashes,
 			"partitions": total.Partitions, "ID-reuse refusals": total.Refusals["id-reused"],
 		} {
@@ -177,6 +178,7 @@ func (r *Result) add(o Result) {
 	r.JointCrashes += o.JointCrashes
 	r.InvalidConfChanges += o.InvalidConfChanges
 	r.JoinerSnapshots += o.JoinerSnapshots
+	r.DeadReplaced += o.DeadReplaced
 	r.ElectionsBehind += o.ElectionsBehind
 	for k, v := range o.Refusals {
 		if r.Refusals == nil {
