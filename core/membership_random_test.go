@@ -39,7 +39,19 @@ func runRandomReconfig(t *testing.T, seed uint64) {
 	c := newCluster(t, 1+rng.IntN(3)*2, tweak)
 	c.tolerateInvalid = true
 	appliedAt := map[uint64]core.Entry{}
+	// Every node whose configuration came from the entry at index i has
+	// the same configuration (Apply is deterministic; skips are alike).
+	confAt := map[uint64]string{}
 	checkApplied := func() {
+		for id, n := range c.nodes {
+			st := n.Status()
+			enc := string(st.Membership.Marshal())
+			if prev, ok := confAt[st.ConfIndex]; ok && prev != enc && st.ConfIndex != 0 {
+				t.Fatalf("seed %d: node %d has configuration %+v from index %d, another node a different one",
+					seed, id, st.Membership, st.ConfIndex)
+			}
+			confAt[st.ConfIndex] = enc
+		}
 		for id, ents := range c.applied {
 			for _, e := range ents {
 				if prev, ok := appliedAt[e.Index]; ok && (prev.Term != e.Term || string(prev.Data) != string(e.Data)) {
