@@ -428,6 +428,18 @@ func (f *Failure) Error() string {
 		f.Seed, f.Step, f.Err, test, f.Seed, strings.Join(f.Trace, "\n"))
 }
 
+// Unwrap returns the violation.
+func (f *Failure) Unwrap() error { return f.Err }
+
+// strandedError is a liveness failure with the signature of the core
+// issue docs/reliability.md describes: voters of the newest committed
+// configuration still have an older one active whose quorum needs a
+// removed, passive node.
+type strandedError struct{ err error }
+
+func (e *strandedError) Error() string { return e.err.Error() }
+func (e *strandedError) Unwrap() error { return e.err }
+
 func (s *Sim) failure(err error) error {
 	tr := s.trace
 	if max := s.opts.TraceLen; max > 0 && len(tr) > max {
@@ -1007,7 +1019,11 @@ func (s *Sim) heal() error {
 		}
 	}
 	if !proposed {
-		return fmt.Errorf("liveness: no leader accepted a proposal within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
+		err := fmt.Errorf("liveness: no leader accepted a proposal within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
+		if s.opts.Reconfig && s.strandedBy() != "" {
+			return &strandedError{err: err}
+		}
+		return err
 	}
 	return fmt.Errorf("liveness: proposal not applied on every member within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
 }

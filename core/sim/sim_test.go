@@ -13,10 +13,11 @@ import (
 )
 
 var (
-	seedsFlag = flag.Int("sim.seeds", 500, "number of seeds TestSimulation and TestSimulationReconfig each run")
-	seedFlag  = flag.Uint64("sim.seed", 0, "run only this seed, with a full trace")
-	firstSeed = flag.Uint64("sim.first", 1, "first seed of the range")
-	keepGoing = flag.Bool("sim.keepgoing", false, "run every seed and list the failing ones (first line of each) instead of stopping at the first")
+	seedsFlag  = flag.Int("sim.seeds", 500, "number of seeds TestSimulation and TestSimulationReconfig each run")
+	seedFlag   = flag.Uint64("sim.seed", 0, "run only this seed, with a full trace")
+	firstSeed  = flag.Uint64("sim.first", 1, "first seed of the range")
+	strictFlag = flag.Bool("sim.strict", true, "fail on the known stranded-voters liveness issue too (see docs/reliability.md)")
+	keepGoing  = flag.Bool("sim.keepgoing", false, "run every seed and list the failing ones (first line of each) instead of stopping at the first")
 )
 
 // TestSimulation runs many seeded fault schedules over 3- and 5-node
@@ -74,26 +75,31 @@ func TestSimulationReconfig(t *testing.T) {
 	}
 	start := time.Now()
 	var total Result
-	var failed []string
+	var failed, stranded []string
 	for seed := *firstSeed; seed < *firstSeed+uint64(*seedsFlag); seed++ {
-		if *keepGoing {
-			res, err := runOne(ReconfigOptions(seed))
-			if err != nil {
-				failed = append(failed, fmt.Sprintf("%s (replay: go test ./core/sim -run 'TestSimulationReconfig$' -sim.seed=%d -v)",
-					strings.SplitN(err.Error(), "\n", 2)[0], seed))
-				continue
-			}
+		res, err := runOne(ReconfigOptions(seed))
+		if err == nil {
 			total.add(res)
 			continue
 		}
-		res := runSeed(t, ReconfigOptions(seed))
-		if t.Failed() {
-			return
+		line := fmt.Sprintf("%s (replay: go test ./core/sim -run 'TestSimulationReconfig$' -sim.seed=%d -v)",
+			strings.SplitN(err.Error(), "\n", 2)[0], seed)
+		var se *strandedError
+		switch {
+		case errors.As(err, &se) && !*strictFlag:
+			stranded = append(stranded, line)
+		case *keepGoing:
+			failed = append(failed, line)
+		default:
+			t.Fatalf("%v", err)
 		}
-		total.add(res)
+	}
+	if len(stranded) > 0 {
+		t.Logf("KNOWN CORE ISSUE (docs/reliability.md, \"a leader that removes itself can strand the remaining voters\"): %d of %d seeds end with stranded voters; -sim.strict fails on them:\n%s",
+			len(stranded), *seedsFlag, strings.Join(stranded, "\n"))
 	}
 	t.Logf("%d reconfiguring seeds in %v (totals of the %d that passed): %+v", *seedsFlag, time.Since(start).Round(time.Millisecond),
-		*seedsFlag-len(failed), total)
+		*seedsFlag-len(failed)-len(stranded), total)
 	if len(failed) > 0 {
 		t.Fatalf("%d of %d seeds failed:\n%s", len(failed), *seedsFlag, strings.Join(failed, "\n"))
 	}
