@@ -52,8 +52,8 @@ type confRec struct {
 	m     core.Membership
 }
 
-// membershipAt returns the position in s.confHist of the configuration
-// in force at index (the last one activated at or below it).
+// confPosAt returns the position in s.confHist of the configuration in
+// force at index (the last one activated at or below it), or -1.
 func (s *Sim) confPosAt(index uint64) int {
 	i, found := slices.BinarySearchFunc(s.confHist, index, func(r confRec, idx uint64) int {
 		switch {

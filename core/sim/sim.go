@@ -31,6 +31,13 @@
 // leader is elected within a bounded number of ticks and a proposal
 // commits on every node.
 //
+// With Options.Reconfig (TestSimulationReconfig) it also changes the
+// membership at random — learners, promotions, replacements, removals,
+// joint changes, new nodes that join with empty storage — and checks that
+// no two configurations in use can have disjoint quorums, that IDs are
+// never reused, that learners never count, and that every node agrees on
+// the membership at every index; see reconfig.go.
+//
 // Everything is a function of Options.Seed, so a failure replays exactly.
 package sim
 
