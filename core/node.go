@@ -445,22 +445,19 @@ func (n *Node) tickLeader() error {
 	n.heartbeatElapsed++
 	n.electionElapsed++
 	n.self.lastHeardTick = n.ticks
-	if n.cfg.CheckQuorum && !n.quorumActive() {
+	if n.cfg.CheckQuorum && !n.quorumActive() && !n.outOfConfig() {
 		// thesis §6.2: a leader that has not heard from a quorum for an
 		// election timeout steps down so clients find the real leader.
+		// Not a leader handing over after its removal (maybeHandOver):
+		// it may be the only node that knows C_new committed.
 		n.becomeFollower(n.term, None)
 		return nil
 	}
 	if n.electionElapsed >= n.cfg.ElectionTicks {
 		n.electionElapsed = 0
 		if n.leadTransferee != None {
+			// A handover that did not finish starts again below.
 			n.abortTransfer()
-			if n.outOfConfig() {
-				// The handover to a voter of the new configuration did
-				// not finish: step down and let the voters elect.
-				n.becomeFollower(n.term, None)
-				return nil
-			}
 		}
 	}
 	// Retries what an earlier attempt could not do (uncommitted bytes
@@ -508,6 +505,12 @@ func (n *Node) Step(m Message) error {
 		switch {
 		case errors.Is(err, errRemovedSender):
 			n.counters.RemovedSenders++
+			if (m.Type == MsgApp || m.Type == MsgHeartbeat) && m.Term < n.term {
+				// A removed leader still handing over (maybeHandOver)
+				// while a later leader already took over: tell it our
+				// term so it steps down instead of leading forever.
+				n.send(Message{Type: MsgAppResp, To: m.From})
+			}
 		case errors.Is(err, errUnknownSender):
 			n.counters.UnknownSenders++
 		case errors.Is(err, errOutOfRange):
