@@ -44,6 +44,9 @@ type Node struct {
 	confIndex        uint64
 	confScanned      uint64
 	pendingConfIndex uint64
+	// confCheckedTo: committed entries in (confScanned, confCheckedTo]
+	// hold no configuration entry (committedConfPending's memo).
+	confCheckedTo uint64
 	// peers lists every other member, sorted: output order must never
 	// depend on map iteration, or runs would not replay from a seed.
 	peers []uint64
@@ -628,6 +631,9 @@ func termless(t MessageType) bool {
 // stepTerm applies the term rules every role shares (paper §5.1), then
 // dispatches by role.
 func (n *Node) stepTerm(m Message) error {
+	if m.Type == MsgVoteResp || m.Type == MsgPreVoteResp {
+		n.takeCommitHint(m)
+	}
 	switch {
 	case termless(m.Type):
 	case m.Term > n.term:
