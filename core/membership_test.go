@@ -996,20 +996,37 @@ func TestStepFromNonMembers(t *testing.T) {
 }
 
 // TestRemovedLeaderHandoverLost: the removed leader's MsgTimeoutNow is
-// lost; it has stepped down all the same, and the remaining voters elect a
-// leader of their own once their election timeouts run out.
+// lost (twice). It keeps leading — refusing proposals — and retries the
+// handover each election timeout until a voter takes over; then it is a
+// passive, removed follower.
 func TestRemovedLeaderHandoverLost(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.tolerateInvalid = true
 	c.elect(1)
-	c.drop = func(m core.Message) bool { return m.Type == core.MsgTimeoutNow }
+	lost := 0
+	c.drop = func(m core.Message) bool {
+		if m.Type == core.MsgTimeoutNow && lost < 2 {
+			lost++
+			return true
+		}
+		return false
+	}
 	if err := c.confChange(ops(remove(1))); err != nil {
 		t.Fatal(err)
+	}
+	if st := c.nodes[1].Status(); st.Role != core.RoleLeader || !st.Removed || st.LeadTransferee == 0 {
+		t.Fatalf("removed leader after its first handover was lost: %+v", st)
+	}
+	if err := c.nodes[1].Propose([]byte("y")); !errors.Is(err, core.ErrTransferInProgress) {
+		t.Fatalf("removed leader accepted a proposal: %v", err)
+	}
+	c.settle(60)
+	if lost != 2 {
+		t.Fatalf("%d handovers lost, want 2 (one per election timeout)", lost)
 	}
 	if st := c.nodes[1].Status(); st.Role != core.RoleFollower || !st.Removed {
 		t.Fatalf("removed leader after handing over: %+v", st)
 	}
-	c.settle(60)
 	lead := c.leader()
 	if lead != 2 && lead != 3 {
 		t.Fatalf("leader %d after the lost handover", lead)

@@ -44,6 +44,9 @@ type Node struct {
 	confIndex        uint64
 	confScanned      uint64
 	pendingConfIndex uint64
+	// confCheckedTo: committed entries in (confScanned, confCheckedTo]
+	// hold no configuration entry (committedConfPending's memo).
+	confCheckedTo uint64
 	// peers lists every other member, sorted: output order must never
 	// depend on map iteration, or runs would not replay from a seed.
 	peers []uint64
@@ -445,22 +448,19 @@ func (n *Node) tickLeader() error {
 	n.heartbeatElapsed++
 	n.electionElapsed++
 	n.self.lastHeardTick = n.ticks
-	if n.cfg.CheckQuorum && !n.quorumActive() {
+	if n.cfg.CheckQuorum && !n.quorumActive() && !n.outOfConfig() {
 		// thesis §6.2: a leader that has not heard from a quorum for an
 		// election timeout steps down so clients find the real leader.
+		// Not a leader handing over after its removal (maybeHandOver):
+		// it may be the only node that knows C_new committed.
 		n.becomeFollower(n.term, None)
 		return nil
 	}
 	if n.electionElapsed >= n.cfg.ElectionTicks {
 		n.electionElapsed = 0
 		if n.leadTransferee != None {
+			// A handover that did not finish starts again below.
 			n.abortTransfer()
-			if n.outOfConfig() {
-				// The handover to a voter of the new configuration did
-				// not finish: step down and let the voters elect.
-				n.becomeFollower(n.term, None)
-				return nil
-			}
 		}
 	}
 	// Retries what an earlier attempt could not do (uncommitted bytes
@@ -508,6 +508,12 @@ func (n *Node) Step(m Message) error {
 		switch {
 		case errors.Is(err, errRemovedSender):
 			n.counters.RemovedSenders++
+			if (m.Type == MsgApp || m.Type == MsgHeartbeat) && m.Term < n.term {
+				// A removed leader still handing over (maybeHandOver)
+				// while a later leader already took over: tell it our
+				// term so it steps down instead of leading forever.
+				n.send(Message{Type: MsgAppResp, To: m.From})
+			}
 		case errors.Is(err, errUnknownSender):
 			n.counters.UnknownSenders++
 		case errors.Is(err, errOutOfRange):
@@ -625,6 +631,9 @@ func termless(t MessageType) bool {
 // stepTerm applies the term rules every role shares (paper §5.1), then
 // dispatches by role.
 func (n *Node) stepTerm(m Message) error {
+	if m.Type == MsgVoteResp || m.Type == MsgPreVoteResp {
+		n.takeCommitHint(m)
+	}
 	switch {
 	case termless(m.Type):
 	case m.Term > n.term:
