@@ -186,7 +186,7 @@ func (s *Sim) checkLeaseQuorum(leader *simNode, readID uint64) error {
 	// leader (both halves if joint): that takes a quorum of voters
 	// willing to grant, so none may exist. (With an even number of voters
 	// neither side may have a majority.)
-	m := leader.mem
+	m := leader.active
 	grants := func(id uint64) bool {
 		if id == leader.id {
 			return false

@@ -311,18 +311,47 @@ func (s *Sim) checkInstalledMembership(sn *simNode, meta core.SnapshotMeta) erro
 	return nil
 }
 
-// checkActiveMembership: the core's active configuration is the one at
-// the node's applied index (activation on hand-out).
+// checkActiveMembership reads the core's active configuration after a
+// Ready and checks it: it is committed (its index is at most the node's
+// commit index), at least as new as the one at the node's applied index
+// (activation when handed out; a restarted node activates from its log
+// up to its commit index at once), and equal to the configuration the
+// committed sequence has in force at its index.
 func (s *Sim) checkActiveMembership(sn *simNode) error {
-	if !sn.up || !s.opts.Reconfig {
+	if !sn.up {
 		return nil
 	}
 	st := sn.n.Status()
-	if !sameMembership(st.Membership, sn.mem) {
-		return fmt.Errorf("activation: node %d has %s active, the membership at its applied index %d is %s",
-			sn.id, fmtMembership(st.Membership), sn.appliedIndex, fmtMembership(sn.mem))
+	sn.active, sn.activeIdx = st.Membership, st.ConfIndex
+	if !s.opts.Reconfig || st.Membership.IsEmpty() {
+		return nil
+	}
+	if st.ConfIndex > st.Commit {
+		return fmt.Errorf("activation: node %d has %s active from %d, above its commit index %d",
+			sn.id, fmtMembership(st.Membership), st.ConfIndex, st.Commit)
+	}
+	if st.ConfIndex < sn.memIndex {
+		return fmt.Errorf("activation: node %d has %s active from %d, older than %s from %d at its applied index %d",
+			sn.id, fmtMembership(st.Membership), st.ConfIndex, fmtMembership(sn.mem), sn.memIndex, sn.appliedIndex)
+	}
+	if st.ConfIndex <= s.maxApplied {
+		// Every configuration up to the highest applied index is recorded.
+		if want := s.confHist[s.confPosAt(st.ConfIndex)]; !sameMembership(st.Membership, want.m) {
+			return fmt.Errorf("activation: node %d has %s active from %d, the committed configuration in force there is %s (from %d)",
+				sn.id, fmtMembership(st.Membership), st.ConfIndex, fmtMembership(want.m), want.index)
+		}
 	}
 	return nil
+}
+
+// activePos is the position in the committed sequence of a configuration
+// active from index: len(s.confHist) (newer than every recorded one) when
+// nothing has been applied that far yet.
+func (s *Sim) activePos(index uint64) int {
+	if index > s.maxApplied {
+		return len(s.confHist)
+	}
+	return max(0, s.confPosAt(index))
 }
 
 // newestPos is the position of the newest committed configuration.
@@ -337,7 +366,7 @@ func (s *Sim) checkElectionQuorum(sn *simNode, term uint64) error {
 	if !s.opts.Reconfig {
 		return nil
 	}
-	m := sn.mem
+	m := sn.active
 	if !m.IsVoter(sn.id) {
 		return fmt.Errorf("election: node %d became leader of term %d but is not a voter of its configuration %s",
 			sn.id, term, fmtMembership(m))
@@ -348,10 +377,7 @@ func (s *Sim) checkElectionQuorum(sn *simNode, term uint64) error {
 		return fmt.Errorf("election: node %d leads term %d with grants from %v, not a quorum of %s",
 			sn.id, term, grantList(granted), fmtMembership(m))
 	}
-	own := s.confPosAt(sn.memIndex)
-	if sn.memIndex == 0 && own < 0 {
-		own = 0
-	}
+	own := s.activePos(sn.activeIdx)
 	check := func(other core.Membership, where string) error {
 		// The granters voted in this term and cannot vote again; the rest
 		// of other's voters must not be a quorum of other.
@@ -368,13 +394,13 @@ func (s *Sim) checkElectionQuorum(sn *simNode, term uint64) error {
 		}
 	}
 	for _, o := range s.nodes {
-		if !o.up || o == sn || o.mem.IsEmpty() {
+		if !o.up || o == sn || o.active.IsEmpty() {
 			continue
 		}
-		if s.confPosAt(o.memIndex) < own {
+		if s.activePos(o.activeIdx) < own {
 			continue // older: a lagging node's log cannot win against ours
 		}
-		if err := check(o.mem, fmt.Sprintf("node %d's active configuration", o.id)); err != nil {
+		if err := check(o.active, fmt.Sprintf("node %d's active configuration", o.id)); err != nil {
 			return err
 		}
 	}
@@ -677,7 +703,7 @@ func (s *Sim) node(id uint64) *simNode {
 func (s *Sim) jointCrash() error {
 	var joint []*simNode
 	for _, sn := range s.nodes {
-		if sn.up && sn.mem.IsJoint() {
+		if sn.up && sn.active.IsJoint() {
 			joint = append(joint, sn)
 		}
 	}
@@ -685,7 +711,7 @@ func (s *Sim) jointCrash() error {
 		return nil
 	}
 	victim := joint[s.rng.IntN(len(joint))]
-	if ld := s.currentLeader(); ld != nil && ld.mem.IsJoint() && s.chance(0.5) {
+	if ld := s.currentLeader(); ld != nil && ld.active.IsJoint() && s.chance(0.5) {
 		victim = ld
 	}
 	s.res.JointCrashes++
@@ -717,15 +743,15 @@ func (s *Sim) strandedBy() string {
 	var out []string
 	for _, id := range newest.m.Voters {
 		sn := s.node(id)
-		if sn == nil || !sn.up || sn.memIndex >= newest.index {
+		if sn == nil || !sn.up || sn.activeIdx >= newest.index {
 			continue
 		}
 		// Can the voters of sn's active configuration that are not
 		// removed form a quorum of it?
 		live := func(v uint64) bool { o := s.node(v); return o != nil && !o.n.Status().Removed }
-		if !isQuorum(sn.mem, live) {
+		if !isQuorum(sn.active, live) {
 			out = append(out, fmt.Sprintf("node %d (commit %d) has %s active from %d, not the committed %s from %d, and its quorum needs removed nodes",
-				id, sn.n.Status().Commit, fmtMembership(sn.mem), sn.memIndex, fmtMembership(newest.m), newest.index))
+				id, sn.n.Status().Commit, fmtMembership(sn.active), sn.activeIdx, fmtMembership(newest.m), newest.index))
 		}
 	}
 	if len(out) == 0 {

@@ -211,6 +211,13 @@ type simNode struct {
 	// memIndex the index of the entry that activated it (0: bootstrap).
 	mem      core.Membership
 	memIndex uint64
+	// active is the configuration the core has active (Status) and
+	// activeIdx its ConfIndex, read after New and after every Ready: the
+	// core changes it only inside Ready (and, from the log up to the
+	// commit index, in New), so between Readies it is what the core
+	// counts votes and acknowledgements with.
+	active    core.Membership
+	activeIdx uint64
 	// lost: the node is being replaced because it died (reconfig.go); it
 	// stays down until the healing phase, which restarts every node.
 	lost bool
@@ -391,7 +398,9 @@ func (s *Sim) start(sn *simNode) error {
 	}
 	sn.n, sn.up = n, true
 	sn.pendingReads = map[uint64]pendingRead{}
-	return nil
+	// What New restored (from the snapshot and the log up to the commit
+	// index) is checked like any activation.
+	return s.checkActiveMembership(sn)
 }
 
 // snapshotState is the state machine contents through index, taken from
@@ -952,7 +961,7 @@ func (s *Sim) process(sn *simNode, mayCrash bool) error {
 	}
 	// The configuration that counted the acknowledgements behind this
 	// commit is the one active before this Ready's committed entries.
-	activeBefore := sn.mem
+	activeBefore := sn.active
 	if err := s.checkDurableTerm(sn, rd.HardState); err != nil {
 		return err
 	}
@@ -1080,6 +1089,7 @@ func (s *Sim) describe() string {
 		if s.opts.Reconfig {
 			fmt.Fprintf(&b, "    membership %s (applied, from %d), removed=%v joiner=%v\n",
 				fmtMembership(sn.mem), sn.memIndex, st.Removed, sn.joiner)
+			fmt.Fprintf(&b, "    active %s (from %d)\n", fmtMembership(st.Membership), st.ConfIndex)
 		}
 		for _, id := range s.allIDs() {
 			if pr, ok := st.Progress[id]; ok {
@@ -1103,10 +1113,10 @@ func (s *Sim) allApplied(data string, leader uint64) bool {
 	if s.opts.Reconfig {
 		nodes = nil
 		ld := s.node(leader)
-		if ld == nil || ld.mem.IsEmpty() {
+		if ld == nil || ld.active.IsEmpty() {
 			return false
 		}
-		for _, id := range ld.mem.IDs() {
+		for _, id := range ld.active.IDs() {
 			if sn := s.node(id); sn != nil {
 				nodes = append(nodes, sn)
 			}
