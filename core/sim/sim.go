@@ -447,15 +447,6 @@ func (f *Failure) Error() string {
 // Unwrap returns the violation.
 func (f *Failure) Unwrap() error { return f.Err }
 
-// strandedError is a liveness failure with the signature of the core
-// issue docs/reliability.md describes: voters of the newest committed
-// configuration still have an older one active whose quorum needs a
-// removed, passive node.
-type strandedError struct{ err error }
-
-func (e *strandedError) Error() string { return e.err.Error() }
-func (e *strandedError) Unwrap() error { return e.err }
-
 func (s *Sim) failure(err error) error {
 	tr := s.trace
 	if max := s.opts.TraceLen; max > 0 && len(tr) > max {
@@ -1035,11 +1026,7 @@ func (s *Sim) heal() error {
 		}
 	}
 	if !proposed {
-		err := fmt.Errorf("liveness: no leader accepted a proposal within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
-		if s.opts.Reconfig && s.strandedBy() != "" {
-			return &strandedError{err: err}
-		}
-		return err
+		return fmt.Errorf("liveness: no leader accepted a proposal within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
 	}
 	return fmt.Errorf("liveness: proposal not applied on every member within %d ticks after healing\n%s", s.opts.LivenessTicks, s.describe())
 }

@@ -1,23 +1,18 @@
 package sim
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/rafty-db/rafty/core"
-	"github.com/rafty-db/rafty/core/memlog"
 )
 
 var (
-	seedsFlag  = flag.Int("sim.seeds", 500, "number of seeds TestSimulation and TestSimulationReconfig each run")
-	seedFlag   = flag.Uint64("sim.seed", 0, "run only this seed, with a full trace")
-	firstSeed  = flag.Uint64("sim.first", 1, "first seed of the range")
-	strictFlag = flag.Bool("sim.strict", true, "fail on the known stranded-voters liveness issue too (see docs/reliability.md)")
-	keepGoing  = flag.Bool("sim.keepgoing", false, "run every seed and list the failing ones (first line of each) instead of stopping at the first")
+	seedsFlag = flag.Int("sim.seeds", 500, "number of seeds TestSimulation and TestSimulationReconfig each run")
+	seedFlag  = flag.Uint64("sim.seed", 0, "run only this seed, with a full trace")
+	firstSeed = flag.Uint64("sim.first", 1, "first seed of the range")
+	keepGoing = flag.Bool("sim.keepgoing", false, "run every seed and list the failing ones (first line of each) instead of stopping at the first")
 )
 
 // TestSimulation runs many seeded fault schedules over 3- and 5-node
@@ -63,9 +58,6 @@ func TestSimulation(t *testing.T) {
 // every step. Replay a failure with -run 'TestSimulationReconfig$'
 // -sim.seed=N.
 func TestSimulationReconfig(t *testing.T) {
-	if reason := confChangesMissing(); reason != "" {
-		t.Skipf("the core does not implement membership changes yet: %s", reason)
-	}
 	if *seedFlag != 0 {
 		opts := ReconfigOptions(*seedFlag)
 		opts.TraceLen = 400
@@ -75,7 +67,7 @@ func TestSimulationReconfig(t *testing.T) {
 	}
 	start := time.Now()
 	var total Result
-	var failed, stranded []string
+	var failed []string
 	for seed := *firstSeed; seed < *firstSeed+uint64(*seedsFlag); seed++ {
 		res, err := runOne(ReconfigOptions(seed))
 		if err == nil {
@@ -84,22 +76,13 @@ func TestSimulationReconfig(t *testing.T) {
 		}
 		line := fmt.Sprintf("%s (replay: go test ./core/sim -run 'TestSimulationReconfig$' -sim.seed=%d -v)",
 			strings.SplitN(err.Error(), "\n", 2)[0], seed)
-		var se *strandedError
-		switch {
-		case errors.As(err, &se) && !*strictFlag:
-			stranded = append(stranded, line)
-		case *keepGoing:
-			failed = append(failed, line)
-		default:
+		if !*keepGoing {
 			t.Fatalf("%v", err)
 		}
-	}
-	if len(stranded) > 0 {
-		t.Logf("KNOWN CORE ISSUE (docs/reliability.md, \"a leader that removes itself can strand the remaining voters\"): %d of %d seeds end with stranded voters; -sim.strict fails on them:\n%s",
-			len(stranded), *seedsFlag, strings.Join(stranded, "\n"))
+		failed = append(failed, line)
 	}
 	t.Logf("%d reconfiguring seeds in %v (totals of the %d that passed): %+v", *seedsFlag, time.Since(start).Round(time.Millisecond),
-		*seedsFlag-len(failed)-len(stranded), total)
+		*seedsFlag-len(failed), total)
 	if len(failed) > 0 {
 		t.Fatalf("%d of %d seeds failed:\n%s", len(failed), *seedsFlag, strings.Join(failed, "\n"))
 	}
@@ -118,29 +101,6 @@ func TestSimulationReconfig(t *testing.T) {
 			}
 		}
 	}
-}
-
-// confChangesMissing returns why the core cannot take membership changes
-// ("" if it can): a one-node cluster is elected and asked to add a
-// learner. Only the placeholder's untyped "not implemented" answer counts
-// as missing; any typed answer means the feature is there.
-func confChangesMissing() string {
-	cfg := core.DefaultConfig(1, 1)
-	n, err := core.New(cfg, memlog.New())
-	if err != nil {
-		return err.Error()
-	}
-	for range 10 * cfg.ElectionTicks {
-		if n.Role() == core.RoleLeader {
-			break
-		}
-		_ = n.Tick()
-	}
-	_, err = n.ProposeConfChange(core.ConfChange{Ops: []core.ConfChangeOp{{Type: core.ConfAddLearner, Member: core.MemberInfo{ID: 2}}}})
-	if err != nil && strings.Contains(err.Error(), "not implemented") && refusalReason(err) == "" && !errors.Is(err, core.ErrNoLeader) {
-		return err.Error()
-	}
-	return ""
 }
 
 func runSeed(t *testing.T, opts Options) Result {
