@@ -124,10 +124,11 @@ func (n *Node) campaign(kind campaignKind) error {
 	}
 	if pending, err := n.committedConfPending(); err != nil || pending {
 		// A configuration entry is committed but not yet active here
-		// (activation waits for the next Ready to hand it out). Counting
-		// votes in the configuration before it could mean counting one
-		// two changes old, whose quorums need not intersect the newest
-		// one's. The next Ready activates it; campaign after that.
+		// (activation waits for a Ready to hand it out; after a restart,
+		// everything past Config.Applied). Counting votes in the
+		// configuration before it could mean counting one two changes
+		// old, whose quorums need not intersect the newest one's (etcd
+		// refuses the same way). Campaign once it is handed out.
 		return err
 	}
 	msgType := MsgVote

@@ -235,15 +235,33 @@ func runTransition(t *testing.T, tc transitionCase, tweak func(*core.Config)) {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		r, err := core.New(cfg, c.logs[id].Clone())
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := restart(t, cfg, c.logs[id])
 		if got, want := r.Status().Membership, n.Status().Membership; !slices.Equal(got.Voters, want.Voters) ||
 			!slices.Equal(got.Learners, want.Learners) || got.HighestID != want.HighestID {
 			t.Errorf("node %d restarted into %+v, was %+v", id, got, want)
 		}
 	}
+}
+
+// restart starts a node from a copy of log with cfg and hands out what it
+// re-applies (configurations past cfg.Applied activate then), without
+// persisting anything: a read-only look at what the node restores.
+func restart(t *testing.T, cfg core.Config, log *memlog.Log) *core.Node {
+	t.Helper()
+	n, err := core.New(cfg, log.Clone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n.HasReady() {
+		rd, err := n.Ready()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Advance(rd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
 }
 
 // stepOnce processes every node once and delivers what that queued. It
@@ -602,14 +620,19 @@ func TestSnapshotCarriesMembership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := n.Status().Membership; !slices.Equal(m.Learners, []uint64{4, 5}) {
+	if m := n.Status().Membership; !slices.Equal(m.Learners, []uint64{4}) {
+		t.Fatalf("restarted joiner membership before re-applying %+v, want the snapshot's", m)
+	}
+	if m := restart(t, cfg, c.logs[4]).Status().Membership; !slices.Equal(m.Learners, []uint64{4, 5}) {
 		t.Fatalf("restarted joiner membership %+v", m)
 	}
 }
 
 // TestRestartRestoresMembershipFromLog: a restarted node's configuration
-// is the one its log says, read back in bounded pages, whatever
-// Config.Membership and Config.Applied say.
+// is the one its log says at Config.Applied, read back in bounded pages,
+// whatever Config.Membership says; the configuration entries after
+// Applied activate as they are handed out again, and until then the node
+// does not campaign.
 func TestRestartRestoresMembershipFromLog(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.tolerateInvalid = true
@@ -649,11 +672,24 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 				t.Fatal(err)
 			}
 			st := n.Status()
-			if !slices.Equal(st.Membership.Voters, want.Membership.Voters) || st.Membership.IsJoint() ||
-				st.ConfIndex != want.ConfIndex || st.Membership.HighestID != 5 {
-				t.Fatalf("restored %+v (conf index %d), want %+v (conf index %d)", st.Membership, st.ConfIndex, want.Membership, want.ConfIndex)
+			if tc.applied == want.Applied {
+				if !slices.Equal(st.Membership.Voters, want.Membership.Voters) || st.Membership.IsJoint() ||
+					st.ConfIndex != want.ConfIndex || st.Membership.HighestID != 5 {
+					t.Fatalf("restored %+v (conf index %d), want %+v (conf index %d)", st.Membership, st.ConfIndex, want.Membership, want.ConfIndex)
+				}
+			} else {
+				// Committed configuration entries await hand-out: no
+				// campaign in a configuration that may be stale.
+				for range 100 {
+					if err := n.Tick(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n.Role() != core.RoleFollower {
+					t.Fatalf("campaigned before re-applying its configuration entries: %v", n.Role())
+				}
 			}
-			// Handing the entries out again must not re-apply them.
+			// Handing the entries out again activates them, once.
 			for n.HasReady() {
 				rd, err := n.Ready()
 				if err != nil {
@@ -663,7 +699,8 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if st := n.Status(); st.Counters.InvalidConfChanges != 0 || !slices.Equal(st.Membership.Voters, want.Membership.Voters) {
+			if st := n.Status(); st.Counters.InvalidConfChanges != 0 || !slices.Equal(st.Membership.Voters, want.Membership.Voters) ||
+				st.ConfIndex != want.ConfIndex {
 				t.Fatalf("after handing out: %+v", st)
 			}
 		})
@@ -705,11 +742,7 @@ func TestInvalidCommittedConfEntrySkipped(t *testing.T) {
 			t.Fatalf("node %d applied %v", to, got)
 		}
 		// A restart skips them the same way.
-		cfg := testConfig(to, 1, 2, 3)
-		n, err := core.New(cfg, c.logs[to].Clone())
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := restart(t, testConfig(to, 1, 2, 3), c.logs[to])
 		if st := n.Status(); st.Counters.InvalidConfChanges != 2 || !slices.Equal(st.Membership.Learners, []uint64{9}) {
 			t.Fatalf("node %d restarted: %+v", to, st)
 		}
@@ -1077,6 +1110,7 @@ func TestRestartMembershipSources(t *testing.T) {
 			}
 			cfg := testConfig(2)
 			cfg.Membership = flags
+			cfg.Applied = tc.hs.Commit
 			n, err := core.New(cfg, log)
 			if err != nil {
 				t.Fatal(err)

@@ -144,8 +144,10 @@ type Counters struct {
 //     membership, never campaigns, and becomes whatever the snapshot or
 //     log a leader sends it says.
 //   - Otherwise: the snapshot's membership, then every configuration
-//     entry in (snapshot index, commit] read back from log (commit is the
-//     larger of the persisted commit and cfg.Applied). Storage written
+//     entry in (snapshot index, cfg.Applied] read back from log: the
+//     configuration at the applied index, as the driver tracks it.
+//     Configuration entries after it activate when handed out again; until
+//     then the node does not campaign (committedConfPending). Storage written
 //     before the bootstrap entry existed (no snapshot membership, entry 1
 //     not a configuration entry) falls back to cfg.Membership; a joiner
 //     that has not yet committed what it received stays a joiner.
@@ -242,7 +244,7 @@ func (n *Node) bootstrap(m Membership) {
 	n.setMembership(active)
 }
 
-// restoreMembership computes the configuration active at the commit index
+// restoreMembership computes the configuration active at the applied index
 // from the snapshot and the configuration entries after it, reading the
 // log in pages of at most MaxCommittedBytesPerReady. Entries that do not
 // decode or apply are skipped, as they were when first activated.
@@ -251,7 +253,7 @@ func (n *Node) restoreMembership(snap SnapshotMeta) (Membership, error) {
 	if !m.IsEmpty() {
 		n.confIndex = snap.Index
 	}
-	commit := n.log.committed
+	commit := n.log.applied
 	n.confScanned = max(commit, snap.Index)
 	first, err := n.log.firstIndex()
 	if err != nil {
