@@ -314,9 +314,9 @@ func (s *Sim) checkInstalledMembership(sn *simNode, meta core.SnapshotMeta) erro
 // checkActiveMembership reads the core's active configuration after a
 // Ready and checks it: it is committed (its index is at most the node's
 // commit index), at least as new as the one at the node's applied index
-// (activation when handed out; a restarted node activates from its log
-// up to its commit index at once), and equal to the configuration the
-// committed sequence has in force at its index.
+// (activation when handed out; whatever New restores from the log must
+// be committed too), and equal to the configuration the committed
+// sequence has in force at its index.
 func (s *Sim) checkActiveMembership(sn *simNode) error {
 	if !sn.up {
 		return nil

@@ -213,9 +213,9 @@ type simNode struct {
 	memIndex uint64
 	// active is the configuration the core has active (Status) and
 	// activeIdx its ConfIndex, read after New and after every Ready: the
-	// core changes it only inside Ready (and, from the log up to the
-	// commit index, in New), so between Readies it is what the core
-	// counts votes and acknowledgements with.
+	// core changes it only in New (from the snapshot and the log) and
+	// inside Ready, so between Readies it is what the core counts votes
+	// and acknowledgements with.
 	active    core.Membership
 	activeIdx uint64
 	// lost: the node is being replaced because it died (reconfig.go); it
@@ -398,8 +398,8 @@ func (s *Sim) start(sn *simNode) error {
 	}
 	sn.n, sn.up = n, true
 	sn.pendingReads = map[uint64]pendingRead{}
-	// What New restored (from the snapshot and the log up to the commit
-	// index) is checked like any activation.
+	// What New restored (from the snapshot and the log) is checked like
+	// any activation.
 	return s.checkActiveMembership(sn)
 }
 
