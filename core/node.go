@@ -610,6 +610,14 @@ func (n *Node) validate(m Message) error {
 		if len(m.Entries) == 0 {
 			return invalidf("MsgProp without entries")
 		}
+		for i := range m.Entries {
+			if m.Entries[i].Type != EntryNormal {
+				// Configuration changes go through ProposeConfChange on
+				// the leader and its checks (one in flight, quorum
+				// reachable, ...); a forwarded one would skip them all.
+				return invalidf("MsgProp entry %d has type %v; only commands are forwarded", i, m.Entries[i].Type)
+			}
+		}
 	}
 	if termless(m.Type) {
 		return nil
