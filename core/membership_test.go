@@ -1121,3 +1121,62 @@ func TestRestartMembershipSources(t *testing.T) {
 		})
 	}
 }
+
+// TestStrandedVoterLearnsCommitFromVotes is core/sim seed 674's shape:
+// {1,3} becomes {3}; node 3 acknowledged the entry but never learned it
+// committed, and leader 1, removed, crashed with a longer log before
+// telling it. Restarted, 1 is a passive removed follower that refuses 3's
+// (pre-)votes for its longer log. Without more, 3 counts {1,3} forever.
+// 1's vote response carries a commit hint (it holds 3's last entry), so
+// 3 learns {3} committed, activates it and leads alone.
+func TestStrandedVoterLearnsCommitFromVotes(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.tolerateInvalid = true
+	c.elect(1)
+	if err := c.confChange(ops(remove(2))); err != nil {
+		t.Fatal(err)
+	}
+	idx := c.nodes[1].Status().LastIndex + 1
+	// 3 gets the change but not the entry after it, and never a commit
+	// index that covers the change.
+	c.drop = func(m core.Message) bool {
+		if m.From != 1 || m.To != 3 {
+			return false
+		}
+		for _, e := range m.Entries {
+			if e.Index > idx {
+				return true
+			}
+		}
+		return m.Commit >= idx || m.Type == core.MsgTimeoutNow
+	}
+	if got, err := c.nodes[1].ProposeConfChange(ops(remove(1))); err != nil || got != idx {
+		t.Fatalf("ProposeConfChange = %d, %v", got, err)
+	}
+	c.stepOnce() // the change reaches 3 alone
+	if err := c.nodes[1].Propose([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	if st := c.nodes[1].Status(); !st.Removed || st.Commit < idx {
+		t.Fatalf("setup: node 1 %+v", st)
+	}
+	if st := c.nodes[3].Status(); st.Commit >= idx || st.LastIndex != idx {
+		t.Fatalf("setup: node 3 %+v", st)
+	}
+	// 1 crashes and restarts: a removed follower now.
+	cfg := testConfig(1)
+	cfg.Applied = c.nodes[1].Status().Applied
+	log := c.logs[1].Clone()
+	n, err := core.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[1], c.logs[1] = n, log
+	c.drop = nil
+	c.settle(100)
+	st := c.nodes[3].Status()
+	if st.Role != core.RoleLeader || !slices.Equal(st.Membership.Voters, []uint64{3}) {
+		t.Fatalf("node 3 stranded: %+v", st)
+	}
+}

@@ -610,6 +610,14 @@ func (n *Node) validate(m Message) error {
 		if len(m.Entries) == 0 {
 			return invalidf("MsgProp without entries")
 		}
+		for i := range m.Entries {
+			if m.Entries[i].Type != EntryNormal {
+				// Configuration changes go through ProposeConfChange on
+				// the leader and its checks (one in flight, quorum
+				// reachable, ...); a forwarded one would skip them all.
+				return invalidf("MsgProp entry %d has type %v; only commands are forwarded", i, m.Entries[i].Type)
+			}
+		}
 	}
 	if termless(m.Type) {
 		return nil
@@ -663,10 +671,13 @@ func (n *Node) stepTerm(m Message) error {
 	case m.Term < n.term:
 		n.counters.StaleMessages++
 		switch {
-		case (n.cfg.CheckQuorum || n.cfg.PreVote) && (m.Type == MsgApp || m.Type == MsgHeartbeat):
+		case m.Type == MsgApp || m.Type == MsgHeartbeat:
 			// A stale leader would otherwise never learn our term (we
-			// ignore its messages, and with PreVote we never campaign
-			// it down): tell it, so it steps down.
+			// ignore its messages; with PreVote we never campaign it
+			// down, and without, our vote requests reach it only if it
+			// is a voter of our configuration, which a leader added by a
+			// change we have not yet learned is not): tell it, so it
+			// steps down (paper §5.1: every reply carries the term).
 			n.send(Message{Type: MsgAppResp, To: m.From})
 		case m.Type == MsgPreVote:
 			n.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
