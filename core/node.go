@@ -306,8 +306,11 @@ func (n *Node) predatesBootstrapEntry(snap SnapshotMeta) (bool, error) {
 		return true, nil
 	}
 	ents, err := n.log.entries(1, 2, 1)
-	if err != nil || len(ents) == 0 {
-		return false, &StorageError{Err: fmt.Errorf("reading entry 1: %v", err)}
+	if err == nil && len(ents) == 0 {
+		err = errors.New("no entry returned")
+	}
+	if err != nil {
+		return false, &StorageError{Err: fmt.Errorf("reading entry 1: %w", err)}
 	}
 	return ents[0].Type != EntryConfChange, nil
 }
@@ -499,9 +502,15 @@ func (h heardTicks) AckedIndex(id uint64) (uint64, bool) {
 	return pr.lastHeardTick, true
 }
 
-// Step feeds a message from a peer into the node. A malformed message or
-// one from a non-member returns an error wrapping ErrInvalidMessage (and is
-// counted); the node's state is then unchanged.
+// Step feeds a message from a peer into the node. A malformed message
+// returns an error wrapping ErrInvalidMessage (and is counted); the node's
+// state is then unchanged. From a sender outside the configuration only
+// leader messages, vote requests and answers to forwarded requests are
+// accepted (acceptedFromNonMember); anything else is refused the same way
+// (Counters.UnknownSenders). Anything from a removed member is refused
+// with an error that also wraps ErrRemoved (Counters.RemovedSenders), so a
+// driver can tell the sender; a stale append from one is answered with
+// this node's term.
 func (n *Node) Step(m Message) error {
 	if n.err != nil {
 		return n.err
