@@ -233,7 +233,7 @@ func (s *Sim) checkReads(sn *simNode, states []core.ReadState) error {
 			return fmt.Errorf("read linearizability: node %d read %d answered index %d, but %d was committed when it began",
 				sn.id, rs.RequestID, rs.Index, pr.need)
 		}
-		fromLease := s.opts.LeaseReads && pr.leaderTerm != 0 && s.atOnce
+		fromLease := s.opts.LeaseReads && pr.leaderTerm != 0 && s.atOnce == rs.RequestID
 		if fromLease {
 			s.res.LeaseReads++
 		}

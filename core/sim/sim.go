@@ -267,9 +267,9 @@ type Sim struct {
 	snapHistory map[uint64]core.SnapshotMeta // node -> latest local snapshot
 	// now is simulated real time (lease seeds).
 	now int64
-	// atOnce: the Ready being processed follows a read request on a
-	// leader directly (see read).
-	atOnce bool
+	// atOnce: the Ready being processed follows the request of read
+	// atOnce on a leader directly (see read); 0 otherwise.
+	atOnce uint64
 	// maxCommitted is the highest index any leader has committed.
 	maxCommitted uint64
 	// commitTermOf: index -> term of the leader first seen committing it;
@@ -720,12 +720,14 @@ func (s *Sim) read(sn *simNode) error {
 		pr.leaderTerm = sn.n.Term()
 		pr.newerLeader = s.newerLeader(pr.leaderTerm)
 		sn.pendingReads[id] = pr
-		// Process the leader's Ready at once, as a driver does: a read
-		// answered in it was answered without any confirmation, from the
-		// lease, which checkReads holds to the lease argument.
-		s.atOnce = true
+		// Process the leader's Ready at once, as a driver does: if this
+		// read is answered in it, it was answered without any
+		// confirmation, from the lease, which checkReads holds to the
+		// lease argument. (Older reads answered in the same Ready were
+		// confirmed by heartbeat acknowledgements stepped before.)
+		s.atOnce = id
 		err := s.process(sn, false)
-		s.atOnce = false
+		s.atOnce = 0
 		return err
 	}
 	if errors.Is(err, core.ErrNoLeader) || errors.Is(err, core.ErrTooManyPendingReads) || errors.Is(err, core.ErrRemoved) {
