@@ -29,7 +29,9 @@ import (
 const (
 	// MaxClusterRequestBytes bounds an encoded Probe or Join request: a
 	// JoinRequest's three strings are at most core.MaxMemberFieldBytes
-	// each. A larger request is refused before it is decoded.
+	// each. A larger request is refused before it is decoded (gRPC
+	// reports the codec's refusal as Internal, with this limit in the
+	// message).
 	MaxClusterRequestBytes = 8 << 10
 	// MaxClusterResponseBytes bounds an encoded Probe or Join response a
 	// client accepts: a membership of core.MaxMembers members with every
@@ -287,7 +289,8 @@ func ProbePeer(ctx context.Context, addr string, opts DialOptions) (ProbeInfo, e
 
 // JoinPeer asks the node at addr to add the caller to its cluster. The
 // request is idempotent for the same Name and Incarnation, so a caller may
-// retry it, at the same or another member. Errors: as ProbePeer, plus
+// retry it, at the same or another member. The answer's membership must
+// hold the member it names, or JoinPeer fails. Errors: as ProbePeer, plus
 // InvalidArgument (a bad request, or a change the cluster refuses) and
 // FailedPrecondition (from the handler, e.g. no leader to forward to).
 func JoinPeer(ctx context.Context, addr string, req JoinRequest, opts DialOptions) (JoinResponse, error) {
