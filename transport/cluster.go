@@ -162,7 +162,7 @@ func (t *GRPC) checkCluster(rpc string, clusterID uint64) error {
 	if clusterID != t.cfg.ClusterID {
 		return t.reject(RejectClusterMismatch, codes.FailedPrecondition,
 			"transport: cluster ID mismatch: a %s request for cluster %d reached node %d of cluster %d",
-			rpc, clusterID, t.cfg.NodeID, t.cfg.ClusterID)
+			rpc, clusterID, t.nodeID(), t.cfg.ClusterID)
 	}
 	return nil
 }
@@ -174,7 +174,7 @@ func (s *clusterServer) Probe(ctx context.Context, req *pb.ProbeRequest) (*pb.Pr
 	}
 	h := t.clusterHandler()
 	if h == nil {
-		return nil, status.Errorf(codes.Unimplemented, "transport: node %d serves no Cluster service", t.cfg.NodeID)
+		return nil, status.Errorf(codes.Unimplemented, "transport: node %d serves no Cluster service", t.nodeID())
 	}
 	info, err := h.Probe(ctx)
 	if err != nil {
@@ -202,11 +202,11 @@ func (s *clusterServer) Join(ctx context.Context, req *pb.JoinRequest) (*pb.Join
 		Incarnation: req.GetIncarnation(), LearnerOnly: req.GetLearnerOnly(), Hops: req.GetHops(),
 	}
 	if err := jr.validate(); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "transport: node %d: bad Join request: %v", t.cfg.NodeID, err)
+		return nil, status.Errorf(codes.InvalidArgument, "transport: node %d: bad Join request: %v", t.nodeID(), err)
 	}
 	h := t.clusterHandler()
 	if h == nil {
-		return nil, status.Errorf(codes.Unimplemented, "transport: node %d serves no Cluster service", t.cfg.NodeID)
+		return nil, status.Errorf(codes.Unimplemented, "transport: node %d serves no Cluster service", t.nodeID())
 	}
 	resp, err := h.Join(ctx, jr)
 	if err != nil {
