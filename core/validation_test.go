@@ -22,7 +22,10 @@ func TestStepRejectsMalformed(t *testing.T) {
 		{"wrong recipient", core.Message{Type: core.MsgHeartbeat, From: 2, To: 7, Term: 5}},
 		{"no sender", core.Message{Type: core.MsgHeartbeat, From: 0, To: 1, Term: 5}},
 		{"from self", core.Message{Type: core.MsgHeartbeat, From: 1, To: 1, Term: 5}},
-		{"non-member sender", core.Message{Type: core.MsgVote, From: 9, To: 1, Term: 50}},
+		// A response only ever comes from a member the node sent to.
+		// (Leader messages and vote requests from non-members are
+		// accepted: membership_test.go.)
+		{"non-member sender", core.Message{Type: core.MsgAppResp, From: 9, To: 1, Term: 50}},
 		{"term zero", core.Message{Type: core.MsgApp, From: 2, To: 1}},
 		{"entries with a gap", core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 5, Index: 1, LogTerm: 1,
 			Entries: []core.Entry{{Index: 3, Term: 5}}}},
