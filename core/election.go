@@ -81,9 +81,12 @@ func (n *Node) becomeLeader() {
 	n.lead = n.id
 	// Every voter just took part in electing us: count them as heard
 	// from now, so CheckQuorum measures a full timeout from here.
+	// Learners took no part: they count as heard once they answer (a
+	// learner is promoted only if heard from, see ProposeConfChange).
 	for _, pr := range n.progress {
 		pr.RecentActive = true
 		pr.lastHeardTick = n.ticks
+		pr.heard = !pr.IsLearner
 	}
 	// The leader's own progress is always in replicate state: it
 	// "replicates" to itself by persisting.

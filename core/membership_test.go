@@ -101,18 +101,7 @@ func (c *cluster) checkAgree(voters, learners []uint64) {
 // configuration by themselves); the cluster then still commits, and only
 // the new voters decide.
 func TestConfChangeTransitions(t *testing.T) {
-	cases := []struct {
-		name      string
-		size      int
-		joiners   []uint64
-		changes   []core.ConfChange
-		voters    []uint64
-		learners  []uint64
-		wantJoint bool // a joint configuration was passed through
-		// leaderOut: the first leader is not in the final voters, so
-		// leadership must have moved.
-		leaderOut bool
-	}{
+	cases := []transitionCase{
 		{name: "add learner", size: 3, joiners: []uint64{4},
 			changes: []core.ConfChange{ops(addLearner(4))},
 			voters:  []uint64{1, 2, 3}, learners: []uint64{4}},
@@ -153,64 +142,107 @@ func TestConfChangeTransitions(t *testing.T) {
 			changes: []core.ConfChange{ops(addLearner(2)), ops(promote(2)), ops(addLearner(3)), ops(promote(3))},
 			voters:  []uint64{1, 2, 3}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := newCluster(t, tc.size, nil)
-			c.tolerateInvalid = true // removed nodes keep sending
-			for _, id := range tc.joiners {
-				c.addJoiner(id, nil)
+	// Second pass: one committed entry per Ready, so activation spans
+	// Readies (MaxCommittedBytesPerReady) and restarts read back page by page.
+	onePerReady := func(cfg *core.Config) { cfg.MaxCommittedBytesPerReady = 1 }
+	for _, tweak := range []func(*core.Config){nil, onePerReady} {
+		for _, tc := range cases {
+			name := tc.name
+			if tweak != nil {
+				name += "/one entry per Ready"
 			}
-			c.elect(1)
-			sawJoint := false
-			for i, cc := range tc.changes {
-				lead := c.leader()
-				idx, err := c.nodes[lead].ProposeConfChange(cc)
-				if err != nil {
-					t.Fatalf("change %d %v: %v", i, cc, err)
-				}
-				// Step by step so the joint phase can be observed.
-				for range 1000 {
-					if c.nodes[lead].Status().Membership.IsJoint() {
-						sawJoint = true
-					}
-					if !c.stepOnce() {
-						break
-					}
-				}
-				c.settle(3) // a handover may need ticks
-				if st := c.nodes[c.leader()].Status(); st.ConfIndex < idx {
-					t.Fatalf("change %d at %d not active on leader (ConfIndex %d)", i, idx, st.ConfIndex)
-				}
+			t.Run(name, func(t *testing.T) {
+				runTransition(t, tc, tweak)
+			})
+		}
+	}
+}
+
+// transitionCase is one row of TestConfChangeTransitions.
+type transitionCase struct {
+	name     string
+	size     int
+	joiners  []uint64
+	changes  []core.ConfChange
+	voters   []uint64
+	learners []uint64
+	// wantJoint: a joint configuration is passed through.
+	wantJoint bool
+	// leaderOut: the first leader is not in the final voters, so
+	// leadership must have moved.
+	leaderOut bool
+}
+
+func runTransition(t *testing.T, tc transitionCase, tweak func(*core.Config)) {
+	c := newCluster(t, tc.size, tweak)
+	c.tolerateInvalid = true // removed nodes keep sending
+	for _, id := range tc.joiners {
+		c.addJoiner(id, tweak)
+	}
+	c.elect(1)
+	sawJoint := false
+	for i, cc := range tc.changes {
+		lead := c.leader()
+		idx, err := c.nodes[lead].ProposeConfChange(cc)
+		if err != nil {
+			t.Fatalf("change %d %v: %v", i, cc, err)
+		}
+		// Step by step so the joint phase can be observed.
+		for range 1000 {
+			if c.nodes[lead].Status().Membership.IsJoint() {
+				sawJoint = true
 			}
-			c.settle(2 * 10)
-			c.checkAgree(tc.voters, tc.learners)
-			if sawJoint != tc.wantJoint {
-				t.Errorf("passed through a joint configuration: %v, want %v", sawJoint, tc.wantJoint)
+			if !c.stepOnce() {
+				break
 			}
-			lead := c.leader()
-			if lead == 0 || !slices.Contains(tc.voters, lead) {
-				t.Fatalf("leader %d is not a voter of %v", lead, tc.voters)
-			}
-			if tc.leaderOut != (lead != 1) {
-				t.Errorf("leader is %d; leaderOut %v", lead, tc.leaderOut)
-			}
-			// The new configuration commits, and every member applies.
-			if err := c.nodes[lead].Propose([]byte("after")); err != nil {
-				t.Fatal(err)
-			}
-			c.stabilize()
-			for _, id := range append(slices.Clone(tc.voters), tc.learners...) {
-				if got := c.appliedData(id); len(got) == 0 || got[len(got)-1] != "after" {
-					t.Errorf("node %d applied %v, want ... after", id, got)
-				}
-			}
-			// Learners and removed nodes never campaign, whatever the time.
-			for id, n := range c.nodes {
-				if !slices.Contains(tc.voters, id) && n.Role() != core.RoleFollower {
-					t.Errorf("non-voter %d is %v", id, n.Role())
-				}
-			}
-		})
+		}
+		c.settle(3) // a handover may need ticks
+		if st := c.nodes[c.leader()].Status(); st.ConfIndex < idx {
+			t.Fatalf("change %d at %d not active on leader (ConfIndex %d)", i, idx, st.ConfIndex)
+		}
+	}
+	c.settle(2 * 10)
+	c.checkAgree(tc.voters, tc.learners)
+	if sawJoint != tc.wantJoint {
+		t.Errorf("passed through a joint configuration: %v, want %v", sawJoint, tc.wantJoint)
+	}
+	lead := c.leader()
+	if lead == 0 || !slices.Contains(tc.voters, lead) {
+		t.Fatalf("leader %d is not a voter of %v", lead, tc.voters)
+	}
+	if tc.leaderOut != (lead != 1) {
+		t.Errorf("leader is %d; leaderOut %v", lead, tc.leaderOut)
+	}
+	// The new configuration commits, and every member applies.
+	if err := c.nodes[lead].Propose([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	for _, id := range append(slices.Clone(tc.voters), tc.learners...) {
+		if got := c.appliedData(id); len(got) == 0 || got[len(got)-1] != "after" {
+			t.Errorf("node %d applied %v, want ... after", id, got)
+		}
+	}
+	// Learners and removed nodes never campaign, whatever the time.
+	for id, n := range c.nodes {
+		if !slices.Contains(tc.voters, id) && n.Role() != core.RoleFollower {
+			t.Errorf("non-voter %d is %v", id, n.Role())
+		}
+	}
+	// Every node restarts into the configuration it had.
+	for id, n := range c.nodes {
+		cfg := testConfig(id)
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		r, err := core.New(cfg, c.logs[id].Clone())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := r.Status().Membership, n.Status().Membership; !slices.Equal(got.Voters, want.Voters) ||
+			!slices.Equal(got.Learners, want.Learners) || got.HighestID != want.HighestID {
+			t.Errorf("node %d restarted into %+v, was %+v", id, got, want)
+		}
 	}
 }
 
@@ -348,6 +380,23 @@ func TestConfChangeRefusals(t *testing.T) {
 				return ops(promote(4))
 			},
 			wantErr: core.ErrLearnerBehind},
+		{name: "learner silent since the election", size: 3, on: 2,
+			setup: func(c *cluster) core.ConfChange {
+				c.addJoiner(4, nil)
+				if err := c.confChange(ops(addLearner(4))); err != nil {
+					c.t.Fatal(err)
+				}
+				c.drop = func(m core.Message) bool { return m.To == 4 || m.From == 4 }
+				if err := c.nodes[1].TransferLeadership(2); err != nil {
+					c.t.Fatal(err)
+				}
+				c.stabilize()
+				if c.leader() != 2 {
+					c.t.Fatalf("setup: leader %d", c.leader())
+				}
+				return ops(promote(4))
+			},
+			wantErr: core.ErrLearnerBehind},
 		{name: "quorum unreachable: add a voter while one is down", size: 3,
 			setup: func(c *cluster) core.ConfChange {
 				c.drop = func(m core.Message) bool { return m.To == 3 || m.From == 3 }
@@ -422,7 +471,12 @@ func TestBootstrapEntryIdentical(t *testing.T) {
 	for i, voters := range orders {
 		id := uint64(i + 1)
 		cfg := testConfig(id)
-		cfg.Membership = core.Membership{Voters: voters, Members: members}
+		// Member infos in another order on each node, too.
+		ms := slices.Clone(members)
+		for range i {
+			ms = append(ms[1:], ms[0])
+		}
+		cfg.Membership = core.Membership{Voters: voters, Members: ms}
 		log := memlog.New()
 		n, err := core.New(cfg, log)
 		if err != nil {
@@ -822,6 +876,213 @@ func TestYoungClusterRestartedWithOtherSize(t *testing.T) {
 				if st := c.nodes[id].Status(); st.Commit > 1 {
 					t.Fatalf("node %d committed up to %d", id, st.Commit)
 				}
+			}
+		})
+	}
+}
+
+// TestNewLeaderLeavesJoint: the leader that entered a joint configuration
+// is cut off before its LeaveJoint commits; the next leader finds the joint
+// configuration and, with nothing pending, leaves it by itself.
+func TestNewLeaderLeavesJoint(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.tolerateInvalid = true
+	c.addJoiner(4, nil)
+	c.addJoiner(5, nil)
+	c.elect(1)
+	oldTerm := c.nodes[1].Term()
+	if _, err := c.nodes[1].ProposeConfChange(ops(addVoter(4), addVoter(5))); err != nil {
+		t.Fatal(err)
+	}
+	// Node 1 is cut off as it sends its LeaveJoint entry.
+	cut := false
+	c.drop = func(m core.Message) bool {
+		for _, e := range m.Entries {
+			if cc, err := core.UnmarshalConfChange(e.Data); e.Type == core.EntryConfChange && err == nil && cc.LeaveJoint {
+				cut = true
+			}
+		}
+		return cut && (m.From == 1 || m.To == 1)
+	}
+	c.stabilize()
+	if !cut || !c.nodes[1].Status().Membership.IsJoint() {
+		t.Fatalf("setup: cut %v, node 1 membership %+v", cut, c.nodes[1].Status().Membership)
+	}
+	c.settle(60)
+	lead := c.leader()
+	if lead == 0 || lead == 1 {
+		t.Fatalf("no new leader among the others: %d", lead)
+	}
+	st := c.nodes[lead].Status()
+	if st.Membership.IsJoint() {
+		t.Fatalf("new leader %d still joint: %+v", lead, st.Membership)
+	}
+	if term, _ := c.nodes[lead].EntryTerm(st.ConfIndex); term <= oldTerm {
+		t.Fatalf("the exit at %d has term %d: not the new leader's own", st.ConfIndex, term)
+	}
+	c.drop = nil
+	c.settle(10)
+	c.checkAgree([]uint64{1, 2, 3, 4, 5}, nil)
+}
+
+// TestStepFromNonMembers: what a node accepts from senders outside its
+// configuration (design §6).
+func TestStepFromNonMembers(t *testing.T) {
+	cases := []struct {
+		name    string
+		m       core.Message
+		wantErr error // nil: accepted
+		counter func(core.Counters) uint64
+	}{
+		{name: "append from unknown leader", m: core.Message{Type: core.MsgApp, From: 9, To: 1, Term: 3, Index: 2, LogTerm: 2}},
+		{name: "heartbeat from unknown leader", m: core.Message{Type: core.MsgHeartbeat, From: 9, To: 1, Term: 3}},
+		{name: "vote request from unknown candidate", m: core.Message{Type: core.MsgVote, From: 9, To: 1, Term: 3, Index: 2, LogTerm: 2}},
+		{name: "pre-vote from unknown candidate", m: core.Message{Type: core.MsgPreVote, From: 9, To: 1, Term: 3, Index: 2, LogTerm: 2}},
+		{name: "response from unknown node", m: core.Message{Type: core.MsgHeartbeatResp, From: 9, To: 1, Term: 2},
+			wantErr: core.ErrInvalidMessage, counter: func(c core.Counters) uint64 { return c.UnknownSenders }},
+		{name: "vote response from unknown node", m: core.Message{Type: core.MsgVoteResp, From: 9, To: 1, Term: 2},
+			wantErr: core.ErrInvalidMessage, counter: func(c core.Counters) uint64 { return c.UnknownSenders }},
+		{name: "proposal from unknown node", m: core.Message{Type: core.MsgProp, From: 9, To: 1, Entries: []core.Entry{{Data: []byte("x")}}},
+			wantErr: core.ErrInvalidMessage, counter: func(c core.Counters) uint64 { return c.UnknownSenders }},
+		{name: "append from removed node", m: core.Message{Type: core.MsgApp, From: 3, To: 1, Term: 3, Index: 2, LogTerm: 2},
+			wantErr: core.ErrRemoved, counter: func(c core.Counters) uint64 { return c.RemovedSenders }},
+		{name: "vote request from removed node", m: core.Message{Type: core.MsgVote, From: 3, To: 1, Term: 9, Index: 9, LogTerm: 9},
+			wantErr: core.ErrRemoved, counter: func(c core.Counters) uint64 { return c.RemovedSenders }},
+		{name: "pre-vote from removed node", m: core.Message{Type: core.MsgPreVote, From: 3, To: 1, Term: 9, Index: 9, LogTerm: 9},
+			wantErr: core.ErrRemoved, counter: func(c core.Counters) uint64 { return c.RemovedSenders }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Node 1 of {1, 2}; 3 was removed (HighestID 3).
+			log := memlog.New()
+			if err := log.Save(core.HardState{Term: 2}, entriesWithTerms(1, 2)); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig(1)
+			cfg.CheckQuorum = false
+			cfg.Membership = core.Membership{Voters: []uint64{1, 2}, HighestID: 3}
+			n, err := core.New(cfg, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := n.Status()
+			err = n.Step(tc.m)
+			after := n.Status()
+			if tc.wantErr == nil {
+				if err != nil {
+					t.Fatalf("Step = %v, want accepted", err)
+				}
+				rd, _ := n.Ready()
+				answered := false
+				for _, m := range append(rd.Messages, rd.MessagesAfterPersist...) {
+					answered = answered || (m.To == 9 && !m.Reject)
+				}
+				if !answered {
+					t.Fatalf("accepted message not answered (or refused): %+v", rd)
+				}
+				return
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Step = %v, want %v", err, tc.wantErr)
+			}
+			if tc.counter(after.Counters) != tc.counter(before.Counters)+1 {
+				t.Fatalf("not counted: %+v", after.Counters)
+			}
+			if after.Term != before.Term || n.HasReady() {
+				t.Fatalf("refused message changed state: %+v", after)
+			}
+		})
+	}
+}
+
+// TestRemovedLeaderHandoverLost: the removed leader's MsgTimeoutNow is
+// lost (twice). It keeps leading — refusing proposals — and retries the
+// handover each election timeout until a voter takes over; then it is a
+// passive, removed follower.
+func TestRemovedLeaderHandoverLost(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.tolerateInvalid = true
+	c.elect(1)
+	lost := 0
+	c.drop = func(m core.Message) bool {
+		if m.Type == core.MsgTimeoutNow && lost < 2 {
+			lost++
+			return true
+		}
+		return false
+	}
+	if err := c.confChange(ops(remove(1))); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.nodes[1].Status(); st.Role != core.RoleLeader || !st.Removed || st.LeadTransferee == 0 {
+		t.Fatalf("removed leader after its first handover was lost: %+v", st)
+	}
+	if err := c.nodes[1].Propose([]byte("y")); !errors.Is(err, core.ErrTransferInProgress) {
+		t.Fatalf("removed leader accepted a proposal: %v", err)
+	}
+	c.settle(60)
+	if lost != 2 {
+		t.Fatalf("%d handovers lost, want 2 (one per election timeout)", lost)
+	}
+	if st := c.nodes[1].Status(); st.Role != core.RoleFollower || !st.Removed {
+		t.Fatalf("removed leader after handing over: %+v", st)
+	}
+	lead := c.leader()
+	if lead != 2 && lead != 3 {
+		t.Fatalf("leader %d after the lost handover", lead)
+	}
+	if err := c.nodes[lead].Propose([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	for _, id := range []uint64{2, 3} {
+		if got := c.appliedData(id); len(got) == 0 || got[len(got)-1] != "x" {
+			t.Fatalf("node %d applied %v", id, got)
+		}
+	}
+}
+
+// TestRestartMembershipSources: where a restarted node takes its
+// configuration from, by what its storage holds.
+func TestRestartMembershipSources(t *testing.T) {
+	boot := core.Entry{Index: 1, Term: 1, Type: core.EntryConfChange,
+		Data: core.ConfChange{Replace: &core.Membership{Voters: []uint64{1, 2, 3}}}.Marshal()}
+	flags := core.Membership{Voters: []uint64{2, 7}}
+	cases := []struct {
+		name   string
+		hs     core.HardState
+		ents   []core.Entry
+		snap   *core.SnapshotMeta
+		voters []uint64
+	}{
+		{name: "bootstrap entry committed", hs: core.HardState{Term: 2, Commit: 1}, ents: []core.Entry{boot}, voters: []uint64{1, 2, 3}},
+		{name: "joiner holding an uncommitted entry 1 stays a joiner", hs: core.HardState{Term: 2}, ents: []core.Entry{boot}},
+		{name: "storage from before the bootstrap entry: flags", hs: core.HardState{Term: 2, Commit: 1},
+			ents: entriesWithTerms(1, 2), voters: []uint64{2, 7}},
+		{name: "snapshot membership", hs: core.HardState{Term: 2, Commit: 5},
+			snap: &core.SnapshotMeta{Index: 5, Term: 2, Membership: core.Membership{Voters: []uint64{2, 4}, HighestID: 4}}, voters: []uint64{2, 4}},
+		{name: "snapshot without membership (old format): flags", hs: core.HardState{Term: 2, Commit: 5},
+			snap: &core.SnapshotMeta{Index: 5, Term: 2}, voters: []uint64{2, 7}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			log := memlog.New()
+			if tc.snap != nil {
+				if err := log.InstallSnapshot(*tc.snap); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := log.Save(tc.hs, tc.ents); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig(2)
+			cfg.Membership = flags
+			n, err := core.New(cfg, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := n.Status().Membership.Voters; !slices.Equal(got, tc.voters) {
+				t.Fatalf("voters %v, want %v", got, tc.voters)
 			}
 		})
 	}
