@@ -468,3 +468,52 @@ func TestChangeMembershipErrors(t *testing.T) {
 		t.Fatalf("AddMember after 7: %+v, %v", mi, err)
 	}
 }
+
+// A restarted node whose state machine applied a command before the
+// membership changes (a durable state machine records the index of the
+// last command it saw; changes are not commands) is handed the changes
+// again: its tracked configuration starts at its applied index, not at
+// the core's (at the commit index), so none is refused as applied twice.
+func TestReplayAfterChanges(t *testing.T) {
+	c := newCluster(t, 3, durableSMs(), withConfig(fastPromotion))
+	lead := c.leader()
+	c.propose(lead, "x")
+	c.awaitConverged("x")
+	if _, err := c.nodes[lead].AddMember(memberCtx(t), core.MemberInfo{Name: "n4"}, driver.AddOptions{}); err != nil {
+		t.Fatalf("AddMember: %v", err)
+	}
+	c.join(4)
+	c.awaitMembership(c.ids, []uint64{1, 2, 3, 4}, nil)
+	lead = c.leader()
+	var victim, again uint64
+	for _, id := range c.followers(lead) {
+		switch {
+		case id == 4:
+		case victim == 0:
+			victim = id
+		default:
+			again = id
+		}
+	}
+	if err := c.nodes[lead].RemoveMember(memberCtx(t), victim); err != nil {
+		t.Fatalf("RemoveMember(%d): %v", victim, err)
+	}
+	c.stop(victim)
+	rest := c.running()
+	c.awaitMembership(rest, rest, nil)
+	if _, ok := c.sms[again].at(c.nodes[again].Status().Applied); ok {
+		t.Fatalf("node %d's last applied entry is a command; the test needs changes after it", again)
+	}
+
+	rec := newLogRecorder()
+	c.perNode[again] = func(cfg *driver.Config) { cfg.Logger = slog.New(rec) }
+	c.restart(again)
+	c.propose(again, "y")
+	c.awaitMembership(rest, rest, nil)
+	if n := rec.count(slog.LevelWarn, "skipped"); n != 0 {
+		t.Fatalf("%d membership changes skipped on replay", n)
+	}
+	if n := rec.count(slog.LevelInfo, "membership changed"); n < 3 {
+		t.Fatalf("replay applied %d membership changes, want add, promote, remove", n)
+	}
+}
