@@ -56,17 +56,18 @@ var ErrResumeUnsupported = errors.New("transport: this snapshot transfer cannot 
 // read (and checksummed) here but not sent.
 //
 // Errors: ErrSnapshotRejected (the receiver's handler failed; its message
-// follows), ErrSnapshotChecksum, ErrUnknownPeer, ErrClosed, ctx's error,
+// follows), core.ErrRemoved (the receiver refused this node as removed
+// from the cluster; the handler's RemovedBy was called), ErrSnapshotChecksum, ErrUnknownPeer, ErrClosed, ctx's error,
 // a data read error, or the gRPC status of a transport failure.
 func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reader) error {
 	if msg.From == core.None {
-		msg.From = t.cfg.NodeID
+		msg.From = t.nodeID()
 	}
 	switch {
 	case msg.Type != core.MsgSnap || msg.Snapshot == nil:
 		return fmt.Errorf("%w: SendSnapshot needs a MsgSnap with snapshot metadata, got %v", core.ErrInvalidMessage, msg)
-	case msg.From != t.cfg.NodeID:
-		return fmt.Errorf("%w: From is %d, this node is %d", core.ErrInvalidMessage, msg.From, t.cfg.NodeID)
+	case msg.From != t.nodeID():
+		return fmt.Errorf("%w: From is %d, this node is %d", core.ErrInvalidMessage, msg.From, t.nodeID())
 	case len(msg.Entries) > 0:
 		return fmt.Errorf("%w: MsgSnap with entries", core.ErrInvalidMessage)
 	}
@@ -89,7 +90,7 @@ func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reade
 
 	header := outChunk{
 		kind:    chunkHeader,
-		hdr:     batchHeader{clusterID: t.cfg.ClusterID, from: t.cfg.NodeID, to: to},
+		hdr:     batchHeader{clusterID: t.cfg.ClusterID, from: t.nodeID(), to: to},
 		msg:     &msg,
 		msgSize: messageSize(&msg),
 	}
@@ -135,7 +136,7 @@ func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reade
 				return fmt.Errorf("transport: snapshot to node %d: reading data: %w", to, rerr)
 			}
 		}
-		t.log.Info("resuming snapshot transfer", "peer", to, "index", msg.Snapshot.Index, "offset", offset)
+		t.logger().Info("resuming snapshot transfer", "peer", to, "index", msg.Snapshot.Index, "offset", offset)
 	}
 	for {
 		n, rerr := io.ReadFull(data, buf)
@@ -171,7 +172,7 @@ func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reade
 		return t.snapshotSendError(ctx, to, err)
 	}
 	t.counters.snapshotDone(to, true)
-	t.log.Info("snapshot sent", "peer", to, "index", msg.Snapshot.Index, "term", msg.Snapshot.Term, "bytes", total)
+	t.logger().Info("snapshot sent", "peer", to, "index", msg.Snapshot.Index, "term", msg.Snapshot.Term, "bytes", total)
 	return nil
 }
 
@@ -217,6 +218,10 @@ func (t *GRPC) snapshotSendError(ctx context.Context, to uint64, err error) erro
 	case ctx.Err() != nil:
 		return fmt.Errorf("transport: snapshot to node %d: %w", to, context.Cause(ctx))
 	}
+	if peerRemovedUs(err) {
+		t.notifyRemoved(to)
+		return fmt.Errorf("transport: snapshot to node %d: %w (%s)", to, core.ErrRemoved, status.Convert(err).Message())
+	}
 	st, _ := status.FromError(err)
 	switch st.Code() {
 	case codes.Aborted:
@@ -238,7 +243,7 @@ var errHandlerReturned = errors.New("transport: snapshot handler returned")
 // handler's result to the sender.
 func (t *GRPC) receiveSnapshot(ss pb.Raft_SnapshotServer) error {
 	ctx := ss.Context()
-	self := t.cfg.NodeID
+	self := t.nodeID()
 	f := rawFrame{reuse: true}
 	if err := ss.RecvMsg(&f); err != nil {
 		return err
@@ -267,7 +272,7 @@ func (t *GRPC) receiveSnapshot(ss pb.Raft_SnapshotServer) error {
 	}
 	h := t.currentHandler()
 	if h == nil {
-		return status.Errorf(codes.Unavailable, "transport: node %d has no handler yet", self)
+		return t.starting()
 	}
 
 	md, _ := metadata.FromIncomingContext(ctx)
@@ -356,13 +361,13 @@ loop:
 	}
 	switch {
 	case failure != nil:
-		t.log.Warn("snapshot transfer failed", "peer", from, "err", failure, "handler_err", herr)
+		t.logger().Warn("snapshot transfer failed", "peer", from, "err", failure, "handler_err", herr)
 		return failure
 	case herr != nil || !verified:
 		return t.handlerStatus(self, from, herr, true)
 	}
 	t.counters.snapshotDone(from, false)
-	t.log.Info("snapshot received", "peer", from, "index", msg.Snapshot.Index, "term", msg.Snapshot.Term, "bytes", total)
+	t.logger().Info("snapshot received", "peer", from, "index", msg.Snapshot.Index, "term", msg.Snapshot.Term, "bytes", total)
 	return ss.SendAndClose(&pb.SnapshotResponse{})
 }
 
@@ -373,8 +378,11 @@ func (t *GRPC) handlerStatus(self, from uint64, herr error, logIt bool) error {
 		return status.Errorf(codes.FailedPrecondition,
 			"snapshot handler on node %d returned before reading the whole snapshot", self)
 	}
+	if errors.Is(herr, core.ErrRemoved) {
+		return t.refuseRemoved(from, herr)
+	}
 	if logIt {
-		t.log.Warn("snapshot handler failed", "peer", from, "err", herr)
+		t.logger().Warn("snapshot handler failed", "peer", from, "err", herr)
 	}
 	return status.Errorf(codes.Aborted, "snapshot handler on node %d: %v", self, herr)
 }
