@@ -235,15 +235,33 @@ func runTransition(t *testing.T, tc transitionCase, tweak func(*core.Config)) {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		r, err := core.New(cfg, c.logs[id].Clone())
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := restart(t, cfg, c.logs[id])
 		if got, want := r.Status().Membership, n.Status().Membership; !slices.Equal(got.Voters, want.Voters) ||
 			!slices.Equal(got.Learners, want.Learners) || got.HighestID != want.HighestID {
 			t.Errorf("node %d restarted into %+v, was %+v", id, got, want)
 		}
 	}
+}
+
+// restart starts a node from a copy of log with cfg and hands out what it
+// re-applies (configurations past cfg.Applied activate then), without
+// persisting anything: a read-only look at what the node restores.
+func restart(t *testing.T, cfg core.Config, log *memlog.Log) *core.Node {
+	t.Helper()
+	n, err := core.New(cfg, log.Clone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n.HasReady() {
+		rd, err := n.Ready()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Advance(rd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
 }
 
 // stepOnce processes every node once and delivers what that queued. It
@@ -602,14 +620,19 @@ func TestSnapshotCarriesMembership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := n.Status().Membership; !slices.Equal(m.Learners, []uint64{4, 5}) {
+	if m := n.Status().Membership; !slices.Equal(m.Learners, []uint64{4}) {
+		t.Fatalf("restarted joiner membership before re-applying %+v, want the snapshot's", m)
+	}
+	if m := restart(t, cfg, c.logs[4]).Status().Membership; !slices.Equal(m.Learners, []uint64{4, 5}) {
 		t.Fatalf("restarted joiner membership %+v", m)
 	}
 }
 
 // TestRestartRestoresMembershipFromLog: a restarted node's configuration
-// is the one its log says, read back in bounded pages, whatever
-// Config.Membership and Config.Applied say.
+// is the one its log says at Config.Applied, read back in bounded pages,
+// whatever Config.Membership says; the configuration entries after
+// Applied activate as they are handed out again, and until then the node
+// does not campaign.
 func TestRestartRestoresMembershipFromLog(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.tolerateInvalid = true
@@ -649,11 +672,24 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 				t.Fatal(err)
 			}
 			st := n.Status()
-			if !slices.Equal(st.Membership.Voters, want.Membership.Voters) || st.Membership.IsJoint() ||
-				st.ConfIndex != want.ConfIndex || st.Membership.HighestID != 5 {
-				t.Fatalf("restored %+v (conf index %d), want %+v (conf index %d)", st.Membership, st.ConfIndex, want.Membership, want.ConfIndex)
+			if tc.applied == want.Applied {
+				if !slices.Equal(st.Membership.Voters, want.Membership.Voters) || st.Membership.IsJoint() ||
+					st.ConfIndex != want.ConfIndex || st.Membership.HighestID != 5 {
+					t.Fatalf("restored %+v (conf index %d), want %+v (conf index %d)", st.Membership, st.ConfIndex, want.Membership, want.ConfIndex)
+				}
+			} else {
+				// Committed configuration entries await hand-out: no
+				// campaign in a configuration that may be stale.
+				for range 100 {
+					if err := n.Tick(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n.Role() != core.RoleFollower {
+					t.Fatalf("campaigned before re-applying its configuration entries: %v", n.Role())
+				}
 			}
-			// Handing the entries out again must not re-apply them.
+			// Handing the entries out again activates them, once.
 			for n.HasReady() {
 				rd, err := n.Ready()
 				if err != nil {
@@ -663,7 +699,8 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if st := n.Status(); st.Counters.InvalidConfChanges != 0 || !slices.Equal(st.Membership.Voters, want.Membership.Voters) {
+			if st := n.Status(); st.Counters.InvalidConfChanges != 0 || !slices.Equal(st.Membership.Voters, want.Membership.Voters) ||
+				st.ConfIndex != want.ConfIndex {
 				t.Fatalf("after handing out: %+v", st)
 			}
 		})
@@ -705,11 +742,7 @@ func TestInvalidCommittedConfEntrySkipped(t *testing.T) {
 			t.Fatalf("node %d applied %v", to, got)
 		}
 		// A restart skips them the same way.
-		cfg := testConfig(to, 1, 2, 3)
-		n, err := core.New(cfg, c.logs[to].Clone())
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := restart(t, testConfig(to, 1, 2, 3), c.logs[to])
 		if st := n.Status(); st.Counters.InvalidConfChanges != 2 || !slices.Equal(st.Membership.Learners, []uint64{9}) {
 			t.Fatalf("node %d restarted: %+v", to, st)
 		}
@@ -1077,6 +1110,7 @@ func TestRestartMembershipSources(t *testing.T) {
 			}
 			cfg := testConfig(2)
 			cfg.Membership = flags
+			cfg.Applied = tc.hs.Commit
 			n, err := core.New(cfg, log)
 			if err != nil {
 				t.Fatal(err)
@@ -1085,5 +1119,64 @@ func TestRestartMembershipSources(t *testing.T) {
 				t.Fatalf("voters %v, want %v", got, tc.voters)
 			}
 		})
+	}
+}
+
+// TestStrandedVoterLearnsCommitFromVotes is core/sim seed 674's shape:
+// {1,3} becomes {3}; node 3 acknowledged the entry but never learned it
+// committed, and leader 1, removed, crashed with a longer log before
+// telling it. Restarted, 1 is a passive removed follower that refuses 3's
+// (pre-)votes for its longer log. Without more, 3 counts {1,3} forever.
+// 1's vote response carries a commit hint (it holds 3's last entry), so
+// 3 learns {3} committed, activates it and leads alone.
+func TestStrandedVoterLearnsCommitFromVotes(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.tolerateInvalid = true
+	c.elect(1)
+	if err := c.confChange(ops(remove(2))); err != nil {
+		t.Fatal(err)
+	}
+	idx := c.nodes[1].Status().LastIndex + 1
+	// 3 gets the change but not the entry after it, and never a commit
+	// index that covers the change.
+	c.drop = func(m core.Message) bool {
+		if m.From != 1 || m.To != 3 {
+			return false
+		}
+		for _, e := range m.Entries {
+			if e.Index > idx {
+				return true
+			}
+		}
+		return m.Commit >= idx || m.Type == core.MsgTimeoutNow
+	}
+	if got, err := c.nodes[1].ProposeConfChange(ops(remove(1))); err != nil || got != idx {
+		t.Fatalf("ProposeConfChange = %d, %v", got, err)
+	}
+	c.stepOnce() // the change reaches 3 alone
+	if err := c.nodes[1].Propose([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	if st := c.nodes[1].Status(); !st.Removed || st.Commit < idx {
+		t.Fatalf("setup: node 1 %+v", st)
+	}
+	if st := c.nodes[3].Status(); st.Commit >= idx || st.LastIndex != idx {
+		t.Fatalf("setup: node 3 %+v", st)
+	}
+	// 1 crashes and restarts: a removed follower now.
+	cfg := testConfig(1)
+	cfg.Applied = c.nodes[1].Status().Applied
+	log := c.logs[1].Clone()
+	n, err := core.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[1], c.logs[1] = n, log
+	c.drop = nil
+	c.settle(100)
+	st := c.nodes[3].Status()
+	if st.Role != core.RoleLeader || !slices.Equal(st.Membership.Voters, []uint64{3}) {
+		t.Fatalf("node 3 stranded: %+v", st)
 	}
 }

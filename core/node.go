@@ -44,6 +44,9 @@ type Node struct {
 	confIndex        uint64
 	confScanned      uint64
 	pendingConfIndex uint64
+	// confCheckedTo: committed entries in (confScanned, confCheckedTo]
+	// hold no configuration entry (committedConfPending's memo).
+	confCheckedTo uint64
 	// peers lists every other member, sorted: output order must never
 	// depend on map iteration, or runs would not replay from a seed.
 	peers []uint64
@@ -141,8 +144,10 @@ type Counters struct {
 //     membership, never campaigns, and becomes whatever the snapshot or
 //     log a leader sends it says.
 //   - Otherwise: the snapshot's membership, then every configuration
-//     entry in (snapshot index, commit] read back from log (commit is the
-//     larger of the persisted commit and cfg.Applied). Storage written
+//     entry in (snapshot index, cfg.Applied] read back from log: the
+//     configuration at the applied index, as the driver tracks it.
+//     Configuration entries after it activate when handed out again; until
+//     then the node does not campaign (committedConfPending). Storage written
 //     before the bootstrap entry existed (no snapshot membership, entry 1
 //     not a configuration entry) falls back to cfg.Membership; a joiner
 //     that has not yet committed what it received stays a joiner.
@@ -239,7 +244,7 @@ func (n *Node) bootstrap(m Membership) {
 	n.setMembership(active)
 }
 
-// restoreMembership computes the configuration active at the commit index
+// restoreMembership computes the configuration active at the applied index
 // from the snapshot and the configuration entries after it, reading the
 // log in pages of at most MaxCommittedBytesPerReady. Entries that do not
 // decode or apply are skipped, as they were when first activated.
@@ -248,7 +253,7 @@ func (n *Node) restoreMembership(snap SnapshotMeta) (Membership, error) {
 	if !m.IsEmpty() {
 		n.confIndex = snap.Index
 	}
-	commit := n.log.committed
+	commit := n.log.applied
 	n.confScanned = max(commit, snap.Index)
 	first, err := n.log.firstIndex()
 	if err != nil {
@@ -605,6 +610,14 @@ func (n *Node) validate(m Message) error {
 		if len(m.Entries) == 0 {
 			return invalidf("MsgProp without entries")
 		}
+		for i := range m.Entries {
+			if m.Entries[i].Type != EntryNormal {
+				// Configuration changes go through ProposeConfChange on
+				// the leader and its checks (one in flight, quorum
+				// reachable, ...); a forwarded one would skip them all.
+				return invalidf("MsgProp entry %d has type %v; only commands are forwarded", i, m.Entries[i].Type)
+			}
+		}
 	}
 	if termless(m.Type) {
 		return nil
@@ -628,6 +641,9 @@ func termless(t MessageType) bool {
 // stepTerm applies the term rules every role shares (paper §5.1), then
 // dispatches by role.
 func (n *Node) stepTerm(m Message) error {
+	if m.Type == MsgVoteResp || m.Type == MsgPreVoteResp {
+		n.takeCommitHint(m)
+	}
 	switch {
 	case termless(m.Type):
 	case m.Term > n.term:
@@ -655,10 +671,13 @@ func (n *Node) stepTerm(m Message) error {
 	case m.Term < n.term:
 		n.counters.StaleMessages++
 		switch {
-		case (n.cfg.CheckQuorum || n.cfg.PreVote) && (m.Type == MsgApp || m.Type == MsgHeartbeat):
+		case m.Type == MsgApp || m.Type == MsgHeartbeat:
 			// A stale leader would otherwise never learn our term (we
-			// ignore its messages, and with PreVote we never campaign
-			// it down): tell it, so it steps down.
+			// ignore its messages; with PreVote we never campaign it
+			// down, and without, our vote requests reach it only if it
+			// is a voter of our configuration, which a leader added by a
+			// change we have not yet learned is not): tell it, so it
+			// steps down (paper §5.1: every reply carries the term).
 			n.send(Message{Type: MsgAppResp, To: m.From})
 		case m.Type == MsgPreVote:
 			n.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
