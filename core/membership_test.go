@@ -654,6 +654,19 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 	if !slices.Equal(want.Membership.Voters, []uint64{1, 2, 4, 5}) {
 		t.Fatalf("setup: %+v", want.Membership)
 	}
+	// MembershipAt answers the same from storage alone, at any index.
+	m, ci, err := core.MembershipAt(c.logs[2], want.Commit, 64)
+	if err != nil || !slices.Equal(m.Voters, want.Membership.Voters) || ci != want.ConfIndex {
+		t.Fatalf("MembershipAt(commit) = %+v, %d, %v; want %+v at %d", m, ci, err, want.Membership, want.ConfIndex)
+	}
+	// The last change was the automatic LeaveJoint right after the joint
+	// entry: one index earlier the configuration is still joint.
+	if m, ci, err := core.MembershipAt(c.logs[2], want.ConfIndex-1, 1); err != nil || !m.IsJoint() || ci != want.ConfIndex-1 {
+		t.Fatalf("MembershipAt(%d) = %+v, %d, %v: want the joint configuration", want.ConfIndex-1, m, ci, err)
+	}
+	if m, ci, err := core.MembershipAt(c.logs[2], 1, 1); err != nil || !slices.Equal(m.Voters, []uint64{1, 2, 3}) || ci != 1 {
+		t.Fatalf("MembershipAt(1) = %+v, %d, %v: want the bootstrap configuration", m, ci, err)
+	}
 	for _, tc := range []struct {
 		name    string
 		applied uint64
@@ -1178,5 +1191,50 @@ func TestStrandedVoterLearnsCommitFromVotes(t *testing.T) {
 	st := c.nodes[3].Status()
 	if st.Role != core.RoleLeader || !slices.Equal(st.Membership.Voters, []uint64{3}) {
 		t.Fatalf("node 3 stranded: %+v", st)
+	}
+}
+
+// TestCommitHint: a vote response's commit hint is adopted only when it
+// names an entry this node holds, and only up to that entry; a voter
+// sends one only when it knows more than the candidate.
+func TestCommitHint(t *testing.T) {
+	cases := []struct {
+		name       string
+		index, lt  uint64
+		commit     uint64
+		wantCommit uint64
+	}{
+		{"matching entry", 3, 2, 2, 2},
+		{"up to the named entry", 3, 2, 3, 3},
+		{"entry with another term", 3, 1, 2, 0},
+		{"commit past the named entry", 2, 2, 3, 0},
+		{"entry beyond our log", 5, 2, 4, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSolo(t, core.HardState{Term: 2}, entriesWithTerms(1, 2, 2), nil)
+			m := core.Message{Type: core.MsgPreVoteResp, From: 2, To: 1, Term: 2, Reject: true,
+				Index: tc.index, LogTerm: tc.lt, Commit: tc.commit}
+			if err := s.step(m); err != nil {
+				t.Fatal(err)
+			}
+			if got := s.n.Status().Commit; got != tc.wantCommit {
+				t.Fatalf("commit %d, want %d", got, tc.wantCommit)
+			}
+		})
+	}
+	// The voter's side: a hint only for a candidate that knows less.
+	s := newSolo(t, core.HardState{Term: 2, Commit: 2}, entriesWithTerms(1, 2, 2), nil)
+	for _, tc := range []struct {
+		candCommit uint64
+		want       uint64
+	}{{0, 2}, {1, 2}, {2, 0}} {
+		if err := s.step(core.Message{Type: core.MsgPreVote, From: 2, To: 1, Term: 3, Index: 3, LogTerm: 2, Commit: tc.candCommit}); err != nil {
+			t.Fatal(err)
+		}
+		out := s.flush()
+		if len(out) != 1 || out[0].Commit != tc.want || (tc.want != 0 && (out[0].Index != 3 || out[0].LogTerm != 2)) {
+			t.Fatalf("candidate commit %d: answer %v, want hint %d", tc.candCommit, out, tc.want)
+		}
 	}
 }
