@@ -641,23 +641,29 @@ func storageEmpty(r core.LogReader) (bool, error) {
 	return hs.IsZero() && snap.IsEmpty() && last == 0, nil
 }
 
-// checkPeers logs one warning when Config.Peers disagree with the
-// configuration restored from storage, which is the one used. It runs on
-// the loop once the node has applied everything that was committed when
-// it started (peersCheckAt): the configuration at a lower applied index
-// (a state machine that starts empty replays the log) is not the
-// persisted one.
+// checkPeers compares Config.Peers with the configuration restored from
+// storage, which is the one used, and logs one warning if they disagree.
+// Start does it with the configuration at the persisted commit index
+// (core.MembershipAt); if that could not be read, the loop does it once it
+// has applied everything that was committed at start (peersCheckAt): the
+// configuration at a lower applied index (a state machine that starts
+// empty replays the log) is not the persisted one.
 func (l *loop) checkPeers() {
 	if l.peersChecked || l.applied < l.peersCheckAt {
 		return
 	}
 	l.peersChecked = true
-	m := l.membership
+	l.n.warnPeers(l.membership, l.applied)
+}
+
+// warnPeers logs the warning of checkPeers if Config.Peers disagree with
+// m, the persisted configuration at index.
+func (n *Node) warnPeers(m core.Membership, index uint64) {
 	if m.IsEmpty() {
 		return
 	}
-	if diff := peersDisagree(l.n.cfg.Peers, m); diff != "" {
-		l.log.Warn("Config.Peers (flags) disagree with the persisted membership; using the persisted one: flags only bootstrap a new cluster, change members with the membership API",
-			"difference", diff, "voters", m.Voters, "outgoing", m.OutgoingVoters, "learners", m.Learners, "applied", l.applied)
+	if diff := peersDisagree(n.cfg.Peers, m); diff != "" {
+		n.log.Warn("Config.Peers (flags) disagree with the persisted membership; using the persisted one: flags only bootstrap a new cluster, change members with the membership API",
+			"difference", diff, "voters", m.Voters, "outgoing", m.OutgoingVoters, "learners", m.Learners, "at_index", index)
 	}
 }

@@ -314,6 +314,9 @@ func TestFlagsDisagreeOneWarning(t *testing.T) {
 		cfg.Logger = slog.New(rec)
 	}
 	c.restart(1)
+	if n := rec.count(slog.LevelWarn, "disagree"); n != 1 {
+		t.Fatalf("Start logged %d warnings about the peers, want 1", n)
+	}
 	c.propose(1, "y")
 	c.awaitConverged("x", "y")
 	m, _ := c.nodes[1].Membership()
