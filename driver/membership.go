@@ -92,7 +92,8 @@ func (n *Node) Membership() (core.Membership, uint64) {
 
 // ChangeMembership proposes cc on the leader and waits until it is active:
 // the entry at the returned index has been applied on this node and is the
-// one proposed (same term). It is the raw form of the methods below: no
+// one proposed (same term); Membership and Status show it by then. It is
+// the raw form of the methods below: no
 // idempotence, no ID allocation, no retry while another change is in
 // flight.
 //
@@ -116,9 +117,10 @@ func (n *Node) ChangeMembership(ctx context.Context, cc core.ConfChange) (uint64
 // mi's Name and another Incarnation is an earlier life of the same node
 // (its data is gone), so mi is added with Replaces set to it (promoting mi
 // removes it; an earlier replacement that is still a learner is removed
-// in the same change). The member is added as a learner, which the leader
-// promotes automatically once it has caught up unless opts.LearnerOnly.
-// mi.AutoPromote and mi.Replaces are set by AddMember. While another
+// in the same change, and named in Replaces when no voter is). The
+// member is added as a learner, which the leader promotes automatically
+// once it has caught up unless opts.LearnerOnly. mi.AutoPromote and
+// mi.Replaces are set by AddMember. While another
 // change is in flight it waits and retries until ctx ends. Errors are
 // those of ChangeMembership.
 func (n *Node) AddMember(ctx context.Context, mi core.MemberInfo, opts AddOptions) (core.MemberInfo, error) {
@@ -129,6 +131,7 @@ func (n *Node) AddMember(ctx context.Context, mi core.MemberInfo, opts AddOption
 		info.AutoPromote = !opts.LearnerOnly
 		info.Replaces = core.None
 		if info.Name != "" {
+			var learner uint64
 			for _, ex := range m.Members {
 				if ex.Name != info.Name {
 					continue
@@ -140,9 +143,16 @@ func (n *Node) AddMember(ctx context.Context, mi core.MemberInfo, opts AddOption
 				if slices.Contains(m.Learners, ex.ID) {
 					// An earlier life that never became a voter: it goes.
 					cc.Ops = append(cc.Ops, core.ConfChangeOp{Type: core.ConfRemove, Member: core.MemberInfo{ID: ex.ID}})
+					learner = ex.ID
 				} else {
 					info.Replaces = ex.ID
 				}
+			}
+			if info.Replaces == core.None {
+				// Replacing the learner removed in this change lets the
+				// two share the name while Apply checks it; promotion
+				// ignores a Replaces that is no longer a member.
+				info.Replaces = learner
 			}
 		}
 		if info.ID == core.None {
@@ -357,9 +367,10 @@ func (l *loop) proposeConf(build func(core.Membership) (*core.ConfChange, error)
 	return w, nil
 }
 
-// resolveConfWaiters answers the waiters for entry e, just applied (with
+// resolveConfWaiters settles the waiters for entry e, just applied (with
 // applyErr when the driver's Membership.Apply refused it, as every
-// replica does).
+// replica does). The answers go out after the Ready, once the status
+// that Node.Membership reads shows the change (deliverConfResults).
 func (l *loop) resolveConfWaiters(e *core.Entry, applyErr error) {
 	if len(l.confWaiters) == 0 {
 		return
@@ -368,27 +379,44 @@ func (l *loop) resolveConfWaiters(e *core.Entry, applyErr error) {
 		if w.index != e.Index {
 			return false
 		}
+		var err error
 		switch {
 		case e.Term != w.term || e.Type != core.EntryConfChange:
-			w.done <- &DroppedError{Reason: fmt.Errorf("%w: another entry was committed at index %d, where this membership change had been appended",
+			err = &DroppedError{Reason: fmt.Errorf("%w: another entry was committed at index %d, where this membership change had been appended",
 				core.ErrStepDown, e.Index)}
 		case applyErr != nil:
-			w.done <- fmt.Errorf("driver: membership change at index %d committed but not applicable, skipped by every member: %w", e.Index, applyErr)
-		default:
-			w.done <- nil
+			err = fmt.Errorf("driver: membership change at index %d committed but not applicable, skipped by every member: %w", e.Index, applyErr)
 		}
+		l.confResults = append(l.confResults, confResult{w: w, err: err})
 		return true
 	})
 }
 
-// failConfWaitersUpTo answers the waiters whose entries a snapshot
+// confResult is a settled waiter's answer, held until the Ready is done.
+type confResult struct {
+	w   *confWaiter
+	err error
+}
+
+// deliverConfResults answers the waiters settled during the Ready just
+// handled, after its status was published.
+func (l *loop) deliverConfResults() {
+	for i, r := range l.confResults {
+		r.w.done <- r.err
+		l.confResults[i] = confResult{}
+	}
+	l.confResults = l.confResults[:0]
+}
+
+// failConfWaitersUpTo settles the waiters whose entries a snapshot
 // covering index replaced: whether each entry was in it is unknown.
 func (l *loop) failConfWaitersUpTo(index uint64) {
 	l.confWaiters = slices.DeleteFunc(l.confWaiters, func(w *confWaiter) bool {
 		if w.index > index {
 			return false
 		}
-		w.done <- &OutcomeUnknownError{Cause: fmt.Errorf("driver: the log up to index %d, where this membership change had been appended, was replaced by a snapshot", w.index)}
+		l.confResults = append(l.confResults, confResult{w: w, err: &OutcomeUnknownError{Cause: fmt.Errorf(
+			"driver: the log up to index %d, where this membership change had been appended, was replaced by a snapshot", w.index)}})
 		return true
 	})
 }
