@@ -482,11 +482,12 @@ func (n *Node) tickLeader() error {
 	n.heartbeatElapsed++
 	n.electionElapsed++
 	n.self.lastHeardTick = n.ticks
-	if n.cfg.CheckQuorum && !n.quorumActive() && !n.outOfConfig() {
+	if n.cfg.CheckQuorum && !n.quorumActive() {
 		// thesis §6.2: a leader that has not heard from a quorum for an
 		// election timeout steps down so clients find the real leader.
-		// Not a leader handing over after its removal (maybeHandOver):
-		// it may be the only node that knows C_new committed.
+		// So does a removed leader still handing over (maybeHandOver):
+		// the voters it can no longer reach learn C_new committed from
+		// the commit hint in its vote responses (handleVoteRequest).
 		n.becomeFollower(n.term, None)
 		return nil
 	}
