@@ -93,9 +93,8 @@ func (n *Node) Membership() (core.Membership, uint64) {
 // ChangeMembership proposes cc on the leader and waits until it is active:
 // the entry at the returned index has been applied on this node and is the
 // one proposed (same term); Membership and Status show it by then. It is
-// the raw form of the methods below: no
-// idempotence, no ID allocation, no retry while another change is in
-// flight.
+// the raw form of the methods below: no idempotence, no ID allocation, no
+// retry while another change is in flight.
 //
 // Errors: on a follower, an error wrapping *core.NotLeaderError (with the
 // leader's ID, when known); the core's refusals (core.ErrConfChangeInProgress,
@@ -120,9 +119,8 @@ func (n *Node) ChangeMembership(ctx context.Context, cc core.ConfChange) (uint64
 // in the same change, and named in Replaces when no voter is). The
 // member is added as a learner, which the leader promotes automatically
 // once it has caught up unless opts.LearnerOnly. mi.AutoPromote and
-// mi.Replaces are set by AddMember. While another
-// change is in flight it waits and retries until ctx ends. Errors are
-// those of ChangeMembership.
+// mi.Replaces are set by AddMember. While another change is in flight it
+// waits and retries until ctx ends. Errors are those of ChangeMembership.
 func (n *Node) AddMember(ctx context.Context, mi core.MemberInfo, opts AddOptions) (core.MemberInfo, error) {
 	var added core.MemberInfo
 	_, err := n.changeMembership(ctx, true, func(m core.Membership) (*core.ConfChange, error) {
@@ -450,8 +448,11 @@ func (l *loop) setMembership(index uint64, m core.Membership) {
 
 // noteRemoved logs, once, that this node is no longer a member.
 func (l *loop) noteRemoved() {
-	if l.membership.WasRemoved(l.n.cfg.ID) && l.n.removedNoted.CompareAndSwap(false, true) {
-		l.n.removedSelf.Store(true)
+	if !l.membership.WasRemoved(l.n.cfg.ID) {
+		return
+	}
+	l.n.removedSelf.Store(true)
+	if l.n.removedNoted.CompareAndSwap(false, true) {
 		l.log.Warn("this node was removed from the cluster; it stays passive (its data directory is of no further use to the cluster)")
 	}
 }
