@@ -92,6 +92,12 @@ func (n *Node) becomeLeader() {
 	// A no-op in the new term (paper §5.4.2, §8): entries of earlier terms
 	// commit only once an entry of this term does.
 	n.log.append(Entry{Index: n.log.lastIndex() + 1, Term: n.term, Type: EntryNormal})
+	// Anything in the log may hold a configuration change not yet
+	// active, so no change is proposed before everything through the
+	// no-op is: that also means this leader has committed in its term
+	// first, which single-voter changes need for safety (Ongaro,
+	// raft-dev, 2015: "bug in single-server membership changes").
+	n.pendingConfIndex = n.log.lastIndex()
 	n.bcastAppend()
 	n.maybeCommit()
 }
@@ -195,7 +201,10 @@ func (n *Node) handleVoteRequest(m Message) error {
 	if err != nil {
 		return n.fail(err)
 	}
-	if canVote && upToDate && n.voters.Contains(m.From) {
+	// The candidate need not be a voter in our configuration: it may have
+	// activated a change we have not yet (a promotion). Its votes count
+	// only in its own configuration; removed members never get here.
+	if canVote && upToDate {
 		// A granted pre-vote answers in the candidate's future term so it
 		// can count it; a rejection carries ours so it can catch up.
 		n.send(Message{Type: respType, To: m.From, Term: m.Term})

@@ -428,9 +428,10 @@ func TestRestartedNodeKeepsLeaderLease(t *testing.T) {
 	if !granted {
 		t.Fatal("pre-vote refused after the restart lease expired")
 	}
-	// A brand-new node has acknowledged nobody: no lease to keep.
+	// A brand-new node has acknowledged nobody: no lease to keep. (It
+	// holds the bootstrap entry, 1/1, so the candidate's log must too.)
 	fresh := newSolo(t, core.HardState{}, nil, func(cfg *core.Config) { cfg.CheckQuorum = true })
-	if err := fresh.step(core.Message{Type: core.MsgPreVote, From: 2, Term: 1}); err != nil {
+	if err := fresh.step(core.Message{Type: core.MsgPreVote, From: 2, Term: 2, Index: 1, LogTerm: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if out := fresh.flush(); len(out) != 1 || out[0].Reject {

@@ -64,6 +64,11 @@ func newCluster(t testing.TB, size int, tweak func(*core.Config)) *cluster {
 		}
 		c.nodes[id], c.logs[id] = n, log
 	}
+	// Persist each node's bootstrap entry (index 1, term 1) now, so tests
+	// start from a bootstrapped cluster.
+	for _, id := range voters {
+		c.process(id)
+	}
 	return c
 }
 
@@ -201,7 +206,7 @@ func (c *cluster) leader() uint64 {
 func (c *cluster) appliedData(id uint64) []string {
 	var out []string
 	for _, e := range c.applied[id] {
-		if len(e.Data) > 0 {
+		if len(e.Data) > 0 && e.Type == core.EntryNormal {
 			out = append(out, string(e.Data))
 		}
 	}

@@ -238,7 +238,7 @@ func TestFollowerVoteLeaseSurvivesTermChange(t *testing.T) {
 	}
 	for tick := 0; tick < 12; tick++ {
 		s.flush()
-		if err := s.step(core.Message{Type: core.MsgPreVote, From: 3, Term: 8}); err != nil {
+		if err := s.step(core.Message{Type: core.MsgPreVote, From: 3, Term: 8, Index: 1, LogTerm: 1}); err != nil {
 			t.Fatal(err)
 		}
 		granted := false

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -223,8 +224,8 @@ func (m Membership) Apply(cc ConfChange) (Membership, error) {
 		if len(cc.Ops) > 0 || cc.LeaveJoint {
 			return m, fmt.Errorf("%w: Replace with other operations", ErrInvalidConfChange)
 		}
-		r := cc.Replace.Clone()
-		r.HighestID = max(r.highestID(), m.highestID())
+		r := cc.Replace.canonical()
+		r.HighestID = max(r.HighestID, m.highestID())
 		if err := r.validate(); err != nil {
 			return m, fmt.Errorf("%w: %w", ErrInvalidConfChange, err)
 		}
@@ -328,6 +329,19 @@ func (m Membership) Apply(cc ConfChange) (Membership, error) {
 	return out, nil
 }
 
+// canonical returns a copy of m with its ID lists and member infos sorted
+// by ID and HighestID at least its largest member: the form every replica
+// computes alike, whatever order a hand-built configuration used.
+func (m Membership) canonical() Membership {
+	c := m.Clone()
+	slices.Sort(c.Voters)
+	slices.Sort(c.OutgoingVoters)
+	slices.Sort(c.Learners)
+	slices.SortStableFunc(c.Members, func(a, b MemberInfo) int { return cmp.Compare(a.ID, b.ID) })
+	c.HighestID = c.highestID()
+	return c
+}
+
 // symmetricDifference counts IDs in exactly one of the sorted sets a, b.
 func symmetricDifference(a, b []uint64) int {
 	n := 0
@@ -371,14 +385,22 @@ const (
 	confChangeEncodingV1 = 1
 )
 
-// Marshal encodes m.
+// Marshal encodes m. The encoding is canonical: ID lists are written
+// sorted (Members must already be sorted by ID, as Validate requires).
 func (m Membership) Marshal() []byte {
 	return m.appendTo(make([]byte, 0, 16+8*len(m.Members)))
 }
 
+// appendTo encodes m canonically: ID lists sorted, so that memberships
+// that differ only in order encode to the same bytes (every node that
+// bootstraps with the same membership writes an identical entry 1, which
+// log matching needs).
 func (m Membership) appendTo(b []byte) []byte {
 	b = append(b, membershipEncodingV1)
 	for _, ids := range [][]uint64{m.Voters, m.OutgoingVoters, m.Learners} {
+		if !slices.IsSorted(ids) {
+			ids = slices.Sorted(slices.Values(ids))
+		}
 		b = binary.AppendUvarint(b, uint64(len(ids)))
 		for _, id := range ids {
 			b = binary.AppendUvarint(b, id)

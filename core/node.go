@@ -3,7 +3,9 @@ package core
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/rafty-db/rafty/core/quorum"
 )
@@ -27,8 +29,21 @@ type Node struct {
 
 	membership Membership
 	voters     quorum.JointConfig
-	progress   map[uint64]*Progress // every member, self included
-	self       *Progress
+	progress   map[uint64]*Progress // every member, self included if a member
+	// self is this node's progress; outside progress while this node is
+	// not a member (a joiner, or a leader handing over after its removal).
+	self *Progress
+	// confIndex is the index of the entry (or snapshot) that made
+	// membership active. confScanned is the last index whose
+	// configuration entry, if it held one, has been activated or skipped:
+	// configurations activate as committed entries are handed out in
+	// Ready (membership.go), and everything at or below confScanned has
+	// been. pendingConfIndex (leader) is the index of the latest
+	// configuration entry this leader appended, or of its election no-op:
+	// the next change waits until confScanned reaches it.
+	confIndex        uint64
+	confScanned      uint64
+	pendingConfIndex uint64
 	// peers lists every other member, sorted: output order must never
 	// depend on map iteration, or runs would not replay from a seed.
 	peers []uint64
@@ -104,10 +119,32 @@ type Counters struct {
 	// RefusedCampaigns were elections this node did not start because its
 	// term or log index is at MaxTerm or MaxIndex (see MaxTerm).
 	RefusedCampaigns uint64
+	// InvalidConfChanges are committed configuration entries that did not
+	// decode or apply and were skipped (only a faulty leader commits one;
+	// every replica skips it alike).
+	InvalidConfChanges uint64
+	// RemovedSenders are messages dropped because their sender was
+	// removed from the cluster (Membership.WasRemoved).
+	RemovedSenders uint64
 }
 
 // New restores a node from the durable state in log and the settings in
-// cfg. A node with an empty log bootstraps with cfg.Membership.
+// cfg. Where the membership comes from:
+//   - Empty storage (no hard state, entries or snapshot) and a non-empty
+//     cfg.Membership: bootstrap. The node appends entry 1 (term 1,
+//     EntryConfChange, ConfChange{Replace: &membership} in canonical
+//     form), commits it and activates it at once. Every node bootstrapped
+//     with the same membership writes identical bytes, so log matching
+//     holds across them; after this first start the persisted entry, not
+//     the configuration, is the truth.
+//   - Empty storage and an empty cfg.Membership: a joiner. It has no
+//     membership, never campaigns, and becomes whatever the snapshot or
+//     log a leader sends it says.
+//   - Otherwise: the snapshot's membership, then every configuration
+//     entry in (snapshot index, commit] read back from log (commit is the
+//     larger of the persisted commit and cfg.Applied). Storage written
+//     before the bootstrap entry existed has none; it falls back to
+//     cfg.Membership.
 func New(cfg Config, log LogReader) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -120,12 +157,11 @@ func New(cfg Config, log LogReader) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	membership := snap.Membership
-	if membership.IsEmpty() {
-		membership = cfg.Membership
-	}
-	if err := membership.validate(); err != nil {
-		return nil, fmt.Errorf("no usable membership (snapshot or Config.Membership): %w", err)
+	fresh := hs.IsZero() && snap.IsEmpty() && rl.lastIndex() == 0
+	if !snap.Membership.IsEmpty() {
+		if err := snap.Membership.validate(); err != nil {
+			return nil, &StorageError{Err: fmt.Errorf("snapshot %d membership: %w", snap.Index, err)}
+		}
 	}
 	if err := checkPersistedRange(hs, rl.lastIndex()); err != nil {
 		return nil, &StorageError{Err: err}
@@ -150,17 +186,107 @@ func New(cfg Config, log LogReader) (*Node, error) {
 	if cfg.Applied > rl.applied {
 		rl.applied, rl.applying = cfg.Applied, cfg.Applied
 	}
-	n.setMembership(membership)
 	n.prevHard = HardState{Term: n.term, Vote: n.vote, Commit: rl.committed}
+	switch {
+	case fresh && !cfg.Membership.IsEmpty():
+		n.bootstrap(cfg.Membership)
+	case fresh:
+		// A joiner: no membership until a leader sends one.
+		n.setMembership(Membership{})
+	default:
+		m, err := n.restoreMembership(snap)
+		if err != nil {
+			return nil, err
+		}
+		if m.IsEmpty() {
+			// Storage from before the bootstrap entry existed.
+			m, n.confIndex = cfg.Membership, 0
+		}
+		n.setMembership(m)
+	}
 	n.becomeFollower(n.term, None)
-	if !hs.IsZero() || rl.lastIndex() > 0 {
+	if !fresh {
 		n.voteLeaseUntil = uint64(cfg.ElectionTicks)
 	}
 	n.prevSoft = n.softState()
 	return n, nil
 }
 
-// setMembership installs m and rebuilds progress for its members.
+// bootstrap appends and commits entry 1, the configuration m, in term 1
+// (see New). The first Ready persists it and hands it out like any
+// committed entry; it is active from now on.
+func (n *Node) bootstrap(m Membership) {
+	cc := ConfChange{Replace: new(Membership)}
+	*cc.Replace = m.canonical()
+	n.term = 1
+	n.log.append(Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: cc.Marshal()})
+	n.log.commitTo(1)
+	n.prevHard = HardState{}
+	// Config.Validate checked m, so Apply cannot fail; if it somehow
+	// did, the node would be a joiner rather than panic.
+	active, err := Membership{}.Apply(cc)
+	if err != nil {
+		n.counters.InvalidConfChanges++
+		active = Membership{}
+	}
+	n.confIndex, n.confScanned = 1, 1
+	n.setMembership(active)
+}
+
+// restoreMembership computes the configuration active at the commit index
+// from the snapshot and the configuration entries after it, reading the
+// log in pages of at most MaxCommittedBytesPerReady. Entries that do not
+// decode or apply are skipped, as they were when first activated.
+func (n *Node) restoreMembership(snap SnapshotMeta) (Membership, error) {
+	m := snap.Membership.Clone()
+	if !m.IsEmpty() {
+		n.confIndex = snap.Index
+	}
+	commit := n.log.committed
+	n.confScanned = max(commit, snap.Index)
+	first, err := n.log.firstIndex()
+	if err != nil {
+		return Membership{}, err
+	}
+	for lo := max(first, snap.Index+1); lo <= commit; {
+		ents, err := n.log.entries(lo, commit+1, n.cfg.MaxCommittedBytesPerReady)
+		if err == nil && len(ents) == 0 {
+			err = &StorageError{Err: fmt.Errorf("storage returned no entries from %d", lo)}
+		}
+		if err != nil {
+			var se *StorageError
+			if !errors.As(err, &se) {
+				err = &StorageError{Err: fmt.Errorf("reading configuration entries from %d: %w", lo, err)}
+			}
+			return Membership{}, err
+		}
+		for i := range ents {
+			if ents[i].Type != EntryConfChange {
+				continue
+			}
+			if next, err := applyConfEntry(m, &ents[i]); err != nil {
+				n.counters.InvalidConfChanges++
+			} else {
+				m, n.confIndex = next, ents[i].Index
+			}
+		}
+		lo = ents[len(ents)-1].Index + 1
+	}
+	return m, nil
+}
+
+// applyConfEntry decodes a configuration entry and applies it to m.
+func applyConfEntry(m Membership, e *Entry) (Membership, error) {
+	cc, err := UnmarshalConfChange(e.Data)
+	if err != nil {
+		return m, err
+	}
+	return m.Apply(cc)
+}
+
+// setMembership installs m and rebuilds progress for its members: members
+// kept keep their progress, new ones start probing after the last index,
+// removed ones are dropped.
 func (n *Node) setMembership(m Membership) {
 	n.membership = m.Clone()
 	n.voters = quorum.JointConfig{
@@ -177,11 +303,35 @@ func (n *Node) setMembership(m Membership) {
 		pr.IsLearner = !n.voters.Contains(id)
 		n.progress[id] = pr
 	}
-	n.self = n.progress[n.id]
+	if pr := n.progress[n.id]; pr != nil {
+		n.self = pr
+	} else if n.self == nil {
+		// Not a member (a joiner). A leader removed by the change it
+		// committed keeps its old progress, outside the map, for its
+		// own bookkeeping while it hands over (maybeHandOver).
+		n.self = &Progress{Next: n.log.lastIndex() + 1, inflights: newInflights(n.cfg.MaxInflightMsgs, n.cfg.MaxInflightBytes)}
+	}
 	n.peers = n.peers[:0]
 	for _, id := range m.IDs() {
 		if id != n.id {
 			n.peers = append(n.peers, id)
+		}
+	}
+	if n.role == RoleLeader {
+		// New members need their first probe. A read lease rests on
+		// the vote leases of a quorum of the configuration that
+		// confirmed it; after a change, confirm again under the new one.
+		n.bcastPending = true
+		n.reads.leaseUntil = 0
+		// A member removed here gets no more messages from us, so it
+		// might never learn that the entry removing it committed. Tell
+		// it the commit index it is known to hold: if that covers the
+		// removal it applies it and goes passive (Status.Removed); if
+		// not, its messages are refused as a removed sender's.
+		for _, id := range slices.Sorted(maps.Keys(old)) {
+			if pr := old[id]; id != n.id && n.progress[id] == nil {
+				n.send(Message{Type: MsgHeartbeat, To: id, Commit: min(pr.Match, n.log.committed)})
+			}
 		}
 	}
 }
@@ -273,8 +423,18 @@ func (n *Node) tickLeader() error {
 		n.electionElapsed = 0
 		if n.leadTransferee != None {
 			n.abortTransfer()
+			if n.outOfConfig() {
+				// The handover to a voter of the new configuration did
+				// not finish: step down and let the voters elect.
+				n.becomeFollower(n.term, None)
+				return nil
+			}
 		}
 	}
+	// Retries what an earlier attempt could not do (uncommitted bytes
+	// full, a transfer under way).
+	n.maybeLeaveJoint()
+	n.maybeHandOver()
 	if n.heartbeatElapsed >= n.cfg.HeartbeatTicks {
 		n.heartbeatElapsed = 0
 		n.startReadRound()
@@ -314,6 +474,8 @@ func (n *Node) Step(m Message) error {
 	}
 	if err := n.validate(m); err != nil {
 		switch {
+		case errors.Is(err, errRemovedSender):
+			n.counters.RemovedSenders++
 		case errors.Is(err, errUnknownSender):
 			n.counters.UnknownSenders++
 		case errors.Is(err, errOutOfRange):
@@ -329,7 +491,27 @@ func (n *Node) Step(m Message) error {
 	return nil
 }
 
-var errUnknownSender = fmt.Errorf("%w: sender is not a member", ErrInvalidMessage)
+var (
+	errUnknownSender = fmt.Errorf("%w: sender is not a member", ErrInvalidMessage)
+	// errRemovedSender also wraps ErrRemoved, so a driver can tell the
+	// sender it was removed.
+	errRemovedSender = fmt.Errorf("%w: %w: sender was removed", ErrInvalidMessage, ErrRemoved)
+)
+
+// acceptedFromNonMember reports the message types a node accepts from a
+// sender outside its configuration (design §6): what a leader sends (a
+// joiner knows nobody; a lagging member may not know a new leader yet),
+// vote requests (the candidate may be a voter this node has not learned
+// of; its votes count only in the candidate's own configuration), and
+// answers to requests this node forwarded to such a leader. Responses to
+// what a leader or candidate sent only ever come from members it sent to.
+func acceptedFromNonMember(t MessageType) bool {
+	switch t {
+	case MsgApp, MsgHeartbeat, MsgSnap, MsgTimeoutNow, MsgVote, MsgPreVote, MsgPropResp, MsgReadIndexResp:
+		return true
+	}
+	return false
+}
 
 // validate rejects messages no correct peer sends. Messages are untrusted
 // input: nothing here may panic.
@@ -343,7 +525,15 @@ func (n *Node) validate(m Message) error {
 	if m.From == None || m.From == n.id {
 		return invalidf("%s from invalid sender %d", m.Type, m.From)
 	}
-	if !n.membership.Contains(m.From) {
+	if n.membership.WasRemoved(m.From) && (m.From != n.lead || m.Term != n.term) {
+		// A removed member may not disrupt the cluster (it cannot
+		// campaign anyone down or be counted). The one exception is the
+		// leader of our term, removed by the change it just committed:
+		// it finishes its handover (MsgTimeoutNow) to a voter that may
+		// already have activated the change.
+		return fmt.Errorf("%w: %s from %d", errRemovedSender, m.Type, m.From)
+	}
+	if !n.membership.Contains(m.From) && !acceptedFromNonMember(m.Type) {
 		return fmt.Errorf("%w: %s from %d", errUnknownSender, m.Type, m.From)
 	}
 	if err := checkRange(&m); err != nil {
@@ -531,6 +721,12 @@ func (n *Node) stepCandidate(m Message) error {
 
 func (n *Node) stepLeader(m Message) error {
 	pr := n.progress[m.From]
+	if pr == nil {
+		// A non-member's leader or vote message (acceptedFromNonMember)
+		// in our own term: only the MsgApp/MsgHeartbeat/MsgSnap case
+		// below can apply, and it is refused there.
+		pr = &Progress{}
+	}
 	pr.RecentActive = true
 	pr.lastHeardTick = n.ticks
 	switch m.Type {
@@ -572,11 +768,13 @@ type Status struct {
 	// Progress is set on the leader: a copy of every member's progress.
 	Progress   map[uint64]Progress
 	Membership Membership
-	// ConfIndex is the index of the entry that made Membership active (0
-	// for a configuration from a snapshot or Config).
+	// ConfIndex is the index of the entry that made Membership active, or
+	// the snapshot's index when it came from a snapshot; 0 for a joiner
+	// and for storage older than the bootstrap entry (Config.Membership).
 	ConfIndex uint64
 	// Removed: this node is not a member and its ID is at or below
-	// Membership.HighestID, so it was removed and may never rejoin.
+	// Membership.HighestID, so it was removed and may never rejoin. It
+	// stays passive.
 	Removed  bool
 	Counters Counters
 	// InVoteLease: the node ignores (pre-)vote requests other than a
@@ -592,7 +790,7 @@ func (n *Node) Status() Status {
 		ID: n.id, Term: n.term, Vote: n.vote, Role: n.role, Leader: n.lead,
 		Commit: n.log.committed, Applied: n.log.applied, LastIndex: n.log.lastIndex(),
 		LeadTransferee: n.leadTransferee, Membership: n.membership.Clone(), Counters: n.counters,
-		InVoteLease: n.inVoteLease(),
+		InVoteLease: n.inVoteLease(), ConfIndex: n.confIndex, Removed: n.membership.WasRemoved(n.id),
 	}
 	if n.role == RoleLeader {
 		s.Progress = make(map[uint64]Progress, len(n.progress))

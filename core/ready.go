@@ -98,6 +98,15 @@ func (n *Node) Ready() (Ready, error) {
 	if n.outstanding {
 		return Ready{}, ErrReadyNotAdvanced
 	}
+	// Committed entries first: handing a configuration entry out
+	// activates it (membership.go), and what that does (probes to new
+	// members, the exit from a joint configuration, a removed leader's
+	// handover) belongs in this same Ready.
+	committed, err := n.log.takeCommitted()
+	if err != nil {
+		return Ready{}, n.fail(err)
+	}
+	n.activateConfChanges(committed)
 	if n.bcastPending {
 		n.flushBcast()
 	}
@@ -124,10 +133,6 @@ func (n *Node) Ready() (Ready, error) {
 	rd.Entries = n.log.takeUnpersisted()
 	if len(rd.Entries) > 0 {
 		mark.lastEntry = rd.Entries[len(rd.Entries)-1]
-	}
-	committed, err := n.log.takeCommitted()
-	if err != nil {
-		return Ready{}, n.fail(err)
 	}
 	if len(committed) > 0 {
 		rd.CommittedEntries = committed

@@ -421,7 +421,10 @@ func (n *Node) handleSnapshot(m Message) error {
 		return nil
 	}
 	n.log.restore(meta)
+	// The snapshot carries the configuration active at its index: every
+	// configuration entry up to there is accounted for.
 	n.setMembership(meta.Membership)
+	n.confIndex, n.confScanned = meta.Index, meta.Index
 	n.send(Message{Type: MsgAppResp, To: m.From, Index: meta.Index})
 	return nil
 }

@@ -22,7 +22,10 @@ func TestStepRejectsMalformed(t *testing.T) {
 		{"wrong recipient", core.Message{Type: core.MsgHeartbeat, From: 2, To: 7, Term: 5}},
 		{"no sender", core.Message{Type: core.MsgHeartbeat, From: 0, To: 1, Term: 5}},
 		{"from self", core.Message{Type: core.MsgHeartbeat, From: 1, To: 1, Term: 5}},
-		{"non-member sender", core.Message{Type: core.MsgVote, From: 9, To: 1, Term: 50}},
+		// A response only ever comes from a member the node sent to.
+		// (Leader messages and vote requests from non-members are
+		// accepted: membership_test.go.)
+		{"non-member sender", core.Message{Type: core.MsgAppResp, From: 9, To: 1, Term: 50}},
 		{"term zero", core.Message{Type: core.MsgApp, From: 2, To: 1}},
 		{"entries with a gap", core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 5, Index: 1, LogTerm: 1,
 			Entries: []core.Entry{{Index: 3, Term: 5}}}},
@@ -123,11 +126,26 @@ func decodeFuzzMessage(b []byte) (core.Message, []byte) {
 		n := int(b[0] % 4)
 		b = b[1:]
 		for i := 0; i < n && len(b) >= 2; i++ {
-			m.Entries = append(m.Entries, core.Entry{
+			e := core.Entry{
 				Index: m.Index + uint64(i) + 1 + uint64(b[0]%2),
 				Term:  uint64(b[1] % 8),
 				Data:  binary.AppendUvarint(nil, uint64(i)),
-			})
+			}
+			if b[1] >= 128 {
+				// A configuration entry: garbage, or a change that may or
+				// may not apply (and may remove this node).
+				e.Type = core.EntryConfChange
+				id := uint64(1 + b[0]%5)
+				switch b[1] % 4 {
+				case 1:
+					e.Data = core.ConfChange{LeaveJoint: true}.Marshal()
+				case 2:
+					e.Data = core.ConfChange{Ops: []core.ConfChangeOp{{Type: core.ConfAddLearner, Member: core.MemberInfo{ID: id + 3}}}}.Marshal()
+				case 3:
+					e.Data = core.ConfChange{Ops: []core.ConfChangeOp{{Type: core.ConfRemove, Member: core.MemberInfo{ID: id}}}}.Marshal()
+				}
+			}
+			m.Entries = append(m.Entries, e)
 			b = b[2:]
 		}
 	}

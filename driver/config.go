@@ -83,11 +83,33 @@ type Config struct {
 	// ID is this node's ID, non-zero and unique in the cluster.
 	ID uint64
 	// Peers are the bootstrap voters, this node included; the same slice
-	// configures transport.Config.Peers. They are used only when Storage
-	// holds no snapshot with a membership (a brand-new cluster); a
-	// restarted node keeps its persisted membership. See Peer for what
+	// configures transport.Config.Peers. They bootstrap a brand-new
+	// cluster and nothing else (see membership.go): a node with empty
+	// Storage writes them, with their names and addresses, as the first
+	// log entry, and from then on the replicated configuration is the
+	// only truth. A restarted node whose Peers disagree with its persisted
+	// membership logs one warning and uses the persisted one. With Join
+	// they are only hints of where to reach members. See Peer for what
 	// Validate checks.
 	Peers []Peer
+	// Join starts a node with empty Storage as a joiner: it does not
+	// bootstrap, it has no membership, and it waits for a leader that
+	// added it (Node.AddMember on the leader, usually through the
+	// embedder's join request) to send it a snapshot or the log. Peers
+	// are then dial hints only (they need not include this node). On a
+	// node whose Storage is not empty Join changes nothing.
+	Join bool
+	// AutoPromoteMaxLag and AutoPromoteStableFor drive the learner-first
+	// join: the leader promotes a learner added with AutoPromote once its
+	// match index has stayed within AutoPromoteMaxLag entries of the
+	// leader's last index, and the leader heard from it, for
+	// AutoPromoteStableFor of Clock time without interruption (a learner
+	// that Replaces a member is promoted and that member removed in one
+	// change). Defaults DefaultAutoPromoteMaxLag and
+	// DefaultAutoPromoteStableFor; AutoPromoteMaxLag must not exceed the
+	// core's MaxPromoteLagEntries, or the core would refuse the promotion.
+	AutoPromoteMaxLag    int
+	AutoPromoteStableFor time.Duration
 
 	// Storage is the durable log. The node owns it once Start succeeds
 	// and closes it when it stops; on a Start error the caller keeps it.
@@ -124,10 +146,11 @@ type Config struct {
 	Clock Clock
 
 	// TuneRaft, when set, adjusts the protocol settings. It receives
-	// core.DefaultConfig(ID, Peers...) with Applied filled in from the
-	// state machine and a random RandomSeed; it must not change ID or
-	// Applied. Use it for ElectionTicks, CheckQuorum, ReadMode, flow
-	// control and the like. It may be called more than once (Validate
+	// core.DefaultConfig(ID) with the bootstrap Membership built from
+	// Peers (none with Join), Applied filled in from the state machine and
+	// a random RandomSeed; it must not change ID, Membership or Applied.
+	// Use it for ElectionTicks, CheckQuorum, ReadMode, flow control and
+	// the like. It may be called more than once (Validate
 	// calls it too), so it must only set fields.
 	TuneRaft func(*core.Config)
 
@@ -262,7 +285,18 @@ type Peer struct {
 	ID uint64
 	// Addr is where the other members reach it.
 	Addr string
+	// Name optionally names the member (a pod or host name); names are
+	// unique. It is replicated in the membership (core.MemberInfo.Name).
+	Name string
+	// ClientAddr optionally says where the member serves clients; it is
+	// replicated too, so that a follower can redirect a client to the
+	// leader.
+	ClientAddr string
 }
+
+// MaxPeerNameBytes bounds Peer.Name and Peer.ClientAddr, as the
+// replicated membership does (core.MaxMemberFieldBytes).
+const MaxPeerNameBytes = core.MaxMemberFieldBytes
 
 // peerIDs returns the IDs of peers, in order.
 func peerIDs(peers []Peer) []uint64 {
@@ -283,8 +317,24 @@ func CheckPeers(peers []Peer) []error {
 	}
 	ids := make(map[uint64]int, len(peers))
 	addrs := make(map[string]int, len(peers))
+	names := make(map[string]int, len(peers))
 	withAddr := 0
 	for i, p := range peers {
+		for _, f := range []struct{ what, v string }{{"name", p.Name}, {"client address", p.ClientAddr}} {
+			switch {
+			case len(f.v) > MaxPeerNameBytes:
+				bad(i, p, "%s is %d bytes; at most %d", f.what, len(f.v), MaxPeerNameBytes)
+			case !utf8.ValidString(f.v):
+				bad(i, p, "%s is not valid UTF-8", f.what)
+			}
+		}
+		if p.Name != "" {
+			if j, dup := names[p.Name]; dup {
+				bad(i, p, "name %q shared with Peers[%d]", p.Name, j)
+			} else {
+				names[p.Name] = i
+			}
+		}
 		if p.ID == 0 {
 			bad(i, p, "ID 0 is reserved; node IDs start at 1")
 		} else if j, dup := ids[p.ID]; dup {
@@ -342,6 +392,9 @@ func checkPeerAddr(addr string) error {
 const (
 	DefaultMaxMessageBytes  = 4 << 20
 	DefaultDiskStallTimeout = 5 * time.Second
+	// Learner auto-promotion (Config.AutoPromoteMaxLag, AutoPromoteStableFor).
+	DefaultAutoPromoteMaxLag    = 100
+	DefaultAutoPromoteStableFor = 2 * time.Second
 	// minMaxMessageBytes keeps MaxMessageBytes above the framing a
 	// forwarded proposal needs (forwardFramingBytes).
 	minMaxMessageBytes = 4 << 10
@@ -393,12 +446,17 @@ func (c Config) withDefaults() Config {
 	if c.DiskStallTimeout == 0 {
 		c.DiskStallTimeout = DefaultDiskStallTimeout
 	}
+	setDefault(&c.AutoPromoteMaxLag, DefaultAutoPromoteMaxLag)
+	if c.AutoPromoteStableFor == 0 {
+		c.AutoPromoteStableFor = DefaultAutoPromoteStableFor
+	}
 	return c
 }
 
 // raftConfig builds the core configuration for c (defaults applied).
 func (c *Config) raftConfig(applied, seed uint64) core.Config {
-	rc := core.DefaultConfig(c.ID, peerIDs(c.Peers)...)
+	rc := core.DefaultConfig(c.ID)
+	rc.Membership = c.bootstrapMembership()
 	rc.Applied = applied
 	rc.RandomSeed = seed
 	if c.TuneRaft != nil {
@@ -424,7 +482,7 @@ func (c Config) validated() (Config, error) {
 		bad("ID must be non-zero")
 	}
 	errs = append(errs, CheckPeers(c.Peers)...)
-	if c.ID != 0 && len(c.Peers) > 0 && !slices.ContainsFunc(c.Peers, func(p Peer) bool { return p.ID == c.ID }) {
+	if c.ID != 0 && !c.Join && len(c.Peers) > 0 && !slices.ContainsFunc(c.Peers, func(p Peer) bool { return p.ID == c.ID }) {
 		bad("Peers %v does not include this node's ID %d; list every bootstrap voter, this node too", peerIDs(c.Peers), c.ID)
 	}
 	if c.Storage == nil {
@@ -476,6 +534,10 @@ func (c Config) validated() (Config, error) {
 	if c.DiskStallTimeout < 0 {
 		bad("DiskStallTimeout must not be negative, got %v", c.DiskStallTimeout)
 	}
+	positive("AutoPromoteMaxLag", c.AutoPromoteMaxLag)
+	if c.AutoPromoteStableFor < 0 {
+		bad("AutoPromoteStableFor must not be negative, got %v", c.AutoPromoteStableFor)
+	}
 
 	maxEntry := c.MaxProposalBytes + EnvelopeOverhead + entryOverheadBytes
 	if c.MaxProposalBytes > 0 && c.MaxBatchBytes > 0 && maxEntry > c.MaxBatchBytes {
@@ -491,8 +553,15 @@ func (c Config) validated() (Config, error) {
 		if rc.Applied != 0 {
 			bad("TuneRaft must not set Applied: the state machine reports it")
 		}
+		if c.TuneRaft != nil && !membershipEqual(rc.Membership, c.bootstrapMembership()) {
+			bad("TuneRaft must not change Membership: Peers (or Join) say who bootstraps the cluster")
+		}
 		if err := rc.Validate(); err != nil {
 			errs = append(errs, err)
+		}
+		if c.AutoPromoteMaxLag > 0 && uint64(c.AutoPromoteMaxLag) > rc.MaxPromoteLagEntries {
+			bad("AutoPromoteMaxLag (%d) must not exceed the core's MaxPromoteLagEntries (%d), or the core would refuse every automatic promotion",
+				c.AutoPromoteMaxLag, rc.MaxPromoteLagEntries)
 		}
 		if c.MaxBatchBytes > 0 && uint64(c.MaxBatchBytes) > rc.MaxUncommittedBytes {
 			bad("MaxBatchBytes (%d) must not exceed the core's MaxUncommittedBytes (%d), or a full batch could never be accepted",
@@ -503,4 +572,35 @@ func (c Config) validated() (Config, error) {
 		return c, fmt.Errorf("invalid driver config: %w", errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// bootstrapMembership is the configuration a node with empty Storage
+// bootstraps with: every peer a voter, with its name and addresses, and
+// HighestID the largest peer ID (IDs above it are allocated to members
+// added later). A joiner (Join) has none. Every bootstrapping node must
+// compute the same bytes from the same Peers (the core writes them as log
+// entry 1 on each), so the result is sorted and depends on nothing else.
+func (c *Config) bootstrapMembership() core.Membership {
+	if c.Join || len(c.Peers) == 0 {
+		return core.Membership{}
+	}
+	var m core.Membership
+	for _, p := range c.Peers {
+		m.Voters = append(m.Voters, p.ID)
+		m.Members = append(m.Members, core.MemberInfo{ID: p.ID, Name: p.Name, PeerAddr: p.Addr, ClientAddr: p.ClientAddr})
+		m.HighestID = max(m.HighestID, p.ID)
+	}
+	slices.Sort(m.Voters)
+	slices.SortFunc(m.Members, func(a, b core.MemberInfo) int { return cmpID(a.ID, b.ID) })
+	return m
+}
+
+func cmpID(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }

@@ -114,6 +114,45 @@
 //   - Node.Backup streams a consistent backup from a live node;
 //     RestoreBackup seeds a new node's storage and state machine from it.
 //
+// # Membership changes
+//
+// Config.Peers (IDs, addresses, optional names and client addresses)
+// bootstrap a brand-new cluster and nothing else: the core writes them as
+// log entry 1 (identical on every bootstrapping node), and from then on
+// the replicated configuration is the only truth. A restarted node whose
+// Peers disagree with it logs one warning and uses the persisted one. A
+// node started with Config.Join and empty storage has no configuration
+// and waits for the leader that added it to send it a snapshot or the
+// log; its Peers are only dial hints.
+//
+// On the leader (a follower returns an error wrapping *core.NotLeaderError
+// naming the leader, for the caller to redirect):
+//   - AddMember adds a learner (ID allocated as HighestID+1 unless given;
+//     idempotent by name and incarnation; a known name with a new
+//     incarnation is added as the replacement of the old member). Unless
+//     AddOptions.LearnerOnly, the leader promotes it once its match index
+//     has stayed within Config.AutoPromoteMaxLag of the leader's log for
+//     Config.AutoPromoteStableFor, removing the member it replaces in the
+//     same change.
+//   - PromoteMember, RemoveMember (on the leader removing itself: hands
+//     leadership over first and returns *HandedOverError naming the new
+//     leader, which must perform the removal), and ChangeMembership (any
+//     core.ConfChange).
+//
+// Each waits until its change is active: its entry applied on this node,
+// in the term it was proposed in (else a *DroppedError, or an
+// *OutcomeUnknownError when ctx ends first). The methods other than
+// ChangeMembership wait and retry while another change is in flight.
+//
+// The driver applies every membership entry to its own copy of the
+// configuration (core.Membership.Apply), so snapshots carry the
+// configuration at their index and compaction markers the one at theirs.
+// Whenever the active configuration changes it gives the transport the
+// members' addresses (PeerSetter). Messages from removed members are
+// refused with an error wrapping core.ErrRemoved; a transport that
+// receives that refusal calls the handler's RemovedBy, and Status.Removed
+// reports it, as it does when a node applies its own removal.
+//
 // # Start, shutdown and ownership
 //
 // Start returns once the node runs, without waiting for peers, or fails

@@ -38,6 +38,9 @@ func (h handler) HandleMessages(_ context.Context, msgs []core.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	if err := n.refuseRemoved(msgs); err != nil {
+		return err
+	}
 	select {
 	case n.inbox <- msgs:
 		return nil
@@ -133,6 +136,9 @@ func (h handler) HandleSnapshot(ctx context.Context, msg core.Message, data io.R
 	}
 	if msg.Type != core.MsgSnap || msg.Snapshot == nil || msg.Snapshot.Index == 0 || msg.To != n.cfg.ID {
 		return fmt.Errorf("%w: HandleSnapshot given %v", core.ErrInvalidMessage, msg)
+	}
+	if err := n.refuseRemoved([]core.Message{msg}); err != nil {
+		return err
 	}
 	defer func() {
 		if err != nil && !errors.Is(err, ErrSnapshotNotNeeded) && !errors.Is(err, ErrStopped) {

@@ -239,6 +239,12 @@ type cluster struct {
 	cfg  func(*driver.Config)
 	// perNode adjusts one node's driver config (applied after cfg).
 	perNode map[uint64]func(*driver.Config)
+	// bootstrap are the IDs of the bootstrap members (Config.Peers);
+	// nodes added later join (Config.Join) with them as hints.
+	bootstrap []uint64
+	joiners   map[uint64]bool
+	// named gives every peer the name "n<ID>".
+	named bool
 }
 
 type clusterOpt func(*cluster)
@@ -264,6 +270,7 @@ func newCluster(t testing.TB, size int, opts ...clusterOpt) *cluster {
 		t: t, net: drivertest.NewNetwork(), clock: drivertest.NewClock(),
 		stores: map[uint64]*stallStore{}, sms: map[uint64]*testSM{}, nodes: map[uint64]*driver.Node{},
 		cancels: map[uint64]context.CancelFunc{}, perNode: map[uint64]func(*driver.Config){},
+		joiners: map[uint64]bool{},
 	}
 	for i := 1; i <= size; i++ {
 		id := uint64(i)
@@ -271,6 +278,7 @@ func newCluster(t testing.TB, size int, opts ...clusterOpt) *cluster {
 		c.stores[id] = newStallStore()
 		c.sms[id] = &testSM{}
 	}
+	c.bootstrap = slices.Clone(c.ids)
 	for _, o := range opts {
 		o(c)
 	}
@@ -290,9 +298,16 @@ func testLogger() *slog.Logger {
 }
 
 func (c *cluster) config(id uint64) driver.Config {
+	peers := idPeers(c.bootstrap...)
+	if c.named {
+		for i := range peers {
+			peers[i].Name = fmt.Sprintf("n%d", peers[i].ID)
+		}
+	}
 	cfg := driver.Config{
 		ID:           id,
-		Peers:        idPeers(c.ids...),
+		Peers:        peers,
+		Join:         c.joiners[id],
 		Storage:      c.stores[id],
 		StateMachine: c.sms[id],
 		NewTransport: c.net.NewTransport(id),

@@ -86,6 +86,11 @@ func (l *loop) installSnapshot(meta core.SnapshotMeta) error {
 
 	// Entries up to the snapshot will never be applied one by one.
 	l.applied = meta.Index
+	l.membership = meta.Membership.Clone()
+	l.confVersion++
+	l.confHist = append(l.confHist[:0], confPoint{index: meta.Index, m: l.membership})
+	l.failConfWaitersUpTo(meta.Index)
+	l.noteRemoved()
 	l.marks = l.marks[:0]
 	l.setSnapshot(meta, l.cumBytes)
 	l.compacted(meta.Index)

@@ -94,6 +94,23 @@ type loop struct {
 	// install is the received snapshot being stepped and installed.
 	install *installRequest
 
+	// Membership (membership.go): the configuration at the applied index
+	// (equal to the core's active one after each Ready, since the core
+	// activates a configuration when it hands its entry out and the loop
+	// applies every entry it is handed); confVersion counts its changes,
+	// and peersVersion is the one last given to the transport. confHist
+	// (snapshots only) keeps the configurations in force since the
+	// compaction point, for the compaction marker (snapshot.go).
+	membership    core.Membership
+	confVersion   uint64
+	peersVersion  uint64
+	peersSet      bool
+	confWaiters   []*confWaiter
+	confHist      []confPoint
+	caughtUpSince map[uint64]time.Time
+	// promoteCheckedAt is when autoPromote last looked at progress.
+	promoteCheckedAt time.Time
+
 	// Scratch buffers reused across iterations.
 	batch  [][]byte
 	batchW []*proposalWaiter
@@ -132,6 +149,8 @@ func newLoop(n *Node, rn *core.Node) *loop {
 		sending:       map[uint64]uint64{},
 		sendFailures:  map[uint64]int{},
 		lastSent:      map[uint64]core.SnapshotMeta{},
+		membership:    st.Membership,
+		caughtUpSince: map[uint64]time.Time{},
 	}
 }
 
@@ -177,6 +196,8 @@ func (l *loop) run() {
 		defer n.bg.Done()
 		n.watchDisk()
 	}()
+	l.noteRemoved()
+	l.updatePeers()
 	for {
 		var ev event
 		if !l.rn.HasReady() && l.carry == nil {
@@ -235,6 +256,8 @@ func (l *loop) iterate(ev event) error {
 			return err
 		}
 	}
+	l.updatePeers()
+	l.autoPromote()
 	return l.maybeSnapshot()
 }
 

@@ -27,6 +27,7 @@ import (
 //	rafty_driver_disk_stalled               gauge      1 while a Storage write has been in flight longer than DiskStallTimeout
 //	rafty_driver_disk_stalls_total          counter    Storage writes that exceeded DiskStallTimeout
 //	rafty_driver_stall_handovers_total      counter    leadership hand-overs asked for because of a stalled disk
+//	rafty_driver_removed_senders_total      counter    inbound batches refused because their sender was removed from the cluster
 //
 // Snapshots and compaction (with Config.Snapshots):
 //
@@ -58,6 +59,7 @@ type metrics struct {
 	commitsUnsynced   prometheus.Counter
 
 	undecodableEntries prometheus.Counter
+	removedSenders     prometheus.Counter
 	invalidProposals   prometheus.Counter
 	forwardedDropped   prometheus.Counter
 	diskStalled        prometheus.Gauge
@@ -123,6 +125,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		reg:               reg,
 
 		undecodableEntries: c("undecodable_entries_total", "Committed entries whose proposal envelope does not decode, applied as failed no-ops."),
+		removedSenders:     c("removed_senders_total", "Inbound batches refused because their sender was removed from the cluster."),
 		invalidProposals:   c("invalid_proposals_total", "Forwarded proposal entries refused as malformed."),
 		forwardedDropped:   c("forwarded_dropped_total", "Forwarded proposal entries dropped because the inbox was full, and answered at once."),
 		diskStalled:        g("disk_stalled", "1 while a Storage write has been in flight for longer than DiskStallTimeout."),
@@ -156,7 +159,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.compactedIndex, m.compactions, m.snapSends, m.snapSendFailures, m.snapSendSeconds,
 		m.snapSentBytes, m.snapInstalls, m.snapRecvFailures, m.snapRecvBytes, m.snapResumes,
 		m.snapInstallSeconds,
-		m.undecodableEntries, m.invalidProposals, m.forwardedDropped, m.diskStalled, m.diskStalls, m.stallHandovers,
+		m.undecodableEntries, m.removedSenders, m.invalidProposals, m.forwardedDropped, m.diskStalled, m.diskStalls, m.stallHandovers,
 	} {
 		if err := reg.Register(col); err != nil {
 			m.unregister()

@@ -105,6 +105,15 @@ type Node struct {
 	// diskWriteStart is the Clock time (Unix nanoseconds) at which the
 	// Storage write in flight began, 0 when none (see watchDisk).
 	diskWriteStart atomic.Int64
+
+	// Membership (membership.go): membership calls in flight; removal
+	// learned from the node's own applied configuration (removedSelf) or
+	// from a peer through the transport (removedBy, the peer's ID);
+	// removedNoted makes either logged once.
+	pendingConf  atomic.Int64
+	removedSelf  atomic.Bool
+	removedBy    atomic.Uint64
+	removedNoted atomic.Bool
 }
 
 // Status is a point-in-time view of the node, published by the loop after
@@ -128,6 +137,14 @@ type Status struct {
 	// leadership over.
 	DiskStalled      bool
 	DiskWriteBlocked time.Duration
+	// Removed reports that this node is no longer a member: its applied
+	// configuration says so (core.Status.Removed), or a member refused its
+	// messages because it was removed (RemovedBy). It shadows
+	// core.Status.Removed, which only knows the former.
+	Removed bool
+	// Members describes every member of Membership, sorted by ID; on the
+	// leader with its replication progress.
+	Members []MemberStatus
 }
 
 // ctrlRequest runs fn on the loop goroutine, which owns the core.
@@ -172,6 +189,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	applied, err := cfg.StateMachine.Applied()
 	if err != nil {
 		return nil, fmt.Errorf("driver: state machine Applied: %w", err)
+	}
+	wasEmpty, err := storageEmpty(cfg.Storage)
+	if err != nil {
+		return nil, fmt.Errorf("driver: reading storage: %w", err)
 	}
 	var (
 		reader  core.LogReader = cfg.Storage
@@ -242,7 +263,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	} else {
 		n.transport = cfg.Transport
 	}
-	n.publishStatus(rn.Status())
+	st := rn.Status()
+	n.publishStatus(st)
+	n.checkPersistedMembership(wasEmpty, st)
 	n.ctx, n.cancel = context.WithCancel(ctx)
 	// Started only now that the node can take traffic: a transport
 	// delivers to the handler as soon as it runs.
@@ -256,6 +279,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	l := newLoop(n, rn)
 	if snapLog != nil {
+		if err := l.initConfHistory(marker); err != nil {
+			n.cancel()
+			var closeErr error
+			if n.ownsTransport {
+				closeErr = n.transport.Close()
+			}
+			m.unregister()
+			return nil, errors.Join(err, closeErr)
+		}
 		l.snapIndex = snapLog.snap.Index
 		l.compactIndex = marker.Index
 		n.snapStats.index.Store(l.snapIndex)
@@ -426,6 +458,8 @@ func (n *Node) Status() Status {
 	s.Snapshots = n.snapStats.status()
 	s.DiskWriteBlocked = n.diskBlocked()
 	s.DiskStalled = s.DiskWriteBlocked >= n.cfg.DiskStallTimeout
+	s.Removed = s.Status.Removed || n.removedSelf.Load() || n.removedBy.Load() != 0
+	s.Members = memberStatuses(&s.Status)
 	return s
 }
 

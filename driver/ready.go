@@ -271,6 +271,10 @@ func (l *loop) apply(ents []core.Entry) error {
 		l.applied = e.Index
 		var owner uint64
 		switch {
+		case e.Type == core.EntryConfChange:
+			// Not the state machine's business: its index is applied like
+			// a no-op's. The driver tracks the configuration (membership.go).
+			l.resolveConfWaiters(e, l.applyConfChange(e))
 		case e.Type != core.EntryNormal:
 			l.log.Warn("skipping committed entry of unsupported type", "index", e.Index, "type", e.Type)
 		case len(e.Data) == 0:
@@ -292,6 +296,9 @@ func (l *loop) apply(ents []core.Entry) error {
 			}
 			cmds = append(cmds, Command{Index: e.Index, Data: cmd})
 			owners = append(owners, owner)
+		}
+		if e.Type != core.EntryConfChange {
+			l.resolveConfWaiters(e, nil)
 		}
 		if seq, ok := l.ours[e.Index]; ok {
 			delete(l.ours, e.Index)

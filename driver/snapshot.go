@@ -330,7 +330,9 @@ func (l *loop) capture() (core.SnapshotMeta, SnapshotSource, error) {
 	if err != nil {
 		return core.SnapshotMeta{}, nil, fmt.Errorf("driver: term of applied entry %d: %w", l.applied, err)
 	}
-	meta := core.SnapshotMeta{Index: l.applied, Term: term, Membership: l.rn.Status().Membership}
+	// The configuration at the applied index, which the snapshot's state
+	// reflects (membership.go tracks it entry by entry).
+	meta := core.SnapshotMeta{Index: l.applied, Term: term, Membership: l.membership.Clone()}
 	src, err := l.n.cfg.StateMachine.Snapshot()
 	if err != nil {
 		return core.SnapshotMeta{}, nil, fmt.Errorf("driver: state machine Snapshot at %d: %w", l.applied, err)
@@ -437,7 +439,7 @@ func (l *loop) onSnapshotDone(r snapResult) error {
 		synced = min(synced, idx)
 	}
 	l.setSnapshot(meta, r.snap.bytes)
-	return l.compact(min(l.compactionPoint(meta.Index, synced), l.sendGuard()), meta.Membership)
+	return l.compact(min(l.compactionPoint(meta.Index, synced), l.sendGuard()))
 }
 
 // setSnapshot makes meta the latest snapshot: reported to the core and in
@@ -482,10 +484,14 @@ func (l *loop) compactionPoint(snap, synced uint64) uint64 {
 
 // compact moves the compaction point up to c (if that is progress) and
 // deletes what the log no longer needs.
-func (l *loop) compact(c uint64, membership core.Membership) error {
+func (l *loop) compact(c uint64) error {
 	if c <= l.compactIndex {
 		return nil
 	}
+	// The marker carries the configuration in force at c, not the
+	// snapshot's (later) one: a restart from the marker replays the
+	// changes after c.
+	membership := l.membershipAt(c)
 	n := l.n
 	term, err := l.rn.EntryTerm(c)
 	if err != nil {
@@ -499,6 +505,7 @@ func (l *loop) compact(c uint64, membership core.Membership) error {
 		return fmt.Errorf("driver: compacting the log to %d: %w", c, err)
 	}
 	l.compacted(c)
+	l.pruneConfHistory(c)
 	l.log.Debug("log compacted", "index", c, "snapshot", l.snapIndex)
 	return nil
 }
@@ -558,3 +565,108 @@ func (l *loop) cancelLocalSnapshot() {
 	// Its result, if it got one out, is discarded as superseded.
 	l.snapRunning = nil
 }
+
+// The configuration at the compaction point.
+//
+// A snapshot carries the configuration at its own index (the loop's
+// tracked one when it captures the state machine), but the log is
+// compacted a margin below it, and the compaction marker
+// (Storage.InstallSnapshot) must carry the configuration in force at the
+// compaction point: a node restarted from the marker replays the changes
+// after it, and a later configuration there would have them applied twice
+// (an add refused as a reused ID, a removal of a non-member). So the loop
+// keeps the configurations in force since the compaction point (confHist,
+// one point per change: rare, and pruned at every compaction, so bounded by
+// the changes the uncompacted log holds).
+
+// confPoint says that m is the configuration in force from index on.
+type confPoint struct {
+	index uint64
+	m     core.Membership
+}
+
+// noteConf records a change at index (snapshots only).
+func (l *loop) noteConf(index uint64, m core.Membership) {
+	if l.n.snaps == nil {
+		return
+	}
+	l.confHist = append(l.confHist, confPoint{index: index, m: m})
+}
+
+// membershipAt returns the configuration in force at index c, at or
+// above the compaction point. Below the oldest point known (which Start
+// places at the compaction point) the oldest is the best answer there is.
+func (l *loop) membershipAt(c uint64) core.Membership {
+	if len(l.confHist) == 0 {
+		return l.membership.Clone()
+	}
+	m := l.confHist[0].m
+	for _, p := range l.confHist {
+		if p.index > c {
+			break
+		}
+		m = p.m
+	}
+	return m.Clone()
+}
+
+// pruneConfHistory drops the points superseded at or below c, keeping
+// the one in force at c.
+func (l *loop) pruneConfHistory(c uint64) {
+	i := 0
+	for i+1 < len(l.confHist) && l.confHist[i+1].index <= c {
+		i++
+	}
+	l.confHist = append(l.confHist[:0], l.confHist[i:]...)
+}
+
+// initConfHistory builds confHist at Start: the compaction marker's
+// configuration, then every change in the log from the marker to the
+// applied index. The log is read only when the configuration changed in
+// between (configurations never repeat: IDs only grow and removals are
+// final, so equal ends mean no change), in pages of at most
+// confScanBytes. A log whose changes do not lead to the core's
+// configuration (one written before changes were log entries) is taken
+// to have had the core's configuration throughout.
+func (l *loop) initConfHistory(marker core.SnapshotMeta) error {
+	cur := l.membership
+	l.confHist = []confPoint{{index: marker.Index, m: marker.Membership.Clone()}}
+	if marker.Index >= l.applied || membershipEqual(marker.Membership, cur) {
+		l.confHist[0].m = cur.Clone()
+		return nil
+	}
+	st := l.n.cfg.Storage
+	m := marker.Membership
+	for lo := marker.Index + 1; lo <= l.applied; {
+		ents, err := st.Entries(lo, l.applied+1, confScanBytes)
+		if err != nil {
+			return fmt.Errorf("driver: reading entries %d..%d for membership changes: %w", lo, l.applied, err)
+		}
+		if len(ents) == 0 {
+			return fmt.Errorf("driver: reading entries %d..%d for membership changes: none returned", lo, l.applied)
+		}
+		for i := range ents {
+			if ents[i].Type != core.EntryConfChange {
+				continue
+			}
+			cc, err := core.UnmarshalConfChange(ents[i].Data)
+			if err != nil {
+				continue // skipped by every replica
+			}
+			if next, err := m.Apply(cc); err == nil {
+				m = next
+				l.confHist = append(l.confHist, confPoint{index: ents[i].Index, m: m})
+			}
+		}
+		lo = ents[len(ents)-1].Index + 1
+	}
+	if !membershipEqual(m, cur) {
+		l.log.Warn("the membership changes in the log do not lead to the restored membership; assuming it held since the compaction point",
+			"compacted", marker.Index, "applied", l.applied, "voters", cur.Voters)
+		l.confHist = []confPoint{{index: marker.Index, m: cur.Clone()}}
+	}
+	return nil
+}
+
+// confScanBytes bounds one read of initConfHistory.
+const confScanBytes = 4 << 20

@@ -5,7 +5,8 @@ import "io"
 // Command is one committed command handed to the state machine.
 type Command struct {
 	// Index is the command's Raft log index. Indexes increase strictly
-	// across calls to Apply; gaps are no-op entries the driver skipped.
+	// across calls to Apply; gaps are no-op entries and membership changes
+	// (core.EntryConfChange), which the driver handles itself.
 	Index uint64
 	// Data is the command exactly as passed to Propose (without the
 	// driver's envelope). It is shared with the Raft log: read it, keep
@@ -40,8 +41,10 @@ type StateMachine interface {
 	// A non-nil error means the state machine can no longer be trusted:
 	// the node stops, and the error is reported by Node.Err. Entries the
 	// driver proposed as no-ops (empty commands, such as the one a new
-	// leader appends) are not passed; their index is nevertheless
-	// applied.
+	// leader appends) and membership changes are not passed; their index
+	// is nevertheless applied (a state machine that records the index of
+	// the last command it saw reports a lower Applied after a restart,
+	// and is then re-delivered only the commands after it).
 	Apply(cmds []Command) ([]any, error)
 
 	// Snapshot captures the state as of the last applied command and

@@ -160,9 +160,42 @@ type Endpoint struct {
 	// and sets recvClosed, the handler receives nothing more.
 	recvMu     sync.RWMutex
 	recvClosed bool
+
+	// peers is what the node last passed to SetPeers; peerSets counts the
+	// calls.
+	peersMu  sync.Mutex
+	peers    []driver.Peer
+	peerSets int
 }
 
-var _ driver.Transport = (*Endpoint)(nil)
+var (
+	_ driver.Transport  = (*Endpoint)(nil)
+	_ driver.PeerSetter = (*Endpoint)(nil)
+)
+
+// SetPeers records the node's peer list (driver.PeerSetter). The network
+// routes by ID, so it changes nothing else.
+func (e *Endpoint) SetPeers(peers []driver.Peer) {
+	e.peersMu.Lock()
+	defer e.peersMu.Unlock()
+	e.peers = slices.Clone(peers)
+	e.peerSets++
+}
+
+// Peers returns the list last passed to SetPeers and how many times it
+// was called.
+func (e *Endpoint) Peers() ([]driver.Peer, int) {
+	e.peersMu.Lock()
+	defer e.peersMu.Unlock()
+	return slices.Clone(e.peers), e.peerSets
+}
+
+// Endpoint returns the endpoint node id joined with last, or nil.
+func (nw *Network) Endpoint(id uint64) *Endpoint {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	return nw.endpoints[id]
+}
 
 type link struct {
 	to uint64
@@ -224,8 +257,18 @@ func (e *Endpoint) serve(l *link) {
 			continue // closing: drop what is left
 		}
 		dst, kept := e.nw.route(e.id, l.to, batch)
-		if dst == nil || !dst.receive(e.ctx, kept) {
+		if dst == nil {
 			e.h.ReportUnreachable(l.to)
+			continue
+		}
+		ok, err := dst.receive(e.ctx, kept)
+		if !ok {
+			e.h.ReportUnreachable(l.to)
+		}
+		// As transport.GRPC does: a receiver that refuses us because we
+		// were removed tells our handler.
+		if rb, isRB := e.h.(interface{ RemovedBy(uint64) }); isRB && errors.Is(err, core.ErrRemoved) {
+			rb.RemovedBy(l.to)
 		}
 	}
 }
@@ -233,16 +276,16 @@ func (e *Endpoint) serve(l *link) {
 // receive hands batch to e's handler unless e is closed. Errors from the
 // handler (inbox full, node stopped) mean the batch was dropped, which
 // Raft recovers from by retransmission.
-func (e *Endpoint) receive(ctx context.Context, batch []core.Message) bool {
+func (e *Endpoint) receive(ctx context.Context, batch []core.Message) (bool, error) {
 	e.recvMu.RLock()
 	defer e.recvMu.RUnlock()
 	if e.recvClosed {
-		return false
+		return false, nil
 	}
 	if len(batch) > 0 {
-		_ = e.h.HandleMessages(ctx, batch)
+		return true, e.h.HandleMessages(ctx, batch)
 	}
-	return true
+	return true, nil
 }
 
 // SendSnapshot streams data to msg.To's handler, from the calling
