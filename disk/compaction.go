@@ -18,12 +18,14 @@ func (s *Store) InstallSnapshot(meta core.SnapshotMeta) error {
 	if meta.Index == 0 {
 		return fmt.Errorf("disk: InstallSnapshot: snapshot index 0: %w", ErrInvalidArgument)
 	}
+	if err := checkSnapshotMeta(meta); err != nil {
+		return fmt.Errorf("disk: InstallSnapshot: %w: %w", ErrInvalidArgument, err)
+	}
 	// The checkpoint that will repeat meta at the start of later segments
 	// is the largest record holding it.
 	if n := checkpointRecordBytes(&checkpoint{snap: meta}) - recordHeaderSize; n > s.opts.MaxRecordBytes {
 		return fmt.Errorf("disk: InstallSnapshot: membership of %d nodes needs a %d-byte record, over Options.MaxRecordBytes %d: %w",
-			len(meta.Membership.Voters)+len(meta.Membership.OutgoingVoters)+len(meta.Membership.Learners),
-			n, s.opts.MaxRecordBytes, ErrTooLarge)
+			len(meta.Membership.IDs()), n, s.opts.MaxRecordBytes, ErrTooLarge)
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -50,7 +52,7 @@ func (s *Store) InstallSnapshot(meta core.SnapshotMeta) error {
 	t, err := s.st.term(meta.Index)
 	keep := err == nil && t == meta.Term
 
-	mk := &snapshotMarker{meta: meta, keep: keep}
+	mk := &snapshotMarker{meta: meta, keep: keep, legacy: writeLegacyForTest.Load()}
 	b := newBatch(snapshotRecordBytes(meta))
 	b.buf = appendSnapshotRecord(b.buf, *mk)
 	b.count = 1

@@ -101,7 +101,7 @@
 //
 // with integers little endian. Types and payloads:
 //
-//	1 checkpoint  version u32 (2), segment seq u64, salt u64,
+//	1 checkpoint  version u32 (3; 2 is still read), segment seq u64, salt u64,
 //	              next batch seq u64, last index u64,
 //	              hard state (term, vote, commit u64),
 //	              previous segment's log end u64 and chain value u32,
@@ -111,10 +111,21 @@
 //	3 entry       index u64, term u64, entry type u8, data
 //	4 hard state  term u64, vote u64, commit u64
 //	5 snapshot    keep u8 (1: the entries after the snapshot index were
-//	              kept), snapshot meta
+//	              kept), legacy snapshot meta (written by format 2 only)
+//	6 snapshot-v3 keep u8, snapshot meta
 //
-//	snapshot meta: index u64, term u64, then voters, outgoing voters and
-//	learners, each a count u32 followed by that many u64 node IDs.
+//	snapshot meta: index u64, term u64, membership length u32, then the
+//	membership as core.Membership.Marshal encodes it (voters, outgoing
+//	voters, learners, HighestID and every member's name, addresses and
+//	flags), in canonical form only.
+//	legacy snapshot meta (format 2, snapshot files version 1): index u64,
+//	term u64, then voters, outgoing voters and learners, each a count u32
+//	followed by that many u64 node IDs.
+//
+// A Store that opens a WAL whose last segment is of format 2 seals that
+// segment and writes on in a new format-3 segment, so no segment mixes
+// the two; the old segments are read as they are until Compact removes
+// them.
 //
 // # Segment structure
 //

@@ -43,8 +43,8 @@ func FuzzDecodeRecord(f *testing.F) {
 			decodeHardState(p)
 		case recBatch:
 			decodeBatch(p)
-		case recSnapshot:
-			if mk, err := decodeSnapshotMarker(p); err == nil {
+		case recSnapshot, recSnapshotV3:
+			if mk, err := decodeSnapshotMarker(typ, p); err == nil {
 				if got := appendSnapshotRecord(nil, mk); !bytes.Equal(got, data[:n]) {
 					t.Fatalf("snapshot marker re-encodes differently")
 				}
@@ -131,12 +131,17 @@ func FuzzOpenSegment(f *testing.F) {
 // sampleRecords returns one record of each type plus damaged ones.
 func sampleRecords() [][]byte {
 	cp := checkpoint{segSeq: 1, salt: 0x5a17, nextBatchSeq: 1, last: 7, prevEnd: 99, prevChain: 0xc0ffee, hs: core.HardState{Term: 2, Vote: 1, Commit: 5},
-		snap: core.SnapshotMeta{Index: 3, Term: 1, Membership: core.Membership{Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}}}
+		snap: core.SnapshotMeta{Index: 3, Term: 1, Membership: sampleMembership()}}
 	batchRec := make([]byte, batchRecordBytes)
 	putBatchRecord(batchRec, batchHeader{seq: 9, salt: 0x5a17, syncedEnd: 40, bodyLen: 100, count: 3, prev: 7})
 	cpRec, _ := appendCheckpointRecord(nil, &cp)
+	legacyCP := cp
+	legacyCP.version = checkpointVersionLegacy
+	legacyCPRec, _ := appendCheckpointRecord(nil, &legacyCP)
 	recs := [][]byte{
 		cpRec,
+		legacyCPRec,
+		appendSnapshotRecord(nil, snapshotMarker{meta: cp.snap, legacy: true}),
 		batchRec,
 		appendEntryRecord(nil, &core.Entry{Index: 8, Term: 2, Data: []byte("hello")}),
 		appendEntryRecord(nil, &core.Entry{Index: 9, Term: 2, Type: core.EntryConfChange}),
@@ -149,6 +154,21 @@ func sampleRecords() [][]byte {
 	huge := bytes.Clone(ent)
 	huge[7] = 0xff
 	return append(recs, ent[:5], ent[:len(ent)-1], flipped, huge, make([]byte, 16), nil)
+}
+
+// sampleMembership is a joint configuration with names, addresses and a
+// HighestID above its members, so every field of the codec is exercised.
+func sampleMembership() core.Membership {
+	return core.Membership{
+		Voters: []uint64{1, 2, 5}, OutgoingVoters: []uint64{1, 2, 3}, Learners: []uint64{6},
+		Members: []core.MemberInfo{
+			{ID: 1, Name: "rafty-0", PeerAddr: "rafty-0.rafty:7000", ClientAddr: "rafty-0.rafty:8000"},
+			{ID: 3, Name: "rafty-2", PeerAddr: "10.0.0.3:7000"},
+			{ID: 5, Name: "rafty-2", PeerAddr: "10.0.0.9:7000", Replaces: 3, Incarnation: 0xfeed},
+			{ID: 6, Name: "rafty-3", PeerAddr: "[::1]:7000", AutoPromote: true, Incarnation: 42},
+		},
+		HighestID: 9,
+	}
 }
 
 // sampleSegments builds real segments (entries, hard states, overwrites,
@@ -168,6 +188,9 @@ func sampleSegments(tb testing.TB) [][]byte {
 		tb.Fatal(err)
 	}
 	mustSave(tb, s, core.HardState{}, mkEnts(6, 8, 2, 20))
+	if err := s.InstallSnapshot(core.SnapshotMeta{Index: 4, Term: 2, Membership: sampleMembership()}); err != nil {
+		tb.Fatal(err)
+	}
 	mustClose(tb, s)
 	full, err := os.ReadFile(segPath(dir, 1))
 	if err != nil {

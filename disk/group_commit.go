@@ -362,6 +362,9 @@ func (s *Store) startSegment(seq uint64, prevEnd int64, prevChain uint32) error 
 		prevChain:    prevChain,
 		snap:         s.st.snap,
 	}
+	if writeLegacyForTest.Load() {
+		cp.version = checkpointVersionLegacy
+	}
 	buf, chain := appendCheckpointRecord(make([]byte, 0, checkpointRecordBytes(&cp)), &cp)
 	path := filepath.Join(s.walDir, segmentName(seq))
 	f, err := createFile(s.fs, path)

@@ -214,7 +214,7 @@ func TestWALOldFormatRefused(t *testing.T) {
 	buf = binary.LittleEndian.AppendUint64(buf, 1)
 	buf = binary.LittleEndian.AppendUint64(buf, 0)
 	buf = appendHardState(buf, core.HardState{Term: 3})
-	buf = appendSnapshotMeta(buf, core.SnapshotMeta{})
+	buf = appendLegacySnapshotMeta(buf, core.SnapshotMeta{})
 	buf = endRecord(buf, start, recCheckpoint)
 	if err := os.WriteFile(segPath(dir, 1), buf, 0o600); err != nil {
 		t.Fatal(err)

@@ -1,10 +1,12 @@
 package disk
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync/atomic"
 
 	"github.com/rafty-db/rafty/core"
 )
@@ -30,7 +32,8 @@ const (
 	recBatch                 // opens a group-commit batch: seq, body length, count
 	recEntry                 // one log entry
 	recHardState             // term, vote, commit
-	recSnapshot              // InstallSnapshot marker
+	recSnapshot              // InstallSnapshot marker, legacy metadata (WAL format 2)
+	recSnapshotV3            // InstallSnapshot marker, metadata with the core's membership codec
 	recTypeEnd
 )
 
@@ -46,6 +49,8 @@ func (t recordType) String() string {
 		return "hardstate"
 	case recSnapshot:
 		return "snapshot"
+	case recSnapshotV3:
+		return "snapshot-v3"
 	}
 	return fmt.Sprintf("recordType(%d)", uint8(t))
 }
@@ -67,8 +72,12 @@ const (
 	// checkpointVersion is the WAL format version, stored in every
 	// segment's checkpoint. Version 1 had no salt, chain or synced end in
 	// its batch headers, and recovered a torn tail by scanning for later
-	// headers (issue 13); it is refused with ErrFormatVersion.
-	checkpointVersion = 2
+	// headers (issue 13); it is refused with ErrFormatVersion. Version 2
+	// stored snapshot metadata with ID lists only (no member names,
+	// addresses or HighestID); it is still read, and a Store that opens
+	// a version-2 segment starts a new version-3 segment for its writes.
+	checkpointVersion       = 3
+	checkpointVersionLegacy = 2
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -255,9 +264,83 @@ func decodeBatch(p []byte) (batchHeader, error) {
 
 // --- membership and snapshot metadata --------------------------------------
 
-// appendMembership encodes the three ID lists, each as count u32 then IDs.
-func appendMembership(buf []byte, m core.Membership) []byte {
-	for _, ids := range [][]uint64{m.Voters, m.OutgoingVoters, m.Learners} {
+// Snapshot metadata has two encodings. The current one (WAL format 3,
+// recSnapshotV3 markers, snapshot files version 2) stores the membership
+// with the core's codec (core.Membership.Marshal), so names, addresses and
+// HighestID survive a restart; the legacy one (WAL format 2, recSnapshot
+// markers, snapshot files version 1) stored the three ID lists only. New
+// data is always written in the current encoding; the legacy one is still
+// read, so a data directory written before membership changes opens.
+//
+// Current: index u64, term u64, membership length u32, membership bytes.
+// Legacy: index u64, term u64, then each ID list as count u32 and IDs u64.
+
+// appendSnapshotMeta appends meta in the current encoding.
+func appendSnapshotMeta(buf []byte, meta core.SnapshotMeta) []byte {
+	buf = binary.LittleEndian.AppendUint64(buf, meta.Index)
+	buf = binary.LittleEndian.AppendUint64(buf, meta.Term)
+	m := meta.Membership.Marshal()
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(m)))
+	return append(buf, m...)
+}
+
+// snapshotMetaBytes is the size of meta in the current encoding.
+func snapshotMetaBytes(meta core.SnapshotMeta) int { return 20 + len(meta.Membership.Marshal()) }
+
+// checkSnapshotMeta refuses metadata whose membership would not decode
+// again (core.UnmarshalMembership validates what it decodes), so a store
+// never writes something its own recovery rejects as corrupt.
+func checkSnapshotMeta(meta core.SnapshotMeta) error {
+	if meta.Membership.IsEmpty() {
+		if len(meta.Membership.Members) > 0 {
+			return fmt.Errorf("membership has member infos but no members")
+		}
+		return nil
+	}
+	return meta.Membership.Validate()
+}
+
+// decodeSnapshotMeta decodes meta in the current encoding and returns the
+// bytes after it. The membership's length is checked against the bytes
+// present before it is trusted; the core codec bounds what it allocates.
+func decodeSnapshotMeta(p []byte) (core.SnapshotMeta, []byte, error) {
+	if len(p) < 20 {
+		return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: %d bytes, need at least 20", len(p))
+	}
+	meta := core.SnapshotMeta{
+		Index: binary.LittleEndian.Uint64(p[0:]),
+		Term:  binary.LittleEndian.Uint64(p[8:]),
+	}
+	n := binary.LittleEndian.Uint32(p[16:])
+	p = p[20:]
+	if uint64(n) > uint64(len(p)) {
+		return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: membership of %d bytes, %d left", n, len(p))
+	}
+	m, err := core.UnmarshalMembership(p[:n])
+	if err != nil {
+		return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: %w", err)
+	}
+	// Only the canonical encoding is accepted: what the core's codec
+	// writes for m. Anything else was not written by a Store.
+	if !bytes.Equal(m.Marshal(), p[:n]) {
+		return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: membership is not in canonical encoding")
+	}
+	meta.Membership = m
+	return meta, p[n:], nil
+}
+
+// writeLegacyForTest, set only by tests, makes new segments, snapshot
+// markers and snapshot files use the legacy formats, to produce the data
+// directory of an older build and check that it still opens.
+var writeLegacyForTest atomic.Bool
+
+// appendLegacySnapshotMeta appends meta in the legacy encoding (ID lists
+// only). Only tests write it (writeLegacyForTest), to check that old data
+// still reads.
+func appendLegacySnapshotMeta(buf []byte, meta core.SnapshotMeta) []byte {
+	buf = binary.LittleEndian.AppendUint64(buf, meta.Index)
+	buf = binary.LittleEndian.AppendUint64(buf, meta.Term)
+	for _, ids := range [][]uint64{meta.Membership.Voters, meta.Membership.OutgoingVoters, meta.Membership.Learners} {
 		buf = binary.LittleEndian.AppendUint32(buf, uint32(len(ids)))
 		for _, id := range ids {
 			buf = binary.LittleEndian.AppendUint64(buf, id)
@@ -266,22 +349,27 @@ func appendMembership(buf []byte, m core.Membership) []byte {
 	return buf
 }
 
-func membershipBytes(m core.Membership) int {
-	return 12 + 8*(len(m.Voters)+len(m.OutgoingVoters)+len(m.Learners))
-}
-
-// decodeMembership decodes what appendMembership wrote and returns the rest.
-// Counts are checked against the bytes present before any allocation.
-func decodeMembership(p []byte) (core.Membership, []byte, error) {
+// decodeLegacySnapshotMeta decodes what appendLegacySnapshotMeta wrote and
+// returns the rest. Counts are checked against the bytes present before
+// any allocation.
+func decodeLegacySnapshotMeta(p []byte) (core.SnapshotMeta, []byte, error) {
+	if len(p) < 16 {
+		return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: %d bytes, need at least 16", len(p))
+	}
+	meta := core.SnapshotMeta{
+		Index: binary.LittleEndian.Uint64(p[0:]),
+		Term:  binary.LittleEndian.Uint64(p[8:]),
+	}
+	p = p[16:]
 	var lists [3][]uint64
 	for k := range lists {
 		if len(p) < 4 {
-			return core.Membership{}, nil, fmt.Errorf("membership list %d: truncated count", k)
+			return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: membership list %d: truncated count", k)
 		}
 		n := binary.LittleEndian.Uint32(p)
 		p = p[4:]
 		if uint64(n) > uint64(len(p)/8) {
-			return core.Membership{}, nil, fmt.Errorf("membership list %d: count %d exceeds the %d bytes left", k, n, len(p))
+			return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: membership list %d: count %d exceeds the %d bytes left", k, n, len(p))
 		}
 		if n > 0 {
 			ids := make([]uint64, n)
@@ -292,31 +380,8 @@ func decodeMembership(p []byte) (core.Membership, []byte, error) {
 		}
 		p = p[8*int(n):]
 	}
-	return core.Membership{Voters: lists[0], OutgoingVoters: lists[1], Learners: lists[2]}, p, nil
-}
-
-func appendSnapshotMeta(buf []byte, meta core.SnapshotMeta) []byte {
-	buf = binary.LittleEndian.AppendUint64(buf, meta.Index)
-	buf = binary.LittleEndian.AppendUint64(buf, meta.Term)
-	return appendMembership(buf, meta.Membership)
-}
-
-func snapshotMetaBytes(meta core.SnapshotMeta) int { return 16 + membershipBytes(meta.Membership) }
-
-func decodeSnapshotMeta(p []byte) (core.SnapshotMeta, []byte, error) {
-	if len(p) < 16 {
-		return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: %d bytes, need at least 16", len(p))
-	}
-	meta := core.SnapshotMeta{
-		Index: binary.LittleEndian.Uint64(p[0:]),
-		Term:  binary.LittleEndian.Uint64(p[8:]),
-	}
-	m, rest, err := decodeMembership(p[16:])
-	if err != nil {
-		return core.SnapshotMeta{}, nil, fmt.Errorf("snapshot metadata: %w", err)
-	}
-	meta.Membership = m
-	return meta, rest, nil
+	meta.Membership = core.Membership{Voters: lists[0], OutgoingVoters: lists[1], Learners: lists[2]}
+	return meta, p, nil
 }
 
 // --- snapshot marker ---------------------------------------------------------
@@ -324,10 +389,13 @@ func decodeSnapshotMeta(p []byte) (core.SnapshotMeta, []byte, error) {
 // snapshotMarker records InstallSnapshot. Keep says whether the entries after
 // Meta.Index survived (the log held Meta.Index with Meta.Term, Raft §7) or
 // the whole log was discarded; storing the decision keeps replay exact even
-// when the entry it was based on is no longer on disk.
+// when the entry it was based on is no longer on disk. Legacy marks a
+// marker read from a recSnapshot record (legacy metadata encoding); new
+// markers are recSnapshotV3 records.
 type snapshotMarker struct {
-	meta core.SnapshotMeta
-	keep bool
+	meta   core.SnapshotMeta
+	keep   bool
+	legacy bool
 }
 
 func snapshotRecordBytes(meta core.SnapshotMeta) int {
@@ -341,22 +409,32 @@ func appendSnapshotRecord(buf []byte, mk snapshotMarker) []byte {
 		keep = 1
 	}
 	buf = append(buf, keep)
+	if mk.legacy {
+		buf = appendLegacySnapshotMeta(buf, mk.meta)
+		return endRecord(buf, start, recSnapshot)
+	}
 	buf = appendSnapshotMeta(buf, mk.meta)
-	return endRecord(buf, start, recSnapshot)
+	return endRecord(buf, start, recSnapshotV3)
 }
 
-func decodeSnapshotMarker(p []byte) (snapshotMarker, error) {
+// decodeSnapshotMarker decodes the payload of a recSnapshot or
+// recSnapshotV3 record (t says which).
+func decodeSnapshotMarker(t recordType, p []byte) (snapshotMarker, error) {
 	if len(p) < 1 || p[0] > 1 {
-		return snapshotMarker{}, errPayload(recSnapshot, "bad keep flag")
+		return snapshotMarker{}, errPayload(t, "bad keep flag")
 	}
-	meta, rest, err := decodeSnapshotMeta(p[1:])
+	decode := decodeSnapshotMeta
+	if t == recSnapshot {
+		decode = decodeLegacySnapshotMeta
+	}
+	meta, rest, err := decode(p[1:])
 	if err != nil {
-		return snapshotMarker{}, errPayload(recSnapshot, "%v", err)
+		return snapshotMarker{}, errPayload(t, "%v", err)
 	}
 	if len(rest) != 0 {
-		return snapshotMarker{}, errPayload(recSnapshot, "%d trailing bytes", len(rest))
+		return snapshotMarker{}, errPayload(t, "%d trailing bytes", len(rest))
 	}
-	return snapshotMarker{meta: meta, keep: p[0] == 1}, nil
+	return snapshotMarker{meta: meta, keep: p[0] == 1, legacy: t == recSnapshot}, nil
 }
 
 // --- segment checkpoint ------------------------------------------------------
@@ -378,13 +456,23 @@ type checkpoint struct {
 	prevEnd      uint64 // end of the log in segment segSeq-1 (0 for segment 1)
 	prevChain    uint32 // chain value at prevEnd
 	snap         core.SnapshotMeta
+	// version is the WAL format of the segment: checkpointVersion, or
+	// checkpointVersionLegacy for a segment written before issue 14.
+	// Zero (a checkpoint built to be written) means checkpointVersion.
+	version uint32
 }
+
+// legacy reports whether cp is of a version-2 segment.
+func (cp *checkpoint) legacy() bool { return cp.version == checkpointVersionLegacy }
 
 // checkpointFixedBytes: version u32, segSeq, salt, nextBatchSeq, last u64,
 // hard state, prevEnd u64, prevChain u32.
 const checkpointFixedBytes = 4 + 32 + hardStatePayloadSize + 12
 
 func checkpointRecordBytes(cp *checkpoint) int {
+	if cp.legacy() {
+		return len(appendLegacySnapshotMeta(make([]byte, 0, 64), cp.snap)) + recordHeaderSize + checkpointFixedBytes
+	}
 	return recordHeaderSize + checkpointFixedBytes + snapshotMetaBytes(cp.snap)
 }
 
@@ -392,7 +480,11 @@ func checkpointRecordBytes(cp *checkpoint) int {
 // and the record's CRC, the chain value before the segment's first batch.
 func appendCheckpointRecord(buf []byte, cp *checkpoint) ([]byte, uint32) {
 	buf, start := beginRecord(buf)
-	buf = binary.LittleEndian.AppendUint32(buf, checkpointVersion)
+	version := uint32(checkpointVersion)
+	if cp.legacy() {
+		version = checkpointVersionLegacy
+	}
+	buf = binary.LittleEndian.AppendUint32(buf, version)
 	buf = binary.LittleEndian.AppendUint64(buf, cp.segSeq)
 	buf = binary.LittleEndian.AppendUint64(buf, cp.salt)
 	buf = binary.LittleEndian.AppendUint64(buf, cp.nextBatchSeq)
@@ -400,7 +492,11 @@ func appendCheckpointRecord(buf []byte, cp *checkpoint) ([]byte, uint32) {
 	buf = appendHardState(buf, cp.hs)
 	buf = binary.LittleEndian.AppendUint64(buf, cp.prevEnd)
 	buf = binary.LittleEndian.AppendUint32(buf, cp.prevChain)
-	buf = appendSnapshotMeta(buf, cp.snap)
+	if cp.legacy() {
+		buf = appendLegacySnapshotMeta(buf, cp.snap)
+	} else {
+		buf = appendSnapshotMeta(buf, cp.snap)
+	}
 	buf = endRecord(buf, start, recCheckpoint)
 	return buf, binary.LittleEndian.Uint32(buf[start:])
 }
@@ -409,15 +505,18 @@ func appendCheckpointRecord(buf []byte, cp *checkpoint) ([]byte, uint32) {
 var errFormatVersion = errors.New("WAL format version")
 
 func decodeCheckpoint(p []byte) (checkpoint, error) {
+	version := uint32(checkpointVersion)
 	if len(p) >= 4 {
-		if v := binary.LittleEndian.Uint32(p); v != checkpointVersion {
-			return checkpoint{}, fmt.Errorf("%w %d, this build reads version %d only", errFormatVersion, v, checkpointVersion)
+		version = binary.LittleEndian.Uint32(p)
+		if version != checkpointVersion && version != checkpointVersionLegacy {
+			return checkpoint{}, fmt.Errorf("%w %d, this build reads versions %d and %d only", errFormatVersion, version, checkpointVersionLegacy, checkpointVersion)
 		}
 	}
 	if len(p) < checkpointFixedBytes {
 		return checkpoint{}, errPayload(recCheckpoint, "%d bytes, need at least %d", len(p), checkpointFixedBytes)
 	}
 	cp := checkpoint{
+		version:      version,
 		segSeq:       binary.LittleEndian.Uint64(p[4:]),
 		salt:         binary.LittleEndian.Uint64(p[12:]),
 		nextBatchSeq: binary.LittleEndian.Uint64(p[20:]),
@@ -427,7 +526,11 @@ func decodeCheckpoint(p []byte) (checkpoint, error) {
 	q := p[36+hardStatePayloadSize:]
 	cp.prevEnd = binary.LittleEndian.Uint64(q)
 	cp.prevChain = binary.LittleEndian.Uint32(q[8:])
-	meta, rest, err := decodeSnapshotMeta(p[checkpointFixedBytes:])
+	decode := decodeSnapshotMeta
+	if cp.legacy() {
+		decode = decodeLegacySnapshotMeta
+	}
+	meta, rest, err := decode(p[checkpointFixedBytes:])
 	if err != nil {
 		return checkpoint{}, errPayload(recCheckpoint, "%v", err)
 	}

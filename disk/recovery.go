@@ -1,12 +1,12 @@
 package disk
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"path/filepath"
-	"slices"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rafty-db/rafty/core"
@@ -209,6 +209,14 @@ func (s *Store) recover() error {
 	}
 	s.salt, s.chain, s.syncedEnd = last.cp.salt, r.chain, last.seg.size
 	s.unsynced = false
+	if !tail.torn && last.cp.legacy() {
+		// A segment of WAL format 2 (before issue 14): seal it where its
+		// log ends and write on in a segment of the current format, so
+		// that no segment mixes the two.
+		s.logger.Info("disk: upgrading the WAL format: new writes go to a new segment",
+			"file", last.seg.path, "from_version", checkpointVersionLegacy, "to_version", checkpointVersion)
+		return s.startSegment(last.seg.seq+1, last.seg.size, r.chain)
+	}
 	if !tail.torn {
 		if tail.fileSize > last.seg.size {
 			s.logger.Debug("disk: the WAL ends in a preallocated zero tail",
@@ -473,11 +481,12 @@ func (r *replayer) checkpoint(seg *segment, cp *checkpoint, isFirst bool) error 
 	return nil
 }
 
+// sameSnapshot compares two snapshot metadata by their encoding, so that
+// member infos and HighestID count too (a legacy record decodes to a
+// membership without them, which encodes like one that has none).
 func sameSnapshot(a, b core.SnapshotMeta) bool {
 	return a.Index == b.Index && a.Term == b.Term &&
-		slices.Equal(a.Membership.Voters, b.Membership.Voters) &&
-		slices.Equal(a.Membership.OutgoingVoters, b.Membership.OutgoingVoters) &&
-		slices.Equal(a.Membership.Learners, b.Membership.Learners)
+		bytes.Equal(a.Membership.Marshal(), b.Membership.Marshal())
 }
 
 // readBatch reads and verifies the body of one batch into the stage.
@@ -510,8 +519,8 @@ func (r *replayer) readBatch(rd *segmentReader, seg *segment, bh batchHeader, bo
 				return &CorruptionError{File: seg.path, Offset: off, Reason: "bad hard state", Err: err}
 			}
 			r.stagedOps = append(r.stagedOps, stagedOp{nEnts: len(r.stagedEnts), off: off, hs: &hs})
-		case recSnapshot:
-			mk, err := decodeSnapshotMarker(p)
+		case recSnapshot, recSnapshotV3:
+			mk, err := decodeSnapshotMarker(typ, p)
 			if err != nil {
 				return &CorruptionError{File: seg.path, Offset: off, Reason: "bad snapshot marker", Err: err}
 			}

@@ -24,9 +24,11 @@ import (
 // Snapshot file layout (integers little endian):
 //
 //	0      "RFTYSNAP"                         magic, 8 bytes
-//	8      uint32 version (1)
+//	8      uint32 version (2; 1 is still read)
 //	12     uint32 h: header length
-//	16     header: index u64, term u64, membership (3 × count u32 + IDs u64)
+//	16     header: index u64, term u64, membership length u32, membership
+//	       (core.Membership.Marshal); version 1: index u64, term u64,
+//	       3 × (count u32, IDs u64), no names, addresses or HighestID
 //	16+h   uint32 CRC-32C of bytes [8, 16+h)
 //	20+h   data, n bytes
 //	end-12 uint64 n, uint32 CRC-32C of the data
@@ -36,7 +38,8 @@ import (
 // (20+h+n+12) and the data CRC all agree.
 const (
 	snapMagic         = "RFTYSNAP"
-	snapVersion       = 1
+	snapVersion       = 2
+	snapVersionLegacy = 1
 	snapSuffix        = ".snap"
 	snapTempPrefix    = "tmp-"
 	snapPrefixBytes   = 16
@@ -143,6 +146,9 @@ func (ss *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error)
 	if meta.Index == 0 {
 		return nil, fmt.Errorf("disk: snapshot index 0: %w", ErrInvalidArgument)
 	}
+	if err := checkSnapshotMeta(meta); err != nil {
+		return nil, fmt.Errorf("disk: create snapshot: %w: %w", ErrInvalidArgument, err)
+	}
 	hlen := snapshotMetaBytes(meta)
 	if hlen > MaxSnapshotHeaderBytes {
 		return nil, fmt.Errorf("disk: snapshot header of %d bytes, over MaxSnapshotHeaderBytes %d: %w", hlen, MaxSnapshotHeaderBytes, ErrTooLarge)
@@ -159,11 +165,15 @@ func (ss *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error)
 	if err != nil {
 		return nil, fmt.Errorf("disk: create snapshot: %w", err)
 	}
-	hdr := make([]byte, 0, snapPrefixBytes+hlen+4)
+	version, body := uint32(snapVersion), appendSnapshotMeta(make([]byte, 0, hlen), meta)
+	if writeLegacyForTest.Load() {
+		version, body = snapVersionLegacy, appendLegacySnapshotMeta(nil, meta)
+	}
+	hdr := make([]byte, 0, snapPrefixBytes+len(body)+4)
 	hdr = append(hdr, snapMagic...)
-	hdr = binary.LittleEndian.AppendUint32(hdr, snapVersion)
-	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(hlen))
-	hdr = appendSnapshotMeta(hdr, meta)
+	hdr = binary.LittleEndian.AppendUint32(hdr, version)
+	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(body)))
+	hdr = append(hdr, body...)
 	hdr = binary.LittleEndian.AppendUint32(hdr, crc32.Checksum(hdr[8:], crcTable))
 	w := &SnapshotWriter{ss: ss, f: f, path: tmp, meta: meta, bw: bufio.NewWriterSize(f, 256<<10), crc: crc32.New(crcTable)}
 	if _, err := w.bw.Write(hdr); err != nil {
@@ -499,8 +509,9 @@ func readSnapshotFraming(f vfs.File, path string, sf snapFile) (core.SnapshotMet
 	if string(pre[:8]) != snapMagic {
 		return fail(0, "not a snapshot file (bad magic)")
 	}
-	if v := binary.LittleEndian.Uint32(pre[8:]); v != snapVersion {
-		return fail(8, "snapshot format version %d, this build reads %d", v, snapVersion)
+	version := binary.LittleEndian.Uint32(pre[8:])
+	if version != snapVersion && version != snapVersionLegacy {
+		return fail(8, "snapshot format version %d, this build reads %d and %d", version, snapVersionLegacy, snapVersion)
 	}
 	hlen := binary.LittleEndian.Uint32(pre[12:])
 	if hlen > MaxSnapshotHeaderBytes || int64(hlen) > size-snapPrefixBytes-4-snapTrailerBytes {
@@ -514,8 +525,15 @@ func readSnapshotFraming(f vfs.File, path string, sf snapFile) (core.SnapshotMet
 	if crc32.Checksum(hdr[8:hend], crcTable) != binary.LittleEndian.Uint32(hdr[hend:]) {
 		return fail(0, "snapshot header CRC-32C mismatch")
 	}
-	meta, rest, err := decodeSnapshotMeta(hdr[snapPrefixBytes:hend])
-	if err != nil || len(rest) != 0 {
+	decode := decodeSnapshotMeta
+	if version == snapVersionLegacy {
+		decode = decodeLegacySnapshotMeta
+	}
+	meta, rest, err := decode(hdr[snapPrefixBytes:hend])
+	if err == nil && len(rest) != 0 {
+		err = fmt.Errorf("%d trailing bytes", len(rest))
+	}
+	if err != nil {
 		return fail(snapPrefixBytes, "bad snapshot header: %v", err)
 	}
 	if meta.Index != sf.index || meta.Term != sf.term {

@@ -19,11 +19,12 @@ import (
 //
 // Format (integers little endian), a stream written and read once:
 //
-//	"RFTYBAK1"                       magic (the digit is the version)
+//	"RFTYBAK2"                       magic (the digit is the version)
 //	uint32 h                         header length
-//	header                           index u64, term u64, then voters,
-//	                                 outgoing voters and learners, each a
-//	                                 count u32 and that many u64 node IDs
+//	header                           index u64, term u64, then the
+//	                                 membership as core.Membership.Marshal
+//	                                 encodes it (IDs, HighestID, names,
+//	                                 addresses) to the end of the header
 //	uint32 CRC-32C of the header
 //	frames                           uint32 n (1..1 MiB), n data bytes; ...
 //	uint32 0                         end of data
@@ -31,8 +32,16 @@ import (
 //
 // The data is the state machine's snapshot stream (SnapshotSource), the
 // same bytes a snapshot file holds.
+//
+// Version 1 ("RFTYBAK1", before membership changes) is still restored:
+// its header holds, after index and term, the voters, outgoing voters and
+// learners, each a count u32 and that many u64 node IDs; no names or
+// addresses.
 
-var backupMagic = []byte("RFTYBAK1")
+var (
+	backupMagic       = []byte("RFTYBAK2")
+	backupMagicLegacy = []byte("RFTYBAK1")
+)
 
 const (
 	backupFrameBytes = 1 << 20
@@ -95,6 +104,13 @@ func (n *Node) Backup(ctx context.Context, w io.Writer) (core.SnapshotMeta, erro
 // uses it; it is exported for tools that hold a snapshot file (a
 // SnapshotStore's OpenLatest data can be wrapped in a source).
 func WriteBackup(ctx context.Context, w io.Writer, meta core.SnapshotMeta, src io.WriterTo) error {
+	if !meta.Membership.IsEmpty() {
+		// A membership the decoder would refuse makes a backup that
+		// never restores: refuse it now.
+		if err := meta.Membership.Validate(); err != nil {
+			return fmt.Errorf("driver: backup of snapshot %d/%d: %w", meta.Term, meta.Index, err)
+		}
+	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	hdr := appendBackupMeta(nil, meta)
 	if len(hdr) > maxBackupHeaderBytes {
@@ -175,6 +191,29 @@ func (f *frameWriter) flush() error {
 func appendBackupMeta(b []byte, meta core.SnapshotMeta) []byte {
 	b = binary.LittleEndian.AppendUint64(b, meta.Index)
 	b = binary.LittleEndian.AppendUint64(b, meta.Term)
+	return append(b, meta.Membership.Marshal()...)
+}
+
+// decodeBackupMeta decodes a version-2 header; the core's decoder bounds
+// what it allocates and validates the membership.
+func decodeBackupMeta(b []byte) (core.SnapshotMeta, error) {
+	if len(b) < 16 {
+		return core.SnapshotMeta{}, errors.New("header too short")
+	}
+	meta := core.SnapshotMeta{Index: binary.LittleEndian.Uint64(b), Term: binary.LittleEndian.Uint64(b[8:])}
+	m, err := core.UnmarshalMembership(b[16:])
+	if err != nil {
+		return core.SnapshotMeta{}, err
+	}
+	meta.Membership = m
+	return meta, nil
+}
+
+// appendLegacyBackupMeta writes a version-1 header; only tests use it, to
+// check that old backups still restore.
+func appendLegacyBackupMeta(b []byte, meta core.SnapshotMeta) []byte {
+	b = binary.LittleEndian.AppendUint64(b, meta.Index)
+	b = binary.LittleEndian.AppendUint64(b, meta.Term)
 	for _, ids := range [][]uint64{meta.Membership.Voters, meta.Membership.OutgoingVoters, meta.Membership.Learners} {
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(ids)))
 		for _, id := range ids {
@@ -184,7 +223,8 @@ func appendBackupMeta(b []byte, meta core.SnapshotMeta) []byte {
 	return b
 }
 
-func decodeBackupMeta(b []byte) (core.SnapshotMeta, error) {
+// decodeLegacyBackupMeta decodes a version-1 header (ID lists only).
+func decodeLegacyBackupMeta(b []byte) (core.SnapshotMeta, error) {
 	if len(b) < 16 {
 		return core.SnapshotMeta{}, errors.New("header too short")
 	}
@@ -290,7 +330,12 @@ func readBackupHeader(br *bufio.Reader) (core.SnapshotMeta, error) {
 	if _, err := io.ReadFull(br, pre[:]); err != nil {
 		return core.SnapshotMeta{}, fmt.Errorf("%w: reading the header: %w", ErrBadBackup, err)
 	}
-	if !bytes.Equal(pre[:8], backupMagic) {
+	decode := decodeBackupMeta
+	switch {
+	case bytes.Equal(pre[:8], backupMagic):
+	case bytes.Equal(pre[:8], backupMagicLegacy):
+		decode = decodeLegacyBackupMeta
+	default:
 		return core.SnapshotMeta{}, fmt.Errorf("%w: not a Rafty backup (magic %q)", ErrBadBackup, pre[:8])
 	}
 	h := binary.LittleEndian.Uint32(pre[8:])
@@ -304,7 +349,7 @@ func readBackupHeader(br *bufio.Reader) (core.SnapshotMeta, error) {
 	if crc32.Checksum(hdr[:h], castagnoli) != binary.LittleEndian.Uint32(hdr[h:]) {
 		return core.SnapshotMeta{}, fmt.Errorf("%w: header checksum mismatch", ErrBadBackup)
 	}
-	meta, err := decodeBackupMeta(hdr[:h])
+	meta, err := decode(hdr[:h])
 	if err != nil {
 		return core.SnapshotMeta{}, fmt.Errorf("%w: %w", ErrBadBackup, err)
 	}

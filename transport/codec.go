@@ -3,9 +3,13 @@ package transport
 import (
 	"fmt"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the fallback codec
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/rafty-db/rafty/transport/transportpb"
 )
 
 // wireMessage is an outgoing frame that encodes itself (outBatch,
@@ -80,6 +84,15 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	r, ok := v.(*rawFrame)
 	if !ok {
+		switch v.(type) {
+		case *pb.ProbeRequest, *pb.JoinRequest:
+			// The Cluster service is open to nodes that are not members
+			// yet: bound what one request can make the server decode,
+			// far below MaxMessageBytes.
+			if n := data.Len(); n > MaxClusterRequestBytes {
+				return status.Errorf(codes.ResourceExhausted, "transport: a Cluster request of %d bytes, at most %d", n, MaxClusterRequestBytes)
+			}
+		}
 		return c.fallback.Unmarshal(data, v)
 	}
 	n := data.Len()

@@ -97,9 +97,32 @@ type Config struct {
 	Peers []driver.Peer
 
 	// Handler receives incoming messages and snapshots and drop reports.
-	// It may be nil here and set later with SetHandler, but must be set
-	// before Start.
+	// It may be nil here and set later with SetHandler; until then
+	// incoming Raft traffic is refused with Unavailable "node N is
+	// starting". If it implements interface{ RemovedBy(uint64) }, the
+	// transport calls RemovedBy(peer) when a peer refuses this node's
+	// traffic because this node was removed from the cluster.
 	Handler driver.MessageHandler
+
+	// Cluster serves the peer-port Cluster service (Probe, Join) that a
+	// node with an empty data directory asks before it bootstraps or
+	// joins. Nil: both RPCs answer Unimplemented. It may also be set
+	// later with SetClusterHandler.
+	Cluster ClusterHandler
+
+	// AcceptUnknownSenders accepts message batches and snapshots from
+	// senders that are not in the peer set (the cluster ID and the
+	// receiver are still checked). A node whose membership changes needs
+	// it: a joiner knows no member when the leader first contacts it, and
+	// a member that has not yet applied a configuration change may hear
+	// from a member it adds (even a new leader), whose traffic is what
+	// lets it catch up. The core decides what such messages may do
+	// (leader messages are taken, the rest dropped and counted), and the
+	// driver refuses removed members. False keeps the static-membership
+	// rule: batches from unknown senders are refused (PermissionDenied).
+	// Replies to an unknown sender are dropped (DropUnknownPeer) until
+	// SetPeers or AddPeer gives its address.
+	AcceptUnknownSenders bool
 
 	// SendQueueLen bounds the messages queued for one peer; when the
 	// queue is full further messages are dropped. Default

@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -55,6 +56,7 @@ const (
 	fieldSnapIndex      = 1
 	fieldSnapTerm       = 2
 	fieldSnapMembership = 3
+	fieldSnapEncoded    = 4
 
 	fieldMemberVoters         = 1
 	fieldMemberOutgoingVoters = 2
@@ -207,8 +209,23 @@ func membershipSize(m *core.Membership) int {
 	return packedFieldSize(m.Voters) + packedFieldSize(m.OutgoingVoters) + packedFieldSize(m.Learners)
 }
 
+// snapshotMetaSize is the encoded size of s. The membership travels
+// twice: as ID lists (field 3, for peers that predate field 4) and in the
+// core's encoding (field 4, with names, addresses and HighestID).
+// Snapshots are rare, so the extra bytes do not matter.
 func snapshotMetaSize(s *core.SnapshotMeta) int {
-	return sizeVarintField(s.Index) + sizeVarintField(s.Term) + sizeLenField(membershipSize(&s.Membership))
+	return sizeVarintField(s.Index) + sizeVarintField(s.Term) + sizeLenField(membershipSize(&s.Membership)) +
+		encodedMembershipFieldSize(&s.Membership)
+}
+
+// encodedMembershipFieldSize is the size of field 4: absent for an empty
+// membership (as before it existed), so that peers and tests see the same
+// bytes for a MsgSnap without configuration.
+func encodedMembershipFieldSize(m *core.Membership) int {
+	if m.IsEmpty() && len(m.Members) == 0 && m.HighestID == 0 {
+		return 0
+	}
+	return sizeLenField(len(m.Marshal()))
 }
 
 // messageSize is the encoded size of m without its own tag and length.
@@ -285,6 +302,11 @@ func appendSnapshotMeta(b []byte, s *core.SnapshotMeta) []byte {
 	b = appendPacked(b, fieldMemberVoters, s.Membership.Voters)
 	b = appendPacked(b, fieldMemberOutgoingVoters, s.Membership.OutgoingVoters)
 	b = appendPacked(b, fieldMemberLearners, s.Membership.Learners)
+	if encodedMembershipFieldSize(&s.Membership) > 0 {
+		enc := s.Membership.Marshal()
+		b = appendLenPrefix(b, fieldSnapEncoded, len(enc))
+		b = append(b, enc...)
+	}
 	return b
 }
 
@@ -682,8 +704,12 @@ func decodeEntry(b []byte, e *core.Entry) error {
 	return nil
 }
 
+// decodeSnapshotMeta decodes a SnapshotMeta. The core's encoding of the
+// membership (field 4) wins over the ID lists (field 3) when both are
+// present; a peer that predates field 4 sends the lists only.
 func decodeSnapshotMeta(b []byte, s *core.SnapshotMeta) error {
-	seenMembership := false
+	seenMembership, seenEncoded := false, false
+	var lists core.Membership
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
@@ -712,9 +738,24 @@ func decodeSnapshotMeta(b []byte, s *core.SnapshotMeta) error {
 				return invalidf("snapshot: membership given twice")
 			}
 			seenMembership = true
-			if err := decodeMembership(v, &s.Membership); err != nil {
+			if err := decodeMembership(v, &lists); err != nil {
 				return err
 			}
+		case typ == protowire.BytesType && num == fieldSnapEncoded:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return invalidf("snapshot: truncated encoded membership")
+			}
+			b = b[n:]
+			if seenEncoded {
+				return invalidf("snapshot: encoded membership given twice")
+			}
+			seenEncoded = true
+			m, err := core.UnmarshalMembership(v)
+			if err != nil {
+				return invalidf("snapshot: %v", err)
+			}
+			s.Membership = m
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
@@ -722,6 +763,13 @@ func decodeSnapshotMeta(b []byte, s *core.SnapshotMeta) error {
 			}
 			b = b[n:]
 		}
+	}
+	switch {
+	case !seenEncoded:
+		s.Membership = lists
+	case seenMembership && !(slices.Equal(lists.Voters, s.Membership.Voters) &&
+		slices.Equal(lists.OutgoingVoters, s.Membership.OutgoingVoters) && slices.Equal(lists.Learners, s.Membership.Learners)):
+		return invalidf("snapshot: the membership's ID lists and its encoding disagree")
 	}
 	return nil
 }

@@ -38,6 +38,9 @@ func toPBMessage(m *core.Message) *pb.Message {
 		out.Snapshot = &pb.SnapshotMeta{Index: s.Index, Term: s.Term, Membership: &pb.Membership{
 			Voters: s.Membership.Voters, OutgoingVoters: s.Membership.OutgoingVoters, Learners: s.Membership.Learners,
 		}}
+		if encodedMembershipFieldSize(&s.Membership) > 0 {
+			out.Snapshot.EncodedMembership = s.Membership.Marshal()
+		}
 	}
 	return out
 }
@@ -56,6 +59,13 @@ func fromPBMessage(m *pb.Message) core.Message {
 		out.Snapshot = &core.SnapshotMeta{Index: s.Index, Term: s.Term}
 		if mb := s.Membership; mb != nil {
 			out.Snapshot.Membership = core.Membership{Voters: mb.Voters, OutgoingVoters: mb.OutgoingVoters, Learners: mb.Learners}
+		}
+		if len(s.EncodedMembership) > 0 {
+			m, err := core.UnmarshalMembership(s.EncodedMembership)
+			if err != nil {
+				panic(err) // only reached for bytes our decoder accepted
+			}
+			out.Snapshot.Membership = m
 		}
 	}
 	return out
@@ -79,10 +89,14 @@ func normalize(msgs []core.Message) []core.Message {
 		}
 		if m.Snapshot != nil {
 			s := *m.Snapshot
+			s.Membership = s.Membership.Clone()
 			for _, l := range []*[]uint64{&s.Membership.Voters, &s.Membership.OutgoingVoters, &s.Membership.Learners} {
 				if len(*l) == 0 {
 					*l = nil
 				}
+			}
+			if len(s.Membership.Members) == 0 {
+				s.Membership.Members = nil
 			}
 			m.Snapshot = &s
 		}
@@ -142,8 +156,24 @@ func snapMsg(from, to uint64) core.Message {
 		Type: core.MsgSnap, From: from, To: to, Term: 9,
 		Snapshot: &core.SnapshotMeta{Index: 1000, Term: 8, Membership: core.Membership{
 			Voters: []uint64{1, 2, 3}, OutgoingVoters: []uint64{1, 2, 300000}, Learners: []uint64{4},
+			Members: []core.MemberInfo{
+				{ID: 1, Name: "rafty-0", PeerAddr: "rafty-0.rafty:7000", ClientAddr: "rafty-0.rafty:8000"},
+				{ID: 4, Name: "rafty-3", PeerAddr: "[::1]:7000", AutoPromote: true, Replaces: 300000, Incarnation: 77},
+				{ID: 300000, Name: "rafty-2", PeerAddr: "10.1.2.3:7000"},
+			},
+			HighestID: 300001,
 		}},
 	}
+}
+
+// legacySnapMsg is snapMsg as a peer before issue 14 knew it: ID lists
+// only.
+func legacySnapMsg(from, to uint64) core.Message {
+	m := snapMsg(from, to)
+	meta := *m.Snapshot
+	meta.Membership = core.Membership{Voters: meta.Membership.Voters, OutgoingVoters: meta.Membership.OutgoingVoters, Learners: meta.Membership.Learners}
+	m.Snapshot = &meta
+	return m
 }
 
 func TestFieldNumbersMatchProto(t *testing.T) {
@@ -175,6 +205,7 @@ func TestFieldNumbersMatchProto(t *testing.T) {
 		{"SnapshotMeta", "index", fieldSnapIndex},
 		{"SnapshotMeta", "term", fieldSnapTerm},
 		{"SnapshotMeta", "membership", fieldSnapMembership},
+		{"SnapshotMeta", "encoded_membership", fieldSnapEncoded},
 		{"Membership", "voters", fieldMemberVoters},
 		{"Membership", "outgoing_voters", fieldMemberOutgoingVoters},
 		{"Membership", "learners", fieldMemberLearners},
@@ -285,7 +316,7 @@ func TestDecodeRoundTrip(t *testing.T) {
 }
 
 func TestDecodeAcceptsUnpackedAndUnknownFields(t *testing.T) {
-	m := snapMsg(1, 2)
+	m := legacySnapMsg(1, 2)
 	var b []byte
 	b = appendVarintField(b, fieldMsgType, uint64(wireOfType[core.MsgSnap]))
 	b = appendVarintField(b, fieldMsgFrom, 1)
@@ -528,6 +559,7 @@ func fuzzBatchSeeds() [][]byte {
 		encodeBatch(hdr, randomMessages(r, 1, 2, 5)),
 		batchOf(unknown, encodeOne(heartbeat(1, 2, 2))),
 		batchOf(encodeOne(snapMsg(1, 2))),
+		batchOf(encodeOne(legacySnapMsg(1, 2))),
 		{0x22, 0x05, 0x08},
 		{0x0b, 0x14},
 	}
@@ -536,10 +568,11 @@ func fuzzBatchSeeds() [][]byte {
 }
 
 func fuzzSnapshotSeeds() [][]byte {
-	msg := snapMsg(1, 2)
+	msg, legacy := snapMsg(1, 2), legacySnapMsg(1, 2)
 	return [][]byte{
 		{},
 		(&outChunk{kind: chunkHeader, hdr: batchHeader{testCluster, 1, 2}, msg: &msg, msgSize: messageSize(&msg)}).appendWire(nil),
+		(&outChunk{kind: chunkHeader, hdr: batchHeader{testCluster, 1, 2}, msg: &legacy, msgSize: messageSize(&legacy)}).appendWire(nil),
 		(&outChunk{kind: chunkData, data: []byte("data")}).appendWire(nil),
 		(&outChunk{kind: chunkTrailer, crc: 12345, total: 4}).appendWire(nil),
 		{0x0a, 0x02, 0x22, 0x05},
@@ -605,4 +638,58 @@ func benchMessages(from, to uint64) []core.Message {
 		msgs[i] = app(from, to, uint64(1000+i), payload)
 	}
 	return msgs
+}
+
+// TestSnapshotMembershipFromOlderPeer: a MsgSnap from a peer that predates
+// encoded_membership (ID lists only) decodes to those lists; one with the
+// encoding keeps names, addresses and HighestID; the two disagreeing, or
+// an encoding that does not decode, is an invalid message (never a panic).
+func TestSnapshotMembershipFromOlderPeer(t *testing.T) {
+	legacy := legacySnapMsg(1, 2)
+	ref := toPBMessage(&legacy)
+	ref.Snapshot.EncodedMembership = nil // as an older peer sends it
+	b, err := proto.Marshal(ref)
+	must(t, err)
+	got, err := decodeSnapshotMessage(b)
+	must(t, err)
+	equalMessages(t, []core.Message{got}, []core.Message{legacy})
+
+	full := snapMsg(1, 2)
+	got, err = decodeSnapshotMessage(appendMessage(nil, &full))
+	must(t, err)
+	equalMessages(t, []core.Message{got}, []core.Message{full})
+	expectf(t, got.Snapshot.Membership.Members[1].Name == "rafty-3" && got.Snapshot.Membership.HighestID == 300001,
+		"membership %+v", got.Snapshot.Membership)
+
+	withMeta := func(meta []byte) []byte {
+		b := appendVarintField(nil, fieldMsgType, uint64(wireOfType[core.MsgSnap]))
+		b = appendVarintField(b, fieldMsgFrom, 1)
+		b = appendVarintField(b, fieldMsgTo, 2)
+		return protowire.AppendBytes(appendTag(b, fieldMsgSnapshot, protowire.BytesType), meta)
+	}
+	lists := func(m core.Membership) []byte {
+		var mb []byte
+		mb = appendPacked(mb, fieldMemberVoters, m.Voters)
+		return protowire.AppendBytes(appendTag(nil, fieldSnapMembership, protowire.BytesType), mb)
+	}
+	encoded := func(enc []byte) []byte {
+		return protowire.AppendBytes(appendTag(nil, fieldSnapEncoded, protowire.BytesType), enc)
+	}
+	m := full.Snapshot.Membership
+	for name, meta := range map[string][]byte{
+		"lists disagree":  append(lists(core.Membership{Voters: []uint64{7}}), encoded(m.Marshal())...),
+		"bad version":     encoded(append([]byte{9}, m.Marshal()[1:]...)),
+		"truncated":       encoded(m.Marshal()[:10]),
+		"trailing bytes":  encoded(append(m.Marshal(), 0)),
+		"given twice":     append(encoded(m.Marshal()), encoded(m.Marshal())...),
+		"too many voters": encoded([]byte{1, 0xff, 0xff, 0x03}),
+	} {
+		if _, err := decodeSnapshotMessage(withMeta(meta)); !errors.Is(err, core.ErrInvalidMessage) {
+			t.Errorf("%s: err = %v, want core.ErrInvalidMessage", name, err)
+		}
+	}
+	// The encoding alone (no lists) is enough.
+	got, err = decodeSnapshotMessage(withMeta(encoded(m.Marshal())))
+	must(t, err)
+	expectf(t, reflect.DeepEqual(got.Snapshot.Membership, m), "membership %+v", got.Snapshot.Membership)
 }

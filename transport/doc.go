@@ -6,12 +6,29 @@
 //
 // New validates a Config and prepares everything; the handler (usually
 // the driver) is given in Config.Handler or, when the driver is built
-// after the transport, with SetHandler; Start serves and sends; Close
-// stops everything. A GRPC returned from driver.Config.NewTransport is
-// started and closed by the node (GRPC implements driver.Starter), so the
-// factory only calls New. Config.Peers is the same []driver.Peer as
-// driver.Config.Peers. Peers are added and removed at run time with
-// AddPeer and RemovePeer when the membership changes.
+// after the transport, with SetHandler (until then Raft traffic is
+// refused with Unavailable "node N is starting"); Start serves and sends,
+// and is idempotent; Close stops everything. A GRPC returned from
+// driver.Config.NewTransport is started and closed by the node (GRPC
+// implements driver.Starter), so the factory only calls New; an
+// application may also start the transport itself first, to serve the
+// Cluster service while it decides whether to bootstrap or join.
+// Config.Peers is the same []driver.Peer as driver.Config.Peers.
+//
+// # Membership changes
+//
+// SetPeers replaces the peer set (the driver calls it with every newly
+// active configuration): new peers get a queue and a connection, changed
+// addresses reconnect, removed peers' queues, goroutines and connections
+// stop. AddPeer and RemovePeer change one peer. Config.AcceptUnknownSenders
+// lets a node take traffic from members it does not know yet (a joiner, a
+// member added by a change it has not applied). When the handler refuses
+// a batch or snapshot with an error wrapping core.ErrRemoved, the server
+// answers a distinct status, and the sending transport counts the drop as
+// DropRemoved and calls RemovedBy(peer) on its handler if the handler has
+// that method. The peer-port Cluster service (Probe, Join) is served
+// through Config.Cluster (a ClusterHandler); ProbePeer and JoinPeer are
+// its clients, with the same TLS files as the transport.
 //
 // # Guarantees
 //
@@ -35,7 +52,8 @@
 //   - Every batch and snapshot carries the cluster ID and sender ID. A
 //     receiver refuses traffic from another cluster or wrong receiver
 //     (gRPC FailedPrecondition), from a sender that is not a configured
-//     peer or that contradicts its own stream (PermissionDenied), or that
+//     peer (unless Config.AcceptUnknownSenders) or that contradicts its
+//     own stream (PermissionDenied), or that
 //     is malformed (InvalidArgument), and counts it. Received data is
 //     untrusted: a message that fails validation (unknown type, a log
 //     entry with index 0 — only forwarded proposals carry unindexed

@@ -32,6 +32,9 @@ const (
 	// DropClosed: the transport was closed, or the peer removed, with the
 	// message still queued or after Close.
 	DropClosed DropReason = "closed"
+	// DropRemoved: the peer refused the stream because this node was
+	// removed from the cluster (the handler's RemovedBy is called).
+	DropRemoved DropReason = "removed"
 )
 
 // RejectReason says why an incoming batch or snapshot was refused.
@@ -56,6 +59,11 @@ const (
 	// RejectMalformed: the bytes are not a well-formed frame (status
 	// InvalidArgument).
 	RejectMalformed RejectReason = "malformed"
+	// RejectRemovedSender: the handler refused the sender's traffic
+	// because the sender was removed from the cluster (an error wrapping
+	// core.ErrRemoved; status PermissionDenied ending in removedSuffix,
+	// which the sender recognises).
+	RejectRemovedSender RejectReason = "removed_sender"
 )
 
 // Stats is a snapshot of the transport's counters since New.
@@ -212,11 +220,11 @@ type peerCounters struct {
 }
 
 // rejectReasons are every RejectReason, pre-initialised at 0.
-var rejectReasons = []RejectReason{RejectClusterMismatch, RejectWrongReceiver, RejectUnknownSender, RejectSenderMismatch, RejectMalformed}
+var rejectReasons = []RejectReason{RejectClusterMismatch, RejectWrongReceiver, RejectUnknownSender, RejectSenderMismatch, RejectMalformed, RejectRemovedSender}
 
 // peerDropReasons are the DropReasons that can befall a configured peer
 // (DropUnknownPeer cannot), pre-initialised at 0 for each.
-var peerDropReasons = []DropReason{DropQueueFull, DropTooLarge, DropInvalid, DropUnreachable, DropRejected, DropClosed}
+var peerDropReasons = []DropReason{DropQueueFull, DropTooLarge, DropInvalid, DropUnreachable, DropRejected, DropClosed, DropRemoved}
 
 func (c *counters) forPeer(id uint64) *peerCounters {
 	l := peerLabel(id)
@@ -265,10 +273,15 @@ func (c *counters) sent(pc *peerCounters, msgs, bytes int) {
 	pc.promBytesSent.Add(float64(bytes))
 }
 
+// received counts an accepted batch; pc is nil for a sender that is not
+// a peer (Config.AcceptUnknownSenders), counted in the totals only.
 func (c *counters) received(pc *peerCounters, msgs, bytes int) {
 	c.msgsRecv.Add(uint64(msgs))
 	c.batchesRecv.Add(1)
 	c.bytesRecv.Add(uint64(bytes))
+	if pc == nil {
+		return
+	}
 	pc.msgsRecv.Add(uint64(msgs))
 	pc.bytesRecv.Add(uint64(bytes))
 	pc.promMsgsRecv.Add(float64(msgs))

@@ -230,6 +230,9 @@ func (p *peer) streamFailed(err error) (DropReason, error) {
 		}
 	}
 	p.closeStream()
+	if peerRemovedUs(err) {
+		return DropRemoved, err
+	}
 	switch status.Code(err) {
 	case codes.FailedPrecondition, codes.PermissionDenied, codes.InvalidArgument:
 		return DropRejected, err
@@ -260,13 +263,24 @@ func (p *peer) fail(batch []queuedMsg, reason DropReason, err error) {
 		return
 	}
 	p.t.counters.drop(p.id, p.pc, reason, len(batch))
+	if reason == DropRemoved {
+		// Not unreachable: the peer answered, and will go on refusing
+		// this node, which only its handler can act on.
+		p.t.notifyRemoved(p.id)
+		if p.t.limiter.allow(fmt.Sprintf("peer-%d-%s", p.id, reason)) {
+			p.t.log.Warn("peer refuses this node: it was removed from the cluster", "peer", p.id, "addr", p.addr,
+				"messages", len(batch), "err", err)
+		}
+		return
+	}
 	p.t.reports.add(p.id)
 	p.failing = true
 	if p.t.limiter.allow(fmt.Sprintf("peer-%d-%s", p.id, reason)) {
 		level := p.t.log.Warn
-		if peerShuttingDown(err) {
+		if peerNotServing(err) {
 			// The peer said it is stopping (a graceful stop of one
-			// member, or of the whole cluster): expected, not a fault.
+			// member, or of the whole cluster) or still starting:
+			// expected, not a fault.
 			level = p.t.log.Info
 		} else if reason == DropRejected {
 			// A refusal is a configuration error that will not heal
@@ -280,7 +294,36 @@ func (p *peer) fail(batch []queuedMsg, reason DropReason, err error) {
 
 // peerShuttingDown reports whether err is the peer's own answer that it is
 // closing (checkHeader during Close).
-func peerShuttingDown(err error) bool {
+func peerShuttingDown(err error) bool { return unavailableWith(err, shuttingDownSuffix) }
+
+// peerStarting reports whether err is the peer's own answer that it has
+// no handler yet (SetHandler not called).
+func peerStarting(err error) bool { return unavailableWith(err, startingSuffix) }
+
+// peerNotServing: the peer is shutting down or starting.
+func peerNotServing(err error) bool { return peerShuttingDown(err) || peerStarting(err) }
+
+func unavailableWith(err error, suffix string) bool {
 	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.Unavailable && strings.HasSuffix(st.Message(), shuttingDownSuffix)
+	return ok && st.Code() == codes.Unavailable && strings.HasSuffix(st.Message(), suffix)
+}
+
+// peerRemovedUs reports whether err is a peer's answer that this node was
+// removed from the cluster (refuseRemoved).
+func peerRemovedUs(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.PermissionDenied && strings.HasSuffix(st.Message(), removedSuffix)
+}
+
+// removedNotifier is the optional method of a handler that wants to know
+// when a peer refuses this node as removed from the cluster.
+type removedNotifier interface{ RemovedBy(peer uint64) }
+
+// notifyRemoved tells the handler, if it cares, that peer refused this
+// node as removed. It is called from the goroutine that saw the refusal
+// (a peer's sender or SendSnapshot's caller), never under a lock.
+func (t *GRPC) notifyRemoved(peer uint64) {
+	if rn, ok := t.currentHandler().(removedNotifier); ok {
+		rn.RemovedBy(peer)
+	}
 }

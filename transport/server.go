@@ -77,8 +77,10 @@ func (t *GRPC) receiveBatches(ss pb.Raft_StreamServer) error {
 			sender = sc.from
 		}
 		b := sc.decode()
-		p := t.peer(sender)
-		if p == nil {
+		var pc *peerCounters // nil for an accepted unknown sender
+		if p := t.peer(sender); p != nil {
+			pc = p.pc
+		} else if !t.cfg.AcceptUnknownSenders {
 			// checkHeader found it a moment ago; it was just removed.
 			return t.reject(RejectUnknownSender, codes.PermissionDenied,
 				"transport: node %d no longer knows sender node %d", t.cfg.NodeID, sender)
@@ -100,7 +102,7 @@ func (t *GRPC) receiveBatches(ss pb.Raft_StreamServer) error {
 				t.log.Warn("discarded invalid messages", "peer", sender, "count", b.invalid, "first_err", b.firstInvalid)
 			}
 		}
-		t.counters.received(p.pc, len(b.msgs), len(f.b))
+		t.counters.received(pc, len(b.msgs), len(f.b))
 		if len(b.msgs) == 0 {
 			continue
 		}
@@ -133,7 +135,7 @@ var _ driver.MessageLimiter = (*GRPC)(nil)
 func (t *GRPC) deliver(ctx context.Context, sender uint64, gen *uint64, msgs []core.Message) error {
 	h := t.currentHandler()
 	if h == nil {
-		return status.Errorf(codes.Unavailable, "transport: node %d has no handler yet", t.cfg.NodeID)
+		return t.starting()
 	}
 	v, _ := t.order.LoadOrStore(sender, new(senderOrder))
 	o := v.(*senderOrder)
@@ -156,6 +158,9 @@ func (t *GRPC) deliver(ctx context.Context, sender uint64, gen *uint64, msgs []c
 				t.log.Warn("node's inbox full: dropped a batch from peer", "peer", sender, "messages", len(msgs))
 			}
 			return nil
+		}
+		if errors.Is(err, core.ErrRemoved) {
+			return t.refuseRemoved(sender, err)
 		}
 		return status.Errorf(codes.Unavailable, "transport: node %d is not accepting messages: %v", t.cfg.NodeID, err)
 	}
@@ -182,7 +187,7 @@ func (t *GRPC) checkHeader(h batchHeader, streamSender uint64) error {
 		// logged as such on every graceful stop of a whole cluster).
 		return t.shuttingDown()
 	}
-	if h.from == t.cfg.NodeID || t.peer(h.from) == nil {
+	if h.from == t.cfg.NodeID || h.from == core.None || (t.peer(h.from) == nil && !t.cfg.AcceptUnknownSenders) {
 		return t.reject(RejectUnknownSender, codes.PermissionDenied,
 			"transport: unknown sender: node %d is not a peer of node %d (cluster %d)", h.from, t.cfg.NodeID, t.cfg.ClusterID)
 	}
@@ -212,4 +217,28 @@ const shuttingDownSuffix = "is shutting down"
 // a refusal, so not counted or warned about on either side.
 func (t *GRPC) shuttingDown() error {
 	return status.Errorf(codes.Unavailable, "transport: node %d %s", t.cfg.NodeID, shuttingDownSuffix)
+}
+
+// startingSuffix ends the status a node answers Raft traffic with before
+// it has a handler (SetHandler); peerNotServing (peer.go) recognises it.
+const startingSuffix = "is starting"
+
+// starting is the answer to Raft traffic before the handler is set: like
+// shuttingDown, expected and transient, so not counted as a refusal.
+func (t *GRPC) starting() error {
+	return status.Errorf(codes.Unavailable, "transport: node %d %s", t.cfg.NodeID, startingSuffix)
+}
+
+// removedSuffix ends the status a node answers a removed member's traffic
+// with (its handler returned an error wrapping core.ErrRemoved);
+// peerRemovedUs (peer.go) recognises it and tells the sender's handler.
+const removedSuffix = "the sender was removed from the cluster"
+
+// refuseRemoved counts and answers traffic from a removed member.
+func (t *GRPC) refuseRemoved(sender uint64, herr error) error {
+	t.counters.reject(RejectRemovedSender)
+	if t.limiter.allow(fmt.Sprintf("removed-sender-%d", sender)) {
+		t.log.Info("refused traffic from a removed member", "peer", sender, "err", herr)
+	}
+	return status.Errorf(codes.PermissionDenied, "transport: node %d refuses node %d: %s", t.cfg.NodeID, sender, removedSuffix)
 }

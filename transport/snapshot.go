@@ -56,7 +56,8 @@ var ErrResumeUnsupported = errors.New("transport: this snapshot transfer cannot 
 // read (and checksummed) here but not sent.
 //
 // Errors: ErrSnapshotRejected (the receiver's handler failed; its message
-// follows), ErrSnapshotChecksum, ErrUnknownPeer, ErrClosed, ctx's error,
+// follows), core.ErrRemoved (the receiver refused this node as removed
+// from the cluster; the handler's RemovedBy was called), ErrSnapshotChecksum, ErrUnknownPeer, ErrClosed, ctx's error,
 // a data read error, or the gRPC status of a transport failure.
 func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reader) error {
 	if msg.From == core.None {
@@ -217,6 +218,10 @@ func (t *GRPC) snapshotSendError(ctx context.Context, to uint64, err error) erro
 	case ctx.Err() != nil:
 		return fmt.Errorf("transport: snapshot to node %d: %w", to, context.Cause(ctx))
 	}
+	if peerRemovedUs(err) {
+		t.notifyRemoved(to)
+		return fmt.Errorf("transport: snapshot to node %d: %w (%s)", to, core.ErrRemoved, status.Convert(err).Message())
+	}
 	st, _ := status.FromError(err)
 	switch st.Code() {
 	case codes.Aborted:
@@ -267,7 +272,7 @@ func (t *GRPC) receiveSnapshot(ss pb.Raft_SnapshotServer) error {
 	}
 	h := t.currentHandler()
 	if h == nil {
-		return status.Errorf(codes.Unavailable, "transport: node %d has no handler yet", self)
+		return t.starting()
 	}
 
 	md, _ := metadata.FromIncomingContext(ctx)
@@ -372,6 +377,9 @@ func (t *GRPC) handlerStatus(self, from uint64, herr error, logIt bool) error {
 	if herr == nil {
 		return status.Errorf(codes.FailedPrecondition,
 			"snapshot handler on node %d returned before reading the whole snapshot", self)
+	}
+	if errors.Is(herr, core.ErrRemoved) {
+		return t.refuseRemoved(from, herr)
 	}
 	if logIt {
 		t.log.Warn("snapshot handler failed", "peer", from, "err", herr)

@@ -41,11 +41,15 @@ var (
 	ErrSnapshotRejected = errors.New("transport: snapshot rejected by receiver")
 )
 
-// GRPC is a driver.Transport over gRPC. Create it with New, set the
-// handler (in Config or with SetHandler), then Start it; Close releases
-// everything. Returned from driver.Config.NewTransport, it is started and
-// closed by the node (it implements driver.Starter), so the factory only
-// calls New. All methods are safe for concurrent use.
+// GRPC is a driver.Transport over gRPC. Create it with New, Start it, and
+// set the handler (in Config or with SetHandler) when the node exists;
+// until then incoming Raft traffic is refused as "node is starting"
+// (Unavailable) while the Cluster service (Probe, Join) is served already.
+// Close releases everything. Returned from driver.Config.NewTransport, it
+// is started and closed by the node (it implements driver.Starter), so
+// the factory only calls New; a transport the application started itself
+// (to answer Probe before the node starts) may be handed to the node too,
+// since Start is idempotent. All methods are safe for concurrent use.
 type GRPC struct {
 	cfg       Config
 	log       *slog.Logger
@@ -55,6 +59,7 @@ type GRPC struct {
 	srv       *grpc.Server
 	dialOpts  []grpc.DialOption
 	handler   atomic.Pointer[handlerRef]
+	cluster   atomic.Pointer[clusterRef]
 	closedFlg atomic.Bool
 
 	// ctx is cancelled by Close: it stops peers, ends incoming message
@@ -138,8 +143,12 @@ func New(cfg Config) (*GRPC, error) {
 	if cfg.Handler != nil {
 		t.handler.Store(&handlerRef{cfg.Handler})
 	}
+	if cfg.Cluster != nil {
+		t.cluster.Store(&clusterRef{cfg.Cluster})
+	}
 	t.srv = grpc.NewServer(t.serverOptions(serverTLS)...)
 	pb.RegisterRaftServer(t.srv, &server{t: t})
+	pb.RegisterClusterServer(t.srv, &clusterServer{t: t})
 	t.dialOpts = t.dialOptions(clientTLS)
 
 	peers := make(map[uint64]*peer, len(cfg.Peers))
@@ -239,7 +248,9 @@ func (t *GRPC) Addr() net.Addr { return t.lis.Addr() }
 
 // SetHandler sets the handler for incoming traffic, for when the driver
 // is built after the transport. It may be called before or after Start;
-// Start fails without a handler.
+// until it is, incoming messages and snapshots are refused with
+// Unavailable "node N is starting" (senders retry, as Raft does anyway).
+// A nil h is ignored.
 func (t *GRPC) SetHandler(h driver.MessageHandler) {
 	if h == nil {
 		return
@@ -254,11 +265,14 @@ func (t *GRPC) currentHandler() driver.MessageHandler {
 	return nil
 }
 
-// Start serves peers and starts sending, and returns at once; it fails
-// if no handler is set, or if the transport was started or closed before
-// (a driver starts the transports its NewTransport returns). Cancelling
-// ctx closes the transport as Close does (Close must still be called, or
-// ctx cancelled, to release it).
+// Start serves peers and starts sending, and returns at once. It needs no
+// handler (see SetHandler). Start is idempotent: on a started transport
+// it returns nil and does nothing, ctx included, so an application may
+// start its transport early (to serve Probe while it decides whether to
+// bootstrap or join) and still give it to a driver that starts it again.
+// It fails with ErrClosed after Close. Cancelling the ctx of the first
+// Start closes the transport as Close does (Close must still be called,
+// or that ctx cancelled, to release it).
 func (t *GRPC) Start(ctx context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -266,10 +280,7 @@ func (t *GRPC) Start(ctx context.Context) error {
 	case stateClosed:
 		return ErrClosed
 	case stateStarted:
-		return errors.New("transport: already started")
-	}
-	if t.currentHandler() == nil {
-		return errors.New("transport: no handler; set Config.Handler or call SetHandler before Start")
+		return nil
 	}
 	t.state = stateStarted
 	t.wg.Go(func() {
@@ -426,6 +437,89 @@ func (t *GRPC) RemovePeer(id uint64) {
 	p.stop()
 	t.counters.forgetPeer(id)
 	t.log.Info("peer removed", "peer", id, "addr", p.addr)
+}
+
+// SetPeers makes peers the transport's peer set, for a node whose
+// membership changes (the driver calls it with every newly active
+// configuration; see driver.PeerSetter). It is safe concurrently with
+// Send and everything else:
+//   - a new ID gets a queue and a connection (dialled on first use);
+//   - an ID whose address changed gets a new queue and connection, the
+//     old ones are stopped and their queued messages dropped;
+//   - an ID no longer listed is stopped as RemovePeer does: its queue is
+//     dropped, its connection closed, its goroutine ends, its metrics
+//     series are deleted;
+//   - this node's own ID, ID 0, and entries without a usable address are
+//     skipped; for an ID already known, an empty or invalid address keeps
+//     the known one (members configured by ID only carry no address in
+//     the replicated configuration).
+//
+// Two IDs may share an address (a replacement member and the one it
+// replaces, both under the same pod name, until the old one is removed).
+// Calls after Close do nothing.
+func (t *GRPC) SetPeers(peers []driver.Peer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state == stateClosed {
+		return
+	}
+	old := *t.peers.Load()
+	want := make(map[uint64]string, len(peers))
+	for _, p := range peers {
+		if p.ID == core.None || p.ID == t.cfg.NodeID {
+			continue
+		}
+		addr := p.Addr
+		if err := checkPeerAddr(addr); err != nil {
+			if o := old[p.ID]; o != nil {
+				addr = o.addr
+			} else {
+				if t.limiter.allow(fmt.Sprintf("set-peers-addr-%d", p.ID)) {
+					t.log.Warn("SetPeers: skipping a peer without a usable address", "peer", p.ID, "err", err)
+				}
+				continue
+			}
+		}
+		want[p.ID] = addr
+	}
+	next := make(map[uint64]*peer, len(want))
+	var started, stopped []*peer
+	for id, addr := range want {
+		o := old[id]
+		if o != nil && o.addr == addr {
+			next[id] = o
+			continue
+		}
+		np := t.newPeer(id, addr)
+		next[id] = np
+		started = append(started, np)
+		if o != nil {
+			stopped = append(stopped, o)
+			t.log.Info("peer address changed", "peer", id, "from", o.addr, "to", addr)
+		} else {
+			t.log.Info("peer added", "peer", id, "addr", addr)
+		}
+	}
+	var removed []uint64
+	for id, o := range old {
+		if _, ok := want[id]; !ok {
+			stopped = append(stopped, o)
+			removed = append(removed, id)
+		}
+	}
+	t.peers.Store(&next)
+	for _, p := range stopped {
+		p.stop()
+	}
+	for _, id := range removed {
+		t.counters.forgetPeer(id)
+		t.log.Info("peer removed", "peer", id, "addr", old[id].addr)
+	}
+	if t.state == stateStarted {
+		for _, p := range started {
+			p.start()
+		}
+	}
 }
 
 // Peers returns the current peers (this node excluded), by ID.

@@ -57,6 +57,7 @@ func (s *Service) Backup(_ *kvpb.BackupRequest, stream kvpb.KV_BackupServer) err
 			OutgoingVoters: meta.Membership.OutgoingVoters,
 			Learners:       meta.Membership.Learners,
 			SizeBytes:      cw.total,
+			Membership:     meta.Membership.Marshal(),
 		},
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -109,8 +110,9 @@ func TestBackupRPC(t *testing.T) {
 // backupFake is a node whose Backup fails or writes given bytes.
 type backupFake struct {
 	fakeNode
-	data []byte
-	err  error
+	data       []byte
+	err        error
+	membership *core.Membership // nil: voter 7 alone
 }
 
 func (b *backupFake) Backup(_ context.Context, w io.Writer) (core.SnapshotMeta, error) {
@@ -120,7 +122,40 @@ func (b *backupFake) Backup(_ context.Context, w io.Writer) (core.SnapshotMeta, 
 	if _, err := w.Write(b.data); err != nil {
 		return core.SnapshotMeta{}, err
 	}
-	return core.SnapshotMeta{Index: 9, Term: 2, Membership: core.Membership{Voters: []uint64{7}}}, nil
+	m := core.Membership{Voters: []uint64{7}}
+	if b.membership != nil {
+		m = *b.membership
+	}
+	return core.SnapshotMeta{Index: 9, Term: 2, Membership: m}, nil
+}
+
+// TestBackupRPCMembership: the backup's metadata carries the whole
+// membership, names and addresses included, besides the ID lists.
+func TestBackupRPCMembership(t *testing.T) {
+	m := core.Membership{
+		Voters: []uint64{7, 8}, Learners: []uint64{9},
+		Members: []core.MemberInfo{
+			{ID: 7, Name: "rafty-0", PeerAddr: "rafty-0.rafty:7000", ClientAddr: "rafty-0.rafty:8000"},
+			{ID: 9, Name: "rafty-2", PeerAddr: "10.0.0.9:7000", AutoPromote: true, Incarnation: 5},
+		},
+		HighestID: 11,
+	}
+	svc, err := newService(openStore(t, Options{}), &backupFake{data: []byte("x"), membership: &m}, 1, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &fakeBackupStream{}
+	if err := svc.Backup(&kvpb.BackupRequest{}, st); err != nil {
+		t.Fatal(err)
+	}
+	meta := st.sent[len(st.sent)-1].GetMeta()
+	got, err := core.UnmarshalMembership(meta.GetMembership())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, m) || !slices.Equal(meta.GetVoters(), m.Voters) || !slices.Equal(meta.GetLearners(), m.Learners) {
+		t.Fatalf("backup meta %v decodes to %+v, want %+v", meta, got, m)
+	}
 }
 
 // fakeBackupStream collects what the service sends, failing Send with

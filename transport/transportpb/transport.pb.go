@@ -445,12 +445,18 @@ func (x *Entry) GetData() []byte {
 
 // SnapshotMeta mirrors core.SnapshotMeta.
 type SnapshotMeta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Membership    *Membership            `protobuf:"bytes,3,opt,name=membership,proto3" json:"membership,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Term  uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	// membership holds the ID lists only; it is still written so that
+	// peers older than encoded_membership understand the snapshot.
+	Membership *Membership `protobuf:"bytes,3,opt,name=membership,proto3" json:"membership,omitempty"`
+	// encoded_membership is the whole configuration (IDs, HighestID, every
+	// member's name and addresses) as core.Membership.Marshal encodes it.
+	// When present the receiver takes it and ignores membership.
+	EncodedMembership []byte `protobuf:"bytes,4,opt,name=encoded_membership,json=encodedMembership,proto3" json:"encoded_membership,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SnapshotMeta) Reset() {
@@ -504,7 +510,14 @@ func (x *SnapshotMeta) GetMembership() *Membership {
 	return nil
 }
 
-// Membership mirrors core.Membership.
+func (x *SnapshotMeta) GetEncodedMembership() []byte {
+	if x != nil {
+		return x.EncodedMembership
+	}
+	return nil
+}
+
+// Membership mirrors the ID lists of core.Membership.
 type Membership struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Voters         []uint64               `protobuf:"varint,1,rep,packed,name=voters,proto3" json:"voters,omitempty"`
@@ -867,6 +880,388 @@ func (*SnapshotResponse) Descriptor() ([]byte, []int) {
 	return file_transport_proto_rawDescGZIP(), []int{9}
 }
 
+// ProbeRequest carries the caller's cluster ID, checked as for batches.
+type ProbeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeRequest) Reset() {
+	*x = ProbeRequest{}
+	mi := &file_transport_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeRequest) ProtoMessage() {}
+
+func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
+func (*ProbeRequest) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ProbeRequest) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+// ProbeResponse describes the answering node.
+type ProbeResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// node_id is the answering node's ID, 0 when its data directory is
+	// empty (it has not bootstrapped or joined yet).
+	NodeId uint64 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Term   uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	Commit uint64 `protobuf:"varint,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	// membership is core.Membership.Marshal of the node's active
+	// configuration (empty if it has none).
+	Membership []byte `protobuf:"bytes,5,opt,name=membership,proto3" json:"membership,omitempty"`
+	// leader_id is the leader the node knows of, 0 if none.
+	LeaderId      uint64 `protobuf:"varint,6,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeResponse) Reset() {
+	*x = ProbeResponse{}
+	mi := &file_transport_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeResponse) ProtoMessage() {}
+
+func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeResponse.ProtoReflect.Descriptor instead.
+func (*ProbeResponse) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ProbeResponse) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+func (x *ProbeResponse) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ProbeResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ProbeResponse) GetCommit() uint64 {
+	if x != nil {
+		return x.Commit
+	}
+	return 0
+}
+
+func (x *ProbeResponse) GetMembership() []byte {
+	if x != nil {
+		return x.Membership
+	}
+	return nil
+}
+
+func (x *ProbeResponse) GetLeaderId() uint64 {
+	if x != nil {
+		return x.LeaderId
+	}
+	return 0
+}
+
+// JoinRequest asks to add the caller to the cluster.
+type JoinRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId  uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PeerAddr   string                 `protobuf:"bytes,3,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
+	ClientAddr string                 `protobuf:"bytes,4,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	// incarnation is drawn once per empty data directory: a retry carries
+	// the same one, a replacement (same name, data lost) a new one.
+	Incarnation uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// learner_only: stay a learner (no automatic promotion).
+	LearnerOnly bool `protobuf:"varint,6,opt,name=learner_only,json=learnerOnly,proto3" json:"learner_only,omitempty"`
+	// hops counts forwards between members (a follower forwards to the
+	// leader once); the server refuses requests that went too far.
+	Hops          uint32 `protobuf:"varint,7,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_transport_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *JoinRequest) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+func (x *JoinRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetPeerAddr() string {
+	if x != nil {
+		return x.PeerAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *JoinRequest) GetLearnerOnly() bool {
+	if x != nil {
+		return x.LearnerOnly
+	}
+	return false
+}
+
+func (x *JoinRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+// JoinResponse names the member the cluster added (or had added before,
+// for a retry) and the configuration that holds it.
+type JoinResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// membership is core.Membership.Marshal of a configuration that
+	// contains member.
+	Membership    []byte `protobuf:"bytes,2,opt,name=membership,proto3" json:"membership,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_transport_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *JoinResponse) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetMembership() []byte {
+	if x != nil {
+		return x.Membership
+	}
+	return nil
+}
+
+// Member mirrors core.MemberInfo.
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PeerAddr      string                 `protobuf:"bytes,3,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
+	ClientAddr    string                 `protobuf:"bytes,4,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	AutoPromote   bool                   `protobuf:"varint,5,opt,name=auto_promote,json=autoPromote,proto3" json:"auto_promote,omitempty"`
+	Replaces      uint64                 `protobuf:"varint,6,opt,name=replaces,proto3" json:"replaces,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,7,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_transport_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Member) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetPeerAddr() string {
+	if x != nil {
+		return x.PeerAddr
+	}
+	return ""
+}
+
+func (x *Member) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+func (x *Member) GetAutoPromote() bool {
+	if x != nil {
+		return x.AutoPromote
+	}
+	return false
+}
+
+func (x *Member) GetReplaces() uint64 {
+	if x != nil {
+		return x.Replaces
+	}
+	return 0
+}
+
+func (x *Member) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 var File_transport_proto protoreflect.FileDescriptor
 
 const file_transport_proto_rawDesc = "" +
@@ -897,13 +1292,14 @@ const file_transport_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x121\n" +
 	"\x04type\x18\x03 \x01(\x0e2\x1d.rafty.transport.v1.EntryTypeR\x04type\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"x\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\xa7\x01\n" +
 	"\fSnapshotMeta\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12>\n" +
 	"\n" +
 	"membership\x18\x03 \x01(\v2\x1e.rafty.transport.v1.MembershipR\n" +
-	"membership\"i\n" +
+	"membership\x12-\n" +
+	"\x12encoded_membership\x18\x04 \x01(\fR\x11encodedMembership\"i\n" +
 	"\n" +
 	"Membership\x12\x16\n" +
 	"\x06voters\x18\x01 \x03(\x04R\x06voters\x12'\n" +
@@ -925,7 +1321,44 @@ const file_transport_proto_rawDesc = "" +
 	"\x06crc32c\x18\x01 \x01(\aR\x06crc32c\x12\x1f\n" +
 	"\vtotal_bytes\x18\x02 \x01(\x04R\n" +
 	"totalBytes\"\x12\n" +
-	"\x10SnapshotResponse*\xc5\x02\n" +
+	"\x10SnapshotResponse\"-\n" +
+	"\fProbeRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\x04R\tclusterId\"\xb0\x01\n" +
+	"\rProbeResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x16\n" +
+	"\x06commit\x18\x04 \x01(\x04R\x06commit\x12\x1e\n" +
+	"\n" +
+	"membership\x18\x05 \x01(\fR\n" +
+	"membership\x12\x1b\n" +
+	"\tleader_id\x18\x06 \x01(\x04R\bleaderId\"\xd7\x01\n" +
+	"\vJoinRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tpeer_addr\x18\x03 \x01(\tR\bpeerAddr\x12\x1f\n" +
+	"\vclient_addr\x18\x04 \x01(\tR\n" +
+	"clientAddr\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\x12!\n" +
+	"\flearner_only\x18\x06 \x01(\bR\vlearnerOnly\x12\x12\n" +
+	"\x04hops\x18\a \x01(\rR\x04hops\"b\n" +
+	"\fJoinResponse\x122\n" +
+	"\x06member\x18\x01 \x01(\v2\x1a.rafty.transport.v1.MemberR\x06member\x12\x1e\n" +
+	"\n" +
+	"membership\x18\x02 \x01(\fR\n" +
+	"membership\"\xcb\x01\n" +
+	"\x06Member\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tpeer_addr\x18\x03 \x01(\tR\bpeerAddr\x12\x1f\n" +
+	"\vclient_addr\x18\x04 \x01(\tR\n" +
+	"clientAddr\x12!\n" +
+	"\fauto_promote\x18\x05 \x01(\bR\vautoPromote\x12\x1a\n" +
+	"\breplaces\x18\x06 \x01(\x04R\breplaces\x12 \n" +
+	"\vincarnation\x18\a \x01(\x04R\vincarnation*\xc5\x02\n" +
 	"\vMessageType\x12\x18\n" +
 	"\x14MESSAGE_TYPE_INVALID\x10\x00\x12\v\n" +
 	"\aMSG_APP\x10\x01\x12\x10\n" +
@@ -949,7 +1382,10 @@ const file_transport_proto_rawDesc = "" +
 	"\x11ENTRY_CONF_CHANGE\x10\x012\xa8\x01\n" +
 	"\x04Raft\x12I\n" +
 	"\x06Stream\x12\x19.rafty.transport.v1.Batch\x1a\".rafty.transport.v1.StreamResponse(\x01\x12U\n" +
-	"\bSnapshot\x12!.rafty.transport.v1.SnapshotChunk\x1a$.rafty.transport.v1.SnapshotResponse(\x01B1Z/github.com/rafty-db/rafty/transport/transportpbb\x06proto3"
+	"\bSnapshot\x12!.rafty.transport.v1.SnapshotChunk\x1a$.rafty.transport.v1.SnapshotResponse(\x012\xa2\x01\n" +
+	"\aCluster\x12L\n" +
+	"\x05Probe\x12 .rafty.transport.v1.ProbeRequest\x1a!.rafty.transport.v1.ProbeResponse\x12I\n" +
+	"\x04Join\x12\x1f.rafty.transport.v1.JoinRequest\x1a .rafty.transport.v1.JoinResponseB1Z/github.com/rafty-db/rafty/transport/transportpbb\x06proto3"
 
 var (
 	file_transport_proto_rawDescOnce sync.Once
@@ -964,7 +1400,7 @@ func file_transport_proto_rawDescGZIP() []byte {
 }
 
 var file_transport_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_transport_proto_goTypes = []any{
 	(MessageType)(0),         // 0: rafty.transport.v1.MessageType
 	(EntryType)(0),           // 1: rafty.transport.v1.EntryType
@@ -978,6 +1414,11 @@ var file_transport_proto_goTypes = []any{
 	(*SnapshotHeader)(nil),   // 9: rafty.transport.v1.SnapshotHeader
 	(*SnapshotTrailer)(nil),  // 10: rafty.transport.v1.SnapshotTrailer
 	(*SnapshotResponse)(nil), // 11: rafty.transport.v1.SnapshotResponse
+	(*ProbeRequest)(nil),     // 12: rafty.transport.v1.ProbeRequest
+	(*ProbeResponse)(nil),    // 13: rafty.transport.v1.ProbeResponse
+	(*JoinRequest)(nil),      // 14: rafty.transport.v1.JoinRequest
+	(*JoinResponse)(nil),     // 15: rafty.transport.v1.JoinResponse
+	(*Member)(nil),           // 16: rafty.transport.v1.Member
 }
 var file_transport_proto_depIdxs = []int32{
 	3,  // 0: rafty.transport.v1.Batch.messages:type_name -> rafty.transport.v1.Message
@@ -989,15 +1430,20 @@ var file_transport_proto_depIdxs = []int32{
 	9,  // 6: rafty.transport.v1.SnapshotChunk.header:type_name -> rafty.transport.v1.SnapshotHeader
 	10, // 7: rafty.transport.v1.SnapshotChunk.trailer:type_name -> rafty.transport.v1.SnapshotTrailer
 	3,  // 8: rafty.transport.v1.SnapshotHeader.message:type_name -> rafty.transport.v1.Message
-	2,  // 9: rafty.transport.v1.Raft.Stream:input_type -> rafty.transport.v1.Batch
-	8,  // 10: rafty.transport.v1.Raft.Snapshot:input_type -> rafty.transport.v1.SnapshotChunk
-	7,  // 11: rafty.transport.v1.Raft.Stream:output_type -> rafty.transport.v1.StreamResponse
-	11, // 12: rafty.transport.v1.Raft.Snapshot:output_type -> rafty.transport.v1.SnapshotResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	16, // 9: rafty.transport.v1.JoinResponse.member:type_name -> rafty.transport.v1.Member
+	2,  // 10: rafty.transport.v1.Raft.Stream:input_type -> rafty.transport.v1.Batch
+	8,  // 11: rafty.transport.v1.Raft.Snapshot:input_type -> rafty.transport.v1.SnapshotChunk
+	12, // 12: rafty.transport.v1.Cluster.Probe:input_type -> rafty.transport.v1.ProbeRequest
+	14, // 13: rafty.transport.v1.Cluster.Join:input_type -> rafty.transport.v1.JoinRequest
+	7,  // 14: rafty.transport.v1.Raft.Stream:output_type -> rafty.transport.v1.StreamResponse
+	11, // 15: rafty.transport.v1.Raft.Snapshot:output_type -> rafty.transport.v1.SnapshotResponse
+	13, // 16: rafty.transport.v1.Cluster.Probe:output_type -> rafty.transport.v1.ProbeResponse
+	15, // 17: rafty.transport.v1.Cluster.Join:output_type -> rafty.transport.v1.JoinResponse
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_transport_proto_init() }
@@ -1016,9 +1462,9 @@ func file_transport_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_transport_proto_rawDesc), len(file_transport_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   15,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_transport_proto_goTypes,
 		DependencyIndexes: file_transport_proto_depIdxs,

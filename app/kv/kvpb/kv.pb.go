@@ -1590,7 +1590,11 @@ type BackupMeta struct {
 	Learners       []uint64 `protobuf:"varint,5,rep,packed,name=learners,proto3" json:"learners,omitempty"`
 	// size_bytes is the length of the backup file: the data of every
 	// message before the last, added up.
-	SizeBytes     uint64 `protobuf:"varint,6,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	SizeBytes uint64 `protobuf:"varint,6,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// membership is the whole configuration at index (IDs, HighestID and
+	// every member's name and addresses) as core.Membership.Marshal encodes
+	// it; voters, outgoing_voters and learners repeat its ID lists.
+	Membership    []byte `protobuf:"bytes,7,opt,name=membership,proto3" json:"membership,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1665,6 +1669,13 @@ func (x *BackupMeta) GetSizeBytes() uint64 {
 		return x.SizeBytes
 	}
 	return 0
+}
+
+func (x *BackupMeta) GetMembership() []byte {
+	if x != nil {
+		return x.Membership
+	}
+	return nil
 }
 
 // Command is what a write puts in the Raft log; the state machine decodes
@@ -1885,7 +1896,7 @@ const file_kv_proto_rawDesc = "" +
 	"\x0eBackupResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.rafty.kv.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12+\n" +
-	"\x04meta\x18\x03 \x01(\v2\x17.rafty.kv.v1.BackupMetaR\x04meta\"\xb2\x01\n" +
+	"\x04meta\x18\x03 \x01(\v2\x17.rafty.kv.v1.BackupMetaR\x04meta\"\xd2\x01\n" +
 	"\n" +
 	"BackupMeta\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
@@ -1894,7 +1905,10 @@ const file_kv_proto_rawDesc = "" +
 	"\x0foutgoing_voters\x18\x04 \x03(\x04R\x0eoutgoingVoters\x12\x1a\n" +
 	"\blearners\x18\x05 \x03(\x04R\blearners\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x06 \x01(\x04R\tsizeBytes\"\x9f\x01\n" +
+	"size_bytes\x18\x06 \x01(\x04R\tsizeBytes\x12\x1e\n" +
+	"\n" +
+	"membership\x18\a \x01(\fR\n" +
+	"membership\"\x9f\x01\n" +
 	"\aCommand\x12+\n" +
 	"\x03put\x18\x01 \x01(\v2\x17.rafty.kv.v1.PutRequestH\x00R\x03put\x124\n" +
 	"\x06delete\x18\x02 \x01(\v2\x1a.rafty.kv.v1.DeleteRequestH\x00R\x06delete\x12+\n" +
