@@ -522,6 +522,12 @@ func (v flagValues) config() (*serveConfig, error) {
 			c.Name = dnsLabel(c.SelfPeerAddr)
 		}
 	}
+	if _, initial := c.Peers[c.ID]; c.Name == "" && c.ID != 0 && initial {
+		// The name the bootstrap entry gives an initial member without
+		// a DNS name (see initialPeers), so that the node, back with an
+		// empty data directory, replaces its old self by name.
+		c.Name = "node-" + strconv.FormatUint(c.ID, 10)
+	}
 
 	if strings.TrimSpace(v.ClusterName) == "" {
 		bad("--%s must not be empty", flagClusterID)
