@@ -259,7 +259,7 @@ func (s *server) start(ctx context.Context) error {
 		return fmt.Errorf("starting the Raft node: %w", err)
 	}
 	members := driverMembers{n: node}
-	if s.cfg.PeerNames != nil && len(s.cfg.PeerNames) == len(s.cfg.Peers) {
+	if s.cfg.FromTemplate {
 		members.clientPort = s.cfg.ClientPort
 	}
 	s.cluster.setNode(members)
