@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -292,8 +293,11 @@ func TestMembershipProcesses(t *testing.T) {
 	if !strings.HasPrefix(out, "removed member") {
 		t.Fatalf("member remove: %q", out)
 	}
-	waitFor(t, 20*time.Second, "the removed leader to report not ready", func() bool {
-		return proctest.Readyz(c.pod(lead).metrics) == http.StatusServiceUnavailable
+	// It learns it was removed (from the committed change, or from the
+	// members refusing its traffic), records it, and reports not ready.
+	waitFor(t, 20*time.Second, "the removed leader to report that it was removed", func() bool {
+		code, body := readyzBody(c.pod(lead).metrics)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "removed from the cluster")
 	})
 	close(stop)
 	if err := <-writerDone; err != nil {
@@ -426,4 +430,17 @@ func TestRecoverForceNewCluster(t *testing.T) {
 	if got := c.get(t, "alone"); got != "yes" {
 		t.Fatalf("get alone = %q", got)
 	}
+}
+
+// readyzBody returns /readyz's status code and body at the metrics
+// address addr (0 and "" if it does not answer within a second).
+func readyzBody(addr string) (int, string) {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, string(b)
 }
