@@ -186,15 +186,16 @@ func (n *Node) outOfConfig() bool {
 // configuration, transfers leadership to the most caught-up voter it
 // heard from recently (any voter if none; lowest ID on a tie).
 //
-// It does not step down by itself, not even for CheckQuorum: it keeps
-// leading — refusing proposals, since a transfer is always under way, and
-// retrying the transfer when one times out — until a leader of a later
-// term appears (the target's election, or a reply from a node that
-// dropped its messages). It may be the only node that knows C_new
-// committed: a voter of C_new that has not learned it still counts C_old,
-// and if C_old's quorum needs this node, which as a removed member never
-// campaigns and may hold a longer log, going passive would strand that
-// voter for good. Its heartbeats carry the commit index to it.
+// It does not step down once the transfer is sent: it keeps leading —
+// refusing proposals, since a transfer is always under way, and retrying
+// the transfer when one times out — until a leader of a later term
+// appears (the target's election, or a reply from a node that dropped its
+// messages), or CheckQuorum finds it cut off. It may be the only node that
+// knows C_new committed: a voter of C_new that has not learned it still
+// counts C_old, and if C_old's quorum needs this node, which as a removed
+// member never campaigns and may hold a longer log, going passive at once
+// would strand that voter (core/sim found it). Its heartbeats carry the
+// commit index to it; once passive, its vote responses do (commit hint).
 func (n *Node) maybeHandOver() {
 	if n.role != RoleLeader || !n.outOfConfig() || n.leadTransferee != None {
 		return

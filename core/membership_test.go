@@ -654,6 +654,19 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 	if !slices.Equal(want.Membership.Voters, []uint64{1, 2, 4, 5}) {
 		t.Fatalf("setup: %+v", want.Membership)
 	}
+	// MembershipAt answers the same from storage alone, at any index.
+	m, ci, err := core.MembershipAt(c.logs[2], want.Commit, 64)
+	if err != nil || !slices.Equal(m.Voters, want.Membership.Voters) || ci != want.ConfIndex {
+		t.Fatalf("MembershipAt(commit) = %+v, %d, %v; want %+v at %d", m, ci, err, want.Membership, want.ConfIndex)
+	}
+	// The last change was the automatic LeaveJoint right after the joint
+	// entry: one index earlier the configuration is still joint.
+	if m, ci, err := core.MembershipAt(c.logs[2], want.ConfIndex-1, 1); err != nil || !m.IsJoint() || ci != want.ConfIndex-1 {
+		t.Fatalf("MembershipAt(%d) = %+v, %d, %v: want the joint configuration", want.ConfIndex-1, m, ci, err)
+	}
+	if m, ci, err := core.MembershipAt(c.logs[2], 1, 1); err != nil || !slices.Equal(m.Voters, []uint64{1, 2, 3}) || ci != 1 {
+		t.Fatalf("MembershipAt(1) = %+v, %d, %v: want the bootstrap configuration", m, ci, err)
+	}
 	for _, tc := range []struct {
 		name    string
 		applied uint64

@@ -245,45 +245,74 @@ func (n *Node) bootstrap(m Membership) {
 }
 
 // restoreMembership computes the configuration active at the applied index
-// from the snapshot and the configuration entries after it, reading the
-// log in pages of at most MaxCommittedBytesPerReady. Entries that do not
-// decode or apply are skipped, as they were when first activated.
+// (see MembershipAt).
 func (n *Node) restoreMembership(snap SnapshotMeta) (Membership, error) {
-	m := snap.Membership.Clone()
-	if !m.IsEmpty() {
-		n.confIndex = snap.Index
-	}
-	commit := n.log.applied
-	n.confScanned = max(commit, snap.Index)
-	first, err := n.log.firstIndex()
+	applied := n.log.applied
+	n.confScanned = max(applied, snap.Index)
+	m, confIndex, skipped, err := membershipAt(n.log.stable, snap, applied, n.cfg.MaxCommittedBytesPerReady)
+	n.counters.InvalidConfChanges += skipped
+	n.confIndex = confIndex
+	return m, err
+}
+
+// MembershipAt returns the configuration in force at index in the log that
+// r holds, and the index of the entry (or snapshot) that made it so: the
+// snapshot's membership, then every configuration entry after the
+// snapshot up to index, applied with Membership.Apply (entries that do not
+// decode or apply are skipped, as every replica skipped them). It reads at
+// most maxBytes of entries at a time. This is what New restores at
+// Config.Applied; a driver can ask for the configuration at the persisted
+// commit index to compare it with its flags before anything is applied.
+// The result is empty for storage with no configuration (a joiner, or data
+// written before the bootstrap entry existed). Errors: index below the
+// snapshot, and storage failures (*StorageError).
+func MembershipAt(r LogReader, index, maxBytes uint64) (Membership, uint64, error) {
+	_, snap, err := r.InitialState()
 	if err != nil {
-		return Membership{}, err
+		return Membership{}, 0, &StorageError{Err: err}
 	}
-	for lo := max(first, snap.Index+1); lo <= commit; {
-		ents, err := n.log.entries(lo, commit+1, n.cfg.MaxCommittedBytesPerReady)
-		if err == nil && len(ents) == 0 {
-			err = &StorageError{Err: fmt.Errorf("storage returned no entries from %d", lo)}
+	m, confIndex, _, err := membershipAt(r, snap, index, maxBytes)
+	return m, confIndex, err
+}
+
+func membershipAt(r LogReader, snap SnapshotMeta, index, maxBytes uint64) (m Membership, confIndex, skipped uint64, err error) {
+	if index < snap.Index {
+		return Membership{}, 0, 0, fmt.Errorf("raft: configuration at %d asked, the log starts after snapshot %d", index, snap.Index)
+	}
+	m = snap.Membership.Clone()
+	if !m.IsEmpty() {
+		confIndex = snap.Index
+	}
+	first, err := r.FirstIndex()
+	if err != nil {
+		return Membership{}, 0, 0, &StorageError{Err: err}
+	}
+	last, err := r.LastIndex()
+	if err != nil {
+		return Membership{}, 0, 0, &StorageError{Err: err}
+	}
+	hi := min(index, last)
+	for lo := max(first, snap.Index+1); lo <= hi; {
+		ents, err := r.Entries(lo, hi+1, max(maxBytes, 1))
+		if err == nil && (len(ents) == 0 || ents[0].Index != lo) {
+			err = fmt.Errorf("storage returned %d entries not starting at %d", len(ents), lo)
 		}
 		if err != nil {
-			var se *StorageError
-			if !errors.As(err, &se) {
-				err = &StorageError{Err: fmt.Errorf("reading configuration entries from %d: %w", lo, err)}
-			}
-			return Membership{}, err
+			return Membership{}, 0, 0, &StorageError{Err: fmt.Errorf("reading configuration entries from %d: %w", lo, err)}
 		}
 		for i := range ents {
 			if ents[i].Type != EntryConfChange {
 				continue
 			}
 			if next, err := applyConfEntry(m, &ents[i]); err != nil {
-				n.counters.InvalidConfChanges++
+				skipped++
 			} else {
-				m, n.confIndex = next, ents[i].Index
+				m, confIndex = next, ents[i].Index
 			}
 		}
 		lo = ents[len(ents)-1].Index + 1
 	}
-	return m, nil
+	return m, confIndex, skipped, nil
 }
 
 // predatesBootstrapEntry reports whether storage was written before
@@ -453,11 +482,12 @@ func (n *Node) tickLeader() error {
 	n.heartbeatElapsed++
 	n.electionElapsed++
 	n.self.lastHeardTick = n.ticks
-	if n.cfg.CheckQuorum && !n.quorumActive() && !n.outOfConfig() {
+	if n.cfg.CheckQuorum && !n.quorumActive() {
 		// thesis §6.2: a leader that has not heard from a quorum for an
 		// election timeout steps down so clients find the real leader.
-		// Not a leader handing over after its removal (maybeHandOver):
-		// it may be the only node that knows C_new committed.
+		// So does a removed leader still handing over (maybeHandOver):
+		// the voters it can no longer reach learn C_new committed from
+		// the commit hint in its vote responses (handleVoteRequest).
 		n.becomeFollower(n.term, None)
 		return nil
 	}

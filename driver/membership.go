@@ -641,15 +641,23 @@ func storageEmpty(r core.LogReader) (bool, error) {
 	return hs.IsZero() && snap.IsEmpty() && last == 0, nil
 }
 
-// checkPersistedMembership logs one warning when Config.Peers disagree
-// with the configuration restored from storage, which is the one used.
-func (n *Node) checkPersistedMembership(wasEmpty bool, st core.Status) {
-	if wasEmpty || n.cfg.Join || len(n.cfg.Peers) == 0 || st.Membership.IsEmpty() {
+// checkPeers logs one warning when Config.Peers disagree with the
+// configuration restored from storage, which is the one used. It runs on
+// the loop once the node has applied everything that was committed when
+// it started (peersCheckAt): the configuration at a lower applied index
+// (a state machine that starts empty replays the log) is not the
+// persisted one.
+func (l *loop) checkPeers() {
+	if l.peersChecked || l.applied < l.peersCheckAt {
 		return
 	}
-	if diff := peersDisagree(n.cfg.Peers, st.Membership); diff != "" {
-		n.log.Warn("Config.Peers (flags) disagree with the persisted membership; using the persisted one: flags only bootstrap a new cluster, change members with the membership API",
-			"difference", diff, "voters", st.Membership.Voters, "outgoing", st.Membership.OutgoingVoters,
-			"learners", st.Membership.Learners, "conf_index", st.ConfIndex)
+	l.peersChecked = true
+	m := l.membership
+	if m.IsEmpty() {
+		return
+	}
+	if diff := peersDisagree(l.n.cfg.Peers, m); diff != "" {
+		l.log.Warn("Config.Peers (flags) disagree with the persisted membership; using the persisted one: flags only bootstrap a new cluster, change members with the membership API",
+			"difference", diff, "voters", m.Voters, "outgoing", m.OutgoingVoters, "learners", m.Learners, "applied", l.applied)
 	}
 }

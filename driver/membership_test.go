@@ -331,6 +331,22 @@ func TestFlagsDisagreeOneWarning(t *testing.T) {
 	if n := rec2.count(slog.LevelWarn, "disagree"); n != 0 {
 		t.Fatalf("%d warnings with agreeing peers", n)
 	}
+	// A state machine that starts empty replays the log from the
+	// bootstrap entry: still one warning, once the replay reaches what
+	// was committed.
+	rec3 := newLogRecorder()
+	c.perNode[3] = func(cfg *driver.Config) {
+		cfg.Peers = idPeers(1, 2, 3, 9)
+		cfg.Logger = slog.New(rec3)
+	}
+	c.stop(3)
+	c.sms[3] = &testSM{}
+	c.start(3)
+	c.propose(3, "w")
+	c.awaitConverged("x", "y", "z", "w")
+	if n := rec3.count(slog.LevelWarn, "disagree"); n != 1 {
+		t.Fatalf("%d warnings about the peers after a replay, want 1", n)
+	}
 }
 
 // snapJoin starts node id of a snapshot cluster as a joiner.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -623,41 +622,49 @@ func (l *loop) pruneConfHistory(c uint64) {
 
 // initMembership sets, at Start, the configuration at the applied index
 // and (snapshots only) confHist from the compaction point on. The core
-// restores the configuration at its commit index, which may be above the
-// applied index (entries between are handed out again, and applied by the
-// loop, conf entries included), so the driver computes its own from the
+// restores the configuration at the applied index too (entries after it
+// are handed out again, and the loop applies them, configuration entries
+// included), so that is the one tracked; confHist is rebuilt from the
 // compaction marker (the Storage's InitialState) and the changes in the
-// log after it, reading only what it must, in pages of at most
-// confScanBytes: nothing when the marker's configuration is the core's and
-// the applied index is the commit index (configurations never repeat: IDs
-// only grow and removals are final, so equal ends mean no change between).
-// A log whose changes do not lead to the core's configuration (one written
-// before configurations were log entries) is taken to have had the core's
-// configuration throughout.
-func (l *loop) initMembership(marker core.SnapshotMeta, commit uint64, wasEmpty bool) error {
+// log after it, reading the log, in pages of at most confScanBytes, only
+// when the marker's configuration is not the core's (configurations never
+// repeat: IDs only grow and removals are final, so equal ends mean no
+// change between). If the changes do not lead to the core's configuration
+// (storage from before configurations were log entries), that one is
+// taken to have held since the compaction point.
+//
+// As a check on the core's restore (the two must agree, or snapshots would
+// carry a configuration the core does not use), the scan's result is
+// compared with it and the core's is kept either way.
+func (l *loop) initMembership(marker core.SnapshotMeta, wasEmpty bool) error {
 	if wasEmpty {
 		// Bootstrap (the core's entry 1 is not yet stored; applying it
 		// sets the configuration) or a joiner: nothing applied yet.
 		l.membership = core.Membership{}
-		l.confHist = []confPoint{{index: 0}}
+		if l.n.snaps != nil {
+			l.confHist = []confPoint{{index: 0}}
+		}
 		return nil
 	}
 	cur := l.rn.Status().Membership
 	l.membership = cur
+	if l.n.snaps == nil {
+		return nil
+	}
 	l.confHist = []confPoint{{index: marker.Index, m: cur.Clone()}}
-	if membershipEqual(marker.Membership, cur) || (l.n.snaps == nil && l.applied >= commit) || commit <= marker.Index {
+	if membershipEqual(marker.Membership, cur) || l.applied <= marker.Index {
 		return nil
 	}
 	st := l.n.cfg.Storage
 	m := marker.Membership.Clone()
 	hist := []confPoint{{index: marker.Index, m: m}}
-	for lo := marker.Index + 1; lo <= commit; {
-		ents, err := st.Entries(lo, commit+1, confScanBytes)
+	for lo := marker.Index + 1; lo <= l.applied; {
+		ents, err := st.Entries(lo, l.applied+1, confScanBytes)
 		if err != nil {
-			return fmt.Errorf("driver: reading entries %d..%d for membership changes: %w", lo, commit, err)
+			return fmt.Errorf("driver: reading entries %d..%d for membership changes: %w", lo, l.applied, err)
 		}
 		if len(ents) == 0 {
-			return fmt.Errorf("driver: reading entries %d..%d for membership changes: none returned", lo, commit)
+			return fmt.Errorf("driver: reading entries %d..%d for membership changes: none returned", lo, l.applied)
 		}
 		for i := range ents {
 			if ents[i].Type != core.EntryConfChange {
@@ -676,17 +683,10 @@ func (l *loop) initMembership(marker core.SnapshotMeta, commit uint64, wasEmpty 
 	}
 	if !membershipEqual(m, cur) {
 		l.log.Info("the membership changes in the log do not lead to the restored membership (storage from before membership changes); using the restored one",
-			"compacted", marker.Index, "commit", commit, "voters", cur.Voters)
+			"compacted", marker.Index, "applied", l.applied, "voters", cur.Voters)
 		return nil
 	}
 	l.confHist = hist
-	l.membership = l.membershipAt(l.applied)
-	// Points above the applied index come back as their entries are
-	// applied again.
-	l.confHist = slices.DeleteFunc(l.confHist, func(p confPoint) bool { return p.index > l.applied && p.index != hist[0].index })
-	if l.n.snaps == nil {
-		l.confHist = nil
-	}
 	return nil
 }
 
