@@ -86,6 +86,12 @@ const (
 	flagLogFormat       = "log-format"
 	flagLogLevel        = "log-level"
 	flagEnablePprof     = "enable-pprof"
+
+	// Membership changes (docs/operations.md).
+	flagJoin       = "join"
+	flagName       = "name"
+	flagPeerAddr   = "peer-addr"
+	flagClientAddr = "client-addr"
 )
 
 // envName returns the environment twin of a flag: KVNODE_ plus the flag
@@ -112,7 +118,15 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: flagPeerTemplate, Sources: env(flagPeerTemplate), Category: "cluster",
 			Usage: "instead of --peers: peer address with {i} (ordinal, from 0) or {id} (ordinal+1), e.g. 'rafty-{i}.rafty.default.svc.cluster.local:7000'; member i gets ID i+1"},
 		&cli.IntFlag{Name: flagClusterSize, Sources: env(flagClusterSize), Category: "cluster",
-			Usage: "number of members --peer-template expands to"},
+			Usage: "number of initial members --peer-template expands to; a pod whose ordinal is at or above it joins the running cluster (scale-up). Used only to create the cluster: afterwards its replicated membership is the truth"},
+		&cli.StringFlag{Name: flagJoin, Sources: env(flagJoin), Category: "cluster",
+			Usage: "join a running cluster through the peer addresses of some of its members, `HOST:PORT,...` (used only while the data directory is empty)"},
+		&cli.StringFlag{Name: flagName, Sources: env(flagName), Category: "identity",
+			Usage: "this member's name, unique in the cluster (default: the pod name with --peer-template, else the host part of this node's peer address when it is a DNS name)"},
+		&cli.StringFlag{Name: flagPeerAddr, Sources: env(flagPeerAddr), Category: "network",
+			Usage: "this node's peer address as the others dial it, for --join (default: its --peers or --peer-template entry, else --peer-listen)"},
+		&cli.StringFlag{Name: flagClientAddr, Sources: env(flagClientAddr), Category: "network",
+			Usage: "this node's client address as clients dial it, published in the membership for redirects (default: --client-listen unless it is a wildcard, else the peer address's host with --client-listen's port)"},
 		&cli.StringFlag{Name: flagClusterID, Sources: env(flagClusterID), Category: "cluster", Value: defaultClusterName,
 			Usage: "cluster name, the same on every member; peers of another cluster are refused"},
 		&cli.StringFlag{Name: flagDataDir, Sources: env(flagDataDir), Category: "storage", Value: defaultDataDir, TakesFile: true,
@@ -171,6 +185,31 @@ type serveConfig struct {
 	// which travels on every peer message.
 	ClusterName string
 	ClusterID   uint64
+
+	// Join lists peer addresses of a running cluster's members to join
+	// through when the data directory is empty (--join, or a pod whose
+	// ordinal is at or above --cluster-size).
+	Join []string
+	// Joiner: with an empty data directory this node joins (--join or a
+	// scale-up ordinal) instead of possibly bootstrapping.
+	Joiner bool
+	// IDExplicit: --id was given (not derived from a host name).
+	IDExplicit bool
+	// Name, SelfPeerAddr and SelfClientAddr describe this node in the
+	// replicated membership when it joins.
+	Name           string
+	SelfPeerAddr   string
+	SelfClientAddr string
+	// PeerNames names the initial members (--peer-template: the pod
+	// names; --peers: the hosts' first labels when they are DNS names).
+	PeerNames map[uint64]string
+	// FromTemplate: the initial members come from --peer-template (a
+	// StatefulSet), so every pod serves clients on the same port.
+	FromTemplate bool
+	// ClientPort is --client-listen's port: with --peer-template every
+	// pod serves clients on it, so a member's client address is its peer
+	// host with this port (for redirects to a leader).
+	ClientPort string
 
 	DataDir       string
 	PeerListen    string
@@ -275,6 +314,7 @@ type flagValues struct {
 	ShutdownTimeout                          time.Duration
 	LogFormat, LogLevel                      string
 	EnablePprof                              bool
+	Join, Name, PeerAddr, ClientAddr         string
 	// systemHostname and statFile replace os.Hostname and os.Stat in
 	// tests; nil means the real ones.
 	systemHostname func() (string, error)
@@ -312,6 +352,10 @@ func readFlagValues(cmd *cli.Command) flagValues {
 		LogFormat:               cmd.String(flagLogFormat),
 		LogLevel:                cmd.String(flagLogLevel),
 		EnablePprof:             cmd.Bool(flagEnablePprof),
+		Join:                    cmd.String(flagJoin),
+		Name:                    cmd.String(flagName),
+		PeerAddr:                cmd.String(flagPeerAddr),
+		ClientAddr:              cmd.String(flagClientAddr),
 	}
 }
 
@@ -363,12 +407,22 @@ func (v flagValues) config() (*serveConfig, error) {
 		ShutdownTimeout:         v.ShutdownTimeout,
 	}
 
-	// Membership: exactly one of --peers and --peer-template.
+	// Membership: exactly one of --peers and --peer-template, or --join.
+	if v.Join != "" {
+		eps, err := parsePeerEndpoints(v.Join)
+		if err != nil {
+			bad("--%s: %v", flagJoin, err)
+		}
+		c.Join, c.Joiner = eps, true
+	}
+	template := false
 	switch {
 	case v.Peers != "" && v.PeerTemplate != "":
 		bad("--%s and --%s are mutually exclusive; give one", flagPeers, flagPeerTemplate)
 	case v.Peers == "" && v.PeerTemplate == "":
-		bad("no members: give --%s ID=HOST:PORT,... or --%s with --%s", flagPeers, flagPeerTemplate, flagClusterSize)
+		if !c.Joiner {
+			bad("no members: give --%s ID=HOST:PORT,..., --%s with --%s, or --%s to join a running cluster", flagPeers, flagPeerTemplate, flagClusterSize, flagJoin)
+		}
 	case v.Peers != "":
 		if v.ClusterSize != 0 {
 			bad("--%s applies only to --%s", flagClusterSize, flagPeerTemplate)
@@ -378,23 +432,32 @@ func (v flagValues) config() (*serveConfig, error) {
 			bad("--%s: %v", flagPeers, err)
 		}
 		c.Peers = peers
+		c.PeerNames = hostNames(peers)
 	default:
+		template = true
+		c.FromTemplate = true
 		peers, err := expandPeerTemplate(v.PeerTemplate, v.ClusterSize)
 		if err != nil {
 			bad("--%s: %v", flagPeerTemplate, err)
 		}
 		c.Peers = peers
+		c.PeerNames = hostNames(peers)
 	}
 
-	// Identity: --id, or the ordinal of the host name.
+	// Identity: --id, or the ordinal of the host name. A joiner's ID is
+	// allocated by the cluster (and read back from the data directory's
+	// identity file on restart).
+	host := v.Hostname
 	if v.ID != "" {
 		id, err := parseNodeID(v.ID)
 		if err != nil {
 			bad("--%s: %v", flagID, err)
 		}
-		c.ID = id
-	} else {
-		host := v.Hostname
+		if c.Joiner {
+			bad("--%s and --%s: a joining member's ID is allocated by the cluster", flagID, flagJoin)
+		}
+		c.ID, c.IDExplicit = id, true
+	} else if c.Peers != nil {
 		if host == "" {
 			sys := v.systemHostname
 			if sys == nil {
@@ -416,8 +479,68 @@ func (v flagValues) config() (*serveConfig, error) {
 	}
 	if c.ID != 0 && c.Peers != nil {
 		if _, ok := c.Peers[c.ID]; !ok {
-			bad("this node's ID %d is not a member (members: %s)", c.ID, joinIDs(c.PeerIDs()))
+			if template && !c.IDExplicit {
+				// A pod beyond the initial size: a scale-up. It joins
+				// through the initial members, at the address the
+				// template gives its ordinal.
+				ord := int(c.ID - 1)
+				c.SelfPeerAddr = strings.NewReplacer("{i}", strconv.Itoa(ord), "{id}", strconv.Itoa(ord+1)).Replace(v.PeerTemplate)
+				c.Joiner = true
+				if c.Join == nil {
+					for _, id := range c.PeerIDs() {
+						c.Join = append(c.Join, c.Peers[id])
+					}
+				}
+				c.ID = 0
+			} else {
+				bad("this node's ID %d is not a member (members: %s)", c.ID, joinIDs(c.PeerIDs()))
+			}
+		} else {
+			c.SelfPeerAddr = c.Peers[c.ID]
 		}
+	}
+	if template && host != "" {
+		// StatefulSet pods are named <set>-<ordinal>: the initial members'
+		// names follow from this pod's, identically on every pod.
+		short, _, _ := strings.Cut(host, ".")
+		if i := strings.LastIndexByte(short, '-'); i > 0 {
+			for id := range c.Peers {
+				c.PeerNames[id] = short[:i+1] + strconv.FormatUint(id-1, 10)
+			}
+		}
+	}
+	if v.PeerAddr != "" {
+		if err := checkDialAddr(v.PeerAddr); err != nil {
+			bad("--%s: %v", flagPeerAddr, err)
+		} else if c.SelfPeerAddr != "" && c.SelfPeerAddr != v.PeerAddr {
+			bad("--%s %s disagrees with this node's entry %s", flagPeerAddr, v.PeerAddr, c.SelfPeerAddr)
+		}
+		c.SelfPeerAddr = v.PeerAddr
+	}
+	if c.SelfPeerAddr == "" && v.PeerListen != "" && c.Joiner {
+		if h, _, err := net.SplitHostPort(v.PeerListen); err == nil && h != "" && !net.ParseIP(h).IsUnspecified() {
+			c.SelfPeerAddr = v.PeerListen
+		}
+	}
+	if c.Joiner && c.SelfPeerAddr == "" {
+		bad("a joining node needs its own peer address: give --%s HOST:PORT (the address the members dial)", flagPeerAddr)
+	}
+	c.Name = v.Name
+	if c.Name == "" {
+		switch {
+		case template && host != "":
+			c.Name, _, _ = strings.Cut(host, ".")
+		case c.ID != 0 && c.PeerNames[c.ID] != "":
+			c.Name = c.PeerNames[c.ID]
+		case c.SelfPeerAddr != "":
+			c.Name = dnsLabel(c.SelfPeerAddr)
+		}
+	}
+	if _, initial := c.Peers[c.ID]; c.Name == "" && c.ID != 0 && initial {
+		// The name the bootstrap entry gives an initial member without
+		// a DNS name (see initialPeers), so that the node, back with an
+		// empty data directory, replaces its old self by name.
+		c.Name = "node-" + strconv.FormatUint(c.ID, 10)
 	}
 
 	if strings.TrimSpace(v.ClusterName) == "" {
@@ -445,18 +568,24 @@ func (v flagValues) config() (*serveConfig, error) {
 			continue
 		}
 		if l.flag == flagPeerListen {
-			if l.val == "" && c.ID != 0 && c.Peers[c.ID] != "" {
-				self := c.Peers[c.ID]
+			self := c.SelfPeerAddr
+			// How the messages name this node's address: its --peers
+			// entry when it has one.
+			what := "peer address " + self
+			if c.Peers[c.ID] == self && self != "" && !template {
+				what = fmt.Sprintf("--%s entry %d=%s", flagPeers, c.ID, self)
+			}
+			if l.val == "" && self != "" {
 				if !bindable(self) {
-					bad("--%s is needed: this node's --%s entry %d=%s is a host name, not a local address to listen on (e.g. --%s 0.0.0.0:%s)",
-						flagPeerListen, flagPeers, c.ID, self, flagPeerListen, portOf(self))
+					bad("--%s is needed: this node's %s is a host name, not a local address to listen on (e.g. --%s 0.0.0.0:%s)",
+						flagPeerListen, what, flagPeerListen, portOf(self))
 					continue
 				}
 				l.val = self
-			} else if l.val != "" && c.Peers[c.ID] != "" {
-				if err := peerListenMatches(l.val, c.Peers[c.ID]); err != nil {
-					bad("--%s %s disagrees with this node's --%s entry %d=%s, the address its peers dial: %v",
-						flagPeerListen, l.val, flagPeers, c.ID, c.Peers[c.ID], err)
+			} else if l.val != "" && self != "" {
+				if err := peerListenMatches(l.val, self); err != nil {
+					bad("--%s %s disagrees with this node's %s, the address its peers dial: %v",
+						flagPeerListen, l.val, what, err)
 					continue
 				}
 			}
@@ -474,6 +603,24 @@ func (v flagValues) config() (*serveConfig, error) {
 				bad("--%s and --%s both listen on %s", other, l.flag, l.val)
 			}
 			seen[l.val] = l.flag
+		}
+	}
+
+	// This node's client address as published in the membership.
+	if c.ClientListen != "" {
+		c.ClientPort = portOf(c.ClientListen)
+	}
+	switch {
+	case v.ClientAddr != "":
+		if err := checkDialAddr(v.ClientAddr); err != nil {
+			bad("--%s: %v", flagClientAddr, err)
+		}
+		c.SelfClientAddr = v.ClientAddr
+	case c.ClientListen != "":
+		if h, _, err := net.SplitHostPort(c.ClientListen); err == nil && h != "" && !net.ParseIP(h).IsUnspecified() && c.ClientPort != "0" {
+			c.SelfClientAddr = c.ClientListen
+		} else if sh, _, err := net.SplitHostPort(c.SelfPeerAddr); err == nil && c.ClientPort != "0" {
+			c.SelfClientAddr = net.JoinHostPort(sh, c.ClientPort)
 		}
 	}
 
@@ -598,6 +745,56 @@ func (v flagValues) config() (*serveConfig, error) {
 		return nil, usageError(errors.New(strings.Join(errs, "; ")))
 	}
 	return c, nil
+}
+
+// parsePeerEndpoints parses --join: peer addresses HOST:PORT,...
+func parsePeerEndpoints(s string) ([]string, error) {
+	var eps []string
+	for ep := range strings.SplitSeq(s, ",") {
+		ep = strings.TrimSpace(ep)
+		if ep == "" {
+			return nil, fmt.Errorf("empty entry in %q (want HOST:PORT,...)", s)
+		}
+		if err := checkDialAddr(ep); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(eps, ep) {
+			eps = append(eps, ep)
+		}
+	}
+	return eps, nil
+}
+
+// dnsLabel returns the first label of addr's host when it is a DNS name
+// (rafty-0 of rafty-0.rafty.ns.svc:7000), and "" for an IP address or
+// localhost, which name no member.
+func dnsLabel(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || host == "localhost" || net.ParseIP(host) != nil {
+		return ""
+	}
+	label, _, _ := strings.Cut(host, ".")
+	return label
+}
+
+// hostNames names the initial members after their peer hosts' first
+// labels (the pod names of a StatefulSet), leaving out IP addresses and
+// labels two members share: a name must identify one member.
+func hostNames(peers map[uint64]string) map[uint64]string {
+	names := map[uint64]string{}
+	count := map[string]int{}
+	for id, addr := range peers {
+		if l := dnsLabel(addr); l != "" {
+			names[id] = l
+			count[l]++
+		}
+	}
+	for id, l := range names {
+		if count[l] > 1 {
+			delete(names, id)
+		}
+	}
+	return names
 }
 
 // parseNodeID parses a Raft node ID: a decimal number from 1.

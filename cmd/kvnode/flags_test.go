@@ -238,9 +238,36 @@ func TestFlagValuesConfig(t *testing.T) {
 		}, wantErr: "the host name is unknown (uname failed)"},
 		{name: "bad id", edit: func(v *flagValues) { v.ID = "two" }, wantErr: `--id: node ID "two" is not a positive decimal number`},
 		{name: "id not a member", edit: func(v *flagValues) { v.ID = "4" }, wantErr: "this node's ID 4 is not a member (members: 1,2,3)"},
-		{name: "ordinal beyond cluster size", edit: func(v *flagValues) {
-			v.ID, v.Peers, v.PeerTemplate, v.ClusterSize, v.Hostname = "", "", "r-{i}:1", 3, "r-3"
+		{name: "ordinal beyond cluster size joins", edit: func(v *flagValues) {
+			v.ID, v.Peers, v.PeerTemplate, v.ClusterSize, v.Hostname = "", "", "r-{i}.r.ns:7000", 3, "r-3"
+		}, check: func(t *testing.T, c *serveConfig) {
+			if !c.Joiner || c.ID != 0 || c.SelfPeerAddr != "r-3.r.ns:7000" || c.Name != "r-3" ||
+				strings.Join(c.Join, ",") != "r-0.r.ns:7000,r-1.r.ns:7000,r-2.r.ns:7000" || c.PeerNames[2] != "r-1" {
+				t.Errorf("joiner %+v", c)
+			}
+			if c.SelfClientAddr != "r-3.r.ns:2379" && c.SelfClientAddr != "127.0.0.1:2379" {
+				t.Errorf("client addr %q", c.SelfClientAddr)
+			}
+		}},
+		{name: "explicit id beyond peers", edit: func(v *flagValues) {
+			v.ID, v.Peers, v.PeerTemplate, v.ClusterSize = "4", "", "r-{i}:7000", 3
 		}, wantErr: "this node's ID 4 is not a member"},
+		{name: "join", edit: func(v *flagValues) {
+			v.ID, v.Peers, v.Join, v.PeerListen, v.Name = "", "", "a:7000, b:7000", "127.0.0.1:7009", "n9"
+		}, check: func(t *testing.T, c *serveConfig) {
+			if !c.Joiner || c.ID != 0 || c.SelfPeerAddr != "127.0.0.1:7009" || c.Name != "n9" || len(c.Join) != 2 || c.PeerListen != "127.0.0.1:7009" {
+				t.Errorf("joiner %+v", c)
+			}
+		}},
+		{name: "join with id", edit: func(v *flagValues) { v.Join = "a:7000" }, wantErr: "--id and --join"},
+		{name: "join without own address", edit: func(v *flagValues) {
+			v.ID, v.Peers, v.Join = "", "", "a:7000"
+		}, wantErr: "a joining node needs its own peer address"},
+		{name: "names from hosts", check: func(t *testing.T, c *serveConfig) {
+			if c.Name != "b" || c.PeerNames[1] != "a" || c.SelfPeerAddr != "b:7000" {
+				t.Errorf("names %q %v", c.Name, c.PeerNames)
+			}
+		}},
 		{name: "peers and template", edit: func(v *flagValues) { v.PeerTemplate = "r-{i}:1" }, wantErr: "mutually exclusive"},
 		{name: "no members", edit: func(v *flagValues) { v.Peers = "" }, wantErr: "no members: give --peers"},
 		{name: "cluster size with peers", edit: func(v *flagValues) { v.ClusterSize = 3 }, wantErr: "--cluster-size applies only to --peer-template"},

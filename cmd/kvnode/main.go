@@ -9,6 +9,9 @@
 //	kvnode status --endpoints 127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793
 //	kvnode snapshot save backup.rbak --endpoints 127.0.0.1:23791,127.0.0.1:23792
 //	kvnode snapshot restore backup.rbak --id 1 --peers 1=10.0.0.1:7000,... --data-dir /var/lib/rafty
+//	kvnode member list|add NAME --peer-addr A|promote ID|remove ID-or-NAME
+//	kvnode serve --join 10.0.0.1:7000,10.0.0.2:7000 --name n4 --peer-addr 10.0.0.4:7000 ...
+//	kvnode recover --force-new-cluster --data-dir /var/lib/rafty   (lost quorum; offline)
 //	kvnode version
 //
 // Every flag has an environment twin: KVNODE_ and the flag name in upper
@@ -137,6 +140,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
 			healthCommand(),
 			benchCommand(),
 			snapshotCommand(),
+			memberCommand(),
+			recoverCommand(),
 			versionCommand(),
 		},
 		Action: func(_ context.Context, cmd *cli.Command) error {

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates the Go code for kv.proto (kv.pb.go, kv_grpc.pb.go). Works
+# Regenerates the Go code for kv.proto and cluster.proto (*.pb.go, *_grpc.pb.go). Works
 # from any directory (`make proto`, `go generate ./app/kv/kvpb`); needs
 # protoc, protoc-gen-go and protoc-gen-go-grpc on PATH (`make tools`).
 set -eu
@@ -7,4 +7,4 @@ cd "$(dirname "$0")/../../.."
 protoc --proto_path=app/kv/kvpb \
 	--go_out=paths=source_relative:app/kv/kvpb \
 	--go-grpc_out=paths=source_relative:app/kv/kvpb \
-	app/kv/kvpb/kv.proto
+	app/kv/kvpb/kv.proto app/kv/kvpb/cluster.proto
