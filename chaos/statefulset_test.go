@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,9 +17,6 @@ import (
 
 	"github.com/rafty-db/rafty/internal/proctest"
 )
-
-var flagStsRejoin = flag.Bool("sts.rejoin", false,
-	"TestStatefulSetDocker also scales up again onto the removed pods' kept volumes, checks that their old data is moved aside and that they join anew, and scales down again (about a minute more)")
 
 // stsReplicas is the StatefulSet's size before and after the scale-up.
 const (
@@ -43,9 +39,9 @@ const (
 //  3. scales to 3 the documented way (docs/operations.md): `kvnode member
 //     remove rafty-4`, then `rafty-3`, then their pods are deleted (their
 //     claims are kept, as a StatefulSet keeps them);
-//  4. with -sts.rejoin, scales to 5 again onto those kept volumes: each
-//     pod moves its removed member's data aside and joins under a new ID;
-//     then scales back to 3;
+//  4. scales to 5 again onto those kept volumes: each pod moves its
+//     removed member's data aside and joins under a new ID (IDs are never
+//     reused); then scales back to 3 the same way;
 //  5. replaces rafty-1 with an empty volume (a lost disk): it joins under
 //     a new ID and its old ID is removed;
 //  6. restarts every pod (deletes all, then creates all on their claims);
@@ -143,7 +139,24 @@ func TestStatefulSetDocker(t *testing.T) {
 		return parallel(is, func(i int) error { return c.waitReadyz(i, true, 90*time.Second) })
 	}
 	initial := []int{0, 1, 2}
-	ids := map[string]uint64{} // the voters, by pod name, as last seen
+	ids := map[string]uint64{}  // the voters, by pod name, as last seen
+	seen := map[uint64]string{} // every ID ever seen, with its name
+	// fresh checks that the members named joined under IDs never seen
+	// before (IDs are never reused), and records v's IDs.
+	fresh := func(v map[string]uint64, names ...string) error {
+		for _, n := range names {
+			if old, ok := seen[v[n]]; ok {
+				return fmt.Errorf("%s joined under ID %d, which %s had before: an ID was reused", n, v[n], old)
+			}
+		}
+		for n, id := range v {
+			if old, ok := seen[id]; ok && old != n {
+				return fmt.Errorf("ID %d is %s now and was %s before", id, n, old)
+			}
+			seen[id] = n
+		}
+		return nil
+	}
 
 	step("start rafty-0..2 (bootstrap)", func() error {
 		if err := startAll(initial, func(i int) string { return c.claimVolume(i, 0) }); err != nil {
@@ -153,8 +166,11 @@ func TestStatefulSetDocker(t *testing.T) {
 			return err
 		}
 		v, err := c.waitMembers(30*time.Second, "3 voters", func(v map[string]uint64) bool { return len(v) == 3 })
+		if err != nil {
+			return err
+		}
 		ids = v
-		return err
+		return fresh(v)
 	})
 	if t.Failed() {
 		return
@@ -202,14 +218,23 @@ func TestStatefulSetDocker(t *testing.T) {
 					return fmt.Errorf("%s changed ID from %d to %d in a scale-up", name, old, id)
 				}
 			}
+			if err := fresh(v, "rafty-3", "rafty-4"); err != nil {
+				return err
+			}
 			ids = v
 			if err := readyAll([]int{3, 4}); err != nil {
 				return err
+			}
+			if out, err := c.kvnodeCLI(0, time.Minute, "member", "list"); err == nil {
+				t.Logf("  kvnode member list (in rafty-0):\n%s", out)
 			}
 			return progress("after the scale-up")
 		}
 	}
 	scaleDown := func() error {
+		if resp, err := c.leaderMembers(); err == nil {
+			t.Logf("  before the scale-down: %s", describeMembers(resp))
+		}
 		for _, i := range []int{4, 3} {
 			name := c.pods[i].Name
 			out, err := c.kvnodeCLI(0, time.Minute, "member", "remove", name)
@@ -241,20 +266,18 @@ func TestStatefulSetDocker(t *testing.T) {
 	step("scale to 5: rafty-3, rafty-4 join and are promoted", scaleUp(0))
 	step("scale to 3: member remove rafty-4, rafty-3; delete pods", scaleDown)
 
-	if *flagStsRejoin {
-		step("scale to 5 on the removed pods' kept claims", func() error {
-			if err := scaleUp(0)(); err != nil {
-				return err
+	step("scale to 5 on the removed pods' kept claims: rejoin anew", func() error {
+		if err := scaleUp(0)(); err != nil {
+			return err
+		}
+		for _, i := range []int{3, 4} {
+			if !strings.Contains(c.LogTail(i, 100000), "moved it aside") {
+				return fmt.Errorf("%s: no \"moved it aside\" in its log: the removed member's data was not moved aside", c.pods[i].Name)
 			}
-			for _, i := range []int{3, 4} {
-				if !strings.Contains(c.LogTail(i, 100000), "moved it aside") {
-					return fmt.Errorf("%s: no \"moved it aside\" in its log: the removed member's data was not moved aside", c.pods[i].Name)
-				}
-			}
-			return nil
-		})
-		step("scale to 3 again", scaleDown)
-	}
+		}
+		return nil
+	})
+	step("scale to 3 again", scaleDown)
 
 	var replacedInc int
 	step("replace rafty-1 with an empty volume", func() error {
@@ -276,6 +299,9 @@ func TestStatefulSetDocker(t *testing.T) {
 			return err
 		}
 		t.Logf("  rafty-1: ID %d replaced by %d", oldID, v["rafty-1"])
+		if err := fresh(v, "rafty-1"); err != nil {
+			return err
+		}
 		ids = v
 		if err := c.waitReadyz(1, true, 90*time.Second); err != nil {
 			return err
@@ -347,7 +373,10 @@ func TestStatefulSetDocker(t *testing.T) {
 			}
 		}
 	}
-	if err := waitConverged(c, nc, 60*time.Second); err != nil {
+	// The pods that remain: rafty-0..2 (waitConverged wants every node
+	// of the cluster it is given to answer).
+	view := &sizedCluster{cluster: c, n: stsInitial}
+	if err := waitConverged(view, &nodeClients{c: view, conns: nc.conns[:stsInitial], kv: nc.kv[:stsInitial]}, 60*time.Second); err != nil {
 		violate("replicas do not converge: %v", err)
 	}
 
@@ -396,6 +425,14 @@ func TestStatefulSetDocker(t *testing.T) {
 		t.Errorf("seed %d: %d violations:\n  %s\nartifacts: %s", seed, len(violations), strings.Join(violations, "\n  "), dir)
 	}
 }
+
+// sizedCluster is the first n nodes of a cluster.
+type sizedCluster struct {
+	cluster
+	n int
+}
+
+func (s *sizedCluster) Size() int { return s.n }
 
 // maps returns a copy of m.
 func maps(m map[string]uint64) map[string]uint64 {
