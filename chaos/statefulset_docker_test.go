@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -275,6 +276,37 @@ func (c *stsCluster) deletePod(i int) error {
 		return errors.Join(stopErr, err)
 	}
 	return errors.Join(stopErr, bad)
+}
+
+// crashPod kills pod i's container (SIGKILL), waits until another pod
+// leads, and starts the container again, as the kubelet restarts a
+// crashed container in place.
+func (c *stsCluster) crashPod(i int) error {
+	c.mu.Lock()
+	c.running[i] = false
+	c.mu.Unlock()
+	if _, err := proctest.Docker(time.Minute, "kill", c.container(i)); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := c.leaderMembers()
+		if err == nil && !slices.ContainsFunc(resp.GetMembers(), func(m *kvpb.Member) bool { return m.GetLeader() && m.GetName() == c.pods[i].Name }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no new leader within 30 s of killing %s (last: %v)", c.pods[i].Name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := proctest.Docker(time.Minute, "start", c.container(i)); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.running[i] = true
+	c.starts[i]++
+	c.mu.Unlock()
+	return nil
 }
 
 // volume returns the volume pod i mounts now.

@@ -36,7 +36,9 @@ const (
 //  1. starts rafty-0..2 (podManagementPolicy Parallel): they bootstrap;
 //  2. scales to 5: rafty-3 and rafty-4 (ordinals at or above
 //     KVNODE_CLUSTER_SIZE) join as learners and are promoted: 5 voters;
-//  3. scales to 3 the documented way (docs/operations.md): `kvnode member
+//  3. crashes the leading pod (its container restarted in place) until
+//     rafty-3 or rafty-4 leads, at most 5 times, then scales to 3 the
+//     documented way (docs/operations.md): `kvnode member
 //     remove rafty-4`, then `rafty-3`, then their pods are deleted (their
 //     claims are kept, as a StatefulSet keeps them);
 //  4. scales to 5 again onto those kept volumes: each pod moves its
@@ -264,6 +266,44 @@ func TestStatefulSetDocker(t *testing.T) {
 		return progress("after the scale-down")
 	}
 	step("scale to 5: rafty-3, rafty-4 join and are promoted", scaleUp(0))
+	// The leader on a departing pod is the case a scale-down must
+	// survive (removing the leader hands leadership over first). Nothing
+	// moves leadership on request, and a graceful stop hands it to the
+	// most up-to-date voter, which is one of the older pods; so crash the
+	// leading pod (SIGKILL; the kubelet restarts its container in place)
+	// until the election that follows makes rafty-3 or rafty-4 the leader,
+	// a few times at most.
+	step("crash the leading pod until rafty-3 or rafty-4 leads", func() error {
+		for try := 0; ; try++ {
+			resp, err := c.leaderMembers()
+			for wait := time.Now().Add(30 * time.Second); err != nil && time.Now().Before(wait); {
+				time.Sleep(200 * time.Millisecond)
+				resp, err = c.leaderMembers()
+			}
+			if err != nil {
+				return err
+			}
+			lead := -1
+			for _, m := range resp.GetMembers() {
+				if m.GetLeader() {
+					lead = slices.IndexFunc(c.pods, func(p stsPod) bool { return p.Name == m.GetName() })
+				}
+			}
+			if lead >= 3 || try == 5 {
+				t.Logf("  after %d crashes: %s", try, describeMembers(resp))
+				return nil
+			}
+			if lead < 0 {
+				return fmt.Errorf("no leader in %s", describeMembers(resp))
+			}
+			if err := c.crashPod(lead); err != nil {
+				return err
+			}
+			if err := c.waitReadyz(lead, true, 90*time.Second); err != nil {
+				return err
+			}
+		}
+	})
 	step("scale to 3: member remove rafty-4, rafty-3; delete pods", scaleDown)
 
 	step("scale to 5 on the removed pods' kept claims: rejoin anew", func() error {
