@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -114,6 +115,7 @@ type stsCluster struct {
 	image   string
 	network string
 	label   string // every container, volume and network of this run carries it
+	owner   string // and this one: stsOwnerLabel=host:pid (see sweepStale)
 	prefix  string // of container and volume names
 	pods    []stsPod
 	ports   []string // client, then metrics port of each ordinal
@@ -131,6 +133,7 @@ func newStsCluster(logf func(string, ...any), image, suffix string, pods []stsPo
 	c := &stsCluster{
 		logf: logf, image: image, pods: pods,
 		network: "rafty-sts-" + suffix, label: "rafty-sts-test=" + suffix, prefix: "sts" + suffix + "-",
+		owner:   stsOwnerLabel + "=" + stsOwner(),
 		running: make([]bool, len(pods)), starts: make([]int, len(pods)), volumes: make([]string, len(pods)),
 		generated: map[string]bool{},
 	}
@@ -141,7 +144,7 @@ func newStsCluster(logf func(string, ...any), image, suffix string, pods []stsPo
 	for _, a := range addrs {
 		c.ports = append(c.ports, a[strings.LastIndexByte(a, ':')+1:])
 	}
-	if _, err := proctest.Docker(time.Minute, "network", "create", "--label", c.label, c.network); err != nil {
+	if _, err := proctest.Docker(time.Minute, "network", "create", "--label", c.label, "--label", c.owner, c.network); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -183,18 +186,18 @@ func (c *stsCluster) startPod(i int, vol string) error {
 	c.generated[vol] = true
 	c.mu.Unlock()
 	if fresh {
-		if _, err := proctest.Docker(time.Minute, "volume", "create", "--label", c.label, vol); err != nil {
+		if _, err := proctest.Docker(time.Minute, "volume", "create", "--label", c.label, "--label", c.owner, vol); err != nil {
 			return err
 		}
 		if p.FSGroup != nil {
-			if _, err := proctest.Docker(2*time.Minute, "run", "--rm", "--label", c.label, "--network", "none",
+			if _, err := proctest.Docker(2*time.Minute, "run", "--rm", "--label", c.label, "--label", c.owner, "--network", "none",
 				"--user", fmt.Sprintf("%d:%d", *p.FSGroup, *p.FSGroup), "-v", vol+":/data",
 				"--entrypoint", "/kvnode", c.image, "version"); err != nil {
 				return fmt.Errorf("giving volume %s to fsGroup %d: %w", vol, *p.FSGroup, err)
 			}
 		}
 	}
-	args := []string{"run", "-d", "--name", c.container(i), "--label", c.label,
+	args := []string{"run", "-d", "--name", c.container(i), "--label", c.label, "--label", c.owner,
 		"--hostname", p.Hostname, "--network", c.network, "--network-alias", p.FQDN,
 		"--restart", "unless-stopped",
 		"--stop-timeout", strconv.Itoa(int((p.TerminationGracePeriod - p.PreStopSleep).Seconds())),
@@ -397,6 +400,71 @@ func (c *stsCluster) Close() {
 	}
 	if _, err := proctest.Docker(time.Minute, "network", "rm", c.network); err != nil {
 		c.logf("removing network %s: %v", c.network, err)
+	}
+}
+
+// stsOwnerLabel names the run that created a container, volume or
+// network: host name and process ID of the test binary.
+const stsOwnerLabel = "rafty-sts-test.owner"
+
+func stsOwner() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
+}
+
+// sweepStale removes what earlier runs on this host left behind when they
+// could not clean up (a `go test -timeout` panic or an interrupt skips
+// t.Cleanup): containers, volumes and networks whose owner process is
+// gone. Runs of other hosts (a shared Docker daemon) and live runs are
+// left alone.
+func sweepStale(logf func(string, ...any)) {
+	host, _ := os.Hostname()
+	stale := func(owner string) bool {
+		h, pidStr, ok := strings.Cut(owner, ":")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || h != host || pid <= 0 {
+			return false
+		}
+		err = syscall.Kill(pid, 0)
+		return err != nil && !errors.Is(err, syscall.EPERM)
+	}
+	// ownerOf finds the owner label in docker's "k=v,k=v" label list.
+	ownerOf := func(labels string) string {
+		for kv := range strings.SplitSeq(labels, ",") {
+			if v, ok := strings.CutPrefix(kv, stsOwnerLabel+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	for _, kind := range []struct {
+		list, rm []string
+	}{
+		{[]string{"ps", "-a"}, []string{"rm", "-f"}},
+		{[]string{"volume", "ls"}, []string{"volume", "rm", "-f"}},
+		{[]string{"network", "ls"}, []string{"network", "rm"}},
+	} {
+		format := "{{.Names}}\t{{.Labels}}"
+		if kind.list[0] != "ps" {
+			format = "{{.Name}}\t{{.Labels}}"
+		}
+		out, err := proctest.Docker(time.Minute, append(kind.list, "--filter", "label="+stsOwnerLabel, "--format", format)...)
+		if err != nil || out == "" {
+			continue
+		}
+		var names []string
+		for line := range strings.SplitSeq(out, "\n") {
+			name, labels, _ := strings.Cut(line, "\t")
+			if stale(ownerOf(labels)) {
+				names = append(names, name)
+			}
+		}
+		if len(names) > 0 {
+			logf("removing what an earlier run left behind: %s", strings.Join(names, " "))
+			if _, err := proctest.Docker(2*time.Minute, append(kind.rm, names...)...); err != nil {
+				logf("%v", err)
+			}
+		}
 	}
 }
 

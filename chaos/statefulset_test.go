@@ -64,6 +64,7 @@ func TestStatefulSetDocker(t *testing.T) {
 		t.Skipf("skipping: no Docker daemon reachable: %v %s", err, out)
 	}
 	begin := time.Now()
+	sweepStale(t.Logf)
 	seed := baseSeed(t)
 	repo, err := filepath.Abs("..")
 	if err != nil {
