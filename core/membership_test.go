@@ -235,15 +235,33 @@ func runTransition(t *testing.T, tc transitionCase, tweak func(*core.Config)) {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		r, err := core.New(cfg, c.logs[id].Clone())
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := restart(t, cfg, c.logs[id])
 		if got, want := r.Status().Membership, n.Status().Membership; !slices.Equal(got.Voters, want.Voters) ||
 			!slices.Equal(got.Learners, want.Learners) || got.HighestID != want.HighestID {
 			t.Errorf("node %d restarted into %+v, was %+v", id, got, want)
 		}
 	}
+}
+
+// restart starts a node from a copy of log with cfg and hands out what it
+// re-applies (configurations past cfg.Applied activate then), without
+// persisting anything: a read-only look at what the node restores.
+func restart(t *testing.T, cfg core.Config, log *memlog.Log) *core.Node {
+	t.Helper()
+	n, err := core.New(cfg, log.Clone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n.HasReady() {
+		rd, err := n.Ready()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Advance(rd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
 }
 
 // stepOnce processes every node once and delivers what that queued. It
@@ -380,6 +398,23 @@ func TestConfChangeRefusals(t *testing.T) {
 				return ops(promote(4))
 			},
 			wantErr: core.ErrLearnerBehind},
+		{name: "learner silent since the election", size: 3, on: 2,
+			setup: func(c *cluster) core.ConfChange {
+				c.addJoiner(4, nil)
+				if err := c.confChange(ops(addLearner(4))); err != nil {
+					c.t.Fatal(err)
+				}
+				c.drop = func(m core.Message) bool { return m.To == 4 || m.From == 4 }
+				if err := c.nodes[1].TransferLeadership(2); err != nil {
+					c.t.Fatal(err)
+				}
+				c.stabilize()
+				if c.leader() != 2 {
+					c.t.Fatalf("setup: leader %d", c.leader())
+				}
+				return ops(promote(4))
+			},
+			wantErr: core.ErrLearnerBehind},
 		{name: "quorum unreachable: add a voter while one is down", size: 3,
 			setup: func(c *cluster) core.ConfChange {
 				c.drop = func(m core.Message) bool { return m.To == 3 || m.From == 3 }
@@ -454,7 +489,12 @@ func TestBootstrapEntryIdentical(t *testing.T) {
 	for i, voters := range orders {
 		id := uint64(i + 1)
 		cfg := testConfig(id)
-		cfg.Membership = core.Membership{Voters: voters, Members: members}
+		// Member infos in another order on each node, too.
+		ms := slices.Clone(members)
+		for range i {
+			ms = append(ms[1:], ms[0])
+		}
+		cfg.Membership = core.Membership{Voters: voters, Members: ms}
 		log := memlog.New()
 		n, err := core.New(cfg, log)
 		if err != nil {
@@ -580,14 +620,19 @@ func TestSnapshotCarriesMembership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := n.Status().Membership; !slices.Equal(m.Learners, []uint64{4, 5}) {
+	if m := n.Status().Membership; !slices.Equal(m.Learners, []uint64{4}) {
+		t.Fatalf("restarted joiner membership before re-applying %+v, want the snapshot's", m)
+	}
+	if m := restart(t, cfg, c.logs[4]).Status().Membership; !slices.Equal(m.Learners, []uint64{4, 5}) {
 		t.Fatalf("restarted joiner membership %+v", m)
 	}
 }
 
 // TestRestartRestoresMembershipFromLog: a restarted node's configuration
-// is the one its log says, read back in bounded pages, whatever
-// Config.Membership and Config.Applied say.
+// is the one its log says at Config.Applied, read back in bounded pages,
+// whatever Config.Membership says; the configuration entries after
+// Applied activate as they are handed out again, and until then the node
+// does not campaign.
 func TestRestartRestoresMembershipFromLog(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.tolerateInvalid = true
@@ -627,11 +672,24 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 				t.Fatal(err)
 			}
 			st := n.Status()
-			if !slices.Equal(st.Membership.Voters, want.Membership.Voters) || st.Membership.IsJoint() ||
-				st.ConfIndex != want.ConfIndex || st.Membership.HighestID != 5 {
-				t.Fatalf("restored %+v (conf index %d), want %+v (conf index %d)", st.Membership, st.ConfIndex, want.Membership, want.ConfIndex)
+			if tc.applied == want.Applied {
+				if !slices.Equal(st.Membership.Voters, want.Membership.Voters) || st.Membership.IsJoint() ||
+					st.ConfIndex != want.ConfIndex || st.Membership.HighestID != 5 {
+					t.Fatalf("restored %+v (conf index %d), want %+v (conf index %d)", st.Membership, st.ConfIndex, want.Membership, want.ConfIndex)
+				}
+			} else {
+				// Committed configuration entries await hand-out: no
+				// campaign in a configuration that may be stale.
+				for range 100 {
+					if err := n.Tick(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n.Role() != core.RoleFollower {
+					t.Fatalf("campaigned before re-applying its configuration entries: %v", n.Role())
+				}
 			}
-			// Handing the entries out again must not re-apply them.
+			// Handing the entries out again activates them, once.
 			for n.HasReady() {
 				rd, err := n.Ready()
 				if err != nil {
@@ -641,7 +699,8 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if st := n.Status(); st.Counters.InvalidConfChanges != 0 || !slices.Equal(st.Membership.Voters, want.Membership.Voters) {
+			if st := n.Status(); st.Counters.InvalidConfChanges != 0 || !slices.Equal(st.Membership.Voters, want.Membership.Voters) ||
+				st.ConfIndex != want.ConfIndex {
 				t.Fatalf("after handing out: %+v", st)
 			}
 		})
@@ -683,11 +742,7 @@ func TestInvalidCommittedConfEntrySkipped(t *testing.T) {
 			t.Fatalf("node %d applied %v", to, got)
 		}
 		// A restart skips them the same way.
-		cfg := testConfig(to, 1, 2, 3)
-		n, err := core.New(cfg, c.logs[to].Clone())
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := restart(t, testConfig(to, 1, 2, 3), c.logs[to])
 		if st := n.Status(); st.Counters.InvalidConfChanges != 2 || !slices.Equal(st.Membership.Learners, []uint64{9}) {
 			t.Fatalf("node %d restarted: %+v", to, st)
 		}
@@ -968,6 +1023,100 @@ func TestStepFromNonMembers(t *testing.T) {
 			}
 			if after.Term != before.Term || n.HasReady() {
 				t.Fatalf("refused message changed state: %+v", after)
+			}
+		})
+	}
+}
+
+// TestRemovedLeaderHandoverLost: the removed leader's MsgTimeoutNow is
+// lost (twice). It keeps leading — refusing proposals — and retries the
+// handover each election timeout until a voter takes over; then it is a
+// passive, removed follower.
+func TestRemovedLeaderHandoverLost(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.tolerateInvalid = true
+	c.elect(1)
+	lost := 0
+	c.drop = func(m core.Message) bool {
+		if m.Type == core.MsgTimeoutNow && lost < 2 {
+			lost++
+			return true
+		}
+		return false
+	}
+	if err := c.confChange(ops(remove(1))); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.nodes[1].Status(); st.Role != core.RoleLeader || !st.Removed || st.LeadTransferee == 0 {
+		t.Fatalf("removed leader after its first handover was lost: %+v", st)
+	}
+	if err := c.nodes[1].Propose([]byte("y")); !errors.Is(err, core.ErrTransferInProgress) {
+		t.Fatalf("removed leader accepted a proposal: %v", err)
+	}
+	c.settle(60)
+	if lost != 2 {
+		t.Fatalf("%d handovers lost, want 2 (one per election timeout)", lost)
+	}
+	if st := c.nodes[1].Status(); st.Role != core.RoleFollower || !st.Removed {
+		t.Fatalf("removed leader after handing over: %+v", st)
+	}
+	lead := c.leader()
+	if lead != 2 && lead != 3 {
+		t.Fatalf("leader %d after the lost handover", lead)
+	}
+	if err := c.nodes[lead].Propose([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	for _, id := range []uint64{2, 3} {
+		if got := c.appliedData(id); len(got) == 0 || got[len(got)-1] != "x" {
+			t.Fatalf("node %d applied %v", id, got)
+		}
+	}
+}
+
+// TestRestartMembershipSources: where a restarted node takes its
+// configuration from, by what its storage holds.
+func TestRestartMembershipSources(t *testing.T) {
+	boot := core.Entry{Index: 1, Term: 1, Type: core.EntryConfChange,
+		Data: core.ConfChange{Replace: &core.Membership{Voters: []uint64{1, 2, 3}}}.Marshal()}
+	flags := core.Membership{Voters: []uint64{2, 7}}
+	cases := []struct {
+		name   string
+		hs     core.HardState
+		ents   []core.Entry
+		snap   *core.SnapshotMeta
+		voters []uint64
+	}{
+		{name: "bootstrap entry committed", hs: core.HardState{Term: 2, Commit: 1}, ents: []core.Entry{boot}, voters: []uint64{1, 2, 3}},
+		{name: "joiner holding an uncommitted entry 1 stays a joiner", hs: core.HardState{Term: 2}, ents: []core.Entry{boot}},
+		{name: "storage from before the bootstrap entry: flags", hs: core.HardState{Term: 2, Commit: 1},
+			ents: entriesWithTerms(1, 2), voters: []uint64{2, 7}},
+		{name: "snapshot membership", hs: core.HardState{Term: 2, Commit: 5},
+			snap: &core.SnapshotMeta{Index: 5, Term: 2, Membership: core.Membership{Voters: []uint64{2, 4}, HighestID: 4}}, voters: []uint64{2, 4}},
+		{name: "snapshot without membership (old format): flags", hs: core.HardState{Term: 2, Commit: 5},
+			snap: &core.SnapshotMeta{Index: 5, Term: 2}, voters: []uint64{2, 7}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			log := memlog.New()
+			if tc.snap != nil {
+				if err := log.InstallSnapshot(*tc.snap); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := log.Save(tc.hs, tc.ents); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig(2)
+			cfg.Membership = flags
+			cfg.Applied = tc.hs.Commit
+			n, err := core.New(cfg, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := n.Status().Membership.Voters; !slices.Equal(got, tc.voters) {
+				t.Fatalf("voters %v, want %v", got, tc.voters)
 			}
 		})
 	}

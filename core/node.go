@@ -44,6 +44,9 @@ type Node struct {
 	confIndex        uint64
 	confScanned      uint64
 	pendingConfIndex uint64
+	// confCheckedTo: committed entries in (confScanned, confCheckedTo]
+	// hold no configuration entry (committedConfPending's memo).
+	confCheckedTo uint64
 	// peers lists every other member, sorted: output order must never
 	// depend on map iteration, or runs would not replay from a seed.
 	peers []uint64
@@ -141,10 +144,13 @@ type Counters struct {
 //     membership, never campaigns, and becomes whatever the snapshot or
 //     log a leader sends it says.
 //   - Otherwise: the snapshot's membership, then every configuration
-//     entry in (snapshot index, commit] read back from log (commit is the
-//     larger of the persisted commit and cfg.Applied). Storage written
-//     before the bootstrap entry existed has none; it falls back to
-//     cfg.Membership.
+//     entry in (snapshot index, cfg.Applied] read back from log: the
+//     configuration at the applied index, as the driver tracks it.
+//     Configuration entries after it activate when handed out again; until
+//     then the node does not campaign (committedConfPending). Storage written
+//     before the bootstrap entry existed (no snapshot membership, entry 1
+//     not a configuration entry) falls back to cfg.Membership; a joiner
+//     that has not yet committed what it received stays a joiner.
 func New(cfg Config, log LogReader) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -199,8 +205,13 @@ func New(cfg Config, log LogReader) (*Node, error) {
 			return nil, err
 		}
 		if m.IsEmpty() {
-			// Storage from before the bootstrap entry existed.
-			m, n.confIndex = cfg.Membership, 0
+			legacy, err := n.predatesBootstrapEntry(snap)
+			if err != nil {
+				return nil, err
+			}
+			if legacy {
+				m, n.confIndex = cfg.Membership.canonical(), 0
+			}
 		}
 		n.setMembership(m)
 	}
@@ -233,7 +244,7 @@ func (n *Node) bootstrap(m Membership) {
 	n.setMembership(active)
 }
 
-// restoreMembership computes the configuration active at the commit index
+// restoreMembership computes the configuration active at the applied index
 // from the snapshot and the configuration entries after it, reading the
 // log in pages of at most MaxCommittedBytesPerReady. Entries that do not
 // decode or apply are skipped, as they were when first activated.
@@ -242,7 +253,7 @@ func (n *Node) restoreMembership(snap SnapshotMeta) (Membership, error) {
 	if !m.IsEmpty() {
 		n.confIndex = snap.Index
 	}
-	commit := n.log.committed
+	commit := n.log.applied
 	n.confScanned = max(commit, snap.Index)
 	first, err := n.log.firstIndex()
 	if err != nil {
@@ -273,6 +284,32 @@ func (n *Node) restoreMembership(snap SnapshotMeta) (Membership, error) {
 		lo = ents[len(ents)-1].Index + 1
 	}
 	return m, nil
+}
+
+// predatesBootstrapEntry reports whether storage was written before
+// configurations lived in the log: no snapshot membership and an entry 1
+// that is not a configuration entry. Storage written since always starts
+// with the bootstrap entry or a snapshot carrying a membership; a joiner
+// that has not yet committed what it received has neither and must stay a
+// joiner whatever Config.Membership says.
+func (n *Node) predatesBootstrapEntry(snap SnapshotMeta) (bool, error) {
+	if !snap.Membership.IsEmpty() {
+		return false, nil
+	}
+	if snap.Index > 0 {
+		return true, nil // a snapshot from before memberships were stored
+	}
+	if n.log.lastIndex() == 0 {
+		// Nothing but a hard state: a joiner that voted, or a legacy
+		// node that never received an entry. Only a joiner's driver
+		// passes no membership, so trust the configuration here.
+		return true, nil
+	}
+	ents, err := n.log.entries(1, 2, 1)
+	if err != nil || len(ents) == 0 {
+		return false, &StorageError{Err: fmt.Errorf("reading entry 1: %v", err)}
+	}
+	return ents[0].Type != EntryConfChange, nil
 }
 
 // applyConfEntry decodes a configuration entry and applies it to m.
@@ -413,22 +450,19 @@ func (n *Node) tickLeader() error {
 	n.heartbeatElapsed++
 	n.electionElapsed++
 	n.self.lastHeardTick = n.ticks
-	if n.cfg.CheckQuorum && !n.quorumActive() {
+	if n.cfg.CheckQuorum && !n.quorumActive() && !n.outOfConfig() {
 		// thesis §6.2: a leader that has not heard from a quorum for an
 		// election timeout steps down so clients find the real leader.
+		// Not a leader handing over after its removal (maybeHandOver):
+		// it may be the only node that knows C_new committed.
 		n.becomeFollower(n.term, None)
 		return nil
 	}
 	if n.electionElapsed >= n.cfg.ElectionTicks {
 		n.electionElapsed = 0
 		if n.leadTransferee != None {
+			// A handover that did not finish starts again below.
 			n.abortTransfer()
-			if n.outOfConfig() {
-				// The handover to a voter of the new configuration did
-				// not finish: step down and let the voters elect.
-				n.becomeFollower(n.term, None)
-				return nil
-			}
 		}
 	}
 	// Retries what an earlier attempt could not do (uncommitted bytes
@@ -476,6 +510,12 @@ func (n *Node) Step(m Message) error {
 		switch {
 		case errors.Is(err, errRemovedSender):
 			n.counters.RemovedSenders++
+			if (m.Type == MsgApp || m.Type == MsgHeartbeat) && m.Term < n.term {
+				// A removed leader still handing over (maybeHandOver)
+				// while a later leader already took over: tell it our
+				// term so it steps down instead of leading forever.
+				n.send(Message{Type: MsgAppResp, To: m.From})
+			}
 		case errors.Is(err, errUnknownSender):
 			n.counters.UnknownSenders++
 		case errors.Is(err, errOutOfRange):
@@ -593,6 +633,9 @@ func termless(t MessageType) bool {
 // stepTerm applies the term rules every role shares (paper §5.1), then
 // dispatches by role.
 func (n *Node) stepTerm(m Message) error {
+	if m.Type == MsgVoteResp || m.Type == MsgPreVoteResp {
+		n.takeCommitHint(m)
+	}
 	switch {
 	case termless(m.Type):
 	case m.Term > n.term:
@@ -729,6 +772,7 @@ func (n *Node) stepLeader(m Message) error {
 	}
 	pr.RecentActive = true
 	pr.lastHeardTick = n.ticks
+	pr.heard = true
 	switch m.Type {
 	case MsgAppResp:
 		return n.handleAppendResp(m, pr)

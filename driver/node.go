@@ -278,16 +278,20 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	l := newLoop(n, rn)
-	if snapLog != nil {
-		if err := l.initConfHistory(marker); err != nil {
-			n.cancel()
-			var closeErr error
-			if n.ownsTransport {
-				closeErr = n.transport.Close()
-			}
-			m.unregister()
-			return nil, errors.Join(err, closeErr)
+	_, storeMarker, err := cfg.Storage.InitialState()
+	if err == nil {
+		err = l.initMembership(storeMarker, st.Commit, wasEmpty)
+	}
+	if err != nil {
+		n.cancel()
+		var closeErr error
+		if n.ownsTransport {
+			closeErr = n.transport.Close()
 		}
+		m.unregister()
+		return nil, errors.Join(fmt.Errorf("driver: restoring the membership: %w", err), closeErr)
+	}
+	if snapLog != nil {
 		l.snapIndex = snapLog.snap.Index
 		l.compactIndex = marker.Index
 		n.snapStats.index.Store(l.snapIndex)

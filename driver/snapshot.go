@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -620,30 +621,43 @@ func (l *loop) pruneConfHistory(c uint64) {
 	l.confHist = append(l.confHist[:0], l.confHist[i:]...)
 }
 
-// initConfHistory builds confHist at Start: the compaction marker's
-// configuration, then every change in the log from the marker to the
-// applied index. The log is read only when the configuration changed in
-// between (configurations never repeat: IDs only grow and removals are
-// final, so equal ends mean no change), in pages of at most
-// confScanBytes. A log whose changes do not lead to the core's
-// configuration (one written before changes were log entries) is taken
-// to have had the core's configuration throughout.
-func (l *loop) initConfHistory(marker core.SnapshotMeta) error {
-	cur := l.membership
-	l.confHist = []confPoint{{index: marker.Index, m: marker.Membership.Clone()}}
-	if marker.Index >= l.applied || membershipEqual(marker.Membership, cur) {
-		l.confHist[0].m = cur.Clone()
+// initMembership sets, at Start, the configuration at the applied index
+// and (snapshots only) confHist from the compaction point on. The core
+// restores the configuration at its commit index, which may be above the
+// applied index (entries between are handed out again, and applied by the
+// loop, conf entries included), so the driver computes its own from the
+// compaction marker (the Storage's InitialState) and the changes in the
+// log after it, reading only what it must, in pages of at most
+// confScanBytes: nothing when the marker's configuration is the core's and
+// the applied index is the commit index (configurations never repeat: IDs
+// only grow and removals are final, so equal ends mean no change between).
+// A log whose changes do not lead to the core's configuration (one written
+// before configurations were log entries) is taken to have had the core's
+// configuration throughout.
+func (l *loop) initMembership(marker core.SnapshotMeta, commit uint64, wasEmpty bool) error {
+	if wasEmpty {
+		// Bootstrap (the core's entry 1 is not yet stored; applying it
+		// sets the configuration) or a joiner: nothing applied yet.
+		l.membership = core.Membership{}
+		l.confHist = []confPoint{{index: 0}}
+		return nil
+	}
+	cur := l.rn.Status().Membership
+	l.membership = cur
+	l.confHist = []confPoint{{index: marker.Index, m: cur.Clone()}}
+	if membershipEqual(marker.Membership, cur) || (l.n.snaps == nil && l.applied >= commit) || commit <= marker.Index {
 		return nil
 	}
 	st := l.n.cfg.Storage
-	m := marker.Membership
-	for lo := marker.Index + 1; lo <= l.applied; {
-		ents, err := st.Entries(lo, l.applied+1, confScanBytes)
+	m := marker.Membership.Clone()
+	hist := []confPoint{{index: marker.Index, m: m}}
+	for lo := marker.Index + 1; lo <= commit; {
+		ents, err := st.Entries(lo, commit+1, confScanBytes)
 		if err != nil {
-			return fmt.Errorf("driver: reading entries %d..%d for membership changes: %w", lo, l.applied, err)
+			return fmt.Errorf("driver: reading entries %d..%d for membership changes: %w", lo, commit, err)
 		}
 		if len(ents) == 0 {
-			return fmt.Errorf("driver: reading entries %d..%d for membership changes: none returned", lo, l.applied)
+			return fmt.Errorf("driver: reading entries %d..%d for membership changes: none returned", lo, commit)
 		}
 		for i := range ents {
 			if ents[i].Type != core.EntryConfChange {
@@ -655,15 +669,23 @@ func (l *loop) initConfHistory(marker core.SnapshotMeta) error {
 			}
 			if next, err := m.Apply(cc); err == nil {
 				m = next
-				l.confHist = append(l.confHist, confPoint{index: ents[i].Index, m: m})
+				hist = append(hist, confPoint{index: ents[i].Index, m: m})
 			}
 		}
 		lo = ents[len(ents)-1].Index + 1
 	}
 	if !membershipEqual(m, cur) {
-		l.log.Warn("the membership changes in the log do not lead to the restored membership; assuming it held since the compaction point",
-			"compacted", marker.Index, "applied", l.applied, "voters", cur.Voters)
-		l.confHist = []confPoint{{index: marker.Index, m: cur.Clone()}}
+		l.log.Info("the membership changes in the log do not lead to the restored membership (storage from before membership changes); using the restored one",
+			"compacted", marker.Index, "commit", commit, "voters", cur.Voters)
+		return nil
+	}
+	l.confHist = hist
+	l.membership = l.membershipAt(l.applied)
+	// Points above the applied index come back as their entries are
+	// applied again.
+	l.confHist = slices.DeleteFunc(l.confHist, func(p confPoint) bool { return p.index > l.applied && p.index != hist[0].index })
+	if l.n.snaps == nil {
+		l.confHist = nil
 	}
 	return nil
 }

@@ -260,6 +260,12 @@ func TestMembershipProcesses(t *testing.T) {
 
 	// Remove the leader while a writer writes.
 	lead := c.leaderOrdinal(t)
+	leadID := ""
+	for id, f := range c.memberRows(t) {
+		if f[1] == fmt.Sprintf("rafty-%d", lead) {
+			leadID = id
+		}
+	}
 	stop := make(chan struct{})
 	writerDone := make(chan error, 1)
 	go func() {
@@ -295,10 +301,11 @@ func TestMembershipProcesses(t *testing.T) {
 	}
 	c.pod(lead).signal(t, syscall.SIGTERM)
 	_ = c.pod(lead).waitExit(t, 20*time.Second)
+	removed := c.pods[lead]
 	delete(c.pods, lead)
 	c.put(t, "after", "2")
 	rows = c.memberRows(t)
-	if voters(rows) != 4 || rows[strconv.Itoa(lead+1)] != nil {
+	if voters(rows) != 4 || rows[leadID] != nil {
 		t.Fatalf("after removing rafty-%d: %v", lead, rows)
 	}
 
@@ -347,6 +354,26 @@ func TestMembershipProcesses(t *testing.T) {
 	}
 	if got := c.get(t, "after-restart"); got != "3" {
 		t.Fatalf("get after-restart = %q", got)
+	}
+
+	// The removed member, started again with its data directory, moves
+	// the data aside and joins as a new member under its name.
+	c.run(t, ord, c.podArgs(ord))
+	c.waitReady(t, ord, 30*time.Second)
+	c.pods[lead] = removed
+	c.run(t, lead, c.podArgs(lead))
+	c.waitReady(t, lead, 30*time.Second)
+	waitFor(t, 30*time.Second, "5 voters again", func() bool { return voters(c.memberRows(t)) == 5 })
+	rows = c.memberRows(t)
+	if rows["6"] == nil || rows["6"][1] != fmt.Sprintf("rafty-%d", lead) {
+		t.Fatalf("the removed rafty-%d did not come back as member 6: %v", lead, rows)
+	}
+	aside, _ := filepath.Glob(filepath.Join(removed.dir, "removed-"+leadID+"-*"))
+	if len(aside) != 1 {
+		t.Fatalf("the removed member's data was not moved aside: %v", aside)
+	}
+	if got := c.get(t, "after"); got != "2" {
+		t.Fatalf("get after = %q", got)
 	}
 }
 
