@@ -18,7 +18,7 @@ import (
 	"github.com/rafty-db/rafty/internal/proctest"
 )
 
-// stsReplicas is the StatefulSet's size before and after the scale-up.
+// The StatefulSet's size before and after the scale-up.
 const (
 	stsInitial = 3
 	stsScaled  = 5
@@ -38,9 +38,10 @@ const (
 //     KVNODE_CLUSTER_SIZE) join as learners and are promoted: 5 voters;
 //  3. crashes the leading pod (its container restarted in place) until
 //     rafty-3 or rafty-4 leads, at most 5 times, then scales to 3 the
-//     documented way (docs/operations.md): `kvnode member
-//     remove rafty-4`, then `rafty-3`, then their pods are deleted (their
-//     claims are kept, as a StatefulSet keeps them);
+//     documented way (docs/operations.md): `kvnode member remove
+//     rafty-4`, then `rafty-3` (the removed members must turn not ready),
+//     then their pods are deleted (their claims are kept, as a StatefulSet
+//     keeps them);
 //  4. scales to 5 again onto those kept volumes: each pod moves its
 //     removed member's data aside and joins under a new ID (IDs are never
 //     reused); then scales back to 3 the same way;
@@ -52,7 +53,8 @@ const (
 // that the history is linearizable (porcupine) and that serializable
 // reads never went back in time on one member, and that the replicas
 // converge. Everything the test creates (containers, volumes, network,
-// image) is removed at the end, whatever happens.
+// image) is removed at the end, whatever happens; what a run killed
+// before its cleanup left (a test timeout) is removed by the next run.
 func TestStatefulSetDocker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping the StatefulSet-on-Docker test in -short mode: it builds an image and runs up to 5 containers for about 2 minutes")
