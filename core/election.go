@@ -252,9 +252,12 @@ func (n *Node) handleVoteRequest(m Message) error {
 // takeCommitHint adopts the commit index a vote response vouches for (see
 // handleVoteRequest): only up to the candidate's last entry it names, and
 // only if that entry is still ours. Committed entries stay committed, so
-// a stale or duplicated response is as good as a fresh one.
+// a stale or duplicated response is as good as a fresh one. A leader (a
+// late response) ignores it: its commit index moves only through
+// maybeCommit, which also releases the reads waiting for its first commit.
 func (n *Node) takeCommitHint(m Message) {
-	if m.Commit == 0 || m.Commit > m.Index || m.Index > n.log.lastIndex() || n.log.pendingSnap != nil {
+	if n.role == RoleLeader || m.Commit == 0 || m.Commit > m.Index || m.Index > n.log.lastIndex() ||
+		n.log.pendingSnap != nil {
 		return
 	}
 	if n.log.matchTerm(m.Index, m.LogTerm) {

@@ -17,7 +17,7 @@ import (
 // cluster, healed, commits again. core/sim runs the large version; this
 // one guards the core's own changes. A failure names its seed.
 func TestRandomReconfigurations(t *testing.T) {
-	seeds := 300
+	seeds := 200
 	if testing.Short() {
 		seeds = 30
 	}

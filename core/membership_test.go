@@ -1121,3 +1121,107 @@ func TestRestartMembershipSources(t *testing.T) {
 		})
 	}
 }
+
+// TestStrandedVoterLearnsCommitFromVotes is core/sim seed 674's shape:
+// {1,3} becomes {3}; node 3 acknowledged the entry but never learned it
+// committed, and leader 1, removed, crashed with a longer log before
+// telling it. Restarted, 1 is a passive removed follower that refuses 3's
+// (pre-)votes for its longer log. Without more, 3 counts {1,3} forever.
+// 1's vote response carries a commit hint (it holds 3's last entry), so
+// 3 learns {3} committed, activates it and leads alone.
+func TestStrandedVoterLearnsCommitFromVotes(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.tolerateInvalid = true
+	c.elect(1)
+	if err := c.confChange(ops(remove(2))); err != nil {
+		t.Fatal(err)
+	}
+	idx := c.nodes[1].Status().LastIndex + 1
+	// 3 gets the change but not the entry after it, and never a commit
+	// index that covers the change.
+	c.drop = func(m core.Message) bool {
+		if m.From != 1 || m.To != 3 {
+			return false
+		}
+		for _, e := range m.Entries {
+			if e.Index > idx {
+				return true
+			}
+		}
+		return m.Commit >= idx || m.Type == core.MsgTimeoutNow
+	}
+	if got, err := c.nodes[1].ProposeConfChange(ops(remove(1))); err != nil || got != idx {
+		t.Fatalf("ProposeConfChange = %d, %v", got, err)
+	}
+	c.stepOnce() // the change reaches 3 alone
+	if err := c.nodes[1].Propose([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	if st := c.nodes[1].Status(); !st.Removed || st.Commit < idx {
+		t.Fatalf("setup: node 1 %+v", st)
+	}
+	if st := c.nodes[3].Status(); st.Commit >= idx || st.LastIndex != idx {
+		t.Fatalf("setup: node 3 %+v", st)
+	}
+	// 1 crashes and restarts: a removed follower now.
+	cfg := testConfig(1)
+	cfg.Applied = c.nodes[1].Status().Applied
+	log := c.logs[1].Clone()
+	n, err := core.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[1], c.logs[1] = n, log
+	c.drop = nil
+	c.settle(100)
+	st := c.nodes[3].Status()
+	if st.Role != core.RoleLeader || !slices.Equal(st.Membership.Voters, []uint64{3}) {
+		t.Fatalf("node 3 stranded: %+v", st)
+	}
+}
+
+// TestCommitHint: a vote response's commit hint is adopted only when it
+// names an entry this node holds, and only up to that entry; a voter
+// sends one only when it knows more than the candidate.
+func TestCommitHint(t *testing.T) {
+	cases := []struct {
+		name       string
+		index, lt  uint64
+		commit     uint64
+		wantCommit uint64
+	}{
+		{"matching entry", 3, 2, 2, 2},
+		{"up to the named entry", 3, 2, 3, 3},
+		{"entry with another term", 3, 1, 2, 0},
+		{"commit past the named entry", 2, 2, 3, 0},
+		{"entry beyond our log", 5, 2, 4, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSolo(t, core.HardState{Term: 2}, entriesWithTerms(1, 2, 2), nil)
+			m := core.Message{Type: core.MsgPreVoteResp, From: 2, To: 1, Term: 2, Reject: true,
+				Index: tc.index, LogTerm: tc.lt, Commit: tc.commit}
+			if err := s.step(m); err != nil {
+				t.Fatal(err)
+			}
+			if got := s.n.Status().Commit; got != tc.wantCommit {
+				t.Fatalf("commit %d, want %d", got, tc.wantCommit)
+			}
+		})
+	}
+	// The voter's side: a hint only for a candidate that knows less.
+	s := newSolo(t, core.HardState{Term: 2, Commit: 2}, entriesWithTerms(1, 2, 2), nil)
+	for _, tc := range []struct {
+		candCommit uint64
+		want       uint64
+	}{{0, 2}, {1, 2}, {2, 0}} {
+		if err := s.step(core.Message{Type: core.MsgPreVote, From: 2, To: 1, Term: 3, Index: 3, LogTerm: 2, Commit: tc.candCommit}); err != nil {
+			t.Fatal(err)
+		}
+		out := s.flush()
+		if len(out) != 1 || out[0].Commit != tc.want || (tc.want != 0 && (out[0].Index != 3 || out[0].LogTerm != 2)) {
+			t.Fatalf("candidate commit %d: answer %v, want hint %d", tc.candCommit, out, tc.want)
+		}
+	}
+}

@@ -306,8 +306,11 @@ func (n *Node) predatesBootstrapEntry(snap SnapshotMeta) (bool, error) {
 		return true, nil
 	}
 	ents, err := n.log.entries(1, 2, 1)
-	if err != nil || len(ents) == 0 {
-		return false, &StorageError{Err: fmt.Errorf("reading entry 1: %v", err)}
+	if err == nil && len(ents) == 0 {
+		err = errors.New("no entry returned")
+	}
+	if err != nil {
+		return false, &StorageError{Err: fmt.Errorf("reading entry 1: %w", err)}
 	}
 	return ents[0].Type != EntryConfChange, nil
 }
@@ -499,9 +502,15 @@ func (h heardTicks) AckedIndex(id uint64) (uint64, bool) {
 	return pr.lastHeardTick, true
 }
 
-// Step feeds a message from a peer into the node. A malformed message or
-// one from a non-member returns an error wrapping ErrInvalidMessage (and is
-// counted); the node's state is then unchanged.
+// Step feeds a message from a peer into the node. A malformed message
+// returns an error wrapping ErrInvalidMessage (and is counted); the node's
+// state is then unchanged. From a sender outside the configuration only
+// leader messages, vote requests and answers to forwarded requests are
+// accepted (acceptedFromNonMember); anything else is refused the same way
+// (Counters.UnknownSenders). Anything from a removed member is refused
+// with an error that also wraps ErrRemoved (Counters.RemovedSenders), so a
+// driver can tell the sender; a stale append from one is answered with
+// this node's term.
 func (n *Node) Step(m Message) error {
 	if n.err != nil {
 		return n.err
@@ -610,6 +619,14 @@ func (n *Node) validate(m Message) error {
 		if len(m.Entries) == 0 {
 			return invalidf("MsgProp without entries")
 		}
+		for i := range m.Entries {
+			if m.Entries[i].Type != EntryNormal {
+				// Configuration changes go through ProposeConfChange on
+				// the leader and its checks (one in flight, quorum
+				// reachable, ...); a forwarded one would skip them all.
+				return invalidf("MsgProp entry %d has type %v; only commands are forwarded", i, m.Entries[i].Type)
+			}
+		}
 	}
 	if termless(m.Type) {
 		return nil
@@ -663,10 +680,13 @@ func (n *Node) stepTerm(m Message) error {
 	case m.Term < n.term:
 		n.counters.StaleMessages++
 		switch {
-		case (n.cfg.CheckQuorum || n.cfg.PreVote) && (m.Type == MsgApp || m.Type == MsgHeartbeat):
+		case m.Type == MsgApp || m.Type == MsgHeartbeat:
 			// A stale leader would otherwise never learn our term (we
-			// ignore its messages, and with PreVote we never campaign
-			// it down): tell it, so it steps down.
+			// ignore its messages; with PreVote we never campaign it
+			// down, and without, our vote requests reach it only if it
+			// is a voter of our configuration, which a leader added by a
+			// change we have not yet learned is not): tell it, so it
+			// steps down (paper §5.1: every reply carries the term).
 			n.send(Message{Type: MsgAppResp, To: m.From})
 		case m.Type == MsgPreVote:
 			n.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
