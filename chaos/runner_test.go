@@ -356,7 +356,7 @@ func readPrefix(ctx context.Context, nc *nodeClients, size int, prefix string) (
 		out := map[string]string{}
 		from := []byte(prefix)
 		end := prefixEnd([]byte(prefix))
-		node := attempt % size
+		node := nc.nodeAt(attempt)
 		ok := true
 		for {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -405,7 +405,8 @@ func waitConverged(c cluster, nc *nodeClients, timeout time.Duration) error {
 		byIndex := map[uint64]map[uint64][]int{}
 		all := true
 		var parts []string
-		for i, st := range sts {
+		for _, i := range c.Members() {
+			st := sts[i]
 			if st == nil {
 				all = false
 				parts = append(parts, fmt.Sprintf("node %d: no answer", i+1))
