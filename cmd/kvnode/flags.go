@@ -203,6 +203,9 @@ type serveConfig struct {
 	// PeerNames names the initial members (--peer-template: the pod
 	// names; --peers: the hosts' first labels when they are DNS names).
 	PeerNames map[uint64]string
+	// FromTemplate: the initial members come from --peer-template (a
+	// StatefulSet), so every pod serves clients on the same port.
+	FromTemplate bool
 	// ClientPort is --client-listen's port: with --peer-template every
 	// pod serves clients on it, so a member's client address is its peer
 	// host with this port (for redirects to a leader).
@@ -432,6 +435,7 @@ func (v flagValues) config() (*serveConfig, error) {
 		c.PeerNames = hostNames(peers)
 	default:
 		template = true
+		c.FromTemplate = true
 		peers, err := expandPeerTemplate(v.PeerTemplate, v.ClusterSize)
 		if err != nil {
 			bad("--%s: %v", flagPeerTemplate, err)
@@ -495,6 +499,16 @@ func (v flagValues) config() (*serveConfig, error) {
 			c.SelfPeerAddr = c.Peers[c.ID]
 		}
 	}
+	if template && host != "" {
+		// StatefulSet pods are named <set>-<ordinal>: the initial members'
+		// names follow from this pod's, identically on every pod.
+		short, _, _ := strings.Cut(host, ".")
+		if i := strings.LastIndexByte(short, '-'); i > 0 {
+			for id := range c.Peers {
+				c.PeerNames[id] = short[:i+1] + strconv.FormatUint(id-1, 10)
+			}
+		}
+	}
 	if v.PeerAddr != "" {
 		if err := checkDialAddr(v.PeerAddr); err != nil {
 			bad("--%s: %v", flagPeerAddr, err)
@@ -521,6 +535,12 @@ func (v flagValues) config() (*serveConfig, error) {
 		case c.SelfPeerAddr != "":
 			c.Name = dnsLabel(c.SelfPeerAddr)
 		}
+	}
+	if _, initial := c.Peers[c.ID]; c.Name == "" && c.ID != 0 && initial {
+		// The name the bootstrap entry gives an initial member without
+		// a DNS name (see initialPeers), so that the node, back with an
+		// empty data directory, replaces its old self by name.
+		c.Name = "node-" + strconv.FormatUint(c.ID, 10)
 	}
 
 	if strings.TrimSpace(v.ClusterName) == "" {

@@ -270,8 +270,13 @@ func memberChange(ctx context.Context, c *kvClient, fn func(context.Context, kvp
 	delay := retryBaseDelay
 	redirects := 0
 	next := c.preferred
+	// blind counts rounds in which every endpoint named a leader whose
+	// client address is unknown: the leader is not among the endpoints,
+	// and waiting will not change that (unless leadership moves).
+	blind := 0
 	for {
 		tried := 0
+		roundBlind := true
 		for tried < len(t.addrs) {
 			if ctx.Err() != nil {
 				return memberGaveUp(ctx, last)
@@ -284,6 +289,9 @@ func memberChange(ctx context.Context, c *kvClient, fn func(context.Context, kvp
 			addr := t.addrs[i]
 			if nl, ok := kv.NotLeaderOf(err); ok {
 				last[addr] = err
+				if nl.GetLeaderClientAddr() != "" {
+					roundBlind = false
+				}
 				if nl.GetLeaderClientAddr() != "" && redirects < maxRedirects {
 					if j, derr := t.index(nl.GetLeaderClientAddr()); derr == nil && j != i {
 						redirects++
@@ -301,7 +309,23 @@ func memberChange(ctx context.Context, c *kvClient, fn func(context.Context, kvp
 				return endpointError(addr, err)
 			}
 			last[addr] = err
+			roundBlind = false
 			next, tried = i+1, tried+1
+		}
+		if roundBlind {
+			blind++
+		} else {
+			blind = 0
+		}
+		if blind >= 3 {
+			var leader uint64
+			for _, e := range last {
+				if nl, ok := kv.NotLeaderOf(e); ok {
+					leader = nl.GetLeaderId()
+				}
+			}
+			return fmt.Errorf("every endpoint is a follower of member %d, whose client address the membership does not hold: add its client address to --%s",
+				leader, flagEndpoints)
 		}
 		errs := make([]error, 0, len(last))
 		for _, e := range last {
@@ -414,7 +438,7 @@ func printMembers(out io.Writer, resp *kvpb.MemberListResponse, from string) err
 		case m.GetLearner():
 			role = "learner"
 		}
-		if m.GetReplaces() != 0 {
+		if m.GetReplaces() != 0 && m.GetLearner() {
 			role += fmt.Sprintf(" replacing %d", m.GetReplaces())
 		}
 		leader := ""

@@ -457,6 +457,8 @@ func readinessOf(st *driver.Status) (bool, string) {
 		return false, "starting"
 	case st.Stopped:
 		return false, "node stopped"
+	case st.Removed:
+		return false, "removed from the cluster: this member is passive; restart it to join anew (its data is moved aside)"
 	case st.DiskStalled:
 		return false, fmt.Sprintf("disk stalled: a write has not completed for %v", st.DiskWriteBlocked.Round(time.Millisecond))
 	case st.Leader == core.None:

@@ -19,7 +19,6 @@ import (
 	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/disk"
 	"github.com/rafty-db/rafty/driver"
-	"github.com/rafty-db/rafty/transport"
 )
 
 // serveCommand is `kvnode serve`: run one member until SIGTERM or SIGINT.
@@ -77,6 +76,13 @@ type server struct {
 	limits kv.Limits
 	// stopHealth marks the gRPC health service NOT_SERVING for good.
 	stopHealth func()
+
+	// peerSock is the peer port, shared by the transports of one run (a
+	// probing one, then the node's); closed last.
+	peerSock *sharedListener
+	// cluster answers the peer port's Probe and Join.
+	cluster      *clusterHandler
+	transportReg *trackingRegisterer
 }
 
 // serve runs a node until ctx is cancelled (the first stop signal), then
@@ -86,8 +92,14 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	log.Info("starting kvnode", cfg.LogAttrs()...)
 	s := &server{cfg: cfg, log: log, reg: newRegistry(), serveErr: make(chan error, 2), limits: kv.DefaultLimits()}
 	s.ready = &readiness{node: &s.node}
-	if err := s.start(); err != nil {
+	if err := s.start(ctx); err != nil {
 		s.closeAll()
+		if ctx.Err() != nil {
+			// Stopped while waiting for the other members (deciding
+			// whether to bootstrap or join, or joining): nothing to undo.
+			log.Info("stopped before the node started", "why", err)
+			return nil
+		}
 		return err
 	}
 	metricsAddr := metricsOff
@@ -121,7 +133,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 // conflict fails fast with the flag's name, before any recovery work),
 // the metrics endpoint (so /healthz answers while the WAL recovers), then
 // storage, the Raft node with its transport, and the client service.
-func (s *server) start() error {
+func (s *server) start(ctx context.Context) error {
 	cfg := s.cfg
 	// An empty MetricsListen (--metrics-listen off) serves no metrics.
 	var (
@@ -149,13 +161,7 @@ func (s *server) start() error {
 		closeMetrics()
 		return err
 	}
-	// Owned by the transport once transport.New succeeds.
-	peerLisOwned := false
-	defer func() {
-		if !peerLisOwned {
-			_ = peerLis.Close()
-		}
-	}()
+	s.peerSock = newSharedListener(peerLis)
 
 	leaderChanges := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "rafty_node_leader_changes_total", Help: "Changes to a new known leader seen by this node.",
@@ -171,19 +177,51 @@ func (s *server) start() error {
 		}()
 	}
 
+	// Whose data is this? Another cluster's is refused; a removed
+	// member's is moved aside (never deleted) and the node joins anew.
+	ident, err := readIdentity(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if ident != nil {
+		if err := ident.checkCluster(cfg.DataDir, cfg.ClusterName, cfg.ClusterID); err != nil {
+			return err
+		}
+		if ident.Removed {
+			dest, err := moveAside(cfg.DataDir, ident.NodeID, time.Now())
+			if err != nil {
+				return err
+			}
+			s.log.Warn("this data directory belonged to a member that was removed from the cluster: moved it aside; joining as a new member",
+				"id", ident.NodeID, "moved_to", dest)
+			ident = nil
+		}
+	}
+
 	s.wal, s.kv, err = openStorage(cfg, s.log)
 	if err != nil {
 		return err
 	}
 	s.reg.MustRegister(newDiskCollector(s.wal), newStoreCollector(s.kv))
-
-	peers := make([]driver.Peer, 0, len(cfg.Peers))
-	for _, id := range cfg.PeerIDs() {
-		peers = append(peers, driver.Peer{ID: id, Addr: cfg.Peers[id]})
+	empty, hs, err := storageEmpty(s.wal)
+	if err != nil {
+		return fmt.Errorf("reading the write-ahead log: %w", err)
+	}
+	s.cluster = newClusterHandler(cfg.ClusterID, s.log, s.dialer())
+	plan, err := s.plan(ctx, ident, empty, hs)
+	if err != nil {
+		return err
+	}
+	t := plan.t
+	if t == nil {
+		if t, err = s.newTransport(plan.id, plan.peers); err != nil {
+			return err
+		}
 	}
 	node, err := driver.Start(context.Background(), driver.Config{
-		ID:           cfg.ID,
-		Peers:        peers,
+		ID:           plan.id,
+		Peers:        plan.peers,
+		Join:         plan.join,
 		Storage:      wrapStorage(s.wal, s.log), // chaos_hook.go; the chaos build wraps it (chaos_disk.go)
 		StateMachine: s.kv,
 		// Snapshots in the WAL directory turn on log compaction, with the
@@ -200,24 +238,11 @@ func (s *server) start() error {
 		MaxProposalBytes: s.limits.MaxProposalBytes(),
 		// The leader refuses forwarded commands that would not decode.
 		ValidateCommand: kv.ValidateCommand,
+		// The node owns the transport (started already when it answered
+		// Probe; Start is idempotent) and closes it when it stops.
 		NewTransport: func(h driver.MessageHandler) (driver.Transport, error) {
-			t, err := transport.New(transport.Config{
-				ClusterID:   cfg.ClusterID,
-				NodeID:      cfg.ID,
-				Listener:    peerLis,
-				Peers:       peers,
-				Handler:     h,
-				TLSCertFile: cfg.TLSCertFile,
-				TLSKeyFile:  cfg.TLSKeyFile,
-				TLSCAFile:   cfg.TLSCAFile,
-				Registerer:  s.reg,
-				Logger:      s.log,
-			})
-			if err != nil {
-				return nil, err
-			}
-			peerLisOwned = true
-			return t, nil // the node starts it
+			t.SetHandler(h)
+			return t, nil
 		},
 		TickInterval: cfg.Tick,
 		TuneRaft: func(rc *core.Config) {
@@ -230,8 +255,14 @@ func (s *server) start() error {
 		Registerer: s.reg,
 	})
 	if err != nil {
+		_ = t.Close()
 		return fmt.Errorf("starting the Raft node: %w", err)
 	}
+	members := driverMembers{n: node}
+	if s.cfg.FromTemplate {
+		members.clientPort = s.cfg.ClientPort
+	}
+	s.cluster.setNode(members)
 	// The node owns the WAL from here on and closes it when it stops.
 	s.wal = nil
 	s.node.store(node)
@@ -258,6 +289,13 @@ func (s *server) start() error {
 		grpc.ChainStreamInterceptor(reqs.streamInterceptor),
 	)...)
 	svc.Register(s.clientSrv)
+	csvc, err := kv.NewClusterService(s.kv, members, cfg.ClusterID, s.limits)
+	if err != nil {
+		_ = node.Stop()
+		return fmt.Errorf("starting the membership service: %w", err)
+	}
+	csvc.Register(s.clientSrv)
+	go s.watchRemoved(node)
 	s.stopHealth = kv.RegisterHealth(s.clientSrv, node)
 	go func() {
 		if err := s.clientSrv.Serve(clientLis); err != nil {
@@ -507,6 +545,9 @@ func (s *server) closeAll() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = s.metricsSrv.Shutdown(ctx)
+	}
+	if s.peerSock != nil {
+		_ = s.peerSock.Close()
 	}
 	return errors.Join(errs...)
 }
