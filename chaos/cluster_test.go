@@ -87,6 +87,9 @@ type caps struct {
 	slowDisk bool
 	badInput bool // the peer ports are reachable from the test
 	powerCut bool // PowerCut works (nodes journal unsynced writes)
+	// membership: the cluster has spare slots, and nodes can be wiped
+	// and started as joiners (memberCluster).
+	membership bool
 }
 
 // pair is a directed link: messages from node `from` to node `to`.
@@ -305,6 +308,14 @@ func (c *procCluster) SetJoin(i int, name string, via []int) {
 	nd.name, nd.join = name, strings.Join(eps, ",")
 }
 
+// Joined reports whether slot i starts with --join.
+func (c *procCluster) Joined(i int) bool {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.join != ""
+}
+
 // Wipe removes killed node i's data directory and power-loss journal: it
 // starts empty next time.
 func (c *procCluster) Wipe(i int) error {
@@ -334,7 +345,7 @@ func (c *procCluster) MetricsAddr(i int) string { return c.nodes[i].metrics }
 func (c *procCluster) PeerAddr(i int) string    { return c.nodes[i].peer }
 
 func (c *procCluster) caps() caps {
-	return caps{oneWay: true, latency: true, reset: true, slowDisk: true, badInput: true, powerCut: true}
+	return caps{oneWay: true, latency: true, reset: true, slowDisk: true, badInput: true, powerCut: true, membership: len(c.nodes) > c.initial}
 }
 
 // Start runs node i's process (again, after Kill: same data directory).

@@ -56,6 +56,8 @@ func (k faultKind) supported(cp caps) bool {
 		return cp.slowDisk
 	case fBadInput:
 		return cp.badInput
+	case fMemberAdd, fMemberRemove, fMemberRemoveLeader, fMemberReplace, fMemberPromote:
+		return cp.membership
 	case fPowerLoss, fPowerLossIsolated, fPowerLossAll:
 		return cp.powerCut
 	}
@@ -135,6 +137,9 @@ func newPlan(seed uint64, nodes, n int, kinds []faultKind, forced bool) plan {
 			s.d = between(1500*time.Millisecond, 3*time.Second).Round(time.Millisecond)
 		case fBadInput:
 			s.hold = 0
+		case fMemberAdd, fMemberRemove, fMemberRemoveLeader, fMemberReplace, fMemberPromote:
+			// How long a removed node stays up, or a replaced one down.
+			s.hold = between(500*time.Millisecond, 2500*time.Millisecond)
 		default:
 			s.hold = between(1500*time.Millisecond, 3500*time.Millisecond)
 		}
@@ -169,8 +174,8 @@ func parseKinds(s string) ([]faultKind, error) {
 		if f == "" {
 			continue
 		}
-		if !slices.Contains(allKinds, faultKind(f)) {
-			return nil, fmt.Errorf("unknown fault kind %q (known: %s)", f, kindsString(allKinds))
+		if !slices.Contains(allKinds, faultKind(f)) && !isMemberKind(faultKind(f)) {
+			return nil, fmt.Errorf("unknown fault kind %q (known: %s)", f, kindsString(append(slices.Clone(allKinds), memberKinds...)))
 		}
 		ks = append(ks, faultKind(f))
 	}
@@ -201,6 +206,12 @@ type env struct {
 	// directory a power cut had gone through.
 	cutIncs map[int][]int
 	cuts    []powerloss.CutReport
+
+	// The membership nemesis (membership_test.go).
+	bin              string       // the kvnode binary, for `kvnode member`
+	ms               *memberState // kept across the schedules on one cluster
+	ms2              memberStats  // this schedule's figures
+	memberViolations []string
 }
 
 type slowDiskResult struct {
@@ -506,6 +517,9 @@ func (e *env) run(ctx context.Context, s step) error {
 
 	case fPowerLoss, fPowerLossIsolated, fPowerLossAll:
 		return e.powerLoss(ctx, s, start)
+
+	case fMemberAdd, fMemberRemove, fMemberRemoveLeader, fMemberReplace, fMemberPromote:
+		return e.membership(ctx, s, start)
 
 	case fBadInput:
 		i := members[s.r1%uint64(n)]
