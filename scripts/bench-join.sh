@@ -127,13 +127,29 @@ poller() { # the same member-list load in A windows
   while :; do "$KV" member list --endpoints "$ENDPOINTS" >/dev/null 2>&1 || true; sleep 0.2; done
 }
 
-warm_s=$(python3 -c "import sys; s='$WARMUP'; print(float(s[:-2])/1000 if s.endswith('ms') else float(s[:-1]))")
+secs() { python3 -c "s='$1'; print(float(s[:-2])/1000 if s.endswith('ms') else float(s[:-1]))"; }
+warm_s=$(secs "$WARMUP")
+win_s=$(python3 -c "import math; print(max(1, math.floor($(secs "$BASE_WINDOW"))))")
+
+# profile NAME: with PPROF=1, a CPU profile of the leader over the window
+# (started after the warm-up), into $OUT/prof/NAME.pprof.
+prof_pid=
+profile() {
+  prof_pid=
+  [[ $PPROF == 1 ]] || return 0
+  mkdir -p "$OUT/prof"
+  (sleep "$warm_s"; curl -s -o "$OUT/prof/$1.pprof" "http://$LM/debug/pprof/profile?seconds=$win_s") &
+  prof_pid=$!
+}
+profile_wait() { [[ -z $prof_pid ]] || wait "$prof_pid" || true; }
 
 window_a() {
   poller &
   local pp=$!
   bench_args "$BASE_WINDOW"
+  profile "A-$1"
   "${BENCH[@]}" >"$OUT/A-$1.json" || true
+  profile_wait
   kill "$pp" 2>/dev/null; wait "$pp" 2>/dev/null || true
   echo "A$1: $(jq -r '"\(.ops_per_sec|floor) ops/s, p99 \(.p99_ms) ms, p99.9 \(.p999_ms) ms"' "$OUT/A-$1.json")" >&2
 }
@@ -147,6 +163,7 @@ window_b() {
   # window has a fixed length: make BASE_WINDOW about as long as a join
   # takes (join_seconds in the results) for a window that is all join.
   bench_args "$BASE_WINDOW"
+  profile "B-$r"
   "${BENCH[@]}" >"$OUT/B-$r.json" &
   local bp=$!
   sleep "$warm_s"
@@ -164,6 +181,7 @@ window_b() {
   done
   took=$(python3 -c "import time; print(round(time.time() - $t0, 1))")
   wait "$bp" || true
+  profile_wait
   s1=$(snapshot_sends)
   [[ -n $caught ]] || echo "B$r: the joiner did not catch up within 2 minutes" >&2
   jq --argjson took "$took" --argjson snaps "$((s1 - s0))" --arg caught "${caught:-no}" \
