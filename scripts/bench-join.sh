@@ -106,6 +106,19 @@ leader_metrics() {
 }
 LM=$(leader_metrics)
 [[ -n $LM ]] || { echo "no leader" >&2; exit 1; }
+# disk_stats: per node "save_sum save_count" (rafty_driver_save_duration_seconds:
+# the WAL write + fsync per Ready), one line per node 1..3.
+disk_stats() {
+  local i
+  for i in 1 2 3; do
+    { curl -s "http://$(metrics "$i")/metrics" || true; } |
+      awk '$1=="rafty_driver_save_duration_seconds_sum"{s=$2} $1=="rafty_driver_save_duration_seconds_count"{c=$2} END{printf "%s %s\n", s+0, c+0}'
+  done
+}
+# save_ms BEFORE AFTER: the mean Save per node over a window, "n1/n2/n3" in ms.
+save_ms() {
+  paste <(echo "$1") <(echo "$2") | awk '{c=$4-$2; printf "%s%.2f", (NR>1?"/":""), (c>0?($3-$1)/c*1000:0)}'
+}
 snapshot_sends() { { curl -s "http://$LM/metrics" || true; } | awk '$1=="rafty_driver_snapshot_sends_total"{n=$2+0} END{print n+0}'; }
 
 echo "preloading $KEYS keys of $VALUE_BYTES bytes" >&2
@@ -148,8 +161,13 @@ window_a() {
   local pp=$!
   bench_args "$BASE_WINDOW"
   profile "A-$1"
+  local d0 d1
+  d0=$(disk_stats)
   "${BENCH[@]}" >"$OUT/A-$1.json" || true
+  d1=$(disk_stats)
   profile_wait
+  jq --arg save "$(save_ms "$d0" "$d1")" '. + {save_ms_per_node: $save}' "$OUT/A-$1.json" >"$OUT/A-$1.json.tmp"
+  mv "$OUT/A-$1.json.tmp" "$OUT/A-$1.json"
   kill "$pp" 2>/dev/null; wait "$pp" 2>/dev/null || true
   echo "A$1: $(jq -r '"\(.ops_per_sec|floor) ops/s, p99 \(.p99_ms) ms, p99.9 \(.p999_ms) ms"' "$OUT/A-$1.json")" >&2
 }
@@ -164,6 +182,8 @@ window_b() {
   # takes (join_seconds in the results) for a window that is all join.
   bench_args "$BASE_WINDOW"
   profile "B-$r"
+  local d0 d1
+  d0=$(disk_stats)
   "${BENCH[@]}" >"$OUT/B-$r.json" &
   local bp=$!
   sleep "$warm_s"
@@ -181,11 +201,17 @@ window_b() {
   done
   took=$(python3 -c "import time; print(round(time.time() - $t0, 1))")
   wait "$bp" || true
+  d1=$(disk_stats)
+  # The joiner's CPU time so far (it shares the machine's cores).
+  local jcpu
+  jcpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$joiner_pid/stat" 2>/dev/null || echo 0)
   profile_wait
   s1=$(snapshot_sends)
   [[ -n $caught ]] || echo "B$r: the joiner did not catch up within 2 minutes" >&2
-  jq --argjson took "$took" --argjson snaps "$((s1 - s0))" --arg caught "${caught:-no}" \
-    '. + {join_caught_up: $caught, join_seconds: $took, snapshot_sends: $snaps}' "$OUT/B-$r.json" >"$OUT/B-$r.json.tmp"
+  jq --argjson took "$took" --argjson snaps "$((s1 - s0))" --arg caught "${caught:-no}" --arg save "$(save_ms "$d0" "$d1")" \
+    --argjson jcpu "$jcpu" \
+    '. + {join_caught_up: $caught, join_seconds: $took, snapshot_sends: $snaps, save_ms_per_node: $save, joiner_cpu_seconds: $jcpu}' \
+    "$OUT/B-$r.json" >"$OUT/B-$r.json.tmp"
   mv "$OUT/B-$r.json.tmp" "$OUT/B-$r.json"
   echo "B$r: $(jq -r '"\(.ops_per_sec|floor) ops/s, p99 \(.p99_ms) ms, p99.9 \(.p999_ms) ms; the learner caught up after \(.join_seconds) s, snapshots sent \(.snapshot_sends)"' "$OUT/B-$r.json")" >&2
   # Remove it (retrying: its automatic promotion may be in flight), stop it,
@@ -208,11 +234,11 @@ window_a $((ROUNDS + 1))
 
 # The table: every window, then medians and the ratio.
 {
-  echo "| window | ops/s | p50 ms | p99 ms | p99.9 ms | seconds | join took s | snapshots sent | load avg |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| window | ops/s | p50 ms | p99 ms | p99.9 ms | seconds | learner caught up after s | snapshots sent | mean Save (WAL write + fsync) ms, nodes 1/2/3 | servers' CPU s | joiner's CPU s | load avg |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
   for f in $(ls "$OUT"/A-*.json "$OUT"/B-*.json | sort -t- -k2 -n); do
     w=$(basename "$f" .json)
-    jq -r --arg w "$w" '"| \($w) | \(.ops_per_sec|floor) | \(.p50_ms) | \(.p99_ms) | \(.p999_ms) | \(.seconds*10|floor/10) | \(.join_seconds // "-") | \(.snapshot_sends // "-") | \(.load_avg_1m // "-") |"' "$f"
+    jq -r --arg w "$w" '"| \($w) | \(.ops_per_sec|floor) | \(.p50_ms) | \(.p99_ms) | \(.p999_ms) | \(.seconds*10|floor/10) | \(.join_seconds // "-") | \(.snapshot_sends // "-") | \(.save_ms_per_node // "-") | \(.cpu_seconds) | \(.joiner_cpu_seconds // "-") | \(.load_avg_1m // "-") |"' "$f"
   done
   echo
   med() { jq -s "map(.$2) | sort | if length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end" "$OUT"/$1-*.json; }
