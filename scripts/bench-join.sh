@@ -27,7 +27,10 @@
 #   BASE_WINDOW (2s), WARMUP (2s), SNAPSHOT_ENTRIES (10000), CAUGHT_UP (100),
 #   OUT (artifacts/bench-join), PPROF (1: the leader serves /debug/pprof on its
 #   metrics port, for `go tool pprof` during a B window), NO_BUILD (1: use
-#   $OUT/kvnode as is). Needs go, curl, jq and python3 (free ports).
+#   $OUT/kvnode as is), JOINER_WRAP (a command prefix for the joining node,
+#   e.g. "nice -n 19 ionice -c 3": on one machine the joiner competes with
+#   the members for CPU and disk, which a real 4th machine would not).
+#   Needs go, curl, jq and python3 (free ports).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,6 +46,7 @@ SNAPSHOT_ENTRIES=${SNAPSHOT_ENTRIES:-10000}
 CAUGHT_UP=${CAUGHT_UP:-100}
 OUT=${OUT:-artifacts/bench-join}
 PPROF=${PPROF:-0}
+JOINER_WRAP=${JOINER_WRAP:-}
 
 mkdir -p "$OUT/logs"
 OUT=$(cd "$OUT" && pwd)
@@ -189,7 +193,8 @@ window_b() {
   sleep "$warm_s"
   local t0
   t0=$(date +%s.%N)
-  "$KV" serve --join "$(peer 1),$(peer 2),$(peer 3)" --name "$name" --peer-addr "$(peer 4)" \
+  # shellcheck disable=SC2086 # JOINER_WRAP is a command prefix, split on purpose
+  $JOINER_WRAP "$KV" serve --join "$(peer 1),$(peer 2),$(peer 3)" --name "$name" --peer-addr "$(peer 4)" \
     --peer-listen "$(peer 4)" --client-listen "$(client 4)" --metrics-listen "$(metrics 4)" \
     --data-dir "$DATA/n4" "${common[@]}" >"$OUT/logs/joiner-$r.log" 2>&1 &
   joiner_pid=$!
