@@ -83,7 +83,7 @@ func (n *Node) heardRecently(id uint64) bool {
 		return true
 	}
 	pr := n.progress[id]
-	return pr != nil && n.ticks-pr.lastHeardTick < uint64(n.cfg.ElectionTicks)
+	return pr != nil && pr.heard && n.ticks-pr.lastHeardTick < uint64(n.cfg.ElectionTicks)
 }
 
 // checkReachable applies the reachability rule: the leader and the voters
@@ -183,23 +183,35 @@ func (n *Node) outOfConfig() bool {
 }
 
 // maybeHandOver, on a leader that is not a voter of the active
-// configuration, transfers leadership to the most caught-up voter (lowest
-// ID on a tie); sendTimeoutNow then steps down. With no voter to hand to
-// it steps down at once.
+// configuration, transfers leadership to the most caught-up voter it
+// heard from recently (any voter if none; lowest ID on a tie).
+//
+// It does not step down once the transfer is sent: it keeps leading —
+// refusing proposals, since a transfer is always under way, and retrying
+// the transfer when one times out — until a leader of a later term
+// appears (the target's election, or a reply from a node that dropped its
+// messages), or CheckQuorum finds it cut off. It may be the only node that
+// knows C_new committed: a voter of C_new that has not learned it still
+// counts C_old, and if C_old's quorum needs this node, which as a removed
+// member never campaigns and may hold a longer log, going passive at once
+// would strand that voter (core/sim found it). Its heartbeats carry the
+// commit index to it; once passive, its vote responses do (commit hint).
 func (n *Node) maybeHandOver() {
 	if n.role != RoleLeader || !n.outOfConfig() || n.leadTransferee != None {
 		return
 	}
-	best := None
+	best, bestHeard := None, false
 	for _, id := range n.membership.Voters {
 		pr := n.progress[id]
-		if pr != nil && (best == None || pr.Match > n.progress[best].Match) {
-			best = id
+		if pr == nil {
+			continue
+		}
+		heard := n.heardRecently(id)
+		if best == None || (heard && !bestHeard) || (heard == bestHeard && pr.Match > n.progress[best].Match) {
+			best, bestHeard = id, heard
 		}
 	}
-	if best == None {
-		n.becomeFollower(n.term, None)
-		return
+	if best != None {
+		_ = n.transferLeadership(best)
 	}
-	_ = n.transferLeadership(best)
 }

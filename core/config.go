@@ -38,8 +38,10 @@ func (m ReadMode) String() string {
 type Config struct {
 	// ID is this node's ID; non-zero.
 	ID uint64
-	// Membership is the bootstrap configuration, used only when the
-	// persisted log holds no snapshot with a membership.
+	// Membership is the bootstrap configuration: on empty storage New
+	// writes it as entry 1 (see New); empty, the node is a joiner. Once
+	// storage holds a configuration it is ignored (storage written before
+	// the bootstrap entry existed falls back to it). Order does not matter.
 	Membership Membership
 	// Applied is the last index the state machine has durably applied;
 	// committed entries at or below it are not handed out again.
@@ -173,7 +175,8 @@ func (c *Config) Validate() error {
 		bad("MaxPendingReads must be at least 1, got %d", c.MaxPendingReads)
 	}
 	if !c.Membership.IsEmpty() {
-		if err := c.Membership.validate(); err != nil {
+		// Order does not matter here: bootstrap writes the canonical form.
+		if err := c.Membership.canonical().validate(); err != nil {
 			bad("bootstrap %v", err)
 		}
 	}

@@ -2,7 +2,8 @@
 // state machine (Raft paper, extended version; Ongaro's thesis).
 //
 // A Node consumes inputs — Tick, Step (messages from peers), Propose,
-// ReadIndex, TransferLeadership, ReportUnreachable, ReportSnapshot — and
+// ProposeConfChange, ReadIndex, TransferLeadership, ReportUnreachable,
+// ReportSnapshot — and
 // emits its work as a Ready batch: state and entries to persist, messages
 // to send (split into those that may leave at once and those that may
 // leave only after the persist), committed entries to apply, read states
@@ -26,7 +27,19 @@
 //     and every later call returns it (*StorageError).
 //   - Every growing structure has a limit in Config: inflight appends per
 //     follower (count and bytes), bytes per append, uncommitted bytes,
-//     committed bytes per Ready, pending reads.
+//     committed bytes per Ready, pending reads; a configuration has at
+//     most MaxMembers members and a change MaxConfChangeOps operations.
+//   - A configuration becomes active when its committed EntryConfChange
+//     is handed out in Ready.CommittedEntries, never when appended. The
+//     invariants that rule needs: one change in flight (a new leader
+//     first waits until everything through its election no-op is
+//     active), more than one voter changed only through a joint
+//     configuration (left automatically), every replica computing the
+//     same configuration from the same committed prefix (Membership.Apply
+//     is pure; a committed entry that fails it is skipped everywhere),
+//     and a snapshot carrying the configuration active at its index.
+//     New bootstraps entry 1 (ConfChange{Replace}) on empty storage, so
+//     after the first start the log, not Config.Membership, is the truth.
 //
 // Assumptions:
 //   - One goroutine uses a Node at a time.
@@ -41,5 +54,10 @@
 // with the lease's clock argument), limits.go (term and index limits),
 // transfer.go (§3.10), progress.go (flow control), log.go (stable and
 // unstable log), ready.go (the output contract), quorum/ (majority and
-// joint quorums).
+// joint quorums), membership.go (thesis ch. 4: what a change does —
+// Membership.Apply — its errors and its one encoding), confchange.go
+// (ProposeConfChange and its refusals, activation on hand-out, leaving a
+// joint configuration, a removed leader's handover §4.2.2), node.go
+// (New: bootstrap entry, joiners, restoring the configuration; which
+// messages non-members and removed members may send).
 package core

@@ -1,6 +1,10 @@
 package core
 
-import "github.com/rafty-db/rafty/core/quorum"
+import (
+	"errors"
+
+	"github.com/rafty-db/rafty/core/quorum"
+)
 
 // campaignTransfer in a vote request's Context marks an election the old
 // leader asked for (thesis §3.10): voters grant it even while they still
@@ -81,9 +85,12 @@ func (n *Node) becomeLeader() {
 	n.lead = n.id
 	// Every voter just took part in electing us: count them as heard
 	// from now, so CheckQuorum measures a full timeout from here.
+	// Learners took no part: they count as heard once they answer (a
+	// learner is promoted only if heard from, see ProposeConfChange).
 	for _, pr := range n.progress {
 		pr.RecentActive = true
 		pr.lastHeardTick = n.ticks
+		pr.heard = !pr.IsLearner
 	}
 	// The leader's own progress is always in replicate state: it
 	// "replicates" to itself by persisting.
@@ -115,6 +122,15 @@ func (n *Node) campaign(kind campaignKind) error {
 		n.counters.RefusedCampaigns++
 		return nil
 	}
+	if pending, err := n.committedConfPending(); err != nil || pending {
+		// A configuration entry is committed but not yet active here
+		// (activation waits for a Ready to hand it out; after a restart,
+		// everything past Config.Applied). Counting votes in the
+		// configuration before it could mean counting one two changes
+		// old, whose quorums need not intersect the newest one's (etcd
+		// refuses the same way). Campaign once it is handed out.
+		return err
+	}
 	msgType := MsgVote
 	voteTerm := n.term + 1
 	if n.cfg.PreVote && kind == campaignPreElection {
@@ -140,7 +156,10 @@ func (n *Node) campaign(kind campaignKind) error {
 		if id == n.id {
 			continue
 		}
-		n.send(Message{Type: msgType, To: id, Term: voteTerm, Index: lastIdx, LogTerm: lastTerm, Context: ctx})
+		// Commit tells voters what we know committed, so that only one
+		// who knows more answers with a commit hint (handleVoteRequest).
+		n.send(Message{Type: msgType, To: id, Term: voteTerm, Index: lastIdx, LogTerm: lastTerm, Context: ctx,
+			Commit: n.log.committed})
 	}
 	return nil
 }
@@ -201,19 +220,75 @@ func (n *Node) handleVoteRequest(m Message) error {
 	if err != nil {
 		return n.fail(err)
 	}
+	// Commit hint: if we hold the candidate's last entry, log matching
+	// says its log equals ours up to there, so whatever we know is
+	// committed up to there is committed in its log too. This is how a
+	// voter that never learned its configuration change committed (its
+	// leader removed itself and went away) finds out and stops counting
+	// the old configuration, whose quorum may need removed members.
+	hint := func(resp Message) Message {
+		if c := min(n.log.committed, m.Index); c > m.Commit && n.log.matchTerm(m.Index, m.LogTerm) {
+			resp.Index, resp.LogTerm, resp.Commit = m.Index, m.LogTerm, c
+		}
+		return resp
+	}
 	// The candidate need not be a voter in our configuration: it may have
 	// activated a change we have not yet (a promotion). Its votes count
 	// only in its own configuration; removed members never get here.
 	if canVote && upToDate {
 		// A granted pre-vote answers in the candidate's future term so it
 		// can count it; a rejection carries ours so it can catch up.
-		n.send(Message{Type: respType, To: m.From, Term: m.Term})
+		n.send(hint(Message{Type: respType, To: m.From, Term: m.Term}))
 		if m.Type == MsgVote {
 			n.electionElapsed = 0
 			n.vote = m.From
 		}
 		return nil
 	}
-	n.send(Message{Type: respType, To: m.From, Term: n.term, Reject: true})
+	n.send(hint(Message{Type: respType, To: m.From, Term: n.term, Reject: true}))
 	return nil
+}
+
+// takeCommitHint adopts the commit index a vote response vouches for (see
+// handleVoteRequest): only up to the candidate's last entry it names, and
+// only if that entry is still ours. Committed entries stay committed, so
+// a stale or duplicated response is as good as a fresh one. A leader (a
+// late response) ignores it: its commit index moves only through
+// maybeCommit, which also releases the reads waiting for its first commit.
+func (n *Node) takeCommitHint(m Message) {
+	if n.role == RoleLeader || m.Commit == 0 || m.Commit > m.Index || m.Index > n.log.lastIndex() ||
+		n.log.pendingSnap != nil {
+		return
+	}
+	if n.log.matchTerm(m.Index, m.LogTerm) {
+		n.log.commitTo(m.Commit)
+	}
+}
+
+// committedConfPending reports whether a committed configuration entry
+// waits to be handed out (and so activated). It reads the committed
+// entries not yet handed out, remembering how far it found none.
+func (n *Node) committedConfPending() (bool, error) {
+	lo := max(n.confScanned, n.confCheckedTo) + 1
+	for lo <= n.log.committed {
+		ents, err := n.log.entries(lo, n.log.committed+1, n.cfg.MaxCommittedBytesPerReady)
+		if err != nil {
+			var se *StorageError
+			if errors.As(err, &se) {
+				return true, n.fail(err)
+			}
+			return true, nil // not readable now: do not campaign
+		}
+		if len(ents) == 0 {
+			return true, nil
+		}
+		for i := range ents {
+			if ents[i].Type == EntryConfChange {
+				return true, nil
+			}
+			n.confCheckedTo = ents[i].Index
+		}
+		lo = ents[len(ents)-1].Index + 1
+	}
+	return false, nil
 }

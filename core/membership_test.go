@@ -235,15 +235,33 @@ func runTransition(t *testing.T, tc transitionCase, tweak func(*core.Config)) {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		r, err := core.New(cfg, c.logs[id].Clone())
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := restart(t, cfg, c.logs[id])
 		if got, want := r.Status().Membership, n.Status().Membership; !slices.Equal(got.Voters, want.Voters) ||
 			!slices.Equal(got.Learners, want.Learners) || got.HighestID != want.HighestID {
 			t.Errorf("node %d restarted into %+v, was %+v", id, got, want)
 		}
 	}
+}
+
+// restart starts a node from a copy of log with cfg and hands out what it
+// re-applies (configurations past cfg.Applied activate then), without
+// persisting anything: a read-only look at what the node restores.
+func restart(t *testing.T, cfg core.Config, log *memlog.Log) *core.Node {
+	t.Helper()
+	n, err := core.New(cfg, log.Clone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n.HasReady() {
+		rd, err := n.Ready()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Advance(rd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
 }
 
 // stepOnce processes every node once and delivers what that queued. It
@@ -380,6 +398,23 @@ func TestConfChangeRefusals(t *testing.T) {
 				return ops(promote(4))
 			},
 			wantErr: core.ErrLearnerBehind},
+		{name: "learner silent since the election", size: 3, on: 2,
+			setup: func(c *cluster) core.ConfChange {
+				c.addJoiner(4, nil)
+				if err := c.confChange(ops(addLearner(4))); err != nil {
+					c.t.Fatal(err)
+				}
+				c.drop = func(m core.Message) bool { return m.To == 4 || m.From == 4 }
+				if err := c.nodes[1].TransferLeadership(2); err != nil {
+					c.t.Fatal(err)
+				}
+				c.stabilize()
+				if c.leader() != 2 {
+					c.t.Fatalf("setup: leader %d", c.leader())
+				}
+				return ops(promote(4))
+			},
+			wantErr: core.ErrLearnerBehind},
 		{name: "quorum unreachable: add a voter while one is down", size: 3,
 			setup: func(c *cluster) core.ConfChange {
 				c.drop = func(m core.Message) bool { return m.To == 3 || m.From == 3 }
@@ -454,7 +489,12 @@ func TestBootstrapEntryIdentical(t *testing.T) {
 	for i, voters := range orders {
 		id := uint64(i + 1)
 		cfg := testConfig(id)
-		cfg.Membership = core.Membership{Voters: voters, Members: members}
+		// Member infos in another order on each node, too.
+		ms := slices.Clone(members)
+		for range i {
+			ms = append(ms[1:], ms[0])
+		}
+		cfg.Membership = core.Membership{Voters: voters, Members: ms}
 		log := memlog.New()
 		n, err := core.New(cfg, log)
 		if err != nil {
@@ -580,14 +620,19 @@ func TestSnapshotCarriesMembership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := n.Status().Membership; !slices.Equal(m.Learners, []uint64{4, 5}) {
+	if m := n.Status().Membership; !slices.Equal(m.Learners, []uint64{4}) {
+		t.Fatalf("restarted joiner membership before re-applying %+v, want the snapshot's", m)
+	}
+	if m := restart(t, cfg, c.logs[4]).Status().Membership; !slices.Equal(m.Learners, []uint64{4, 5}) {
 		t.Fatalf("restarted joiner membership %+v", m)
 	}
 }
 
 // TestRestartRestoresMembershipFromLog: a restarted node's configuration
-// is the one its log says, read back in bounded pages, whatever
-// Config.Membership and Config.Applied say.
+// is the one its log says at Config.Applied, read back in bounded pages,
+// whatever Config.Membership says; the configuration entries after
+// Applied activate as they are handed out again, and until then the node
+// does not campaign.
 func TestRestartRestoresMembershipFromLog(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.tolerateInvalid = true
@@ -609,6 +654,19 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 	if !slices.Equal(want.Membership.Voters, []uint64{1, 2, 4, 5}) {
 		t.Fatalf("setup: %+v", want.Membership)
 	}
+	// MembershipAt answers the same from storage alone, at any index.
+	m, ci, err := core.MembershipAt(c.logs[2], want.Commit, 64)
+	if err != nil || !slices.Equal(m.Voters, want.Membership.Voters) || ci != want.ConfIndex {
+		t.Fatalf("MembershipAt(commit) = %+v, %d, %v; want %+v at %d", m, ci, err, want.Membership, want.ConfIndex)
+	}
+	// The last change was the automatic LeaveJoint right after the joint
+	// entry: one index earlier the configuration is still joint.
+	if m, ci, err := core.MembershipAt(c.logs[2], want.ConfIndex-1, 1); err != nil || !m.IsJoint() || ci != want.ConfIndex-1 {
+		t.Fatalf("MembershipAt(%d) = %+v, %d, %v: want the joint configuration", want.ConfIndex-1, m, ci, err)
+	}
+	if m, ci, err := core.MembershipAt(c.logs[2], 1, 1); err != nil || !slices.Equal(m.Voters, []uint64{1, 2, 3}) || ci != 1 {
+		t.Fatalf("MembershipAt(1) = %+v, %d, %v: want the bootstrap configuration", m, ci, err)
+	}
 	for _, tc := range []struct {
 		name    string
 		applied uint64
@@ -627,11 +685,24 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 				t.Fatal(err)
 			}
 			st := n.Status()
-			if !slices.Equal(st.Membership.Voters, want.Membership.Voters) || st.Membership.IsJoint() ||
-				st.ConfIndex != want.ConfIndex || st.Membership.HighestID != 5 {
-				t.Fatalf("restored %+v (conf index %d), want %+v (conf index %d)", st.Membership, st.ConfIndex, want.Membership, want.ConfIndex)
+			if tc.applied == want.Applied {
+				if !slices.Equal(st.Membership.Voters, want.Membership.Voters) || st.Membership.IsJoint() ||
+					st.ConfIndex != want.ConfIndex || st.Membership.HighestID != 5 {
+					t.Fatalf("restored %+v (conf index %d), want %+v (conf index %d)", st.Membership, st.ConfIndex, want.Membership, want.ConfIndex)
+				}
+			} else {
+				// Committed configuration entries await hand-out: no
+				// campaign in a configuration that may be stale.
+				for range 100 {
+					if err := n.Tick(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n.Role() != core.RoleFollower {
+					t.Fatalf("campaigned before re-applying its configuration entries: %v", n.Role())
+				}
 			}
-			// Handing the entries out again must not re-apply them.
+			// Handing the entries out again activates them, once.
 			for n.HasReady() {
 				rd, err := n.Ready()
 				if err != nil {
@@ -641,7 +712,8 @@ func TestRestartRestoresMembershipFromLog(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if st := n.Status(); st.Counters.InvalidConfChanges != 0 || !slices.Equal(st.Membership.Voters, want.Membership.Voters) {
+			if st := n.Status(); st.Counters.InvalidConfChanges != 0 || !slices.Equal(st.Membership.Voters, want.Membership.Voters) ||
+				st.ConfIndex != want.ConfIndex {
 				t.Fatalf("after handing out: %+v", st)
 			}
 		})
@@ -683,11 +755,7 @@ func TestInvalidCommittedConfEntrySkipped(t *testing.T) {
 			t.Fatalf("node %d applied %v", to, got)
 		}
 		// A restart skips them the same way.
-		cfg := testConfig(to, 1, 2, 3)
-		n, err := core.New(cfg, c.logs[to].Clone())
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := restart(t, testConfig(to, 1, 2, 3), c.logs[to])
 		if st := n.Status(); st.Counters.InvalidConfChanges != 2 || !slices.Equal(st.Membership.Learners, []uint64{9}) {
 			t.Fatalf("node %d restarted: %+v", to, st)
 		}
@@ -970,5 +1038,203 @@ func TestStepFromNonMembers(t *testing.T) {
 				t.Fatalf("refused message changed state: %+v", after)
 			}
 		})
+	}
+}
+
+// TestRemovedLeaderHandoverLost: the removed leader's MsgTimeoutNow is
+// lost (twice). It keeps leading — refusing proposals — and retries the
+// handover each election timeout until a voter takes over; then it is a
+// passive, removed follower.
+func TestRemovedLeaderHandoverLost(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.tolerateInvalid = true
+	c.elect(1)
+	lost := 0
+	c.drop = func(m core.Message) bool {
+		if m.Type == core.MsgTimeoutNow && lost < 2 {
+			lost++
+			return true
+		}
+		return false
+	}
+	if err := c.confChange(ops(remove(1))); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.nodes[1].Status(); st.Role != core.RoleLeader || !st.Removed || st.LeadTransferee == 0 {
+		t.Fatalf("removed leader after its first handover was lost: %+v", st)
+	}
+	if err := c.nodes[1].Propose([]byte("y")); !errors.Is(err, core.ErrTransferInProgress) {
+		t.Fatalf("removed leader accepted a proposal: %v", err)
+	}
+	c.settle(60)
+	if lost != 2 {
+		t.Fatalf("%d handovers lost, want 2 (one per election timeout)", lost)
+	}
+	if st := c.nodes[1].Status(); st.Role != core.RoleFollower || !st.Removed {
+		t.Fatalf("removed leader after handing over: %+v", st)
+	}
+	lead := c.leader()
+	if lead != 2 && lead != 3 {
+		t.Fatalf("leader %d after the lost handover", lead)
+	}
+	if err := c.nodes[lead].Propose([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	for _, id := range []uint64{2, 3} {
+		if got := c.appliedData(id); len(got) == 0 || got[len(got)-1] != "x" {
+			t.Fatalf("node %d applied %v", id, got)
+		}
+	}
+}
+
+// TestRestartMembershipSources: where a restarted node takes its
+// configuration from, by what its storage holds.
+func TestRestartMembershipSources(t *testing.T) {
+	boot := core.Entry{Index: 1, Term: 1, Type: core.EntryConfChange,
+		Data: core.ConfChange{Replace: &core.Membership{Voters: []uint64{1, 2, 3}}}.Marshal()}
+	flags := core.Membership{Voters: []uint64{2, 7}}
+	cases := []struct {
+		name   string
+		hs     core.HardState
+		ents   []core.Entry
+		snap   *core.SnapshotMeta
+		voters []uint64
+	}{
+		{name: "bootstrap entry committed", hs: core.HardState{Term: 2, Commit: 1}, ents: []core.Entry{boot}, voters: []uint64{1, 2, 3}},
+		{name: "joiner holding an uncommitted entry 1 stays a joiner", hs: core.HardState{Term: 2}, ents: []core.Entry{boot}},
+		{name: "storage from before the bootstrap entry: flags", hs: core.HardState{Term: 2, Commit: 1},
+			ents: entriesWithTerms(1, 2), voters: []uint64{2, 7}},
+		{name: "snapshot membership", hs: core.HardState{Term: 2, Commit: 5},
+			snap: &core.SnapshotMeta{Index: 5, Term: 2, Membership: core.Membership{Voters: []uint64{2, 4}, HighestID: 4}}, voters: []uint64{2, 4}},
+		{name: "snapshot without membership (old format): flags", hs: core.HardState{Term: 2, Commit: 5},
+			snap: &core.SnapshotMeta{Index: 5, Term: 2}, voters: []uint64{2, 7}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			log := memlog.New()
+			if tc.snap != nil {
+				if err := log.InstallSnapshot(*tc.snap); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := log.Save(tc.hs, tc.ents); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig(2)
+			cfg.Membership = flags
+			cfg.Applied = tc.hs.Commit
+			n, err := core.New(cfg, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := n.Status().Membership.Voters; !slices.Equal(got, tc.voters) {
+				t.Fatalf("voters %v, want %v", got, tc.voters)
+			}
+		})
+	}
+}
+
+// TestStrandedVoterLearnsCommitFromVotes is core/sim seed 674's shape:
+// {1,3} becomes {3}; node 3 acknowledged the entry but never learned it
+// committed, and leader 1, removed, crashed with a longer log before
+// telling it. Restarted, 1 is a passive removed follower that refuses 3's
+// (pre-)votes for its longer log. Without more, 3 counts {1,3} forever.
+// 1's vote response carries a commit hint (it holds 3's last entry), so
+// 3 learns {3} committed, activates it and leads alone.
+func TestStrandedVoterLearnsCommitFromVotes(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.tolerateInvalid = true
+	c.elect(1)
+	if err := c.confChange(ops(remove(2))); err != nil {
+		t.Fatal(err)
+	}
+	idx := c.nodes[1].Status().LastIndex + 1
+	// 3 gets the change but not the entry after it, and never a commit
+	// index that covers the change.
+	c.drop = func(m core.Message) bool {
+		if m.From != 1 || m.To != 3 {
+			return false
+		}
+		for _, e := range m.Entries {
+			if e.Index > idx {
+				return true
+			}
+		}
+		return m.Commit >= idx || m.Type == core.MsgTimeoutNow
+	}
+	if got, err := c.nodes[1].ProposeConfChange(ops(remove(1))); err != nil || got != idx {
+		t.Fatalf("ProposeConfChange = %d, %v", got, err)
+	}
+	c.stepOnce() // the change reaches 3 alone
+	if err := c.nodes[1].Propose([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	c.stabilize()
+	if st := c.nodes[1].Status(); !st.Removed || st.Commit < idx {
+		t.Fatalf("setup: node 1 %+v", st)
+	}
+	if st := c.nodes[3].Status(); st.Commit >= idx || st.LastIndex != idx {
+		t.Fatalf("setup: node 3 %+v", st)
+	}
+	// 1 crashes and restarts: a removed follower now.
+	cfg := testConfig(1)
+	cfg.Applied = c.nodes[1].Status().Applied
+	log := c.logs[1].Clone()
+	n, err := core.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[1], c.logs[1] = n, log
+	c.drop = nil
+	c.settle(100)
+	st := c.nodes[3].Status()
+	if st.Role != core.RoleLeader || !slices.Equal(st.Membership.Voters, []uint64{3}) {
+		t.Fatalf("node 3 stranded: %+v", st)
+	}
+}
+
+// TestCommitHint: a vote response's commit hint is adopted only when it
+// names an entry this node holds, and only up to that entry; a voter
+// sends one only when it knows more than the candidate.
+func TestCommitHint(t *testing.T) {
+	cases := []struct {
+		name       string
+		index, lt  uint64
+		commit     uint64
+		wantCommit uint64
+	}{
+		{"matching entry", 3, 2, 2, 2},
+		{"up to the named entry", 3, 2, 3, 3},
+		{"entry with another term", 3, 1, 2, 0},
+		{"commit past the named entry", 2, 2, 3, 0},
+		{"entry beyond our log", 5, 2, 4, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSolo(t, core.HardState{Term: 2}, entriesWithTerms(1, 2, 2), nil)
+			m := core.Message{Type: core.MsgPreVoteResp, From: 2, To: 1, Term: 2, Reject: true,
+				Index: tc.index, LogTerm: tc.lt, Commit: tc.commit}
+			if err := s.step(m); err != nil {
+				t.Fatal(err)
+			}
+			if got := s.n.Status().Commit; got != tc.wantCommit {
+				t.Fatalf("commit %d, want %d", got, tc.wantCommit)
+			}
+		})
+	}
+	// The voter's side: a hint only for a candidate that knows less.
+	s := newSolo(t, core.HardState{Term: 2, Commit: 2}, entriesWithTerms(1, 2, 2), nil)
+	for _, tc := range []struct {
+		candCommit uint64
+		want       uint64
+	}{{0, 2}, {1, 2}, {2, 0}} {
+		if err := s.step(core.Message{Type: core.MsgPreVote, From: 2, To: 1, Term: 3, Index: 3, LogTerm: 2, Commit: tc.candCommit}); err != nil {
+			t.Fatal(err)
+		}
+		out := s.flush()
+		if len(out) != 1 || out[0].Commit != tc.want || (tc.want != 0 && (out[0].Index != 3 || out[0].LogTerm != 2)) {
+			t.Fatalf("candidate commit %d: answer %v, want hint %d", tc.candCommit, out, tc.want)
+		}
 	}
 }

@@ -44,6 +44,9 @@ type Node struct {
 	confIndex        uint64
 	confScanned      uint64
 	pendingConfIndex uint64
+	// confCheckedTo: committed entries in (confScanned, confCheckedTo]
+	// hold no configuration entry (committedConfPending's memo).
+	confCheckedTo uint64
 	// peers lists every other member, sorted: output order must never
 	// depend on map iteration, or runs would not replay from a seed.
 	peers []uint64
@@ -141,10 +144,13 @@ type Counters struct {
 //     membership, never campaigns, and becomes whatever the snapshot or
 //     log a leader sends it says.
 //   - Otherwise: the snapshot's membership, then every configuration
-//     entry in (snapshot index, commit] read back from log (commit is the
-//     larger of the persisted commit and cfg.Applied). Storage written
-//     before the bootstrap entry existed has none; it falls back to
-//     cfg.Membership.
+//     entry in (snapshot index, cfg.Applied] read back from log: the
+//     configuration at the applied index, as the driver tracks it.
+//     Configuration entries after it activate when handed out again; until
+//     then the node does not campaign (committedConfPending). Storage written
+//     before the bootstrap entry existed (no snapshot membership, entry 1
+//     not a configuration entry) falls back to cfg.Membership; a joiner
+//     that has not yet committed what it received stays a joiner.
 func New(cfg Config, log LogReader) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -199,8 +205,13 @@ func New(cfg Config, log LogReader) (*Node, error) {
 			return nil, err
 		}
 		if m.IsEmpty() {
-			// Storage from before the bootstrap entry existed.
-			m, n.confIndex = cfg.Membership, 0
+			legacy, err := n.predatesBootstrapEntry(snap)
+			if err != nil {
+				return nil, err
+			}
+			if legacy {
+				m, n.confIndex = cfg.Membership.canonical(), 0
+			}
 		}
 		n.setMembership(m)
 	}
@@ -233,46 +244,104 @@ func (n *Node) bootstrap(m Membership) {
 	n.setMembership(active)
 }
 
-// restoreMembership computes the configuration active at the commit index
-// from the snapshot and the configuration entries after it, reading the
-// log in pages of at most MaxCommittedBytesPerReady. Entries that do not
-// decode or apply are skipped, as they were when first activated.
+// restoreMembership computes the configuration active at the applied index
+// (see MembershipAt).
 func (n *Node) restoreMembership(snap SnapshotMeta) (Membership, error) {
-	m := snap.Membership.Clone()
-	if !m.IsEmpty() {
-		n.confIndex = snap.Index
-	}
-	commit := n.log.committed
-	n.confScanned = max(commit, snap.Index)
-	first, err := n.log.firstIndex()
+	applied := n.log.applied
+	n.confScanned = max(applied, snap.Index)
+	m, confIndex, skipped, err := membershipAt(n.log.stable, snap, applied, n.cfg.MaxCommittedBytesPerReady)
+	n.counters.InvalidConfChanges += skipped
+	n.confIndex = confIndex
+	return m, err
+}
+
+// MembershipAt returns the configuration in force at index in the log that
+// r holds, and the index of the entry (or snapshot) that made it so: the
+// snapshot's membership, then every configuration entry after the
+// snapshot up to index, applied with Membership.Apply (entries that do not
+// decode or apply are skipped, as every replica skipped them). It reads at
+// most maxBytes of entries at a time. This is what New restores at
+// Config.Applied; a driver can ask for the configuration at the persisted
+// commit index to compare it with its flags before anything is applied.
+// The result is empty for storage with no configuration (a joiner, or data
+// written before the bootstrap entry existed). Errors: index below the
+// snapshot, and storage failures (*StorageError).
+func MembershipAt(r LogReader, index, maxBytes uint64) (Membership, uint64, error) {
+	_, snap, err := r.InitialState()
 	if err != nil {
-		return Membership{}, err
+		return Membership{}, 0, &StorageError{Err: err}
 	}
-	for lo := max(first, snap.Index+1); lo <= commit; {
-		ents, err := n.log.entries(lo, commit+1, n.cfg.MaxCommittedBytesPerReady)
-		if err == nil && len(ents) == 0 {
-			err = &StorageError{Err: fmt.Errorf("storage returned no entries from %d", lo)}
+	m, confIndex, _, err := membershipAt(r, snap, index, maxBytes)
+	return m, confIndex, err
+}
+
+func membershipAt(r LogReader, snap SnapshotMeta, index, maxBytes uint64) (m Membership, confIndex, skipped uint64, err error) {
+	if index < snap.Index {
+		return Membership{}, 0, 0, fmt.Errorf("raft: configuration at %d asked, the log starts after snapshot %d", index, snap.Index)
+	}
+	m = snap.Membership.Clone()
+	if !m.IsEmpty() {
+		confIndex = snap.Index
+	}
+	first, err := r.FirstIndex()
+	if err != nil {
+		return Membership{}, 0, 0, &StorageError{Err: err}
+	}
+	last, err := r.LastIndex()
+	if err != nil {
+		return Membership{}, 0, 0, &StorageError{Err: err}
+	}
+	hi := min(index, last)
+	for lo := max(first, snap.Index+1); lo <= hi; {
+		ents, err := r.Entries(lo, hi+1, max(maxBytes, 1))
+		if err == nil && (len(ents) == 0 || ents[0].Index != lo) {
+			err = fmt.Errorf("storage returned %d entries not starting at %d", len(ents), lo)
 		}
 		if err != nil {
-			var se *StorageError
-			if !errors.As(err, &se) {
-				err = &StorageError{Err: fmt.Errorf("reading configuration entries from %d: %w", lo, err)}
-			}
-			return Membership{}, err
+			return Membership{}, 0, 0, &StorageError{Err: fmt.Errorf("reading configuration entries from %d: %w", lo, err)}
 		}
 		for i := range ents {
 			if ents[i].Type != EntryConfChange {
 				continue
 			}
 			if next, err := applyConfEntry(m, &ents[i]); err != nil {
-				n.counters.InvalidConfChanges++
+				skipped++
 			} else {
-				m, n.confIndex = next, ents[i].Index
+				m, confIndex = next, ents[i].Index
 			}
 		}
 		lo = ents[len(ents)-1].Index + 1
 	}
-	return m, nil
+	return m, confIndex, skipped, nil
+}
+
+// predatesBootstrapEntry reports whether storage was written before
+// configurations lived in the log: no snapshot membership and an entry 1
+// that is not a configuration entry. Storage written since always starts
+// with the bootstrap entry or a snapshot carrying a membership; a joiner
+// that has not yet committed what it received has neither and must stay a
+// joiner whatever Config.Membership says.
+func (n *Node) predatesBootstrapEntry(snap SnapshotMeta) (bool, error) {
+	if !snap.Membership.IsEmpty() {
+		return false, nil
+	}
+	if snap.Index > 0 {
+		return true, nil // a snapshot from before memberships were stored
+	}
+	if n.log.lastIndex() == 0 {
+		// Nothing but a hard state: a joiner that voted, or a legacy
+		// node that never received an entry. Only a joiner's driver
+		// passes no membership, so trust the configuration here.
+		return true, nil
+	}
+	ents, err := n.log.entries(1, 2, 1)
+	if err == nil && len(ents) == 0 {
+		err = errors.New("no entry returned")
+	}
+	if err != nil {
+		return false, &StorageError{Err: fmt.Errorf("reading entry 1: %w", err)}
+	}
+	return ents[0].Type != EntryConfChange, nil
 }
 
 // applyConfEntry decodes a configuration entry and applies it to m.
@@ -416,19 +485,17 @@ func (n *Node) tickLeader() error {
 	if n.cfg.CheckQuorum && !n.quorumActive() {
 		// thesis §6.2: a leader that has not heard from a quorum for an
 		// election timeout steps down so clients find the real leader.
+		// So does a removed leader still handing over (maybeHandOver):
+		// the voters it can no longer reach learn C_new committed from
+		// the commit hint in its vote responses (handleVoteRequest).
 		n.becomeFollower(n.term, None)
 		return nil
 	}
 	if n.electionElapsed >= n.cfg.ElectionTicks {
 		n.electionElapsed = 0
 		if n.leadTransferee != None {
+			// A handover that did not finish starts again below.
 			n.abortTransfer()
-			if n.outOfConfig() {
-				// The handover to a voter of the new configuration did
-				// not finish: step down and let the voters elect.
-				n.becomeFollower(n.term, None)
-				return nil
-			}
 		}
 	}
 	// Retries what an earlier attempt could not do (uncommitted bytes
@@ -465,9 +532,15 @@ func (h heardTicks) AckedIndex(id uint64) (uint64, bool) {
 	return pr.lastHeardTick, true
 }
 
-// Step feeds a message from a peer into the node. A malformed message or
-// one from a non-member returns an error wrapping ErrInvalidMessage (and is
-// counted); the node's state is then unchanged.
+// Step feeds a message from a peer into the node. A malformed message
+// returns an error wrapping ErrInvalidMessage (and is counted); the node's
+// state is then unchanged. From a sender outside the configuration only
+// leader messages, vote requests and answers to forwarded requests are
+// accepted (acceptedFromNonMember); anything else is refused the same way
+// (Counters.UnknownSenders). Anything from a removed member is refused
+// with an error that also wraps ErrRemoved (Counters.RemovedSenders), so a
+// driver can tell the sender; a stale append from one is answered with
+// this node's term.
 func (n *Node) Step(m Message) error {
 	if n.err != nil {
 		return n.err
@@ -476,6 +549,12 @@ func (n *Node) Step(m Message) error {
 		switch {
 		case errors.Is(err, errRemovedSender):
 			n.counters.RemovedSenders++
+			if (m.Type == MsgApp || m.Type == MsgHeartbeat) && m.Term < n.term {
+				// A removed leader still handing over (maybeHandOver)
+				// while a later leader already took over: tell it our
+				// term so it steps down instead of leading forever.
+				n.send(Message{Type: MsgAppResp, To: m.From})
+			}
 		case errors.Is(err, errUnknownSender):
 			n.counters.UnknownSenders++
 		case errors.Is(err, errOutOfRange):
@@ -570,6 +649,14 @@ func (n *Node) validate(m Message) error {
 		if len(m.Entries) == 0 {
 			return invalidf("MsgProp without entries")
 		}
+		for i := range m.Entries {
+			if m.Entries[i].Type != EntryNormal {
+				// Configuration changes go through ProposeConfChange on
+				// the leader and its checks (one in flight, quorum
+				// reachable, ...); a forwarded one would skip them all.
+				return invalidf("MsgProp entry %d has type %v; only commands are forwarded", i, m.Entries[i].Type)
+			}
+		}
 	}
 	if termless(m.Type) {
 		return nil
@@ -593,6 +680,9 @@ func termless(t MessageType) bool {
 // stepTerm applies the term rules every role shares (paper §5.1), then
 // dispatches by role.
 func (n *Node) stepTerm(m Message) error {
+	if m.Type == MsgVoteResp || m.Type == MsgPreVoteResp {
+		n.takeCommitHint(m)
+	}
 	switch {
 	case termless(m.Type):
 	case m.Term > n.term:
@@ -620,10 +710,13 @@ func (n *Node) stepTerm(m Message) error {
 	case m.Term < n.term:
 		n.counters.StaleMessages++
 		switch {
-		case (n.cfg.CheckQuorum || n.cfg.PreVote) && (m.Type == MsgApp || m.Type == MsgHeartbeat):
+		case m.Type == MsgApp || m.Type == MsgHeartbeat:
 			// A stale leader would otherwise never learn our term (we
-			// ignore its messages, and with PreVote we never campaign
-			// it down): tell it, so it steps down.
+			// ignore its messages; with PreVote we never campaign it
+			// down, and without, our vote requests reach it only if it
+			// is a voter of our configuration, which a leader added by a
+			// change we have not yet learned is not): tell it, so it
+			// steps down (paper §5.1: every reply carries the term).
 			n.send(Message{Type: MsgAppResp, To: m.From})
 		case m.Type == MsgPreVote:
 			n.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
@@ -729,6 +822,7 @@ func (n *Node) stepLeader(m Message) error {
 	}
 	pr.RecentActive = true
 	pr.lastHeardTick = n.ticks
+	pr.heard = true
 	switch m.Type {
 	case MsgAppResp:
 		return n.handleAppendResp(m, pr)

@@ -48,6 +48,10 @@ type Progress struct {
 	// lastHeardTick is the leader tick at which the follower was last
 	// heard from (the leader's own entry is always the current tick).
 	lastHeardTick uint64
+	// heard: lastHeardTick means something. False for a member added
+	// during this term until it answers, and for learners at election
+	// (they did not take part in it); see heardRecently.
+	heard bool
 	// IsLearner: the follower receives the log but does not vote.
 	IsLearner bool
 	// sentCommit is the commit index last sent to this follower.

@@ -36,6 +36,10 @@ var rewriteScenarios = flag.Bool("rewrite", false, "rewrite testdata/scenarios w
 //	isolate ID           drop every message to and from node ID
 //	heal                 stop dropping messages
 //	status               one line per node
+//	join ID              start node ID as a joiner (empty storage, no membership)
+//	conf ID OP:N...      ProposeConfChange on node ID; OP is learner, voter,
+//	                     promote or remove (several OPs make one change)
+//	members              each node's active configuration
 func TestScenarios(t *testing.T) {
 	files, err := filepath.Glob("testdata/scenarios/*.txt")
 	if err != nil || len(files) == 0 {
@@ -191,6 +195,55 @@ func runScenarioCommand(t *testing.T, cp **cluster, cmd string) []string {
 	case "heal":
 		c.drop = nil
 		return nil
+	case "join":
+		c.addJoiner(arg(1), nil)
+		c.tolerateInvalid = true // removed members' messages are refused
+		return nil
+	case "conf":
+		var cc core.ConfChange
+		for _, op := range f[2:] {
+			kind, num, _ := strings.Cut(op, ":")
+			id, err := strconv.ParseUint(num, 10, 64)
+			if err != nil {
+				t.Fatalf("%q: %v", cmd, err)
+			}
+			switch kind {
+			case "learner":
+				cc.Ops = append(cc.Ops, addLearner(id))
+			case "voter":
+				cc.Ops = append(cc.Ops, addVoter(id))
+			case "promote":
+				cc.Ops = append(cc.Ops, promote(id))
+			case "remove":
+				cc.Ops = append(cc.Ops, remove(id))
+			default:
+				t.Fatalf("%q: unknown operation %q", cmd, kind)
+			}
+		}
+		idx, err := c.nodes[arg(1)].ProposeConfChange(cc)
+		if err != nil {
+			return errLine(err)
+		}
+		return []string{fmt.Sprintf("proposed %v at index %d", cc, idx)}
+	case "members":
+		var out []string
+		for id := uint64(1); id <= uint64(len(c.nodes)); id++ {
+			st := c.nodes[id].Status()
+			m := st.Membership
+			line := fmt.Sprintf("%d: voters=%v", id, m.Voters)
+			if m.IsJoint() {
+				line += fmt.Sprintf(" outgoing=%v", m.OutgoingVoters)
+			}
+			if len(m.Learners) > 0 {
+				line += fmt.Sprintf(" learners=%v", m.Learners)
+			}
+			line += fmt.Sprintf(" conf-index=%d", st.ConfIndex)
+			if st.Removed {
+				line += " removed"
+			}
+			out = append(out, line)
+		}
+		return out
 	case "status":
 		var out []string
 		for id := uint64(1); id <= uint64(len(c.nodes)); id++ {
@@ -216,6 +269,11 @@ func scenarioStabilize(c *cluster) []string {
 				did = true
 			}
 			for _, e := range c.applied[id][nApplied:] {
+				if e.Type == core.EntryConfChange {
+					cc, err := core.UnmarshalConfChange(e.Data)
+					out = append(out, fmt.Sprintf("  %d applies %d/%d conf %v%s", id, e.Term, e.Index, cc, errSuffix(err)))
+					continue
+				}
 				out = append(out, fmt.Sprintf("  %d applies %d/%d %q", id, e.Term, e.Index, e.Data))
 			}
 			for _, rs := range c.reads[id][nReads:] {
@@ -238,6 +296,13 @@ func scenarioStabilize(c *cluster) []string {
 	}
 	c.t.Fatal("scenario did not stabilize")
 	return nil
+}
+
+func errSuffix(err error) string {
+	if err != nil {
+		return " (" + err.Error() + ")"
+	}
+	return ""
 }
 
 // summariseDeliveries keeps every line except heartbeats and their

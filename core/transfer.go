@@ -56,14 +56,7 @@ func (n *Node) abortTransfer() { n.leadTransferee = None }
 // sendTimeoutNow tells the transfer target to campaign at once. Followers
 // grant that campaign's votes even inside their vote lease, so this
 // leader's read lease ends here, for the rest of the term (reads.go).
-//
-// A leader that is not a voter of its active configuration (removed or
-// demoted by the change it committed) steps down once it has sent it: its
-// part is over (thesis §4.2.2).
 func (n *Node) sendTimeoutNow(to uint64) {
 	n.revokeLease()
 	n.send(Message{Type: MsgTimeoutNow, To: to})
-	if n.outOfConfig() {
-		n.becomeFollower(n.term, None)
-	}
 }

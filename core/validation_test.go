@@ -37,6 +37,8 @@ func TestStepRejectsMalformed(t *testing.T) {
 		{"snapshot with no voters", core.Message{Type: core.MsgSnap, From: 2, To: 1, Term: 5,
 			Snapshot: &core.SnapshotMeta{Index: 10, Term: 4}}},
 		{"empty proposal", core.Message{Type: core.MsgProp, From: 2, To: 1, Term: 5}},
+		{"forwarded configuration change", core.Message{Type: core.MsgProp, From: 2, To: 1, Term: 5,
+			Entries: []core.Entry{{Type: core.EntryConfChange, Data: core.ConfChange{LeaveJoint: true}.Marshal()}}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

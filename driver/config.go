@@ -97,7 +97,10 @@ type Config struct {
 	// added it (Node.AddMember on the leader, usually through the
 	// embedder's join request) to send it a snapshot or the log. Peers
 	// are then dial hints only (they need not include this node). On a
-	// node whose Storage is not empty Join changes nothing.
+	// node whose Storage is not empty Join changes nothing but that, so a
+	// node that joined keeps it set when it restarts (its ID is in no
+	// bootstrap list) and is spared the warning about Peers disagreeing
+	// with its persisted membership.
 	Join bool
 	// AutoPromoteMaxLag and AutoPromoteStableFor drive the learner-first
 	// join: the leader promotes a learner added with AutoPromote once its

@@ -47,6 +47,13 @@ type realCluster struct {
 	nodes  map[uint64]*driver.Node
 	tick   time.Duration
 	tune   func(*core.Config)
+	// bootstrap, when set, are the IDs in Config.Peers (else every ID);
+	// joiners start with Config.Join; dynamic sets the transports'
+	// AcceptUnknownSenders, which membership changes need.
+	bootstrap []uint64
+	joiners   map[uint64]bool
+	dynamic   bool
+	cfg       func(*driver.Config)
 }
 
 const realClusterID = 0x7af7
@@ -83,7 +90,7 @@ func grpcTransport(id uint64, addrs map[uint64]string, ln net.Listener, tune fun
 // loaded machine under -race rarely depose a leader.
 const realTick = 20 * time.Millisecond
 
-func newRealCluster(t testing.TB, size int, tick time.Duration, tune func(*core.Config)) *realCluster {
+func newRealCluster(t testing.TB, size int, tick time.Duration, tune func(*core.Config), opts ...func(*realCluster)) *realCluster {
 	t.Helper()
 	c := &realCluster{
 		t: t, dirs: map[uint64]string{}, addrs: map[uint64]string{}, lns: map[uint64]net.Listener{},
@@ -104,10 +111,29 @@ func newRealCluster(t testing.TB, size int, tick time.Duration, tune func(*core.
 		c.sms[id] = &testSM{}
 	}
 	t.Cleanup(c.close)
+	for _, o := range opts {
+		o(c)
+	}
 	for _, id := range c.ids {
 		c.start(id)
 	}
 	return c
+}
+
+// addNode prepares node id (directory, listener, state machine) without
+// starting it, as a joiner.
+func (c *realCluster) addNode(id uint64) {
+	c.t.Helper()
+	c.ids = append(c.ids, id)
+	c.dirs[id] = filepath.Join(c.t.TempDir(), fmt.Sprintf("node%d", id))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.lns[id] = ln
+	c.addrs[id] = ln.Addr().String()
+	c.sms[id] = &testSM{}
+	c.joiners[id] = true
 }
 
 func (c *realCluster) start(id uint64) {
@@ -119,15 +145,37 @@ func (c *realCluster) start(id uint64) {
 	cs := &countingStore{Storage: st}
 	ln := c.lns[id]
 	delete(c.lns, id)
+	addrs := c.addrs
+	if c.bootstrap != nil {
+		addrs = map[uint64]string{}
+		for _, b := range c.bootstrap {
+			addrs[b] = c.addrs[b]
+		}
+	}
+	var tuneT func(*transport.Config)
+	if c.dynamic {
+		tuneT = func(tc *transport.Config) { tc.AcceptUnknownSenders = true }
+	}
+	// The transport starts with the driver's peers; a restarted node
+	// (no listener kept) listens on its own address again. The driver
+	// gives the transport the replicated members (SetPeers) at start.
+	trAddrs := addrs
+	if ln == nil {
+		trAddrs = c.addrs
+	}
 	cfg := driver.Config{
 		ID:           id,
-		Peers:        addrPeers(c.addrs),
+		Peers:        addrPeers(addrs),
+		Join:         c.joiners[id],
 		Storage:      cs,
 		StateMachine: c.sms[id],
 		TickInterval: c.tick,
 		Logger:       testLogger(),
 		TuneRaft:     c.tune,
-		NewTransport: grpcTransport(id, c.addrs, ln, nil),
+		NewTransport: grpcTransport(id, trAddrs, ln, tuneT),
+	}
+	if c.cfg != nil {
+		c.cfg(&cfg)
 	}
 	n, err := driver.Start(context.Background(), cfg)
 	if err != nil {
@@ -346,4 +394,62 @@ func TestTransportDeliversUnindexedProposals(t *testing.T) {
 			t.Errorf("%v with Index-0 entries was not delivered (received %v)", want, got)
 		}
 	}
+}
+
+// TestIntegrationMembershipOverGRPC: membership changes on the real disk
+// and gRPC transport. A fourth node joins (Config.Join, the three
+// bootstrap members as hints) with its address in the replicated
+// configuration, which is how the members' transports learn to reach it
+// (driver.PeerSetter); it is promoted automatically. A follower removed
+// while down comes back, is refused by the others' handlers, and learns
+// through its transport that it was removed (RemovedBy).
+func TestIntegrationMembershipOverGRPC(t *testing.T) {
+	rc := newRealCluster(t, 3, realTick, func(cfg *core.Config) { cfg.ElectionTicks = 10 }, func(c *realCluster) {
+		c.bootstrap = slices.Clone(c.ids)
+		c.joiners = map[uint64]bool{}
+		c.dynamic = true
+		c.cfg = func(cfg *driver.Config) {
+			cfg.AutoPromoteStableFor = 20 * realTick
+			cfg.AutoPromoteMaxLag = 10
+		}
+	})
+	c := rc.asCluster()
+	lead := c.leader()
+	for i := range 10 {
+		c.propose(lead, fmt.Sprintf("before-%d", i))
+	}
+	rc.addNode(4)
+	ctx, cancel := context.WithTimeout(context.Background(), awaitTimeout)
+	defer cancel()
+	mi, err := rc.nodes[lead].AddMember(ctx, core.MemberInfo{Name: "n4", PeerAddr: rc.addrs[4], Incarnation: 1}, driver.AddOptions{})
+	if err != nil || mi.ID != 4 {
+		t.Fatalf("AddMember: %+v, %v", mi, err)
+	}
+	rc.start(4)
+	c = rc.asCluster()
+	c.awaitMembership(c.ids, []uint64{1, 2, 3, 4}, nil)
+	c.propose(4, "via-4")
+	c.awaitConverged("before-0", "before-9", "via-4")
+
+	lead = c.leader()
+	var f uint64
+	for _, id := range c.followers(lead) {
+		if id != 4 {
+			f = id
+			break
+		}
+	}
+	rc.stop(f)
+	c = rc.asCluster()
+	if err := rc.nodes[lead].RemoveMember(ctx, f); err != nil {
+		t.Fatalf("RemoveMember(%d): %v", f, err)
+	}
+	rest := c.running()
+	c.awaitMembership(rest, rest, nil)
+	rc.sms[f] = &testSM{}
+	rc.start(f)
+	await(t, "the removed node to learn it was removed", func() bool { return rc.nodes[f].Status().Removed })
+	c = &cluster{t: t, ids: rest, nodes: rc.nodes, sms: rc.sms}
+	c.propose(c.leader(), "after")
+	c.awaitConverged("via-4", "after")
 }

@@ -165,7 +165,10 @@ type MessageHandler interface {
 	// handler takes ownership of msgs. The driver's handler never blocks:
 	// when its inbox is full it drops the batch and returns ErrInboxFull,
 	// and after the node stopped it returns ErrStopped; in both cases
-	// Raft retransmits, so the transport just counts the error.
+	// Raft retransmits, so the transport just counts the error. A batch
+	// from a member the node's configuration says was removed is refused
+	// with an error wrapping core.ErrRemoved; the transport should then
+	// tell the sender (see RemovedNotifier).
 	HandleMessages(ctx context.Context, msgs []core.Message) error
 	// HandleSnapshot receives a snapshot stream. It must read data to
 	// io.EOF before installing (the transport verifies the checksum only
@@ -181,6 +184,30 @@ type MessageHandler interface {
 	// It may be called from any goroutine, asynchronously, with several
 	// drops to one peer merged into one call; it must not block.
 	ReportUnreachable(peer uint64)
+}
+
+// PeerSetter is implemented by a Transport whose peers can change while it
+// runs (transport.GRPC.SetPeers). The node calls SetPeers at start and
+// whenever the active configuration changes, from its loop goroutine,
+// with every member it can name an address for (the member's replicated
+// PeerAddr, else its Config.Peers entry), this node included, plus the
+// Config.Peers entries of IDs that are not members and were never
+// removed (a joiner's hints, before it learns the configuration). A peer
+// left out (a removed member) must no longer be sent to. With a transport
+// that routes by ID (addresses all empty) members are listed without one.
+type PeerSetter interface {
+	SetPeers(peers []Peer)
+}
+
+// RemovedNotifier is implemented by the driver's MessageHandler. When a
+// peer's handler refuses a batch with an error wrapping core.ErrRemoved
+// (the peer's configuration says the sender was removed from the
+// cluster), the sending transport tells its own handler, so that the
+// removed node reports Status.Removed instead of retrying forever.
+type RemovedNotifier interface {
+	// RemovedBy reports that peer refused our messages because we were
+	// removed. It must not block.
+	RemovedBy(peer uint64)
 }
 
 // SnapshotResumer is implemented by the data reader a Transport passes to

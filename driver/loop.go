@@ -110,6 +110,10 @@ type loop struct {
 	caughtUpSince map[uint64]time.Time
 	// promoteCheckedAt is when autoPromote last looked at progress.
 	promoteCheckedAt time.Time
+	// peersCheckAt is the commit index at start; peersChecked is set once
+	// Config.Peers were compared with the configuration (checkPeers).
+	peersCheckAt uint64
+	peersChecked bool
 
 	// Scratch buffers reused across iterations.
 	batch  [][]byte
@@ -198,6 +202,7 @@ func (l *loop) run() {
 	}()
 	l.noteRemoved()
 	l.updatePeers()
+	l.checkPeers()
 	for {
 		var ev event
 		if !l.rn.HasReady() && l.carry == nil {
@@ -257,6 +262,7 @@ func (l *loop) iterate(ev event) error {
 		}
 	}
 	l.updatePeers()
+	l.checkPeers()
 	l.autoPromote()
 	return l.maybeSnapshot()
 }

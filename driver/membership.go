@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"github.com/rafty-db/rafty/core"
 )
@@ -58,19 +59,6 @@ func (e *HandedOverError) Error() string {
 // Unwrap returns the *core.NotLeaderError naming the new leader.
 func (e *HandedOverError) Unwrap() error { return &core.NotLeaderError{Leader: e.Leader} }
 
-// PeerSetter is implemented by a Transport whose peers can change while it
-// runs (transport.GRPC.SetPeers). The node calls SetPeers at start and
-// whenever the active configuration changes, from its loop goroutine,
-// with every member it can name an address for (the member's replicated
-// PeerAddr, else its Config.Peers entry), this node included, plus the
-// Config.Peers entries of IDs that are not members and were never
-// removed (a joiner's hints, before it learns the configuration). A peer
-// left out (a removed member) must no longer be sent to. With a transport
-// that routes by ID (addresses all empty) members are listed without one.
-type PeerSetter interface {
-	SetPeers(peers []Peer)
-}
-
 // MemberStatus describes one member in Status.Members.
 type MemberStatus struct {
 	core.MemberInfo
@@ -94,8 +82,9 @@ type MemberStatus struct {
 const maxPendingConfChanges = 64
 
 // Membership returns the active configuration as this node knows it, and
-// the index of the entry that made it active (0 for one restored from a
-// snapshot or bootstrapped before the log held it).
+// the index of the entry that made it active (see core.Status.ConfIndex:
+// the snapshot's index for one that came with a snapshot, 0 for a joiner
+// that has none yet).
 func (n *Node) Membership() (core.Membership, uint64) {
 	st := n.status.Load()
 	return st.Membership.Clone(), st.ConfIndex
@@ -297,12 +286,21 @@ func (n *Node) changeMembership(ctx context.Context, retry bool, build func(core
 		}
 	}()
 	for {
-		var w *confWaiter
+		// proposed is set by the loop; read here also when ctx ended
+		// before its reply arrived, to tell "never proposed" from
+		// "proposed, fate unknown".
+		var proposed atomic.Pointer[confWaiter]
 		err := n.control(ctx, ctrlRequest{reply: make(chan error, 1), lfn: func(l *loop) error {
-			var err error
-			w, err = l.proposeConf(build)
+			w, err := l.proposeConf(build)
+			proposed.Store(w)
 			return err
 		}})
+		w := proposed.Load()
+		if err != nil && w != nil {
+			// The loop proposed, but ctx ended (or the node stopped)
+			// before its reply was read.
+			return w.index, &OutcomeUnknownError{Cause: err}
+		}
 		if errors.Is(err, core.ErrConfChangeInProgress) && retry {
 			if tk == nil {
 				tk = n.cfg.Clock.NewTicker(n.cfg.TickInterval)
@@ -430,6 +428,8 @@ func (l *loop) noteRemoved() {
 	}
 }
 
+var _ RemovedNotifier = handler{}
+
 // RemovedBy is called by a transport when peer refused our messages
 // because we were removed from the configuration (the peer's handler
 // returned an error wrapping core.ErrRemoved). Status.Removed becomes
@@ -445,10 +445,20 @@ func (h handler) RemovedBy(peer uint64) {
 // refuseRemoved returns an error wrapping core.ErrRemoved if a message in
 // msgs comes from a node the active configuration says was removed: such
 // a node must not disrupt the cluster (its transport tells it, RemovedBy).
+//
+// The exception, as in the core, is the leader of the current term
+// removed by the change it just committed: it finishes handing leadership
+// over (MsgTimeoutNow) to a voter that may already have activated the
+// change.
 func (n *Node) refuseRemoved(msgs []core.Message) error {
-	m := &n.status.Load().Membership
+	st := n.status.Load()
+	m := &st.Membership
 	for i := range msgs {
-		if from := msgs[i].From; m.WasRemoved(from) {
+		from := msgs[i].From
+		if from == st.Leader && msgs[i].Term == st.Term {
+			continue
+		}
+		if m.WasRemoved(from) {
 			n.metrics.removedSenders.Inc()
 			return fmt.Errorf("driver: node %d: messages from node %d refused, it was removed from the cluster: %w", n.cfg.ID, from, core.ErrRemoved)
 		}
@@ -631,15 +641,23 @@ func storageEmpty(r core.LogReader) (bool, error) {
 	return hs.IsZero() && snap.IsEmpty() && last == 0, nil
 }
 
-// checkPersistedMembership logs one warning when Config.Peers disagree
-// with the configuration restored from storage, which is the one used.
-func (n *Node) checkPersistedMembership(wasEmpty bool, st core.Status) {
-	if wasEmpty || n.cfg.Join || len(n.cfg.Peers) == 0 || st.Membership.IsEmpty() {
+// checkPeers logs one warning when Config.Peers disagree with the
+// configuration restored from storage, which is the one used. It runs on
+// the loop once the node has applied everything that was committed when
+// it started (peersCheckAt): the configuration at a lower applied index
+// (a state machine that starts empty replays the log) is not the
+// persisted one.
+func (l *loop) checkPeers() {
+	if l.peersChecked || l.applied < l.peersCheckAt {
 		return
 	}
-	if diff := peersDisagree(n.cfg.Peers, st.Membership); diff != "" {
-		n.log.Warn("Config.Peers (flags) disagree with the persisted membership; using the persisted one: flags only bootstrap a new cluster, change members with the membership API",
-			"difference", diff, "voters", st.Membership.Voters, "outgoing", st.Membership.OutgoingVoters,
-			"learners", st.Membership.Learners, "conf_index", st.ConfIndex)
+	l.peersChecked = true
+	m := l.membership
+	if m.IsEmpty() {
+		return
+	}
+	if diff := peersDisagree(l.n.cfg.Peers, m); diff != "" {
+		l.log.Warn("Config.Peers (flags) disagree with the persisted membership; using the persisted one: flags only bootstrap a new cluster, change members with the membership API",
+			"difference", diff, "voters", m.Voters, "outgoing", m.OutgoingVoters, "learners", m.Learners, "applied", l.applied)
 	}
 }

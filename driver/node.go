@@ -265,7 +265,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	st := rn.Status()
 	n.publishStatus(st)
-	n.checkPersistedMembership(wasEmpty, st)
 	n.ctx, n.cancel = context.WithCancel(ctx)
 	// Started only now that the node can take traffic: a transport
 	// delivers to the handler as soon as it runs.
@@ -278,16 +277,23 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	l := newLoop(n, rn)
-	if snapLog != nil {
-		if err := l.initConfHistory(marker); err != nil {
-			n.cancel()
-			var closeErr error
-			if n.ownsTransport {
-				closeErr = n.transport.Close()
-			}
-			m.unregister()
-			return nil, errors.Join(err, closeErr)
+	_, storeMarker, err := cfg.Storage.InitialState()
+	if err == nil {
+		err = l.initMembership(storeMarker, wasEmpty)
+	}
+	if err != nil {
+		n.cancel()
+		var closeErr error
+		if n.ownsTransport {
+			closeErr = n.transport.Close()
 		}
+		m.unregister()
+		return nil, errors.Join(fmt.Errorf("driver: restoring the membership: %w", err), closeErr)
+	}
+	// Flags are checked against the persisted configuration once what
+	// was committed at start is applied (checkPeers).
+	l.peersCheckAt, l.peersChecked = st.Commit, wasEmpty || cfg.Join || len(cfg.Peers) == 0
+	if snapLog != nil {
 		l.snapIndex = snapLog.snap.Index
 		l.compactIndex = marker.Index
 		n.snapStats.index.Store(l.snapIndex)

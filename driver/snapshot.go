@@ -620,23 +620,44 @@ func (l *loop) pruneConfHistory(c uint64) {
 	l.confHist = append(l.confHist[:0], l.confHist[i:]...)
 }
 
-// initConfHistory builds confHist at Start: the compaction marker's
-// configuration, then every change in the log from the marker to the
-// applied index. The log is read only when the configuration changed in
-// between (configurations never repeat: IDs only grow and removals are
-// final, so equal ends mean no change), in pages of at most
-// confScanBytes. A log whose changes do not lead to the core's
-// configuration (one written before changes were log entries) is taken
-// to have had the core's configuration throughout.
-func (l *loop) initConfHistory(marker core.SnapshotMeta) error {
-	cur := l.membership
-	l.confHist = []confPoint{{index: marker.Index, m: marker.Membership.Clone()}}
-	if marker.Index >= l.applied || membershipEqual(marker.Membership, cur) {
-		l.confHist[0].m = cur.Clone()
+// initMembership sets, at Start, the configuration at the applied index
+// and (snapshots only) confHist from the compaction point on. The core
+// restores the configuration at the applied index too (entries after it
+// are handed out again, and the loop applies them, configuration entries
+// included), so that is the one tracked; confHist is rebuilt from the
+// compaction marker (the Storage's InitialState) and the changes in the
+// log after it, reading the log, in pages of at most confScanBytes, only
+// when the marker's configuration is not the core's (configurations never
+// repeat: IDs only grow and removals are final, so equal ends mean no
+// change between). If the changes do not lead to the core's configuration
+// (storage from before configurations were log entries), that one is
+// taken to have held since the compaction point.
+//
+// As a check on the core's restore (the two must agree, or snapshots would
+// carry a configuration the core does not use), the scan's result is
+// compared with it and the core's is kept either way.
+func (l *loop) initMembership(marker core.SnapshotMeta, wasEmpty bool) error {
+	if wasEmpty {
+		// Bootstrap (the core's entry 1 is not yet stored; applying it
+		// sets the configuration) or a joiner: nothing applied yet.
+		l.membership = core.Membership{}
+		if l.n.snaps != nil {
+			l.confHist = []confPoint{{index: 0}}
+		}
+		return nil
+	}
+	cur := l.rn.Status().Membership
+	l.membership = cur
+	if l.n.snaps == nil {
+		return nil
+	}
+	l.confHist = []confPoint{{index: marker.Index, m: cur.Clone()}}
+	if membershipEqual(marker.Membership, cur) || l.applied <= marker.Index {
 		return nil
 	}
 	st := l.n.cfg.Storage
-	m := marker.Membership
+	m := marker.Membership.Clone()
+	hist := []confPoint{{index: marker.Index, m: m}}
 	for lo := marker.Index + 1; lo <= l.applied; {
 		ents, err := st.Entries(lo, l.applied+1, confScanBytes)
 		if err != nil {
@@ -655,16 +676,17 @@ func (l *loop) initConfHistory(marker core.SnapshotMeta) error {
 			}
 			if next, err := m.Apply(cc); err == nil {
 				m = next
-				l.confHist = append(l.confHist, confPoint{index: ents[i].Index, m: m})
+				hist = append(hist, confPoint{index: ents[i].Index, m: m})
 			}
 		}
 		lo = ents[len(ents)-1].Index + 1
 	}
 	if !membershipEqual(m, cur) {
-		l.log.Warn("the membership changes in the log do not lead to the restored membership; assuming it held since the compaction point",
+		l.log.Info("the membership changes in the log do not lead to the restored membership (storage from before membership changes); using the restored one",
 			"compacted", marker.Index, "applied", l.applied, "voters", cur.Voters)
-		l.confHist = []confPoint{{index: marker.Index, m: cur.Clone()}}
+		return nil
 	}
+	l.confHist = hist
 	return nil
 }
 

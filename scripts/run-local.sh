@@ -19,6 +19,16 @@
 # restarts node N under this script. Ctrl-C stops every node gracefully and
 # waits for them; a second Ctrl-C makes them exit at once.
 #
+# A brand-new cluster bootstraps once all three nodes have answered each
+# other (a node with an empty data directory never bootstraps alone; see
+# docs/operations.md). To grow it, start a fourth node by hand; it joins
+# and is promoted to voter once caught up:
+#
+#   bin/kvnode serve --join 127.0.0.1:7001,127.0.0.1:7002 --name node-4 \
+#     --peer-listen 127.0.0.1:7004 --client-listen 127.0.0.1:23794 \
+#     --metrics-listen 127.0.0.1:9094 --data-dir data/node4
+#   bin/kvnode member list --endpoints 127.0.0.1:23791,127.0.0.1:23794
+#
 # Environment: KVNODE_BIN runs that binary instead of building bin/kvnode;
 # DATA_DIR (default data) holds the data, logs and process IDs;
 # PEER_PORTS, CLIENT_PORTS and METRICS_PORTS (comma-separated, one per

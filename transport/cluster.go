@@ -29,7 +29,9 @@ import (
 const (
 	// MaxClusterRequestBytes bounds an encoded Probe or Join request: a
 	// JoinRequest's three strings are at most core.MaxMemberFieldBytes
-	// each. A larger request is refused before it is decoded.
+	// each. A larger request is refused before it is decoded (gRPC
+	// reports the codec's refusal as Internal, with this limit in the
+	// message).
 	MaxClusterRequestBytes = 8 << 10
 	// MaxClusterResponseBytes bounds an encoded Probe or Join response a
 	// client accepts: a membership of core.MaxMembers members with every
@@ -160,7 +162,7 @@ func (t *GRPC) checkCluster(rpc string, clusterID uint64) error {
 	if clusterID != t.cfg.ClusterID {
 		return t.reject(RejectClusterMismatch, codes.FailedPrecondition,
 			"transport: cluster ID mismatch: a %s request for cluster %d reached node %d of cluster %d",
-			rpc, clusterID, t.cfg.NodeID, t.cfg.ClusterID)
+			rpc, clusterID, t.nodeID(), t.cfg.ClusterID)
 	}
 	return nil
 }
@@ -172,7 +174,7 @@ func (s *clusterServer) Probe(ctx context.Context, req *pb.ProbeRequest) (*pb.Pr
 	}
 	h := t.clusterHandler()
 	if h == nil {
-		return nil, status.Errorf(codes.Unimplemented, "transport: node %d serves no Cluster service", t.cfg.NodeID)
+		return nil, status.Errorf(codes.Unimplemented, "transport: node %d serves no Cluster service", t.nodeID())
 	}
 	info, err := h.Probe(ctx)
 	if err != nil {
@@ -200,11 +202,11 @@ func (s *clusterServer) Join(ctx context.Context, req *pb.JoinRequest) (*pb.Join
 		Incarnation: req.GetIncarnation(), LearnerOnly: req.GetLearnerOnly(), Hops: req.GetHops(),
 	}
 	if err := jr.validate(); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "transport: node %d: bad Join request: %v", t.cfg.NodeID, err)
+		return nil, status.Errorf(codes.InvalidArgument, "transport: node %d: bad Join request: %v", t.nodeID(), err)
 	}
 	h := t.clusterHandler()
 	if h == nil {
-		return nil, status.Errorf(codes.Unimplemented, "transport: node %d serves no Cluster service", t.cfg.NodeID)
+		return nil, status.Errorf(codes.Unimplemented, "transport: node %d serves no Cluster service", t.nodeID())
 	}
 	resp, err := h.Join(ctx, jr)
 	if err != nil {
@@ -287,7 +289,8 @@ func ProbePeer(ctx context.Context, addr string, opts DialOptions) (ProbeInfo, e
 
 // JoinPeer asks the node at addr to add the caller to its cluster. The
 // request is idempotent for the same Name and Incarnation, so a caller may
-// retry it, at the same or another member. Errors: as ProbePeer, plus
+// retry it, at the same or another member. The answer's membership must
+// hold the member it names, or JoinPeer fails. Errors: as ProbePeer, plus
 // InvalidArgument (a bad request, or a change the cluster refuses) and
 // FailedPrecondition (from the handler, e.g. no leader to forward to).
 func JoinPeer(ctx context.Context, addr string, req JoinRequest, opts DialOptions) (JoinResponse, error) {

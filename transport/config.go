@@ -76,7 +76,10 @@ type Config struct {
 	// snapshot, and traffic carrying another ID is refused. Required,
 	// non-zero.
 	ClusterID uint64
-	// NodeID is this node's Raft ID. Required, non-zero.
+	// NodeID is this node's Raft ID, non-zero. Zero means not known yet
+	// (an empty data directory that will join): the transport then
+	// serves the Cluster service only, refuses Raft traffic as "starting"
+	// and sends nothing, until SetNodeID. Zero is refused with a Handler.
 	NodeID uint64
 
 	// Listener, if set, is the socket to serve peers on; the transport
@@ -240,8 +243,8 @@ func (cfg *Config) validate() error {
 	if cfg.ClusterID == 0 {
 		bad("ClusterID is 0; every node of a cluster needs the same non-zero ID")
 	}
-	if cfg.NodeID == 0 {
-		bad("NodeID is 0; node IDs start at 1")
+	if cfg.NodeID == 0 && cfg.Handler != nil {
+		bad("NodeID is 0 with a Handler; node IDs start at 1 (0 means not known yet: set it with SetNodeID before SetHandler)")
 	}
 	switch {
 	case cfg.Listener != nil && cfg.ListenAddr != "":

@@ -12,7 +12,9 @@
 // driver.Config.NewTransport is started and closed by the node (GRPC
 // implements driver.Starter), so the factory only calls New; an
 // application may also start the transport itself first, to serve the
-// Cluster service while it decides whether to bootstrap or join.
+// Cluster service while it decides whether to bootstrap or join, even
+// before it knows its node ID (Config.NodeID 0, then SetNodeID before
+// SetHandler).
 // Config.Peers is the same []driver.Peer as driver.Config.Peers.
 //
 // # Membership changes

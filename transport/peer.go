@@ -55,7 +55,7 @@ func (t *GRPC) newPeer(id uint64, addr string) *peer {
 		id:   id,
 		addr: addr,
 		pc:   t.counters.forPeer(id),
-		hdr:  batchHeader{clusterID: t.cfg.ClusterID, from: t.cfg.NodeID, to: id},
+		hdr:  batchHeader{clusterID: t.cfg.ClusterID, from: t.nodeID(), to: id},
 		wake: make(chan struct{}, 1),
 	}
 	p.hdrSize = p.hdr.size()
@@ -211,9 +211,9 @@ func (p *peer) openStream() error {
 	p.stream, p.streamCancel = st, cancel
 	if p.failing {
 		p.failing = false
-		p.t.log.Info("stream to peer re-established", "peer", p.id, "addr", p.addr)
+		p.t.logger().Info("stream to peer re-established", "peer", p.id, "addr", p.addr)
 	} else {
-		p.t.log.Debug("stream to peer opened", "peer", p.id, "addr", p.addr)
+		p.t.logger().Debug("stream to peer opened", "peer", p.id, "addr", p.addr)
 	}
 	return nil
 }
@@ -268,7 +268,7 @@ func (p *peer) fail(batch []queuedMsg, reason DropReason, err error) {
 		// this node, which only its handler can act on.
 		p.t.notifyRemoved(p.id)
 		if p.t.limiter.allow(fmt.Sprintf("peer-%d-%s", p.id, reason)) {
-			p.t.log.Warn("peer refuses this node: it was removed from the cluster", "peer", p.id, "addr", p.addr,
+			p.t.logger().Warn("peer refuses this node: it was removed from the cluster", "peer", p.id, "addr", p.addr,
 				"messages", len(batch), "err", err)
 		}
 		return
@@ -276,16 +276,16 @@ func (p *peer) fail(batch []queuedMsg, reason DropReason, err error) {
 	p.t.reports.add(p.id)
 	p.failing = true
 	if p.t.limiter.allow(fmt.Sprintf("peer-%d-%s", p.id, reason)) {
-		level := p.t.log.Warn
+		level := p.t.logger().Warn
 		if peerNotServing(err) {
 			// The peer said it is stopping (a graceful stop of one
 			// member, or of the whole cluster) or still starting:
 			// expected, not a fault.
-			level = p.t.log.Info
+			level = p.t.logger().Info
 		} else if reason == DropRejected {
 			// A refusal is a configuration error that will not heal
 			// by itself.
-			level = p.t.log.Error
+			level = p.t.logger().Error
 		}
 		level("dropping messages to peer", "peer", p.id, "addr", p.addr, "reason", string(reason),
 			"messages", len(batch), "err", err)

@@ -68,7 +68,7 @@ func (t *GRPC) receiveBatches(ss pb.Raft_StreamServer) error {
 		sc, err := scanBatch(f.b)
 		if err != nil {
 			return t.reject(RejectMalformed, codes.InvalidArgument,
-				"transport: node %d received a malformed batch (stream sender %d): %v", t.cfg.NodeID, sender, err)
+				"transport: node %d received a malformed batch (stream sender %d): %v", t.nodeID(), sender, err)
 		}
 		if err := t.checkHeader(sc.batchHeader, sender); err != nil {
 			return err
@@ -83,23 +83,23 @@ func (t *GRPC) receiveBatches(ss pb.Raft_StreamServer) error {
 		} else if !t.cfg.AcceptUnknownSenders {
 			// checkHeader found it a moment ago; it was just removed.
 			return t.reject(RejectUnknownSender, codes.PermissionDenied,
-				"transport: node %d no longer knows sender node %d", t.cfg.NodeID, sender)
+				"transport: node %d no longer knows sender node %d", t.nodeID(), sender)
 		}
 		for i := range b.msgs {
 			m := &b.msgs[i]
 			if m.From != sender {
 				return t.reject(RejectSenderMismatch, codes.PermissionDenied,
-					"transport: message from node %d in a batch from node %d (received by node %d)", m.From, sender, t.cfg.NodeID)
+					"transport: message from node %d in a batch from node %d (received by node %d)", m.From, sender, t.nodeID())
 			}
-			if m.To != t.cfg.NodeID {
+			if m.To != t.nodeID() {
 				return t.reject(RejectWrongReceiver, codes.FailedPrecondition,
-					"transport: message for node %d reached node %d", m.To, t.cfg.NodeID)
+					"transport: message for node %d reached node %d", m.To, t.nodeID())
 			}
 		}
 		if b.invalid > 0 {
 			t.counters.invalidMessages(sender, b.invalid)
 			if t.limiter.allow(fmt.Sprintf("invalid-from-%d", sender)) {
-				t.log.Warn("discarded invalid messages", "peer", sender, "count", b.invalid, "first_err", b.firstInvalid)
+				t.logger().Warn("discarded invalid messages", "peer", sender, "count", b.invalid, "first_err", b.firstInvalid)
 			}
 		}
 		t.counters.received(pc, len(b.msgs), len(f.b))
@@ -145,8 +145,8 @@ func (t *GRPC) deliver(ctx context.Context, sender uint64, gen *uint64, msgs []c
 		o.gen++
 		*gen = o.gen
 	} else if o.gen != *gen {
-		t.log.Info("message stream superseded by a newer one", "peer", sender)
-		return status.Errorf(codes.Aborted, "transport: node %d has a newer stream from node %d", t.cfg.NodeID, sender)
+		t.logger().Info("message stream superseded by a newer one", "peer", sender)
+		return status.Errorf(codes.Aborted, "transport: node %d has a newer stream from node %d", t.nodeID(), sender)
 	}
 	if err := h.HandleMessages(ctx, msgs); err != nil {
 		if errors.Is(err, driver.ErrInboxFull) {
@@ -155,14 +155,14 @@ func (t *GRPC) deliver(ctx context.Context, sender uint64, gen *uint64, msgs []c
 			// stream would lose, unanswered, whatever the sender had
 			// already written behind the batch.
 			if t.limiter.allow(fmt.Sprintf("inbox-full-%d", sender)) {
-				t.log.Warn("node's inbox full: dropped a batch from peer", "peer", sender, "messages", len(msgs))
+				t.logger().Warn("node's inbox full: dropped a batch from peer", "peer", sender, "messages", len(msgs))
 			}
 			return nil
 		}
 		if errors.Is(err, core.ErrRemoved) {
 			return t.refuseRemoved(sender, err)
 		}
-		return status.Errorf(codes.Unavailable, "transport: node %d is not accepting messages: %v", t.cfg.NodeID, err)
+		return status.Errorf(codes.Unavailable, "transport: node %d is not accepting messages: %v", t.nodeID(), err)
 	}
 	return nil
 }
@@ -172,28 +172,32 @@ func (t *GRPC) deliver(ctx context.Context, sender uint64, gen *uint64, msgs []c
 // The cluster is checked first, so that cross-cluster traffic is reported
 // as such rather than as an unknown sender.
 func (t *GRPC) checkHeader(h batchHeader, streamSender uint64) error {
+	if t.nodeID() == core.None {
+		// No ID yet (SetNodeID): like a missing handler, not a refusal.
+		return t.starting()
+	}
 	if h.clusterID != t.cfg.ClusterID {
 		return t.reject(RejectClusterMismatch, codes.FailedPrecondition,
 			"transport: cluster ID mismatch: sender node %d is in cluster %d, receiver node %d is in cluster %d",
-			h.from, h.clusterID, t.cfg.NodeID, t.cfg.ClusterID)
+			h.from, h.clusterID, t.nodeID(), t.cfg.ClusterID)
 	}
 	if streamSender != 0 && h.from != streamSender {
 		return t.reject(RejectSenderMismatch, codes.PermissionDenied,
-			"transport: batch from node %d on the stream of node %d (received by node %d)", h.from, streamSender, t.cfg.NodeID)
+			"transport: batch from node %d on the stream of node %d (received by node %d)", h.from, streamSender, t.nodeID())
 	}
-	if t.peer(h.from) == nil && h.from != t.cfg.NodeID && t.closedFlg.Load() {
+	if t.peer(h.from) == nil && h.from != t.nodeID() && t.closedFlg.Load() {
 		// Close empties the peer set before the server stops, so a batch
 		// arriving meanwhile would look like one from a stranger (and be
 		// logged as such on every graceful stop of a whole cluster).
 		return t.shuttingDown()
 	}
-	if h.from == t.cfg.NodeID || h.from == core.None || (t.peer(h.from) == nil && !t.cfg.AcceptUnknownSenders) {
+	if h.from == t.nodeID() || h.from == core.None || (t.peer(h.from) == nil && !t.cfg.AcceptUnknownSenders) {
 		return t.reject(RejectUnknownSender, codes.PermissionDenied,
-			"transport: unknown sender: node %d is not a peer of node %d (cluster %d)", h.from, t.cfg.NodeID, t.cfg.ClusterID)
+			"transport: unknown sender: node %d is not a peer of node %d (cluster %d)", h.from, t.nodeID(), t.cfg.ClusterID)
 	}
-	if h.to != t.cfg.NodeID {
+	if h.to != t.nodeID() {
 		return t.reject(RejectWrongReceiver, codes.FailedPrecondition,
-			"transport: wrong receiver: node %d sent to node %d, but this is node %d", h.from, h.to, t.cfg.NodeID)
+			"transport: wrong receiver: node %d sent to node %d, but this is node %d", h.from, h.to, t.nodeID())
 	}
 	return nil
 }
@@ -204,7 +208,7 @@ func (t *GRPC) reject(reason RejectReason, code codes.Code, format string, args 
 	t.counters.reject(reason)
 	msg := fmt.Sprintf(format, args...)
 	if t.limiter.allow("reject-" + string(reason)) {
-		t.log.Warn("refused peer traffic", "reason", string(reason), "err", msg)
+		t.logger().Warn("refused peer traffic", "reason", string(reason), "err", msg)
 	}
 	return status.Error(code, msg)
 }
@@ -216,7 +220,7 @@ const shuttingDownSuffix = "is shutting down"
 // shuttingDown is the answer to peer traffic while this node closes: not
 // a refusal, so not counted or warned about on either side.
 func (t *GRPC) shuttingDown() error {
-	return status.Errorf(codes.Unavailable, "transport: node %d %s", t.cfg.NodeID, shuttingDownSuffix)
+	return status.Errorf(codes.Unavailable, "transport: node %d %s", t.nodeID(), shuttingDownSuffix)
 }
 
 // startingSuffix ends the status a node answers Raft traffic with before
@@ -226,7 +230,7 @@ const startingSuffix = "is starting"
 // starting is the answer to Raft traffic before the handler is set: like
 // shuttingDown, expected and transient, so not counted as a refusal.
 func (t *GRPC) starting() error {
-	return status.Errorf(codes.Unavailable, "transport: node %d %s", t.cfg.NodeID, startingSuffix)
+	return status.Errorf(codes.Unavailable, "transport: node %d %s", t.nodeID(), startingSuffix)
 }
 
 // removedSuffix ends the status a node answers a removed member's traffic
@@ -238,7 +242,7 @@ const removedSuffix = "the sender was removed from the cluster"
 func (t *GRPC) refuseRemoved(sender uint64, herr error) error {
 	t.counters.reject(RejectRemovedSender)
 	if t.limiter.allow(fmt.Sprintf("removed-sender-%d", sender)) {
-		t.log.Info("refused traffic from a removed member", "peer", sender, "err", herr)
+		t.logger().Info("refused traffic from a removed member", "peer", sender, "err", herr)
 	}
-	return status.Errorf(codes.PermissionDenied, "transport: node %d refuses node %d: %s", t.cfg.NodeID, sender, removedSuffix)
+	return status.Errorf(codes.PermissionDenied, "transport: node %d refuses node %d: %s", t.nodeID(), sender, removedSuffix)
 }

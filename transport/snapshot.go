@@ -61,13 +61,13 @@ var ErrResumeUnsupported = errors.New("transport: this snapshot transfer cannot 
 // a data read error, or the gRPC status of a transport failure.
 func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reader) error {
 	if msg.From == core.None {
-		msg.From = t.cfg.NodeID
+		msg.From = t.nodeID()
 	}
 	switch {
 	case msg.Type != core.MsgSnap || msg.Snapshot == nil:
 		return fmt.Errorf("%w: SendSnapshot needs a MsgSnap with snapshot metadata, got %v", core.ErrInvalidMessage, msg)
-	case msg.From != t.cfg.NodeID:
-		return fmt.Errorf("%w: From is %d, this node is %d", core.ErrInvalidMessage, msg.From, t.cfg.NodeID)
+	case msg.From != t.nodeID():
+		return fmt.Errorf("%w: From is %d, this node is %d", core.ErrInvalidMessage, msg.From, t.nodeID())
 	case len(msg.Entries) > 0:
 		return fmt.Errorf("%w: MsgSnap with entries", core.ErrInvalidMessage)
 	}
@@ -90,7 +90,7 @@ func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reade
 
 	header := outChunk{
 		kind:    chunkHeader,
-		hdr:     batchHeader{clusterID: t.cfg.ClusterID, from: t.cfg.NodeID, to: to},
+		hdr:     batchHeader{clusterID: t.cfg.ClusterID, from: t.nodeID(), to: to},
 		msg:     &msg,
 		msgSize: messageSize(&msg),
 	}
@@ -136,7 +136,7 @@ func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reade
 				return fmt.Errorf("transport: snapshot to node %d: reading data: %w", to, rerr)
 			}
 		}
-		t.log.Info("resuming snapshot transfer", "peer", to, "index", msg.Snapshot.Index, "offset", offset)
+		t.logger().Info("resuming snapshot transfer", "peer", to, "index", msg.Snapshot.Index, "offset", offset)
 	}
 	for {
 		n, rerr := io.ReadFull(data, buf)
@@ -172,7 +172,7 @@ func (t *GRPC) SendSnapshot(ctx context.Context, msg core.Message, data io.Reade
 		return t.snapshotSendError(ctx, to, err)
 	}
 	t.counters.snapshotDone(to, true)
-	t.log.Info("snapshot sent", "peer", to, "index", msg.Snapshot.Index, "term", msg.Snapshot.Term, "bytes", total)
+	t.logger().Info("snapshot sent", "peer", to, "index", msg.Snapshot.Index, "term", msg.Snapshot.Term, "bytes", total)
 	return nil
 }
 
@@ -243,7 +243,7 @@ var errHandlerReturned = errors.New("transport: snapshot handler returned")
 // handler's result to the sender.
 func (t *GRPC) receiveSnapshot(ss pb.Raft_SnapshotServer) error {
 	ctx := ss.Context()
-	self := t.cfg.NodeID
+	self := t.nodeID()
 	f := rawFrame{reuse: true}
 	if err := ss.RecvMsg(&f); err != nil {
 		return err
@@ -361,13 +361,13 @@ loop:
 	}
 	switch {
 	case failure != nil:
-		t.log.Warn("snapshot transfer failed", "peer", from, "err", failure, "handler_err", herr)
+		t.logger().Warn("snapshot transfer failed", "peer", from, "err", failure, "handler_err", herr)
 		return failure
 	case herr != nil || !verified:
 		return t.handlerStatus(self, from, herr, true)
 	}
 	t.counters.snapshotDone(from, false)
-	t.log.Info("snapshot received", "peer", from, "index", msg.Snapshot.Index, "term", msg.Snapshot.Term, "bytes", total)
+	t.logger().Info("snapshot received", "peer", from, "index", msg.Snapshot.Index, "term", msg.Snapshot.Term, "bytes", total)
 	return ss.SendAndClose(&pb.SnapshotResponse{})
 }
 
@@ -382,7 +382,7 @@ func (t *GRPC) handlerStatus(self, from uint64, herr error, logIt bool) error {
 		return t.refuseRemoved(from, herr)
 	}
 	if logIt {
-		t.log.Warn("snapshot handler failed", "peer", from, "err", herr)
+		t.logger().Warn("snapshot handler failed", "peer", from, "err", herr)
 	}
 	return status.Errorf(codes.Aborted, "snapshot handler on node %d: %v", self, herr)
 }

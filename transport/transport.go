@@ -52,7 +52,8 @@ var (
 // since Start is idempotent. All methods are safe for concurrent use.
 type GRPC struct {
 	cfg       Config
-	log       *slog.Logger
+	id        atomic.Uint64 // this node's ID: Config.NodeID, or SetNodeID's
+	log       atomic.Pointer[slog.Logger]
 	counters  *counters
 	codec     codec
 	lis       net.Listener
@@ -132,12 +133,13 @@ func New(cfg Config) (*GRPC, error) {
 	}
 	t := &GRPC{
 		cfg:       cfg,
-		log:       cfg.Logger.With("component", "transport", "node", cfg.NodeID),
 		counters:  ctrs,
 		codec:     newCodec(),
 		lis:       lis,
 		closeDone: make(chan struct{}),
 	}
+	t.id.Store(cfg.NodeID)
+	t.log.Store(cfg.Logger.With("component", "transport", "node", cfg.NodeID))
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.reports.init()
 	if cfg.Handler != nil {
@@ -243,6 +245,63 @@ func hasScheme(addr string) bool {
 	return strings.Contains(addr, "://") || strings.HasPrefix(addr, "unix:")
 }
 
+// nodeID is this node's ID (0 while not known yet; see SetNodeID).
+func (t *GRPC) nodeID() uint64 { return t.id.Load() }
+
+// logger is the transport's logger, whose "node" attribute follows
+// SetNodeID.
+func (t *GRPC) logger() *slog.Logger { return t.log.Load() }
+
+// SetNodeID sets this node's ID, for a node that learns it after the
+// transport is built: one started with Config.NodeID 0 (an empty data
+// directory that must join before it has an ID), or with a tentative ID
+// that the bootstrap-or-join decision changed (a replacement joins under
+// a new ID). It must be called before the handler is set, since a Raft
+// node's identity cannot change under it; it fails after SetHandler (or
+// with Config.Handler) unless id is already the node's ID, after Close,
+// and for ID 0. Queued messages are dropped; every peer gets a new
+// stream under the new ID, and a peer with the new ID itself is removed.
+func (t *GRPC) SetNodeID(id uint64) error {
+	if id == core.None {
+		return errors.New("transport: SetNodeID(0): node IDs start at 1")
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.state == stateClosed:
+		return ErrClosed
+	case id == t.nodeID():
+		return nil
+	case t.currentHandler() != nil:
+		return fmt.Errorf("transport: SetNodeID(%d): the node ID is %d and a handler is set; a running node's ID cannot change", id, t.nodeID())
+	}
+	prev := t.nodeID()
+	t.id.Store(id)
+	t.log.Store(t.cfg.Logger.With("component", "transport", "node", id))
+	old := *t.peers.Load()
+	next := make(map[uint64]*peer, len(old))
+	for pid, p := range old {
+		if pid == id {
+			continue
+		}
+		next[pid] = t.newPeer(pid, p.addr)
+	}
+	t.peers.Store(&next)
+	for pid, p := range old {
+		p.stop()
+		if pid == id {
+			t.counters.forgetPeer(pid)
+		}
+	}
+	if t.state == stateStarted {
+		for _, p := range next {
+			p.start()
+		}
+	}
+	t.logger().Info("node ID set", "previous", prev)
+	return nil
+}
+
 // Addr returns the address the transport listens on (useful with port 0).
 func (t *GRPC) Addr() net.Addr { return t.lis.Addr() }
 
@@ -285,7 +344,7 @@ func (t *GRPC) Start(ctx context.Context) error {
 	t.state = stateStarted
 	t.wg.Go(func() {
 		if err := t.srv.Serve(t.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			t.log.Error("serving peers failed", "addr", t.lis.Addr().String(), "err", err)
+			t.logger().Error("serving peers failed", "addr", t.lis.Addr().String(), "err", err)
 		}
 	})
 	t.wg.Go(t.runReporter)
@@ -293,7 +352,7 @@ func (t *GRPC) Start(ctx context.Context) error {
 		p.start()
 	}
 	t.stopWatch = context.AfterFunc(ctx, func() { _ = t.Close() })
-	t.log.Info("transport started", "addr", t.lis.Addr().String(), "cluster", t.cfg.ClusterID,
+	t.logger().Info("transport started", "addr", t.lis.Addr().String(), "cluster", t.cfg.ClusterID,
 		"peers", len(*t.peers.Load()), "tls", t.tlsEnabled())
 	return nil
 }
@@ -345,7 +404,7 @@ func (t *GRPC) close() {
 		select {
 		case <-stopped:
 		case <-timer.C:
-			t.log.Warn("in-flight snapshot transfers did not finish in time; cutting them off", "timeout", t.cfg.CloseTimeout)
+			t.logger().Warn("in-flight snapshot transfers did not finish in time; cutting them off", "timeout", t.cfg.CloseTimeout)
 			t.srv.Stop()
 			<-stopped
 		}
@@ -356,7 +415,7 @@ func (t *GRPC) close() {
 	}
 	t.wg.Wait()
 	t.counters.unregister()
-	t.log.Info("transport closed")
+	t.logger().Info("transport closed")
 }
 
 // track registers a caller-goroutine operation (SendSnapshot) so that
@@ -377,8 +436,8 @@ func (t *GRPC) peer(id uint64) *peer { return (*t.peers.Load())[id] }
 // AddPeer adds a peer, or changes the address of an existing one (its
 // queued messages are then dropped). Adding this node itself is an error.
 func (t *GRPC) AddPeer(id uint64, addr string) error {
-	if id == 0 || id == t.cfg.NodeID {
-		return fmt.Errorf("transport: AddPeer: invalid peer ID %d (this node is %d)", id, t.cfg.NodeID)
+	if id == 0 || id == t.nodeID() {
+		return fmt.Errorf("transport: AddPeer: invalid peer ID %d (this node is %d)", id, t.nodeID())
 	}
 	if err := checkPeerAddr(addr); err != nil {
 		return fmt.Errorf("transport: AddPeer(%d): %w", id, err)
@@ -406,9 +465,9 @@ func (t *GRPC) AddPeer(id uint64, addr string) error {
 	t.peers.Store(&next)
 	if prev := old[id]; prev != nil {
 		prev.stop()
-		t.log.Info("peer address changed", "peer", id, "from", prev.addr, "to", addr)
+		t.logger().Info("peer address changed", "peer", id, "from", prev.addr, "to", addr)
 	} else {
-		t.log.Info("peer added", "peer", id, "addr", addr)
+		t.logger().Info("peer added", "peer", id, "addr", addr)
 	}
 	if t.state == stateStarted {
 		p.start()
@@ -436,7 +495,7 @@ func (t *GRPC) RemovePeer(id uint64) {
 	t.peers.Store(&next)
 	p.stop()
 	t.counters.forgetPeer(id)
-	t.log.Info("peer removed", "peer", id, "addr", p.addr)
+	t.logger().Info("peer removed", "peer", id, "addr", p.addr)
 }
 
 // SetPeers makes peers the transport's peer set, for a node whose
@@ -466,7 +525,7 @@ func (t *GRPC) SetPeers(peers []driver.Peer) {
 	old := *t.peers.Load()
 	want := make(map[uint64]string, len(peers))
 	for _, p := range peers {
-		if p.ID == core.None || p.ID == t.cfg.NodeID {
+		if p.ID == core.None || p.ID == t.nodeID() {
 			continue
 		}
 		addr := p.Addr
@@ -475,7 +534,7 @@ func (t *GRPC) SetPeers(peers []driver.Peer) {
 				addr = o.addr
 			} else {
 				if t.limiter.allow(fmt.Sprintf("set-peers-addr-%d", p.ID)) {
-					t.log.Warn("SetPeers: skipping a peer without a usable address", "peer", p.ID, "err", err)
+					t.logger().Warn("SetPeers: skipping a peer without a usable address", "peer", p.ID, "err", err)
 				}
 				continue
 			}
@@ -495,9 +554,9 @@ func (t *GRPC) SetPeers(peers []driver.Peer) {
 		started = append(started, np)
 		if o != nil {
 			stopped = append(stopped, o)
-			t.log.Info("peer address changed", "peer", id, "from", o.addr, "to", addr)
+			t.logger().Info("peer address changed", "peer", id, "from", o.addr, "to", addr)
 		} else {
-			t.log.Info("peer added", "peer", id, "addr", addr)
+			t.logger().Info("peer added", "peer", id, "addr", addr)
 		}
 	}
 	var removed []uint64
@@ -513,7 +572,7 @@ func (t *GRPC) SetPeers(peers []driver.Peer) {
 	}
 	for _, id := range removed {
 		t.counters.forgetPeer(id)
-		t.log.Info("peer removed", "peer", id, "addr", old[id].addr)
+		t.logger().Info("peer removed", "peer", id, "addr", old[id].addr)
 	}
 	if t.state == stateStarted {
 		for _, p := range started {
@@ -568,24 +627,24 @@ func (t *GRPC) Send(msgs []core.Message) {
 func (t *GRPC) enqueue(p *peer, m *core.Message) DropReason {
 	if p == nil {
 		if t.limiter.allow(fmt.Sprintf("unknown-peer-%d", m.To)) {
-			t.log.Warn("dropping message to unknown peer", "to", m.To, "type", m.Type.String())
+			t.logger().Warn("dropping message to unknown peer", "to", m.To, "type", m.Type.String())
 		}
 		return DropUnknownPeer
 	}
 	q := queuedMsg{msg: *m}
 	if q.msg.From == core.None {
-		q.msg.From = t.cfg.NodeID
+		q.msg.From = t.nodeID()
 	}
 	if err := t.checkSendable(&q.msg); err != nil {
 		if t.limiter.allow("invalid-send") {
-			t.log.Error("dropping unsendable message", "msg", m.String(), "err", err)
+			t.logger().Error("dropping unsendable message", "msg", m.String(), "err", err)
 		}
 		return DropInvalid
 	}
 	q.size = messageSize(&q.msg)
 	if p.hdrSize+framedMessageSize(q.size) > t.cfg.MaxMessageBytes {
 		if t.limiter.allow(fmt.Sprintf("too-large-%d", m.To)) {
-			t.log.Warn("dropping message larger than MaxMessageBytes", "to", m.To, "type", m.Type.String(),
+			t.logger().Warn("dropping message larger than MaxMessageBytes", "to", m.To, "type", m.Type.String(),
 				"bytes", q.size, "max_message_bytes", t.cfg.MaxMessageBytes)
 		}
 		return DropTooLarge
@@ -594,8 +653,8 @@ func (t *GRPC) enqueue(p *peer, m *core.Message) DropReason {
 }
 
 func (t *GRPC) checkSendable(m *core.Message) error {
-	if m.From != t.cfg.NodeID {
-		return fmt.Errorf("%w: From is %d, this node is %d", core.ErrInvalidMessage, m.From, t.cfg.NodeID)
+	if m.From != t.nodeID() {
+		return fmt.Errorf("%w: From is %d, this node is %d", core.ErrInvalidMessage, m.From, t.nodeID())
 	}
 	if m.Type == core.MsgSnap {
 		return fmt.Errorf("%w: MsgSnap must be sent with SendSnapshot", core.ErrInvalidMessage)

@@ -43,7 +43,7 @@ func TestConfigValidation(t *testing.T) {
 		{"ip peer", func(c *Config) { add(c, 3, "10.0.0.3:7000") }, ""},
 		{"dns scheme", func(c *Config) { add(c, 3, "dns:///rafty-2.rafty:7000") }, ""},
 		{"cluster 0", func(c *Config) { c.ClusterID = 0 }, "ClusterID is 0"},
-		{"node 0", func(c *Config) { c.NodeID = 0 }, "NodeID is 0"},
+		{"node 0", func(c *Config) { c.NodeID = 0; c.Handler = newRecorder() }, "NodeID is 0"},
 		{"no listener", func(c *Config) { c.Listener = nil }, "neither Listener nor ListenAddr"},
 		{"both listeners", func(c *Config) { c.ListenAddr = "127.0.0.1:0" }, "both Listener and ListenAddr"},
 		{"bad listen addr", func(c *Config) { c.Listener, c.ListenAddr = nil, "7000" }, `ListenAddr "7000" is not host:port`},
@@ -82,7 +82,7 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 	// Several problems are reported at once.
-	err := (&Config{SendQueueLen: -1}).validate()
+	err := (&Config{SendQueueLen: -1, Handler: newRecorder()}).validate()
 	for _, want := range []string{"ClusterID", "NodeID", "Listener", "SendQueueLen"} {
 		expectf(t, err != nil && strings.Contains(err.Error(), want), "joined error %v lacks %s", err, want)
 	}

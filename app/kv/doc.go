@@ -1,7 +1,8 @@
 // Package kv is Rafty's replicated key-value store: a state machine on
 // Pebble that the driver replicates (Store, driver-facing) and the client
 // gRPC service in front of it (Service, gRPC-facing; protocol in
-// app/kv/kvpb/kv.proto).
+// app/kv/kvpb/kv.proto), and the membership service next to it
+// (ClusterService over a MembershipNode; app/kv/kvpb/cluster.proto).
 //
 // # Wiring a server
 //
@@ -15,6 +16,8 @@
 //	svc, err := kv.NewService(store, node, clusterID, limits)
 //	gs := grpc.NewServer(limits.ServerOptions()...)
 //	svc.Register(gs)
+//	csvc, err := kv.NewClusterService(store, members, clusterID, limits) // members: a MembershipNode over node
+//	csvc.Register(gs)
 //	stopHealth := kv.RegisterHealth(gs, node) // grpc.health.v1, SERVING while a leader is known
 //	go gs.Serve(lis)
 //	...

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/driver"
+	"github.com/rafty-db/rafty/transport"
 )
 
 // joinNode is what the peer-port Cluster service needs of the running
@@ -22,10 +23,11 @@ type joinNode interface {
 	AddMember(ctx context.Context, mi core.MemberInfo, learnerOnly bool) (core.MemberInfo, error)
 }
 
-// maxJoinHops bounds forwards of a join: a follower passes it to the
-// leader it knows, once; a second hop means the two disagree about who
-// leads (an election is under way), and the joiner retries.
-const maxJoinHops = 1
+// maxJoinHops bounds forwards of a join (the transport refuses more): a
+// follower passes it to the leader it knows, once; a second hop means the
+// two disagree about who leads (an election is under way), and the
+// joiner retries.
+const maxJoinHops = transport.MaxJoinHops
 
 // clusterHandler serves the peer port's Cluster service (Probe and Join)
 // for kvnode: transport.ClusterHandler through clusterHandlerAdapter. It

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +111,39 @@ func TestCompose(t *testing.T) {
 			}
 		}
 		one.Close()
+	}
+
+	// A member added later (service rafty-3, profile "scale") joins
+	// through KVNODE_JOIN, is promoted, and is removed before it stops.
+	extra := freePorts(t, 2)
+	t.Setenv("RAFTY3_CLIENT_PORT", portOf(extra[0]))
+	t.Setenv("RAFTY3_METRICS_PORT", portOf(extra[1]))
+	t.Cleanup(func() {
+		// Before down (cleanups run last first): a down without the
+		// profile leaves the profile's container behind.
+		if out, err := r.Run(time.Minute, "--profile", "scale", "rm", "-f", "-s", "-v", "rafty-3"); err != nil {
+			t.Logf("removing rafty-3: %v\n%s", err, out)
+		}
+	})
+	if _, err := r.Run(2*time.Minute, "--profile", "scale", "up", "-d", "rafty-3"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "rafty-3 to be ready", func() bool {
+		return proctest.Readyz(extra[1]) == http.StatusOK
+	})
+	eps := "--endpoints=" + strings.Join(append(all, extra[0]), ",")
+	waitFor(t, 60*time.Second, "rafty-3 to be promoted", func() bool {
+		code, out, _ := runCLI(t, "member", "list", eps)
+		return code == 0 && strings.Count(out, " voter ") == 4 && strings.Contains(out, "rafty-3")
+	})
+	if code, out, errOut := runCLI(t, "member", "remove", "rafty-3", eps); code != 0 || !strings.HasPrefix(out, "removed member 4 (rafty-3)") {
+		t.Fatalf("member remove rafty-3: exit %d %q %q", code, out, errOut)
+	}
+	if _, err := r.Run(time.Minute, "--profile", "scale", "stop", "--timeout", "15", "rafty-3"); err != nil {
+		t.Fatal(err)
+	}
+	write("after-scale", 5)
+	if code, out, _ := runCLI(t, "member", "list", "--endpoints="+strings.Join(all, ",")); code != 0 || strings.Count(out, " voter ") != 3 {
+		t.Fatalf("after removing rafty-3: exit %d\n%s", code, out)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 
+	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/transport"
 )
 
@@ -263,6 +264,9 @@ func startedNode(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A member of an existing cluster: a brand-new one would wait for
+	// the other two to answer before bootstrapping (docs/operations.md).
+	seedBootstrapped(t, cfg)
 	serving := make(chan struct{})
 	log := slog.New(&watchHandler{msg: "serving", seen: serving, once: new(sync.Once)})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -435,5 +439,33 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 		if e.series[name] == nil {
 			t.Errorf("%s is not exported: the process and Go collectors are not registered", name)
 		}
+	}
+}
+
+// seedBootstrapped writes into cfg's empty data directory what a member's
+// first start writes once every initial member has answered: the
+// bootstrap entry (term 1, the flags' members, committed) and the
+// identity file. serve then starts it as a restart, without probing.
+func seedBootstrapped(t *testing.T, cfg *serveConfig) {
+	t.Helper()
+	s := &server{cfg: cfg}
+	var m core.Membership
+	for _, p := range s.initialPeers() {
+		m.Voters = append(m.Voters, p.ID)
+		m.Members = append(m.Members, core.MemberInfo{ID: p.ID, Name: p.Name, PeerAddr: p.Addr})
+		m.HighestID = max(m.HighestID, p.ID)
+	}
+	w := openTestWAL(t, cfg.DataDir)
+	err := w.Save(core.HardState{Term: 1, Commit: 1}, []core.Entry{
+		{Index: 1, Term: 1, Type: core.EntryConfChange, Data: core.ConfChange{Replace: &m}.Marshal()},
+	})
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeIdentity(cfg.DataDir, identity{ClusterName: cfg.ClusterName, ClusterID: cfg.ClusterID, NodeID: cfg.ID, Name: cfg.Name}); err != nil {
+		t.Fatal(err)
 	}
 }

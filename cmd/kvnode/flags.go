@@ -568,17 +568,24 @@ func (v flagValues) config() (*serveConfig, error) {
 			continue
 		}
 		if l.flag == flagPeerListen {
-			if self := c.SelfPeerAddr; l.val == "" && self != "" {
+			self := c.SelfPeerAddr
+			// How the messages name this node's address: its --peers
+			// entry when it has one.
+			what := "peer address " + self
+			if c.Peers[c.ID] == self && self != "" && !template {
+				what = fmt.Sprintf("--%s entry %d=%s", flagPeers, c.ID, self)
+			}
+			if l.val == "" && self != "" {
 				if !bindable(self) {
-					bad("--%s is needed: this node's peer address %s is a host name, not a local address to listen on (e.g. --%s 0.0.0.0:%s)",
-						flagPeerListen, self, flagPeerListen, portOf(self))
+					bad("--%s is needed: this node's %s is a host name, not a local address to listen on (e.g. --%s 0.0.0.0:%s)",
+						flagPeerListen, what, flagPeerListen, portOf(self))
 					continue
 				}
 				l.val = self
 			} else if l.val != "" && self != "" {
 				if err := peerListenMatches(l.val, self); err != nil {
-					bad("--%s %s disagrees with this node's peer address %s, the address its peers dial: %v",
-						flagPeerListen, l.val, self, err)
+					bad("--%s %s disagrees with this node's %s, the address its peers dial: %v",
+						flagPeerListen, l.val, what, err)
 					continue
 				}
 			}

@@ -298,9 +298,9 @@ func TestFlagValuesConfig(t *testing.T) {
 			}
 		}},
 		{name: "peer listen needed for a host name", edit: func(v *flagValues) { v.PeerListen = "" },
-			wantErr: "--peer-listen is needed: this node's peer address b:7000 is a host name, not a local address to listen on (e.g. --peer-listen 0.0.0.0:7000)"},
+			wantErr: "--peer-listen is needed: this node's --peers entry 2=b:7000 is a host name, not a local address to listen on (e.g. --peer-listen 0.0.0.0:7000)"},
 		{name: "peer listen on another port", edit: func(v *flagValues) { v.PeerListen = "0.0.0.0:7001" },
-			wantErr: "--peer-listen 0.0.0.0:7001 disagrees with this node's peer address b:7000, the address its peers dial: port 7001 is not 7000"},
+			wantErr: "--peer-listen 0.0.0.0:7001 disagrees with this node's --peers entry 2=b:7000, the address its peers dial: port 7001 is not 7000"},
 		{name: "peer listen on another address", edit: func(v *flagValues) {
 			v.Peers, v.PeerListen = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003", "127.0.0.9:7002"
 		}, wantErr: "host 127.0.0.9 is not 127.0.0.1"},

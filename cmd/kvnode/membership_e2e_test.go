@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -260,6 +261,12 @@ func TestMembershipProcesses(t *testing.T) {
 
 	// Remove the leader while a writer writes.
 	lead := c.leaderOrdinal(t)
+	leadID := ""
+	for id, f := range c.memberRows(t) {
+		if f[1] == fmt.Sprintf("rafty-%d", lead) {
+			leadID = id
+		}
+	}
 	stop := make(chan struct{})
 	writerDone := make(chan error, 1)
 	go func() {
@@ -286,8 +293,11 @@ func TestMembershipProcesses(t *testing.T) {
 	if !strings.HasPrefix(out, "removed member") {
 		t.Fatalf("member remove: %q", out)
 	}
-	waitFor(t, 20*time.Second, "the removed leader to report not ready", func() bool {
-		return proctest.Readyz(c.pod(lead).metrics) == http.StatusServiceUnavailable
+	// It learns it was removed (from the committed change, or from the
+	// members refusing its traffic), records it, and reports not ready.
+	waitFor(t, 20*time.Second, "the removed leader to report that it was removed", func() bool {
+		code, body := readyzBody(c.pod(lead).metrics)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "removed from the cluster")
 	})
 	close(stop)
 	if err := <-writerDone; err != nil {
@@ -295,10 +305,11 @@ func TestMembershipProcesses(t *testing.T) {
 	}
 	c.pod(lead).signal(t, syscall.SIGTERM)
 	_ = c.pod(lead).waitExit(t, 20*time.Second)
+	removed := c.pods[lead]
 	delete(c.pods, lead)
 	c.put(t, "after", "2")
 	rows = c.memberRows(t)
-	if voters(rows) != 4 || rows[strconv.Itoa(lead+1)] != nil {
+	if voters(rows) != 4 || rows[leadID] != nil {
 		t.Fatalf("after removing rafty-%d: %v", lead, rows)
 	}
 
@@ -347,6 +358,26 @@ func TestMembershipProcesses(t *testing.T) {
 	}
 	if got := c.get(t, "after-restart"); got != "3" {
 		t.Fatalf("get after-restart = %q", got)
+	}
+
+	// The removed member, started again with its data directory, moves
+	// the data aside and joins as a new member under its name.
+	c.run(t, ord, c.podArgs(ord))
+	c.waitReady(t, ord, 30*time.Second)
+	c.pods[lead] = removed
+	c.run(t, lead, c.podArgs(lead))
+	c.waitReady(t, lead, 30*time.Second)
+	waitFor(t, 30*time.Second, "5 voters again", func() bool { return voters(c.memberRows(t)) == 5 })
+	rows = c.memberRows(t)
+	if rows["6"] == nil || rows["6"][1] != fmt.Sprintf("rafty-%d", lead) {
+		t.Fatalf("the removed rafty-%d did not come back as member 6: %v", lead, rows)
+	}
+	aside, _ := filepath.Glob(filepath.Join(removed.dir, "removed-"+leadID+"-*"))
+	if len(aside) != 1 {
+		t.Fatalf("the removed member's data was not moved aside: %v", aside)
+	}
+	if got := c.get(t, "after"); got != "2" {
+		t.Fatalf("get after = %q", got)
 	}
 }
 
@@ -399,4 +430,17 @@ func TestRecoverForceNewCluster(t *testing.T) {
 	if got := c.get(t, "alone"); got != "yes" {
 		t.Fatalf("get alone = %q", got)
 	}
+}
+
+// readyzBody returns /readyz's status code and body at the metrics
+// address addr (0 and "" if it does not answer within a second).
+func readyzBody(addr string) (int, string) {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, string(b)
 }

@@ -440,12 +440,18 @@ func shortMethod(full string) string {
 type readiness struct {
 	node     *nodeRef
 	stopping atomic.Bool
+	// removed: the node was removed from the cluster and this is
+	// recorded in its data directory (recordRemoved).
+	removed atomic.Bool
 }
 
 // check reports whether the node is ready, and why not.
 func (r *readiness) check() (bool, string) {
 	if r.stopping.Load() {
 		return false, "shutting down"
+	}
+	if r.removed.Load() {
+		return false, "removed from the cluster: this member is passive; restart it to join anew (its data is moved aside)"
 	}
 	return readinessOf(r.node.status())
 }
@@ -458,7 +464,7 @@ func readinessOf(st *driver.Status) (bool, string) {
 	case st.Stopped:
 		return false, "node stopped"
 	case st.Removed:
-		return false, "removed from the cluster: this member is passive; restart it to join anew (its data is moved aside)"
+		return false, "no longer a member of the cluster"
 	case st.DiskStalled:
 		return false, fmt.Sprintf("disk stalled: a write has not completed for %v", st.DiskWriteBlocked.Round(time.Millisecond))
 	case st.Leader == core.None:

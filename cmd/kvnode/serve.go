@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,6 +84,7 @@ type server struct {
 	// cluster answers the peer port's Probe and Join.
 	cluster      *clusterHandler
 	transportReg *trackingRegisterer
+	removedOnce  sync.Once
 }
 
 // serve runs a node until ctx is cancelled (the first stop signal), then
@@ -371,6 +373,9 @@ func (s *server) shutdown() error {
 	deadline := start.Add(s.cfg.ShutdownTimeout)
 	s.markStopping()
 	n := s.node.load()
+	if st := n.Status(); st.Removed {
+		s.recordRemoved(st.ID)
+	}
 
 	budget := func(share float64) time.Duration {
 		return time.Duration(float64(s.cfg.ShutdownTimeout) * share)

@@ -369,12 +369,10 @@ func (d driverMembers) RemoveMember(ctx context.Context, id uint64) error {
 }
 
 // watchRemoved waits until the node learns it was removed from the
-// cluster, then says so in one line and records it in the identity file,
-// so that the next start moves this data aside and joins anew. The node
-// stays up, passive (the core never campaigns as a non-member) and not
-// ready (readinessOf).
+// cluster, then records it (recordRemoved). The node stays up, passive
+// (the core never campaigns as a non-member) and not ready.
 func (s *server) watchRemoved(n *driver.Node) {
-	t := time.NewTicker(200 * time.Millisecond)
+	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
@@ -382,20 +380,30 @@ func (s *server) watchRemoved(n *driver.Node) {
 			return
 		case <-t.C:
 		}
-		st := n.Status()
-		if !st.Removed {
-			continue
+		if st := n.Status(); st.Removed {
+			s.recordRemoved(st.ID)
+			return
 		}
+	}
+}
+
+// recordRemoved says once, in one line, that this member was removed,
+// and records it in the identity file so that the next start moves this
+// data aside and joins anew; then /readyz reports it. Called by
+// watchRemoved, and by shutdown in case the removal was seen by the node
+// but not yet by watchRemoved.
+func (s *server) recordRemoved(id uint64) {
+	s.removedOnce.Do(func() {
 		s.log.Warn("this member was removed from the cluster: it stays up but passive and not ready; restart it to join again as a new member (this data will be moved aside)",
-			"id", st.ID)
+			"id", id)
 		ident, err := readIdentity(s.cfg.DataDir)
 		if err != nil || ident == nil {
-			ident = &identity{ClusterName: s.cfg.ClusterName, ClusterID: s.cfg.ClusterID, NodeID: st.ID, Name: s.cfg.Name}
+			ident = &identity{ClusterName: s.cfg.ClusterName, ClusterID: s.cfg.ClusterID, NodeID: id, Name: s.cfg.Name}
 		}
 		ident.Removed = true
 		if err := writeIdentity(s.cfg.DataDir, *ident); err != nil {
 			s.log.Error("recording the removal in the identity file", "err", err)
 		}
-		return
-	}
+		s.ready.removed.Store(true)
+	})
 }

@@ -267,7 +267,7 @@ func (e *Endpoint) serve(l *link) {
 		}
 		// As transport.GRPC does: a receiver that refuses us because we
 		// were removed tells our handler.
-		if rb, isRB := e.h.(interface{ RemovedBy(uint64) }); isRB && errors.Is(err, core.ErrRemoved) {
+		if rb, isRB := e.h.(driver.RemovedNotifier); isRB && errors.Is(err, core.ErrRemoved) {
 			rb.RemovedBy(l.to)
 		}
 	}
