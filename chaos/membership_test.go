@@ -458,6 +458,7 @@ func (e *env) addMember(ctx context.Context, c memberCluster, s step, byHand boo
 	began := time.Now()
 	wait := e.during(ctx, s, i)
 	if err := c.Start(i); err != nil {
+		wait() // the fault during the change ends before the schedule does
 		return "", err
 	}
 	var how string
@@ -617,6 +618,7 @@ func (e *env) replaceMember(ctx context.Context, c memberCluster, s step) (strin
 	began := time.Now()
 	wait := e.during(ctx, s, i)
 	if err := c.Start(i); err != nil {
+		wait() // the fault during the change ends before the schedule does
 		return "", err
 	}
 	e.ms.mu.Lock()
