@@ -3,6 +3,7 @@ GO        ?= go
 PKGS      ?= ./...
 SIM_SEEDS ?= 20000
 CHAOS_DURATION ?= 10m
+CHAOS_MEMBER_DURATION ?= 4m
 STATICCHECK_VERSION ?= v0.8.2
 
 IMAGE           ?= rafty/kvnode:dev
@@ -10,7 +11,7 @@ COMPOSE         ?= $(shell docker compose version >/dev/null 2>&1 && echo "docke
 COMPOSE_PROJECT ?= rafty
 
 .PHONY: all build test test-short test-deploy lint fmt-check vet staticcheck sim bench bench-core proto tools clean \
-	run image compose-up compose-down e2e bench-compare profile chaos
+	run image compose-up compose-down e2e bench-compare bench-join profile chaos
 
 all: build
 
@@ -51,9 +52,12 @@ sim:
 ## chaos: the long fault-injection run (docs/reliability.md): random fault
 ## schedules on 3- and 5-node kvnode clusters for CHAOS_DURATION, every
 ## history checked with porcupine, then Compose schedules for a fifth of
-## that time. The short version runs in `make test`.
+## that time, then the membership nemesis (joins, removals, replacements
+## and promotions among kills, pauses and partitions) for
+## CHAOS_MEMBER_DURATION. The short versions run in `make test`.
 chaos:
-	cd chaos && $(GO) test -count=1 -timeout 0 -v -run 'TestChaosLong|TestChaosCompose' . -chaos.duration=$(CHAOS_DURATION)
+	cd chaos && $(GO) test -count=1 -timeout 0 -v -run 'TestChaosLong|TestChaosCompose|TestChaosMembership$$' . \
+		-chaos.duration=$(CHAOS_DURATION) -chaos.member-duration=$(CHAOS_MEMBER_DURATION)
 
 ## bench: microbenchmarks of every package, plus etcd raft's side by side.
 bench: bench-core
@@ -66,6 +70,12 @@ bench-core:
 ## same workload, several rounds; writes artifacts/bench/table.md and chart.svg.
 bench-compare:
 	bash bench/etcd/compare.sh
+
+## bench-join: the leader's put throughput and p99/p99.9 without and during a
+## learner join that catches up by snapshot (issue 14), alternating windows;
+## writes artifacts/bench-join/table.md.
+bench-join:
+	bash scripts/bench-join.sh
 
 ## profile: CPU and allocation profiles of the leader under the C=128 put
 ## load, saved with their top entries in artifacts/profile.

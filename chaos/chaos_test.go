@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -262,6 +263,13 @@ func TestChaosReplay(t *testing.T) {
 	bin := kvnodeBinary(t, "chaos")
 	tot := &totals{}
 	start := time.Now()
+	if slices.ContainsFunc(kinds, isMemberKind) {
+		// The membership nemesis needs spare slots and its state.
+		c, nc, o := startMemberCluster(t, bin, *flagNodes)
+		runSchedule(t, c, nc, newPlan(*flagSeed, *flagNodes, *flagSteps, kinds, *flagForced), o, tot)
+		report(t, tot, start)
+		return
+	}
 	c, nc := startLoopback(t, bin, *flagNodes)
 	runSchedule(t, c, nc, newPlan(*flagSeed, *flagNodes, *flagSteps, kinds, *flagForced), opts(), tot)
 	report(t, tot, start)

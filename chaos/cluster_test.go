@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +27,15 @@ import (
 type cluster interface {
 	// Name describes the cluster ("loopback, 3 nodes").
 	Name() string
+	// Size is the number of node slots: the initial members, and for a
+	// cluster whose membership the schedules change, spare slots that
+	// nodes join from (nodeClients dial every slot).
 	Size() int
+	// Members returns the slots that are members now, as the harness
+	// keeps track (every slot of a cluster whose membership never
+	// changes). Faults pick their targets among them, and clients send
+	// to them.
+	Members() []int
 	// ClusterName is the --cluster-id the nodes run with.
 	ClusterName() string
 	ClientAddr(i int) string
@@ -77,6 +87,9 @@ type caps struct {
 	slowDisk bool
 	badInput bool // the peer ports are reachable from the test
 	powerCut bool // PowerCut works (nodes journal unsynced writes)
+	// membership: the cluster has spare slots, and nodes can be wiped
+	// and started as joiners (memberCluster).
+	membership bool
 }
 
 // pair is a directed link: messages from node `from` to node `to`.
@@ -92,19 +105,29 @@ const (
 )
 
 // procCluster runs every node as a process on loopback. Each run uses its
-// own loopback addresses (127.X.Y.Z, with X.Y random), so its ports cannot
-// collide with other tests running at the same time. Node j reaches node i
-// through link (j, i), a proxy it believes is i's peer address.
+// own loopback addresses (127.X.Y.Z, with X.Y random) for the client and
+// metrics ports and the nodes' peer addresses, so they cannot collide
+// with other tests running at the same time. Node i's peer address, the
+// one in --peers and in the replicated membership, is its front
+// (front_test.go) on 127.X.Y.(200+i), which hands a connection from node
+// j to link (j, i), a proxy to i's real peer port. The real peer ports
+// listen on localhost with the front's port number (kvnode wants a peer
+// listener's port to be its peer address's port, and an IP address
+// other than its own refused).
 type procCluster struct {
-	logf  func(string, ...any)
-	bin   string
-	dir   string
-	name  string
-	nodes []*procNode
-	links map[pair]*link
+	logf    func(string, ...any)
+	bin     string
+	dir     string
+	name    string
+	initial int // slots 0..initial-1 are the initial members
+	nodes   []*procNode
+	links   map[pair]*link
+	unknown []*link // per slot, for connections from no node process
+	fronts  []*front
 
 	mu      sync.Mutex
 	crashes []string
+	members []int // slots in the cluster (harness bookkeeping), sorted
 }
 
 type procNode struct {
@@ -112,7 +135,14 @@ type procNode struct {
 	peer, client, metrics      string
 	dataDir, logPath, diskFile string
 	journal                    string // the power-loss journal (cmd/kvnode/chaos_powerloss.go)
-	peers                      string // the --peers value, through the links
+	peers                      string // the --peers value: every initial member's front
+	peerListen                 string // localhost:port of the front
+	front                      string // the node's peer address as every member dials it
+	name                       string // the member name (--name)
+	// join, when set, is the --join value the node starts with (a member
+	// that joined, or a slot whose data was wiped): it then has no --id
+	// and no --peers.
+	join string
 
 	mu      sync.Mutex
 	proc    *proctest.Proc // the running (or last) process; nil before the first start
@@ -129,9 +159,17 @@ func loopbackBase() string {
 // startProcCluster starts n nodes of bin under dir and waits until every
 // one is ready.
 func startProcCluster(logf func(string, ...any), bin, dir string, n int) (*procCluster, error) {
-	c := &procCluster{logf: logf, bin: bin, dir: dir, name: fmt.Sprintf("chaos-%d", rand.Uint32()), links: map[pair]*link{}}
+	return startProcClusterSpares(logf, bin, dir, n, 0)
+}
+
+// startProcClusterSpares is startProcCluster with spare slots that nodes
+// can later join from (membership nemesis): addresses, fronts and links
+// are made for them now, their processes are started by the schedules.
+func startProcClusterSpares(logf func(string, ...any), bin, dir string, n, spares int) (*procCluster, error) {
+	c := &procCluster{logf: logf, bin: bin, dir: dir, name: fmt.Sprintf("chaos-%d", rand.Uint32()), links: map[pair]*link{}, initial: n}
 	base := loopbackBase()
-	for i := range n {
+	total := n + spares
+	for i := range total {
 		host := base + strconv.Itoa(i+1)
 		nd := &procNode{
 			idx:      i,
@@ -139,50 +177,64 @@ func startProcCluster(logf func(string, ...any), bin, dir string, n int) (*procC
 			logPath:  filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)),
 			diskFile: filepath.Join(dir, fmt.Sprintf("node%d.disk-delay", i+1)),
 			journal:  filepath.Join(dir, fmt.Sprintf("node%d.powerloss", i+1)),
+			name:     fmt.Sprintf("node-%d", i+1),
 		}
 		// host is a loopback address used by this cluster alone, so
 		// nothing else takes the ports before the node binds them.
-		addrs, err := proctest.FreeAddrs(host, 3)
+		addrs, err := proctest.FreeAddrs(host, 2)
 		if err != nil {
 			c.Close()
 			return nil, err
 		}
-		nd.peer, nd.client, nd.metrics = addrs[0], addrs[1], addrs[2]
+		nd.client, nd.metrics = addrs[0], addrs[1]
+		peer, err := proctest.FreeAddrs("127.0.0.1", 1)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		_, port, _ := net.SplitHostPort(peer[0])
+		nd.peer, nd.peerListen = peer[0], "localhost:"+port
 		c.nodes = append(c.nodes, nd)
 	}
-	// Links: (j, i) listens on 127.X.Y.(100+j) and forwards to i's port.
-	for j := range n {
-		for i := range n {
-			if i == j {
-				continue
-			}
-			target := c.nodes[i].peer
-			l, err := newLink(j, i, fmt.Sprintf("%s%d:0", base, 100+j), func() string { return target })
-			if err != nil {
-				c.Close()
-				return nil, err
-			}
-			c.links[pair{j, i}] = l
-		}
-	}
-	for j, nd := range c.nodes {
-		var peers []string
-		for i := range n {
-			addr := nd.peer
+	for i := range total {
+		target := c.nodes[i].peer
+		for j := range total {
 			if i != j {
-				addr = c.links[pair{j, i}].Addr()
+				c.links[pair{j, i}] = newLinkState(j, i, func() string { return target })
 			}
-			peers = append(peers, fmt.Sprintf("%d=%s", i+1, addr))
 		}
-		nd.peers = strings.Join(peers, ",")
+		c.unknown = append(c.unknown, newLinkState(-1, i, func() string { return target }))
 	}
-	for i := range c.nodes {
+	for i := range total {
+		_, port, _ := net.SplitHostPort(c.nodes[i].peer)
+		f, err := newFront(i, fmt.Sprintf("%s%d:%s", base, 200+i, port), func(from int) *link {
+			if from < 0 || from == i {
+				return c.unknown[i]
+			}
+			return c.links[pair{from, i}]
+		}, c.senders)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.fronts = append(c.fronts, f)
+		c.nodes[i].front = f.Addr()
+	}
+	var peers []string
+	for i := range n {
+		peers = append(peers, fmt.Sprintf("%d=%s", i+1, c.nodes[i].front))
+	}
+	for i := range n {
+		c.nodes[i].peers = strings.Join(peers, ",")
+		c.members = append(c.members, i)
+	}
+	for i := range n {
 		if err := c.Start(i); err != nil {
 			c.Close()
 			return nil, err
 		}
 	}
-	for i := range c.nodes {
+	for i := range n {
 		if err := waitReady(c, i, 30*time.Second); err != nil {
 			c.Close()
 			return nil, err
@@ -191,7 +243,101 @@ func startProcCluster(logf func(string, ...any), bin, dir string, n int) (*procC
 	return c, nil
 }
 
-func (c *procCluster) Name() string             { return fmt.Sprintf("loopback, %d nodes", len(c.nodes)) }
+// senders maps the pid of every running node process to its slot.
+func (c *procCluster) senders() map[int]int {
+	out := map[int]int{}
+	for i, nd := range c.nodes {
+		nd.mu.Lock()
+		if nd.proc.Alive() {
+			out[nd.proc.Pid()] = i
+		}
+		nd.mu.Unlock()
+	}
+	return out
+}
+
+func (c *procCluster) Members() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.members)
+}
+
+// SetMember records that slot i is (or is no longer) a member.
+func (c *procCluster) SetMember(i int, in bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.members = slices.DeleteFunc(c.members, func(x int) bool { return x == i })
+	if in {
+		c.members = append(c.members, i)
+		slices.Sort(c.members)
+	}
+}
+
+// UnknownSenders counts the peer connections whose sending process the
+// fronts could not find (they went through without faults).
+func (c *procCluster) UnknownSenders() int64 {
+	var n int64
+	for _, f := range c.fronts {
+		n += f.unknown.Load()
+	}
+	return n
+}
+
+// FrontAddr is slot i's peer address as the members dial it.
+func (c *procCluster) FrontAddr(i int) string { return c.nodes[i].front }
+
+// NodeName is the member name slot i runs under.
+func (c *procCluster) NodeName(i int) string {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.name
+}
+
+// SetJoin makes slot i start from now on as a joiner named name, through
+// the fronts of slots via (--join), or with the initial members' flags
+// again if via is empty and i is an initial slot.
+func (c *procCluster) SetJoin(i int, name string, via []int) {
+	nd := c.nodes[i]
+	var eps []string
+	for _, j := range via {
+		eps = append(eps, c.nodes[j].front)
+	}
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	nd.name, nd.join = name, strings.Join(eps, ",")
+}
+
+// Joined reports whether slot i starts with --join.
+func (c *procCluster) Joined(i int) bool {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.join != ""
+}
+
+// Wipe removes killed node i's data directory and power-loss journal: it
+// starts empty next time.
+func (c *procCluster) Wipe(i int) error {
+	if c.Alive(i) {
+		return fmt.Errorf("node %d: wiping the data of a running process", i+1)
+	}
+	nd := c.nodes[i]
+	if err := os.RemoveAll(nd.dataDir); err != nil {
+		return err
+	}
+	if err := os.Remove(nd.journal); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func (c *procCluster) Name() string {
+	if spare := len(c.nodes) - c.initial; spare > 0 {
+		return fmt.Sprintf("loopback, %d nodes and %d spare slots", c.initial, spare)
+	}
+	return fmt.Sprintf("loopback, %d nodes", len(c.nodes))
+}
 func (c *procCluster) Size() int                { return len(c.nodes) }
 func (c *procCluster) ClusterName() string      { return c.name }
 func (c *procCluster) ClientAddr(i int) string  { return c.nodes[i].client }
@@ -199,7 +345,7 @@ func (c *procCluster) MetricsAddr(i int) string { return c.nodes[i].metrics }
 func (c *procCluster) PeerAddr(i int) string    { return c.nodes[i].peer }
 
 func (c *procCluster) caps() caps {
-	return caps{oneWay: true, latency: true, reset: true, slowDisk: true, badInput: true, powerCut: true}
+	return caps{oneWay: true, latency: true, reset: true, slowDisk: true, badInput: true, powerCut: true, membership: len(c.nodes) > c.initial}
 }
 
 // Start runs node i's process (again, after Kill: same data directory).
@@ -208,18 +354,24 @@ func (c *procCluster) Start(i int) error {
 	if c.Alive(i) {
 		return fmt.Errorf("node %d is already running", i+1)
 	}
-	cmd := exec.Command(c.bin, "serve",
-		"--id", strconv.Itoa(i+1),
-		"--peers", nd.peers,
+	nd.mu.Lock()
+	args := []string{"serve", "--name", nd.name}
+	if nd.join != "" {
+		args = append(args, "--join", nd.join, "--peer-addr", nd.front, "--client-addr", nd.client)
+	} else {
+		args = append(args, "--id", strconv.Itoa(i+1), "--peers", nd.peers)
+	}
+	nd.mu.Unlock()
+	cmd := exec.Command(c.bin, append(args,
 		"--cluster-id", c.name,
 		"--data-dir", nd.dataDir,
-		"--peer-listen", nd.peer,
+		"--peer-listen", nd.peerListen,
 		"--client-listen", nd.client,
 		"--metrics-listen", nd.metrics,
 		"--tick", tick.String(),
 		"--election-ticks", strconv.Itoa(electionTicks),
 		"--log-level", "info",
-	)
+	)...)
 	cmd.Env = append(os.Environ(), "KVNODE_CHAOS_DISK_DELAY_FILE="+nd.diskFile, "KVNODE_CHAOS_POWERLOSS_JOURNAL="+nd.journal)
 	cmd.SysProcAttr = sysProcAttr()
 	// Held across the start, the lock keeps onExit from reading
@@ -386,7 +538,13 @@ func (c *procCluster) Close() {
 		all = append(all, i)
 	}
 	_ = c.Kill(all...)
+	for _, f := range c.fronts {
+		f.Close()
+	}
 	for _, l := range c.links {
+		l.Close()
+	}
+	for _, l := range c.unknown {
 		l.Close()
 	}
 }

@@ -89,6 +89,7 @@ func startCompose(t *testing.T, bin string) *composeCluster {
 
 func (c *composeCluster) Name() string             { return "Docker Compose, 3 nodes" }
 func (c *composeCluster) Size() int                { return 3 }
+func (c *composeCluster) Members() []int           { return []int{0, 1, 2} }
 func (c *composeCluster) ClusterName() string      { return "rafty-compose" }
 func (c *composeCluster) ClientAddr(i int) string  { return c.project.ClientAddr(i) }
 func (c *composeCluster) MetricsAddr(i int) string { return c.project.MetricsAddr(i) }

@@ -6,8 +6,11 @@
 //
 // The harness (cluster_test.go, compose_test.go) runs 3- and 5-node
 // clusters as separate processes on loopback, with a fault-injecting TCP
-// proxy (proxy_test.go) on every ordered pair of peers, and as the Docker
-// Compose deployment. A workload of concurrent clients (workload_test.go)
+// proxy (proxy_test.go) on every ordered pair of peers — each node has one
+// peer address, a front (front_test.go) that finds the sending node of
+// every connection through /proc and hands it to that pair's proxy, since
+// members' addresses are replicated — and as the Docker Compose
+// deployment. A workload of concurrent clients (workload_test.go)
 // issues Put, linearizable and serializable Get, and compare-and-swap Txn on
 // a few contended keys, and records every operation's invocation, completion
 // and result; an operation that timed out or failed ambiguously is recorded
@@ -20,7 +23,14 @@
 // partly keep what was written but not synced (internal/powerloss under
 // the WAL, snapshots and Pebble of the chaos build,
 // cmd/kvnode/chaos_powerloss.go); and bad input on the peer and client
-// ports (badinput_test.go).
+// ports (badinput_test.go). The membership nemesis (membership_test.go)
+// changes the cluster among those faults: a node joins with `kvnode serve
+// --join`, a follower or the leader is removed with `kvnode member
+// remove`, a member is killed, wiped and restarted empty under its name
+// (it must rejoin under a new ID and its old ID be removed), and a learner
+// is added and promoted by hand; sometimes another member is killed or
+// paused while the change is under way. The clients follow the members
+// the cluster lists.
 //
 // After every schedule the checker (checker_test.go) verifies the history
 // with porcupine (a key-partitioned register model with compare-and-swap),
@@ -34,6 +44,7 @@
 //
 //	go test ./chaos/                                  # the short suites (CI)
 //	go test ./chaos/ -run TestChaosLong -chaos.duration=10m -v
+//	go test ./chaos/ -run 'TestChaosMembership$' -chaos.member-duration=4m -v
 //	go test ./chaos/ -run TestChaosReplay -chaos.seed=N -chaos.nodes=3 -v
 //
 // See docs/reliability.md for what is covered and the figures of recent

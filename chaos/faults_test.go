@@ -56,6 +56,8 @@ func (k faultKind) supported(cp caps) bool {
 		return cp.slowDisk
 	case fBadInput:
 		return cp.badInput
+	case fMemberAdd, fMemberRemove, fMemberRemoveLeader, fMemberReplace, fMemberPromote:
+		return cp.membership
 	case fPowerLoss, fPowerLossIsolated, fPowerLossAll:
 		return cp.powerCut
 	}
@@ -135,6 +137,9 @@ func newPlan(seed uint64, nodes, n int, kinds []faultKind, forced bool) plan {
 			s.d = between(1500*time.Millisecond, 3*time.Second).Round(time.Millisecond)
 		case fBadInput:
 			s.hold = 0
+		case fMemberAdd, fMemberRemove, fMemberRemoveLeader, fMemberReplace, fMemberPromote:
+			// How long a removed node stays up, or a replaced one down.
+			s.hold = between(500*time.Millisecond, 2500*time.Millisecond)
 		default:
 			s.hold = between(1500*time.Millisecond, 3500*time.Millisecond)
 		}
@@ -169,8 +174,8 @@ func parseKinds(s string) ([]faultKind, error) {
 		if f == "" {
 			continue
 		}
-		if !slices.Contains(allKinds, faultKind(f)) {
-			return nil, fmt.Errorf("unknown fault kind %q (known: %s)", f, kindsString(allKinds))
+		if !slices.Contains(allKinds, faultKind(f)) && !isMemberKind(faultKind(f)) {
+			return nil, fmt.Errorf("unknown fault kind %q (known: %s)", f, kindsString(append(slices.Clone(allKinds), memberKinds...)))
 		}
 		ks = append(ks, faultKind(f))
 	}
@@ -201,6 +206,12 @@ type env struct {
 	// directory a power cut had gone through.
 	cutIncs map[int][]int
 	cuts    []powerloss.CutReport
+
+	// The membership nemesis (membership_test.go).
+	bin              string       // the kvnode binary, for `kvnode member`
+	ms               *memberState // kept across the schedules on one cluster
+	ms2              memberStats  // this schedule's figures
+	memberViolations []string
 }
 
 type slowDiskResult struct {
@@ -228,7 +239,7 @@ func (e *env) record(start int64, format string, args ...any) {
 func statusAll(c cluster, nc *nodeClients, hash bool, timeout time.Duration) []*kvpb.StatusResponse {
 	out := make([]*kvpb.StatusResponse, c.Size())
 	var wg sync.WaitGroup
-	for i := range c.Size() {
+	for _, i := range c.Members() {
 		if !c.Alive(i) || c.Paused(i) {
 			continue
 		}
@@ -272,7 +283,8 @@ func (e *env) pickLeaderOr(r uint64) (int, string) {
 	if l := waitLeader(e.c, e.nc, 3*time.Second); l >= 0 {
 		return l, "leader"
 	}
-	return int(r % uint64(e.c.Size())), "no leader known; random"
+	m := e.c.Members()
+	return m[r%uint64(len(m))], "no leader known; random"
 }
 
 // pickTarget returns the node r picks, or with leader the leader (see
@@ -281,12 +293,22 @@ func (e *env) pickTarget(r uint64, leader bool) (int, string) {
 	if leader {
 		return e.pickLeaderOr(r)
 	}
-	return int(r % uint64(e.c.Size())), "random"
+	m := e.c.Members()
+	return m[r%uint64(len(m))], "random"
 }
 
 // perm returns a permutation of the node indexes drawn from r.
 func perm(n int, r uint64) []int {
 	return rand.New(rand.NewPCG(r, 1)).Perm(n)
+}
+
+// permOf returns a permutation of the slots in members drawn from r.
+func permOf(members []int, r uint64) []int {
+	out := make([]int, len(members))
+	for k, p := range perm(len(members), r) {
+		out[k] = members[p]
+	}
+	return out
 }
 
 func ids(is []int) string {
@@ -331,7 +353,8 @@ func (e *env) restart(is ...int) error {
 // run injects one step and undoes it. Errors are the harness failing to
 // inject or undo (a node that does not come back is one).
 func (e *env) run(ctx context.Context, s step) error {
-	n := e.c.Size()
+	members := e.c.Members()
+	n := len(members)
 	start := e.now()
 	hold := func() { sleepCtx(ctx, s.hold) }
 	switch s.kind {
@@ -346,10 +369,10 @@ func (e *env) run(ctx context.Context, s step) error {
 		return err
 
 	case fKillMajority, fKillAll:
-		victims := perm(n, s.r1)[:n/2+1]
+		victims := permOf(members, s.r1)[:n/2+1]
 		what := "a majority"
 		if s.kind == fKillAll {
-			victims, what = perm(n, s.r1), "every node"
+			victims, what = permOf(members, s.r1), "every node"
 		}
 		sort.Ints(victims)
 		if err := e.c.Kill(victims...); err != nil {
@@ -380,7 +403,7 @@ func (e *env) run(ctx context.Context, s step) error {
 	case fIsoLeader:
 		l, why := e.pickLeaderOr(s.r1)
 		var others []int
-		for i := range n {
+		for _, i := range members {
 			if i != l {
 				others = append(others, i)
 			}
@@ -395,13 +418,13 @@ func (e *env) run(ctx context.Context, s step) error {
 
 	case fSplit:
 		l := leader(e.c, e.nc)
-		p := perm(n, s.r1)
+		p := permOf(members, s.r1)
 		minority := p[:1+int(s.r2%uint64((n-1)/2))]
 		if l >= 0 && (s.r2>>8)%2 == 0 && !slices.Contains(minority, l) {
 			minority[0] = l // the leader in the minority, half of the time
 		}
 		var majority []int
-		for i := range n {
+		for _, i := range members {
 			if !slices.Contains(minority, i) {
 				majority = append(majority, i)
 			}
@@ -415,7 +438,7 @@ func (e *env) run(ctx context.Context, s step) error {
 		return err
 
 	case fBridge:
-		p := perm(n, s.r1)
+		p := permOf(members, s.r1)
 		bridge, rest := p[0], p[1:]
 		a, b := rest[:len(rest)/2], rest[len(rest)/2:]
 		if err := e.c.Partition(cutBetween(a, b)); err != nil {
@@ -431,18 +454,18 @@ func (e *env) run(ctx context.Context, s step) error {
 		var desc string
 		x, why := e.pickLeaderOr(s.r1)
 		if (s.r2>>4)%2 == 1 {
-			x, why = int(s.r1%uint64(n)), "random"
+			x, why = members[s.r1%uint64(n)], "random"
 		}
 		switch s.r2 % 3 {
 		case 0:
-			for y := range n {
+			for _, y := range members {
 				if y != x {
 					cuts = append(cuts, pair{y, x})
 				}
 			}
 			desc = fmt.Sprintf("node %d (%s) receives from nobody but can send", x+1, why)
 		case 1:
-			for y := range n {
+			for _, y := range members {
 				if y != x {
 					cuts = append(cuts, pair{x, y})
 				}
@@ -451,8 +474,8 @@ func (e *env) run(ctx context.Context, s step) error {
 		default:
 			rng := rand.New(rand.NewPCG(s.r1, s.r2))
 			var names []string
-			for a := range n {
-				for b := range n {
+			for _, a := range members {
+				for _, b := range members {
 					if a != b && rng.IntN(3) == 0 {
 						cuts = append(cuts, pair{a, b})
 						names = append(names, fmt.Sprintf("%d->%d", a+1, b+1))
@@ -495,8 +518,11 @@ func (e *env) run(ctx context.Context, s step) error {
 	case fPowerLoss, fPowerLossIsolated, fPowerLossAll:
 		return e.powerLoss(ctx, s, start)
 
+	case fMemberAdd, fMemberRemove, fMemberRemoveLeader, fMemberReplace, fMemberPromote:
+		return e.membership(ctx, s, start)
+
 	case fBadInput:
-		i := int(s.r1 % uint64(n))
+		i := members[s.r1%uint64(n)]
 		r := badInput(e.c, i, s.r2)
 		e.mu.Lock()
 		e.bad.add(r)
@@ -514,8 +540,8 @@ func (e *env) run(ctx context.Context, s step) error {
 // must never answer one with an older state than it answered before
 // (issue 18).
 func (e *env) powerLoss(ctx context.Context, s step, start int64) error {
-	n := e.c.Size()
-	victims, what := perm(n, s.r1), "every node at once"
+	members := e.c.Members()
+	victims, what := permOf(members, s.r1), "every node at once"
 	isolated := false
 	if s.kind != fPowerLossAll {
 		i, why := e.pickTarget(s.r1, (s.r2>>8)%2 == 0)
@@ -525,7 +551,7 @@ func (e *env) powerLoss(ctx context.Context, s step, start int64) error {
 	sort.Ints(victims)
 	if isolated {
 		var others []int
-		for i := range n {
+		for _, i := range members {
 			if i != victims[0] {
 				others = append(others, i)
 			}
@@ -647,7 +673,8 @@ func (e *env) slowDisk(ctx context.Context, s step, start int64) error {
 	go func() {
 		ok := 0
 		for k := 0; pctx.Err() == nil; k++ {
-			node := (l + 1 + k%(e.c.Size()-1)) % e.c.Size()
+			m := slices.DeleteFunc(e.c.Members(), func(x int) bool { return x == l })
+			node := m[k%len(m)]
 			o := e.w.do(op{Proc: int(e.w.h.proc.Add(1)), Worker: -1, Kind: opPut, Key: e.w.cfg.key(k % e.w.cfg.keys),
 				Value: fmt.Sprintf("slowdisk.%d.%d.%d", start, l, k), Node: node})
 			if o.Out == outOK {
@@ -700,7 +727,7 @@ func (e *env) healAll() error {
 		}
 	}
 	var dead []int
-	for i := range c.Size() {
+	for _, i := range c.Members() {
 		if c.caps().slowDisk {
 			if err := c.SetDiskDelay(i, 0); err != nil {
 				return err
@@ -721,7 +748,7 @@ func (e *env) healAll() error {
 	if err := e.restart(dead...); err != nil {
 		return err
 	}
-	for i := range c.Size() {
+	for _, i := range c.Members() {
 		if err := waitReady(c, i, 30*time.Second); err != nil {
 			return err
 		}

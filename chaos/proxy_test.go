@@ -66,13 +66,20 @@ func newLink(from, to int, addr string, target func() string) (*link, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &link{from: from, to: to, ln: ln, target: target, changed: make(chan struct{}), conns: map[*proxyConn]struct{}{}}
+	l := newLinkState(from, to, target)
+	l.ln = ln
 	l.wg.Add(1)
 	go l.accept()
 	return l, nil
 }
 
-// Addr is the address node from dials.
+// newLinkState is a link without a listener of its own: a front (front_test.go)
+// hands it the connections it identifies as coming from node from.
+func newLinkState(from, to int, target func() string) *link {
+	return &link{from: from, to: to, target: target, changed: make(chan struct{}), conns: map[*proxyConn]struct{}{}}
+}
+
+// Addr is the address node from dials (a link with a listener of its own).
 func (l *link) Addr() string { return l.ln.Addr().String() }
 
 // set changes the link's state under mu and wakes every pump.
@@ -111,7 +118,9 @@ func (l *link) Reset() {
 // goroutine of the link.
 func (l *link) Close() {
 	l.set(func() { l.closed = true })
-	_ = l.ln.Close()
+	if l.ln != nil {
+		_ = l.ln.Close()
+	}
 	l.Reset()
 	l.wg.Wait()
 }
@@ -136,34 +145,43 @@ func (l *link) accept() {
 		if err != nil {
 			return // closed
 		}
-		b, err := net.DialTimeout("tcp", l.target(), time.Second)
-		if err != nil {
-			_ = a.Close() // the node is down: so is its proxy
-			continue
-		}
-		c := &proxyConn{a: a, b: b, dead: make(chan struct{})}
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			c.close()
+		if !l.serve(a) {
 			return
 		}
-		l.conns[c] = struct{}{}
-		l.mu.Unlock()
-		var pumps sync.WaitGroup
-		pumps.Add(2)
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			pumps.Wait()
-			c.close()
-			l.mu.Lock()
-			delete(l.conns, c)
-			l.mu.Unlock()
-		}()
-		go l.pump(c, a, b, true, &pumps)
-		go l.pump(c, b, a, false, &pumps)
 	}
+}
+
+// serve proxies accepted connection a to the link's target. It returns
+// false once the link is closed.
+func (l *link) serve(a net.Conn) bool {
+	b, err := net.DialTimeout("tcp", l.target(), time.Second)
+	if err != nil {
+		_ = a.Close() // the node is down: so is its proxy
+		return true
+	}
+	c := &proxyConn{a: a, b: b, dead: make(chan struct{})}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		c.close()
+		return false
+	}
+	l.conns[c] = struct{}{}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	var pumps sync.WaitGroup
+	pumps.Add(2)
+	go func() {
+		defer l.wg.Done()
+		pumps.Wait()
+		c.close()
+		l.mu.Lock()
+		delete(l.conns, c)
+		l.mu.Unlock()
+	}()
+	go l.pump(c, a, b, true, &pumps)
+	go l.pump(c, b, a, false, &pumps)
+	return true
 }
 
 // chunk is a piece of the byte stream and when it was read.

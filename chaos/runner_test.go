@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -27,6 +28,11 @@ type scheduleOpts struct {
 	maxOps       int
 	checkTimeout time.Duration // porcupine's bound
 	settle       time.Duration // between two faults
+	// members, for the membership nemesis: the state kept across the
+	// schedules on one cluster; the clients then follow the membership
+	// as the cluster lists it, and the membership is checked at the end.
+	members *memberState
+	bin     string // kvnode, for `kvnode member`
 }
 
 func defaultOpts() scheduleOpts {
@@ -63,6 +69,8 @@ type totals struct {
 	checkTime    time.Duration
 	bad          badInputResult
 	slow         []slowDiskResult
+	member       memberStats
+	unknownPeers int64 // peer connections whose sender the fronts did not find
 	elapsed      time.Duration
 }
 
@@ -76,6 +84,12 @@ func (t *totals) String() string {
 	if t.powerCuts > 0 {
 		s += fmt.Sprintf("; power loss: %d nodes lost power (unsynced mutations undone in whole or part %d, kept %d); serializable reads back in time across a power cut %d",
 			t.powerCuts, t.cutUndone, t.cutKept, t.readsBack)
+	}
+	if m := t.member; m.adds+m.removes+m.leaderRemoves+m.replaces+m.promotes > 0 {
+		s += "; " + m.String() + fmt.Sprintf("; serializable reads on a rejoined node older than its predecessor's %d (another member: not a violation)", m.wipedReadsBack)
+	}
+	if t.unknownPeers > 0 {
+		s += fmt.Sprintf("; %d peer connections from an unidentified process (not faulted)", t.unknownPeers)
 	}
 	if t.bad.peerSent+t.bad.clientSent > 0 {
 		s += fmt.Sprintf("; bad input: %d peer-port and %d client-port attacks, %d refused, node counters: %v rejected peer streams, %v invalid peer messages, %v InvalidArgument",
@@ -126,7 +140,18 @@ func runSchedule(t *testing.T, c cluster, nc *nodeClients, p plan, opts schedule
 			w.Stop()
 		}
 	}()
-	e := &env{c: c, nc: nc, w: w, logf: t.Logf}
+	e := &env{c: c, nc: nc, w: w, logf: t.Logf, ms: opts.members, bin: opts.bin}
+	var follow sync.WaitGroup
+	if mc, ok := c.(memberCluster); ok && opts.members != nil {
+		fctx, stopFollow := context.WithCancel(context.Background())
+		follow.Add(1)
+		go followMembers(fctx, mc, nc, follow.Done)
+		defer func() {
+			stopFollow()
+			follow.Wait()
+			nc.targets.Store(nil)
+		}()
+	}
 	var res scheduleResult
 	violate := func(format string, args ...any) {
 		res.violations = append(res.violations, fmt.Sprintf(format, args...))
@@ -155,6 +180,9 @@ func runSchedule(t *testing.T, c cluster, nc *nodeClients, p plan, opts schedule
 	}
 	for _, cr := range c.Crashes() {
 		violate("crash: %s", cr)
+	}
+	if opts.members != nil && res.harness == nil {
+		e.checkMembership(ctx, 45*time.Second)
 	}
 
 	// Liveness: once healed, writes must be acknowledged again.
@@ -218,7 +246,23 @@ func runSchedule(t *testing.T, c cluster, nc *nodeClients, p plan, opts schedule
 	e.mu.Lock()
 	cutIncs := e.cutIncs
 	e.mu.Unlock()
-	sameLife, acrossRestart, acrossCut := checkSerializable(ops, c.Size(), cutIncs)
+	sops, size := ops, c.Size()
+	wipedBack := 0
+	if opts.members != nil {
+		opts.members.mu.Lock()
+		wipes := map[int][]int{}
+		for k, v := range opts.members.wipeIncs {
+			wipes[k] = slices.Clone(v)
+		}
+		opts.members.mu.Unlock()
+		if len(wipes) > 0 {
+			_, all, _ := checkSerializable(ops, size, cutIncs)
+			sops, size, cutIncs = remapWiped(ops, size, wipes, cutIncs)
+			_, within, _ := checkSerializable(sops, size, cutIncs)
+			wipedBack = max(0, len(all)-len(within))
+		}
+	}
+	sameLife, acrossRestart, acrossCut := checkSerializable(sops, size, cutIncs)
 	for _, v := range sameLife {
 		violate("serializable read went back in time: %s", v)
 	}
@@ -241,6 +285,12 @@ func runSchedule(t *testing.T, c cluster, nc *nodeClients, p plan, opts schedule
 	if e.bad.err != nil {
 		violate("bad input: %v", e.bad.err)
 	}
+	e.mu.Lock()
+	for _, v := range e.memberViolations {
+		violate("membership: %s", v)
+	}
+	e.ms2.wipedReadsBack = wipedBack
+	e.mu.Unlock()
 	for _, sd := range e.slowDisks {
 		if sd.newLeader == 0 {
 			violate("slow disk on leader %d (+%v per write): no other node took over, the cluster stalled behind it", sd.node+1, sd.delay)
@@ -288,6 +338,10 @@ func runSchedule(t *testing.T, c cluster, nc *nodeClients, p plan, opts schedule
 	}
 	tot.bad.add(e.bad)
 	tot.slow = append(tot.slow, e.slowDisks...)
+	tot.member.add(e.ms2)
+	if mc, ok := c.(memberCluster); ok {
+		tot.unknownPeers = mc.UnknownSenders() // cumulative per cluster: the last one seen
+	}
 	tot.mu.Unlock()
 
 	if *flagKeep && res.harness == nil && len(res.violations) == 0 {
@@ -356,7 +410,7 @@ func readPrefix(ctx context.Context, nc *nodeClients, size int, prefix string) (
 		out := map[string]string{}
 		from := []byte(prefix)
 		end := prefixEnd([]byte(prefix))
-		node := attempt % size
+		node := nc.nodeAt(attempt)
 		ok := true
 		for {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -405,7 +459,8 @@ func waitConverged(c cluster, nc *nodeClients, timeout time.Duration) error {
 		byIndex := map[uint64]map[uint64][]int{}
 		all := true
 		var parts []string
-		for i, st := range sts {
+		for _, i := range c.Members() {
+			st := sts[i]
 			if st == nil {
 				all = false
 				parts = append(parts, fmt.Sprintf("node %d: no answer", i+1))

@@ -98,12 +98,29 @@ func (h *history) snapshot() []op {
 	return append([]op(nil), h.ops...)
 }
 
-// nodeClients holds one gRPC connection per node, shared by every worker.
-// Reconnection backoff is short, so a restarted node is used again soon.
+// nodeClients holds one gRPC connection per node slot, shared by every
+// worker. Reconnection backoff is short, so a restarted node is used again
+// soon. Clients send to the slots of targets when set (the members as the
+// cluster lists them, followMembers), else to the cluster's Members.
 type nodeClients struct {
-	c     cluster
-	conns []*grpc.ClientConn
-	kv    []kvpb.KVClient
+	c       cluster
+	conns   []*grpc.ClientConn
+	kv      []kvpb.KVClient
+	targets atomic.Pointer[[]int]
+}
+
+// nodes returns the slots clients send to now.
+func (nc *nodeClients) nodes() []int {
+	if t := nc.targets.Load(); t != nil && len(*t) > 0 {
+		return *t
+	}
+	return nc.c.Members()
+}
+
+// nodeAt returns the k-th slot clients send to (modulo their number).
+func (nc *nodeClients) nodeAt(k int) int {
+	ns := nc.nodes()
+	return ns[k%len(ns)]
 }
 
 func dialNodes(c cluster) (*nodeClients, error) {
@@ -198,7 +215,7 @@ func (w *workload) worker(id int, rng *rand.Rand) {
 	seq := 0
 	for n := 0; n < w.cfg.maxOps && !w.stopped(); n++ {
 		seq++
-		o := op{Proc: proc, Worker: id, Node: rng.IntN(w.size), Key: w.cfg.key(rng.IntN(w.cfg.keys))}
+		o := op{Proc: proc, Worker: id, Node: w.nc.nodeAt(rng.IntN(1 << 20)), Key: w.cfg.key(rng.IntN(w.cfg.keys))}
 		switch r := rng.IntN(100); {
 		case r < 25:
 			o.Kind, o.Value = opPut, fmt.Sprintf("w%d.%d", id, seq)
@@ -369,7 +386,7 @@ func unexpectedError(msg string) bool {
 func readKey(ctx context.Context, nc *nodeClients, h *history, size int, key string, start int) (op, error) {
 	var last error
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		o := execute(nc, h, op{Proc: int(h.proc.Add(1)), Worker: -1, Kind: opGet, Key: key, Node: (start + attempt) % size}, 3*time.Second)
+		o := execute(nc, h, op{Proc: int(h.proc.Add(1)), Worker: -1, Kind: opGet, Key: key, Node: nc.nodeAt(start + attempt)}, 3*time.Second)
 		if o.Out == outOK {
 			h.add(o)
 			return o, nil
