@@ -323,6 +323,17 @@ func (c *stsCluster) Name() string {
 	return fmt.Sprintf("StatefulSet on Docker, up to %d pods", len(c.pods))
 }
 func (c *stsCluster) Size() int { return len(c.pods) }
+
+// Members is every ordinal: the test itself scales the StatefulSet, and
+// clients keep sending to a deleted pod's address, as to a DNS name that
+// stopped resolving (those requests fail and are recorded as such).
+func (c *stsCluster) Members() []int {
+	all := make([]int, len(c.pods))
+	for i := range all {
+		all[i] = i
+	}
+	return all
+}
 func (c *stsCluster) ClusterName() string {
 	return c.pods[0].env("KVNODE_CLUSTER_ID")
 }
@@ -509,28 +520,6 @@ func (c *stsCluster) leaderMembers() (*kvpb.MemberListResponse, error) {
 		}
 	}
 	return nil, last
-}
-
-// describeMembers is a one-line view of a membership.
-func describeMembers(resp *kvpb.MemberListResponse) string {
-	var parts []string
-	for _, m := range resp.GetMembers() {
-		s := fmt.Sprintf("%d=%s", m.GetId(), m.GetName())
-		switch {
-		case m.GetLearner():
-			s += "(learner)"
-		case m.GetOutgoing():
-			s += "(outgoing)"
-		}
-		if m.GetLeader() {
-			s += "*"
-		}
-		parts = append(parts, s)
-	}
-	if resp.GetJoint() {
-		parts = append(parts, "joint")
-	}
-	return strings.Join(parts, " ")
 }
 
 // voters returns the names of the voters of a membership that is not
