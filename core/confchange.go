@@ -158,6 +158,12 @@ func (n *Node) activateConfChanges(ents []Entry) {
 	}
 	if changed {
 		n.maybeHandOver()
+		if (n.role == RoleCandidate || n.role == RolePreCandidate) && !n.voters.Contains(n.id) {
+			// Our own removal or demotion became active mid-campaign
+			// (its commit can arrive with a vote response): stop
+			// campaigning; a non-voter never leads.
+			n.becomeFollower(n.term, None)
+		}
 	}
 	// A new leader's election no-op may be what just became active.
 	n.maybeLeaveJoint()

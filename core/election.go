@@ -190,6 +190,14 @@ func (n *Node) recordVote(from uint64, granted bool) error {
 	n.votes[from] = granted
 	switch n.voters.VoteResult(n.votes) {
 	case quorum.VoteWon:
+		if !n.voters.Contains(n.id) {
+			// A configuration that made us a non-voter became active
+			// mid-campaign: a quorum of it may grant, but a node outside
+			// it must not lead (design §6). activateConfChanges normally
+			// ends the campaign first; this is the last line.
+			n.becomeFollower(n.term, None)
+			return nil
+		}
 		if n.role == RolePreCandidate {
 			// Real election now that a quorum would vote for us.
 			return n.campaign(campaignElection)

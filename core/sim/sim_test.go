@@ -110,8 +110,9 @@ func TestSimulationReconfig(t *testing.T) {
 }
 
 // reconfigRegressionSeeds are seeds of TestSimulationReconfig that found
-// bugs (see there).
-var reconfigRegressionSeeds = []uint64{674, 1442, 2276, 2277, 2983}
+// bugs (see there); 66708: a candidate whose own removal became active
+// mid-campaign (through a vote response's commit hint) won the election.
+var reconfigRegressionSeeds = []uint64{674, 1442, 2276, 2277, 2983, 66708}
 
 func runSeed(t *testing.T, opts Options) Result {
 	t.Helper()
