@@ -332,10 +332,18 @@ func TestSnapshotCatchUpInMemory(t *testing.T) {
 	if got := c.sms[f].get("after"); got != "heal" {
 		t.Fatalf("follower: after=%q", got)
 	}
+	// The sender counts a transfer once its loop has processed the
+	// result, which may be after the follower installed it; and
+	// leadership may move meanwhile (an election under load). So await
+	// a send by any node.
+	await(t, "a node to count the snapshot it sent", func() bool {
+		var sent uint64
+		for _, id := range c.ids {
+			sent += c.nodes[id].Status().Snapshots.Sent
+		}
+		return sent > 0
+	})
 	ls := c.nodes[lead].Status().Snapshots
-	if ls.Sent == 0 {
-		t.Fatalf("leader status %+v: no snapshot sent", ls)
-	}
 	t.Logf("leader %+v; follower %+v", ls, c.nodes[f].Status().Snapshots)
 
 	// A restart with an empty (in-memory) state machine restores from the
