@@ -106,6 +106,7 @@ type loop struct {
 	peersVersion  uint64
 	peersSet      bool
 	confWaiters   []*confWaiter
+	confResults   []confResult
 	confHist      []confPoint
 	caughtUpSince map[uint64]time.Time
 	// promoteCheckedAt is when autoPromote last looked at progress.

@@ -92,9 +92,9 @@ func (n *Node) Membership() (core.Membership, uint64) {
 
 // ChangeMembership proposes cc on the leader and waits until it is active:
 // the entry at the returned index has been applied on this node and is the
-// one proposed (same term). It is the raw form of the methods below: no
-// idempotence, no ID allocation, no retry while another change is in
-// flight.
+// one proposed (same term); Membership and Status show it by then. It is
+// the raw form of the methods below: no idempotence, no ID allocation, no
+// retry while another change is in flight.
 //
 // Errors: on a follower, an error wrapping *core.NotLeaderError (with the
 // leader's ID, when known); the core's refusals (core.ErrConfChangeInProgress,
@@ -116,11 +116,11 @@ func (n *Node) ChangeMembership(ctx context.Context, cc core.ConfChange) (uint64
 // mi's Name and another Incarnation is an earlier life of the same node
 // (its data is gone), so mi is added with Replaces set to it (promoting mi
 // removes it; an earlier replacement that is still a learner is removed
-// in the same change). The member is added as a learner, which the leader
-// promotes automatically once it has caught up unless opts.LearnerOnly.
-// mi.AutoPromote and mi.Replaces are set by AddMember. While another
-// change is in flight it waits and retries until ctx ends. Errors are
-// those of ChangeMembership.
+// in the same change, and named in Replaces when no voter is). The
+// member is added as a learner, which the leader promotes automatically
+// once it has caught up unless opts.LearnerOnly. mi.AutoPromote and
+// mi.Replaces are set by AddMember. While another change is in flight it
+// waits and retries until ctx ends. Errors are those of ChangeMembership.
 func (n *Node) AddMember(ctx context.Context, mi core.MemberInfo, opts AddOptions) (core.MemberInfo, error) {
 	var added core.MemberInfo
 	_, err := n.changeMembership(ctx, true, func(m core.Membership) (*core.ConfChange, error) {
@@ -129,6 +129,7 @@ func (n *Node) AddMember(ctx context.Context, mi core.MemberInfo, opts AddOption
 		info.AutoPromote = !opts.LearnerOnly
 		info.Replaces = core.None
 		if info.Name != "" {
+			var learner uint64
 			for _, ex := range m.Members {
 				if ex.Name != info.Name {
 					continue
@@ -140,9 +141,16 @@ func (n *Node) AddMember(ctx context.Context, mi core.MemberInfo, opts AddOption
 				if slices.Contains(m.Learners, ex.ID) {
 					// An earlier life that never became a voter: it goes.
 					cc.Ops = append(cc.Ops, core.ConfChangeOp{Type: core.ConfRemove, Member: core.MemberInfo{ID: ex.ID}})
+					learner = ex.ID
 				} else {
 					info.Replaces = ex.ID
 				}
+			}
+			if info.Replaces == core.None {
+				// Replacing the learner removed in this change lets the
+				// two share the name while Apply checks it; promotion
+				// ignores a Replaces that is no longer a member.
+				info.Replaces = learner
 			}
 		}
 		if info.ID == core.None {
@@ -357,9 +365,10 @@ func (l *loop) proposeConf(build func(core.Membership) (*core.ConfChange, error)
 	return w, nil
 }
 
-// resolveConfWaiters answers the waiters for entry e, just applied (with
+// resolveConfWaiters settles the waiters for entry e, just applied (with
 // applyErr when the driver's Membership.Apply refused it, as every
-// replica does).
+// replica does). The answers go out after the Ready, once the status
+// that Node.Membership reads shows the change (deliverConfResults).
 func (l *loop) resolveConfWaiters(e *core.Entry, applyErr error) {
 	if len(l.confWaiters) == 0 {
 		return
@@ -368,27 +377,44 @@ func (l *loop) resolveConfWaiters(e *core.Entry, applyErr error) {
 		if w.index != e.Index {
 			return false
 		}
+		var err error
 		switch {
 		case e.Term != w.term || e.Type != core.EntryConfChange:
-			w.done <- &DroppedError{Reason: fmt.Errorf("%w: another entry was committed at index %d, where this membership change had been appended",
+			err = &DroppedError{Reason: fmt.Errorf("%w: another entry was committed at index %d, where this membership change had been appended",
 				core.ErrStepDown, e.Index)}
 		case applyErr != nil:
-			w.done <- fmt.Errorf("driver: membership change at index %d committed but not applicable, skipped by every member: %w", e.Index, applyErr)
-		default:
-			w.done <- nil
+			err = fmt.Errorf("driver: membership change at index %d committed but not applicable, skipped by every member: %w", e.Index, applyErr)
 		}
+		l.confResults = append(l.confResults, confResult{w: w, err: err})
 		return true
 	})
 }
 
-// failConfWaitersUpTo answers the waiters whose entries a snapshot
+// confResult is a settled waiter's answer, held until the Ready is done.
+type confResult struct {
+	w   *confWaiter
+	err error
+}
+
+// deliverConfResults answers the waiters settled during the Ready just
+// handled, after its status was published.
+func (l *loop) deliverConfResults() {
+	for i, r := range l.confResults {
+		r.w.done <- r.err
+		l.confResults[i] = confResult{}
+	}
+	l.confResults = l.confResults[:0]
+}
+
+// failConfWaitersUpTo settles the waiters whose entries a snapshot
 // covering index replaced: whether each entry was in it is unknown.
 func (l *loop) failConfWaitersUpTo(index uint64) {
 	l.confWaiters = slices.DeleteFunc(l.confWaiters, func(w *confWaiter) bool {
 		if w.index > index {
 			return false
 		}
-		w.done <- &OutcomeUnknownError{Cause: fmt.Errorf("driver: the log up to index %d, where this membership change had been appended, was replaced by a snapshot", w.index)}
+		l.confResults = append(l.confResults, confResult{w: w, err: &OutcomeUnknownError{Cause: fmt.Errorf(
+			"driver: the log up to index %d, where this membership change had been appended, was replaced by a snapshot", w.index)}})
 		return true
 	})
 }
@@ -422,8 +448,11 @@ func (l *loop) setMembership(index uint64, m core.Membership) {
 
 // noteRemoved logs, once, that this node is no longer a member.
 func (l *loop) noteRemoved() {
-	if l.membership.WasRemoved(l.n.cfg.ID) && l.n.removedNoted.CompareAndSwap(false, true) {
-		l.n.removedSelf.Store(true)
+	if !l.membership.WasRemoved(l.n.cfg.ID) {
+		return
+	}
+	l.n.removedSelf.Store(true)
+	if l.n.removedNoted.CompareAndSwap(false, true) {
 		l.log.Warn("this node was removed from the cluster; it stays passive (its data directory is of no further use to the cluster)")
 	}
 }
@@ -641,23 +670,29 @@ func storageEmpty(r core.LogReader) (bool, error) {
 	return hs.IsZero() && snap.IsEmpty() && last == 0, nil
 }
 
-// checkPeers logs one warning when Config.Peers disagree with the
-// configuration restored from storage, which is the one used. It runs on
-// the loop once the node has applied everything that was committed when
-// it started (peersCheckAt): the configuration at a lower applied index
-// (a state machine that starts empty replays the log) is not the
-// persisted one.
+// checkPeers compares Config.Peers with the configuration restored from
+// storage, which is the one used, and logs one warning if they disagree.
+// Start does it with the configuration at the persisted commit index
+// (core.MembershipAt); if that could not be read, the loop does it once it
+// has applied everything that was committed at start (peersCheckAt): the
+// configuration at a lower applied index (a state machine that starts
+// empty replays the log) is not the persisted one.
 func (l *loop) checkPeers() {
 	if l.peersChecked || l.applied < l.peersCheckAt {
 		return
 	}
 	l.peersChecked = true
-	m := l.membership
+	l.n.warnPeers(l.membership, l.applied)
+}
+
+// warnPeers logs the warning of checkPeers if Config.Peers disagree with
+// m, the persisted configuration at index.
+func (n *Node) warnPeers(m core.Membership, index uint64) {
 	if m.IsEmpty() {
 		return
 	}
-	if diff := peersDisagree(l.n.cfg.Peers, m); diff != "" {
-		l.log.Warn("Config.Peers (flags) disagree with the persisted membership; using the persisted one: flags only bootstrap a new cluster, change members with the membership API",
-			"difference", diff, "voters", m.Voters, "outgoing", m.OutgoingVoters, "learners", m.Learners, "applied", l.applied)
+	if diff := peersDisagree(n.cfg.Peers, m); diff != "" {
+		n.log.Warn("Config.Peers (flags) disagree with the persisted membership; using the persisted one: flags only bootstrap a new cluster, change members with the membership API",
+			"difference", diff, "voters", m.Voters, "outgoing", m.OutgoingVoters, "learners", m.Learners, "at_index", index)
 	}
 }

@@ -314,6 +314,9 @@ func TestFlagsDisagreeOneWarning(t *testing.T) {
 		cfg.Logger = slog.New(rec)
 	}
 	c.restart(1)
+	if n := rec.count(slog.LevelWarn, "disagree"); n != 1 {
+		t.Fatalf("Start logged %d warnings about the peers, want 1", n)
+	}
 	c.propose(1, "y")
 	c.awaitConverged("x", "y")
 	m, _ := c.nodes[1].Membership()
@@ -531,5 +534,58 @@ func TestReplayAfterChanges(t *testing.T) {
 	}
 	if n := rec.count(slog.LevelInfo, "membership changed"); n < 3 {
 		t.Fatalf("replay applied %d membership changes, want add, promote, remove", n)
+	}
+}
+
+// Replacing the leader: its replacement's automatic promotion removes the
+// leader in the same (joint) change; once the new configuration is active
+// the old leader hands leadership over, and it learns it was removed.
+func TestReplaceLeader(t *testing.T) {
+	c := newCluster(t, 3, withNames(), withConfig(fastPromotion))
+	lead := c.leader()
+	c.propose(lead, "before")
+	mi, err := c.nodes[lead].AddMember(memberCtx(t), core.MemberInfo{Name: fmt.Sprintf("n%d", lead), Incarnation: 5}, driver.AddOptions{})
+	if err != nil || mi.Replaces != lead || mi.ID != 4 {
+		t.Fatalf("AddMember under the leader's name: %+v, %v", mi, err)
+	}
+	c.join(4)
+	var rest []uint64
+	for _, id := range c.ids {
+		if id != lead {
+			rest = append(rest, id)
+		}
+	}
+	c.awaitMembership(rest, rest, nil)
+	await(t, "the old leader to know it was removed", func() bool { return c.nodes[lead].Status().Removed })
+	newLead := c.leaderOf(rest...)
+	if newLead == lead {
+		t.Fatalf("the removed node still leads")
+	}
+	c.propose(newLead, "after")
+	c.stop(lead)
+	c.awaitConverged("before", "after")
+}
+
+// A learner that never became a voter and comes back with a new
+// incarnation (its data lost before promotion) is removed in the change
+// that adds its new life (a voter's new life replaces it instead,
+// TestReplaceMember).
+func TestAddMemberNewIncarnationOfLearner(t *testing.T) {
+	c := newCluster(t, 3)
+	lead := c.leader()
+	first, err := c.nodes[lead].AddMember(memberCtx(t), core.MemberInfo{Name: "l", Incarnation: 1}, driver.AddOptions{LearnerOnly: true})
+	if err != nil || first.ID != 4 {
+		t.Fatalf("first life: %+v, %v", first, err)
+	}
+	second, err := c.nodes[lead].AddMember(memberCtx(t), core.MemberInfo{Name: "l", Incarnation: 2}, driver.AddOptions{LearnerOnly: true})
+	if err != nil || second.ID != 5 {
+		t.Fatalf("second life: %+v, %v", second, err)
+	}
+	m, _ := c.nodes[lead].Membership()
+	if !slices.Equal(m.Learners, []uint64{5}) || !m.WasRemoved(4) {
+		t.Fatalf("after the second life: %+v", m)
+	}
+	if mi, _ := m.ByName("l"); mi.ID != 5 || mi.Incarnation != 2 {
+		t.Fatalf("member named l: %+v", mi)
 	}
 }

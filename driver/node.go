@@ -292,7 +292,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	// Flags are checked against the persisted configuration once what
 	// was committed at start is applied (checkPeers).
-	l.peersCheckAt, l.peersChecked = st.Commit, wasEmpty || cfg.Join || len(cfg.Peers) == 0
+	checked := wasEmpty || cfg.Join || len(cfg.Peers) == 0
+	if !checked {
+		if pm, _, err := core.MembershipAt(reader, st.Commit, confScanBytes); err == nil {
+			if pm.IsEmpty() {
+				pm = st.Membership // storage from before the bootstrap entry
+			}
+			n.warnPeers(pm, st.Commit)
+			checked = true
+		}
+	}
+	l.peersCheckAt, l.peersChecked = st.Commit, checked
 	if snapLog != nil {
 		l.snapIndex = snapLog.snap.Index
 		l.compactIndex = marker.Index

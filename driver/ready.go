@@ -47,6 +47,7 @@ func (l *loop) handleReady() error {
 		return err
 	}
 	l.n.publishStatus(l.rn.Status())
+	l.deliverConfResults()
 	if l.install != nil {
 		// The received snapshot was installed (rd.Snapshot) or found not
 		// needed; either way its acknowledgement has left.
