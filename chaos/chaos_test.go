@@ -109,6 +109,7 @@ func subSeed(base uint64, i int) uint64 {
 // process killed, every proxy closed, the data removed) when t ends.
 func startLoopback(t *testing.T, bin string, n int) (*procCluster, *nodeClients) {
 	t.Helper()
+	needProc(t)
 	start := time.Now()
 	c, err := startProcCluster(t.Logf, bin, t.TempDir(), n)
 	if err != nil {

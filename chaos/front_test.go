@@ -83,6 +83,15 @@ func (f *front) accept() {
 	}
 }
 
+// needProc skips tb where the fronts cannot tell senders apart (no
+// /proc/net/tcp: not Linux), rather than let every partition silently
+// leak.
+func needProc(tb interface{ Skip(...any) }) {
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		tb.Skip("skipping: the loopback chaos clusters need /proc/net/tcp (Linux) to tell peer connections apart:", err)
+	}
+}
+
 // peerInode returns the inode of the socket at the other end of the
 // loopback TCP connection c (held by some process on this machine).
 func peerInode(c net.Conn) (uint64, error) {

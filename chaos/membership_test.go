@@ -757,6 +757,7 @@ const spareSlots = 2
 // a low snapshot threshold, and the nemesis's state.
 func startMemberCluster(t *testing.T, bin string, n int) (*procCluster, *nodeClients, scheduleOpts) {
 	t.Helper()
+	needProc(t)
 	t.Setenv("KVNODE_SNAPSHOT_ENTRIES", memberSnapshotEntries)
 	t.Setenv("KVNODE_COMPACTION_MARGIN_ENTRIES", "100")
 	start := time.Now()
