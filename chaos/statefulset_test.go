@@ -477,6 +477,15 @@ type sizedCluster struct {
 
 func (s *sizedCluster) Size() int { return s.n }
 
+// Members is the first n ordinals, the pods that remain.
+func (s *sizedCluster) Members() []int {
+	m := make([]int, s.n)
+	for i := range m {
+		m[i] = i
+	}
+	return m
+}
+
 // maps returns a copy of m.
 func maps(m map[string]uint64) map[string]uint64 {
 	out := make(map[string]uint64, len(m))
