@@ -25,7 +25,7 @@
 # and is promoted to voter once caught up:
 #
 #   bin/kvnode serve --join 127.0.0.1:7001,127.0.0.1:7002 --name node-4 \
-#     --peer-listen 127.0.0.1:7004 --client-listen 127.0.0.1:23794 \
+#     --cluster-id rafty-local --peer-listen 127.0.0.1:7004 --client-listen 127.0.0.1:23794 \
 #     --metrics-listen 127.0.0.1:9094 --data-dir data/node4
 #   bin/kvnode member list --endpoints 127.0.0.1:23791,127.0.0.1:23794
 #

@@ -211,6 +211,16 @@ func TestIdentityFile(t *testing.T) {
 	if !errors.Is(err, errForeignCluster) || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), `cluster "prod"`) {
 		t.Fatalf("foreign: %v", err)
 	}
+	// A member of prod is never an abandoned join; a join to prod that
+	// got no ID is, for any other cluster (and not for prod itself).
+	if got.abandonedJoin(clusterIDFromName("staging")) {
+		t.Fatal("a member's identity counted as an abandoned join")
+	}
+	pending := identity{ClusterName: "prod", ClusterID: clusterIDFromName("prod"), Incarnation: 77}
+	if !pending.abandonedJoin(clusterIDFromName("staging")) || pending.abandonedJoin(clusterIDFromName("prod")) {
+		t.Fatalf("unfinished join: abandoned for staging %v, for prod %v",
+			pending.abandonedJoin(clusterIDFromName("staging")), pending.abandonedJoin(clusterIDFromName("prod")))
+	}
 	if _, err := os.Stat(filepath.Join(dir, identityFile+".tmp")); !os.IsNotExist(err) {
 		t.Fatalf("temporary file left: %v", err)
 	}

@@ -94,6 +94,14 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// abandonedJoin reports whether id records only a join to another
+// cluster than clusterID that never got an ID: the identity is written
+// before the join is asked and the driver starts only once an ID is
+// known, so such a data directory holds no Raft state of that cluster.
+func (id *identity) abandonedJoin(clusterID uint64) bool {
+	return id.NodeID == 0 && id.ClusterID != clusterID && !id.Removed
+}
+
 // checkCluster refuses an identity of another cluster, in one line.
 func (id *identity) checkCluster(dir, name string, clusterID uint64) error {
 	if id.ClusterID == clusterID {

@@ -185,6 +185,14 @@ func (s *server) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if ident != nil && ident.abandonedJoin(cfg.ClusterID) {
+		// A join that never got an ID (refused, e.g. started with the
+		// wrong --cluster-id): the driver never ran, so nothing of that
+		// cluster is here, and this start may join another one.
+		s.log.Warn("this data directory holds only an unfinished join to another cluster: starting afresh",
+			"other_cluster", ident.ClusterName)
+		ident = nil
+	}
 	if ident != nil {
 		if err := ident.checkCluster(cfg.DataDir, cfg.ClusterName, cfg.ClusterID); err != nil {
 			return err
