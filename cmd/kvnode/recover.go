@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"path/filepath"
 
 	"github.com/urfave/cli/v3"
@@ -72,6 +71,10 @@ func orDash(s string) string {
 	return s
 }
 
+// recoverReadBytes bounds one page of log entries read while finding
+// the configuration at the commit index.
+const recoverReadBytes = 4 << 20
+
 // recovered describes what forceNewCluster did.
 type recovered struct {
 	id                    uint64
@@ -130,25 +133,12 @@ func forceNewCluster(dir string, id uint64) (recovered, error) {
 		return r, fmt.Errorf("%s holds no Raft state: nothing to recover", dir)
 	}
 	commit := max(hs.Commit, snap.Index)
-	m := snap.Membership
-	for lo := snap.Index + 1; lo <= commit; {
-		ents, err := wal.Entries(lo, commit+1, math.MaxUint64)
-		if err != nil {
-			return r, fmt.Errorf("reading the log at %d: %w", lo, err)
-		}
-		for _, e := range ents {
-			if e.Type != core.EntryConfChange {
-				continue
-			}
-			cc, err := core.UnmarshalConfChange(e.Data)
-			if err != nil {
-				continue // skipped on every replica (an invalid entry never activates)
-			}
-			if next, err := m.Apply(cc); err == nil {
-				m = next
-			}
-		}
-		lo = ents[len(ents)-1].Index + 1
+	// The configuration active at the commit index, read in bounded pages
+	// by the same code a starting node uses (entries that never applied
+	// are skipped alike).
+	m, _, err := core.MembershipAt(wal, commit, recoverReadBytes)
+	if err != nil {
+		return r, fmt.Errorf("reading the configuration at commit index %d: %w", commit, err)
 	}
 	if m.IsEmpty() {
 		return r, fmt.Errorf("no membership is known at commit index %d", commit)
@@ -158,13 +148,11 @@ func forceNewCluster(dir string, id uint64) (recovered, error) {
 	}
 	self, _ := m.Info(id)
 	self.AutoPromote, self.Replaces = false, core.None
-	alone := core.Membership{Voters: []uint64{id}, HighestID: m.HighestID, Members: []core.MemberInfo{self}}
-	for _, v := range [][]uint64{m.Voters, m.OutgoingVoters, m.Learners} {
-		for _, x := range v {
-			alone.HighestID = max(alone.HighestID, x)
-		}
-	}
-	if _, err := m.Apply(core.ConfChange{Replace: &alone}); err != nil {
+	alone := core.Membership{Voters: []uint64{id}, Members: []core.MemberInfo{self}}
+	// Apply keeps HighestID at the largest ID ever used, so the lost
+	// members' IDs are never reused; write exactly what it computes.
+	alone, err = m.Apply(core.ConfChange{Replace: &alone})
+	if err != nil {
 		return r, fmt.Errorf("the new configuration is invalid: %w", err)
 	}
 	term := max(hs.Term, snap.Term) + 1

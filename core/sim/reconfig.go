@@ -259,6 +259,8 @@ func structuralStep(prev, next core.Membership) error {
 	return nil
 }
 
+// symDiff counts IDs in exactly one of a and b. The checker computes it
+// itself rather than call the core's copy: it checks that code.
 func symDiff(a, b []uint64) int {
 	n := 0
 	for _, x := range a {
