@@ -29,7 +29,10 @@
 #   metrics port, for `go tool pprof` during a B window), NO_BUILD (1: use
 #   $OUT/kvnode as is), JOINER_WRAP (a command prefix for the joining node,
 #   e.g. "nice -n 19 ionice -c 3": on one machine the joiner competes with
-#   the members for CPU and disk, which a real 4th machine would not).
+#   the members for CPU and disk, which a real 4th machine would not),
+#   JOINER_DATA (the directory the joiner's data directory goes in, e.g.
+#   /dev/shm: its own "disk", as a 4th machine would have; default: beside
+#   the members').
 #   Needs go, curl, jq and python3 (free ports).
 set -euo pipefail
 
@@ -47,6 +50,7 @@ CAUGHT_UP=${CAUGHT_UP:-100}
 OUT=${OUT:-artifacts/bench-join}
 PPROF=${PPROF:-0}
 JOINER_WRAP=${JOINER_WRAP:-}
+JOINER_DATA=${JOINER_DATA:-}
 
 mkdir -p "$OUT/logs"
 OUT=$(cd "$OUT" && pwd)
@@ -56,6 +60,10 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
   go build -o "$KV" ./cmd/kvnode
 fi
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/bench-join-XXXXXX")
+JDATA=$DATA
+if [[ -n $JOINER_DATA ]]; then
+  JDATA=$(mktemp -d "$JOINER_DATA/bench-join-joiner-XXXXXX")
+fi
 CLUSTER=bench-join-$$
 
 pids=()
@@ -69,6 +77,7 @@ cleanup() {
     kill -KILL "$p" 2>/dev/null || true
   done
   rm -rf "$DATA"
+  [[ $JDATA == "$DATA" ]] || rm -rf "$JDATA"
 }
 trap cleanup EXIT INT TERM
 
@@ -178,7 +187,7 @@ window_a() {
 
 window_b() {
   local r=$1 name="joiner-$1" s0 s1
-  rm -rf "$DATA/n4"
+  rm -rf "$JDATA/n4"
   s0=$(snapshot_sends)
   # The window opens as the join starts (the bench's warm-up is spent
   # before). kvnode bench cannot be stopped early with its result, so the
@@ -196,7 +205,7 @@ window_b() {
   # shellcheck disable=SC2086 # JOINER_WRAP is a command prefix, split on purpose
   $JOINER_WRAP "$KV" serve --join "$(peer 1),$(peer 2),$(peer 3)" --name "$name" --peer-addr "$(peer 4)" \
     --peer-listen "$(peer 4)" --client-listen "$(client 4)" --metrics-listen "$(metrics 4)" \
-    --data-dir "$DATA/n4" "${common[@]}" >"$OUT/logs/joiner-$r.log" 2>&1 &
+    --data-dir "$JDATA/n4" "${common[@]}" >"$OUT/logs/joiner-$r.log" 2>&1 &
   joiner_pid=$!
   local lag caught= took
   for _ in $(seq 600); do
@@ -228,7 +237,7 @@ window_b() {
   kill -TERM "$joiner_pid" 2>/dev/null || true
   wait "$joiner_pid" 2>/dev/null || true
   joiner_pid=
-  rm -rf "$DATA/n4"
+  rm -rf "$JDATA/n4"
 }
 
 for r in $(seq "$ROUNDS"); do
