@@ -3,14 +3,18 @@ package kv
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"os"
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/rafty-db/rafty/driver"
@@ -40,8 +44,6 @@ const (
 	// grows the buffer only as data actually arrives, so a corrupt length
 	// costs no memory; the bound only rejects absurd ones early.
 	maxSnapshotField = 1 << 30
-	// installBatchBytes is how much Restore writes per Pebble batch.
-	installBatchBytes = 4 << 20
 	// spool buffer sizes: the writer's must exceed the reader's, so that
 	// bufio.Writer always copies what the tee hands it and never passes
 	// the reader's buffer to vfs.File.Write (which may modify its input).
@@ -482,41 +484,50 @@ func (s *Store) installSpool() error {
 	return nil
 }
 
+// install replaces the user keyspace with the snapshot read from f and
+// returns its applied index. The keys go into one sstable that Pebble
+// ingests (links into the LSM) instead of through batches, its WAL and
+// memtable flushes: a joining member writes the data once, which is most of
+// what a catch-up by snapshot costs it (issue 14's learner-join figure).
+// A range deletion committed first clears the old keys; the ingested table
+// gets a later sequence number, so its keys survive it. Idempotent: after a
+// crash anywhere, recover reruns it from restoreFile.
 func (s *Store) install(f io.Reader) (uint64, error) {
 	sr, err := newSnapshotReader(f)
 	if err != nil {
 		return 0, fmt.Errorf("kv: restore: %w", err)
 	}
-	b := s.db.NewBatch()
-	defer func() { _ = b.Close() }()
-	if err := b.DeleteRange(userLower, userUpper, nil); err != nil {
+	table := s.fs.PathJoin(s.dir, restoreTableFile)
+	keys, err := s.writeRestoreTable(sr, table)
+	if err != nil {
+		_ = s.fs.Remove(table)
+		return 0, err
+	}
+	clear := s.db.NewBatch()
+	err = clear.DeleteRange(userLower, userUpper, nil)
+	if err == nil {
+		err = clear.Commit(pebble.NoSync)
+	}
+	_ = clear.Close()
+	if err != nil {
+		_ = s.fs.Remove(table)
 		return 0, fmt.Errorf("kv: restore: clearing keyspace: %w", err)
 	}
-	var pk []byte
-	for {
-		key, stored, ok, err := sr.next()
-		if err != nil {
-			return 0, fmt.Errorf("kv: restore: %w", err)
+	if keys > 0 {
+		if err := s.db.Ingest(context.Background(), []string{table}); err != nil {
+			_ = s.fs.Remove(table)
+			return 0, fmt.Errorf("kv: restore: ingesting %s: %w", table, err)
 		}
-		if !ok {
-			break
-		}
-		pk = appendUserKey(pk[:0], key)
-		if err := b.Set(pk, stored, nil); err != nil {
-			return 0, fmt.Errorf("kv: restore: writing: %w", err)
-		}
-		if b.Len() >= installBatchBytes {
-			// Intermediate batches need no sync: until the last one is
-			// durable, restoreFile exists and a crash redoes the install.
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return 0, fmt.Errorf("kv: restore: committing: %w", err)
-			}
-			_ = b.Close()
-			b = s.db.NewBatch()
-		}
+	}
+	// Ingestion linked the table into the LSM (or the snapshot was
+	// empty); the name here is no longer needed.
+	if err := s.fs.Remove(table); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("kv: restore: removing %s: %w", table, err)
 	}
 	var idx [8]byte
 	binary.BigEndian.PutUint64(idx[:], sr.applied)
+	b := s.db.NewBatch()
+	defer func() { _ = b.Close() }()
 	if err := b.Set(appliedKey, idx[:], nil); err != nil {
 		return 0, fmt.Errorf("kv: restore: recording applied index: %w", err)
 	}
@@ -530,4 +541,40 @@ func (s *Store) install(f io.Reader) (uint64, error) {
 		}
 	}
 	return sr.applied, nil
+}
+
+// writeRestoreTable writes every key of sr, in the snapshot's (verified,
+// ascending) order, into a synced sstable at path, and returns how many.
+func (s *Store) writeRestoreTable(sr *snapshotReader, path string) (int, error) {
+	f, err := s.fs.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return 0, fmt.Errorf("kv: restore: creating %s: %w", path, err)
+	}
+	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), sstable.WriterOptions{
+		TableFormat: s.db.FormatMajorVersion().MaxTableFormat(),
+	})
+	n := 0
+	var pk []byte
+	for {
+		key, stored, ok, err := sr.next()
+		if err != nil {
+			_ = w.Close()
+			return 0, fmt.Errorf("kv: restore: %w", err)
+		}
+		if !ok {
+			break
+		}
+		pk = appendUserKey(pk[:0], key)
+		if err := w.Set(pk, stored); err != nil {
+			_ = w.Close()
+			return 0, fmt.Errorf("kv: restore: writing %s: %w", path, err)
+		}
+		n++
+	}
+	// Close finishes the table and syncs it (Ingest requires a synced
+	// file).
+	if err := w.Close(); err != nil {
+		return 0, fmt.Errorf("kv: restore: finishing %s: %w", path, err)
+	}
+	return n, nil
 }

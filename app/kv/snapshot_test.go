@@ -280,7 +280,7 @@ func TestOptionsValidation(t *testing.T) {
 // mix (the install holds the store exclusively).
 func TestRestoreIsAtomicForReaders(t *testing.T) {
 	src := openStore(t, Options{})
-	fill(t, src, "new/", 1000, 8<<10, 1) // > installBatchBytes: several batches
+	fill(t, src, "new/", 1000, 8<<10, 1) // 8 MB: a table of many blocks
 	data := snapshotBytes(t, src)
 
 	dst := openStore(t, Options{})

@@ -38,6 +38,9 @@ const (
 	// restoreTempFile is a snapshot still being received and verified;
 	// at open it is garbage.
 	restoreTempFile = "restore.tmp"
+	// restoreTableFile is the sstable an install builds from restoreFile
+	// and ingests; at open it is garbage (the install is redone).
+	restoreTableFile = "restore.sst"
 )
 
 // Options configures a Store. The zero value is usable.
@@ -238,9 +241,11 @@ func syncDir(fs vfs.FS, dir string) error {
 // recover finishes an interrupted restore, if any, and loads the applied
 // index.
 func (s *Store) recover() error {
-	tmp := s.fs.PathJoin(s.dir, restoreTempFile)
-	if err := s.fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("kv: removing stale %s: %w", tmp, err)
+	for _, stale := range []string{restoreTempFile, restoreTableFile} {
+		tmp := s.fs.PathJoin(s.dir, stale)
+		if err := s.fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("kv: removing stale %s: %w", tmp, err)
+		}
 	}
 	switch _, err := s.fs.Stat(s.fs.PathJoin(s.dir, restoreFile)); {
 	case err == nil:
