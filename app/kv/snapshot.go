@@ -381,11 +381,13 @@ func unexpectedEOF(err error) error {
 //
 // The stream is first spooled to a file in the store's directory while
 // being verified (framing, order, count, checksum); a bad snapshot is
-// rejected with the store unchanged. Then the verified file is installed:
-// the user keyspace is cleared and rewritten in bounded batches while
-// readers wait, and the last batch records the applied index. A crash
-// during installation is completed by the next OpenStore, from the same
-// file. Memory use is bounded by the batch size, whatever the snapshot's.
+// rejected with the store unchanged. Then the verified file is installed
+// while readers wait: its keys are written into one sstable, the user
+// keyspace is cleared, Pebble ingests the table, and a synced batch
+// records the applied index (see install). A crash during installation is
+// completed by the next OpenStore, from the same file. Memory use is
+// bounded by the sstable writer's block buffers, whatever the snapshot's
+// size.
 func (s *Store) Restore(r io.Reader) error {
 	s.mu.RLock()
 	err := s.usable()
