@@ -70,7 +70,7 @@ func (h *clusterHandler) current() joinNode {
 }
 
 // probe answers Probe.
-func (h *clusterHandler) probe(context.Context) (probeInfo, error) {
+func (h *clusterHandler) Probe(context.Context) (probeInfo, error) {
 	n := h.current()
 	if n == nil {
 		return *h.before.Load(), nil
@@ -85,10 +85,7 @@ func (h *clusterHandler) probe(context.Context) (probeInfo, error) {
 // join answers Join: the leader adds the caller (or finds the member an
 // earlier try, or an operator's `member add`, made for it); a follower
 // forwards the request to the leader's peer address, once.
-func (h *clusterHandler) join(ctx context.Context, req joinRequest) (joinResponse, error) {
-	if req.ClusterID != 0 && req.ClusterID != h.clusterID {
-		return joinResponse{}, status.Errorf(codes.PermissionDenied, "join: this member belongs to cluster %d, not %d", h.clusterID, req.ClusterID)
-	}
+func (h *clusterHandler) Join(ctx context.Context, req joinRequest) (joinResponse, error) {
 	if req.PeerAddr == "" {
 		return joinResponse{}, status.Error(codes.InvalidArgument, "join: the request has no peer address")
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rafty-db/rafty/core"
+	"github.com/rafty-db/rafty/transport"
 )
 
 // What a node with an empty data directory does (docs/operations.md,
@@ -27,39 +28,18 @@ import (
 //     keeps a pod that lost its volume from coming back under its old ID
 //     (having forgotten its vote and log) while the others are down.
 
-// probeInfo is a peer's answer to Probe (transport.ProbeInfo).
-type probeInfo struct {
-	ClusterID uint64
-	// NodeID is 0 when the peer's data directory is empty.
-	NodeID     uint64
-	Term       uint64
-	Commit     uint64
-	LeaderID   uint64
-	Membership core.Membership
-}
+// The peer-port Cluster service's messages, as the transport defines
+// them: the decision, the join and the handler all speak them.
+type (
+	probeInfo    = transport.ProbeInfo
+	joinRequest  = transport.JoinRequest
+	joinResponse = transport.JoinResponse
+)
 
 // established reports whether the answering node belongs to a cluster
 // that has elected a leader at least once (bootstrap alone is term 1,
 // commit 1, identical everywhere).
-func (p probeInfo) established() bool { return p.Term > 1 || p.Commit > 1 }
-
-// joinRequest asks a cluster to add this node (transport.JoinRequest).
-type joinRequest struct {
-	ClusterID   uint64
-	Name        string
-	PeerAddr    string
-	ClientAddr  string
-	Incarnation uint64
-	LearnerOnly bool
-	Hops        uint32
-}
-
-// joinResponse is the member the cluster added and a configuration that
-// holds it (transport.JoinResponse).
-type joinResponse struct {
-	Member     core.MemberInfo
-	Membership core.Membership
-}
+func established(p probeInfo) bool { return p.Term > 1 || p.Commit > 1 }
 
 // peerDialer asks other members over the peer port (transport.ProbePeer
 // and transport.JoinPeer, bounded by ctx).
@@ -113,7 +93,7 @@ func decideInitial(ctx context.Context, log *slog.Logger, d peerDialer, clusterI
 				missing = append(missing, fmt.Sprintf("%d (%s): %v", id, peers[id], err))
 			case info.ClusterID != 0 && info.ClusterID != clusterID:
 				missing = append(missing, fmt.Sprintf("%d (%s): belongs to another cluster", id, peers[id]))
-			case info.established():
+			case established(info):
 				log.Info("an initial member belongs to an established cluster: joining it as a new member (this data directory is empty)",
 					"peer", id, "addr", peers[id], "term", info.Term, "commit", info.Commit)
 				return decideJoin, nil

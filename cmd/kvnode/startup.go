@@ -186,7 +186,7 @@ func (s *server) planJoin(ctx context.Context, ident *identity) (*startPlan, err
 	}
 	s.log.Info("joining the cluster", "name", name, "peer_addr", selfAddr, "client_addr", cfg.SelfClientAddr, "through", endpoints)
 	resp, err := joinCluster(ctx, s.log, s.dialer(), endpoints, joinRequest{
-		ClusterID: cfg.ClusterID, Name: name, PeerAddr: selfAddr, ClientAddr: cfg.SelfClientAddr, Incarnation: inc,
+		Name: name, PeerAddr: selfAddr, ClientAddr: cfg.SelfClientAddr, Incarnation: inc,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("joining the cluster: %w", err)
@@ -214,7 +214,7 @@ func (s *server) newTransport(id uint64, peers []driver.Peer) (*transport.GRPC, 
 		NodeID:               id,
 		Listener:             s.peerSock.phase(),
 		Peers:                peers,
-		Cluster:              clusterHandlerAdapter{s.cluster},
+		Cluster:              s.cluster,
 		AcceptUnknownSenders: true,
 		TLSCertFile:          cfg.TLSCertFile,
 		TLSKeyFile:           cfg.TLSKeyFile,
@@ -289,41 +289,18 @@ func (s *server) dialer() peerDialer {
 type transportDialer struct{ opts transport.DialOptions }
 
 func (d transportDialer) Probe(ctx context.Context, addr string) (probeInfo, error) {
-	p, err := transport.ProbePeer(ctx, addr, d.opts)
-	if err != nil {
-		return probeInfo{}, err
-	}
-	return probeInfo{ClusterID: p.ClusterID, NodeID: p.NodeID, Term: p.Term, Commit: p.Commit, LeaderID: p.LeaderID, Membership: p.Membership}, nil
+	return transport.ProbePeer(ctx, addr, d.opts)
 }
 
 func (d transportDialer) Join(ctx context.Context, addr string, req joinRequest) (joinResponse, error) {
-	r, err := transport.JoinPeer(ctx, addr, transport.JoinRequest{
-		Name: req.Name, PeerAddr: req.PeerAddr, ClientAddr: req.ClientAddr, Incarnation: req.Incarnation,
-		LearnerOnly: req.LearnerOnly, Hops: req.Hops,
-	}, d.opts)
+	r, err := transport.JoinPeer(ctx, addr, req, d.opts)
 	if err != nil {
 		if errors.Is(err, transport.ErrClusterMismatch) {
 			return joinResponse{}, &joinRefused{err: err}
 		}
 		return joinResponse{}, err
 	}
-	return joinResponse{Member: r.Member, Membership: r.Membership}, nil
-}
-
-// clusterHandlerAdapter is transport.ClusterHandler over clusterHandler.
-type clusterHandlerAdapter struct{ h *clusterHandler }
-
-func (a clusterHandlerAdapter) Probe(ctx context.Context) (transport.ProbeInfo, error) {
-	p, err := a.h.probe(ctx)
-	return transport.ProbeInfo{ClusterID: p.ClusterID, NodeID: p.NodeID, Term: p.Term, Commit: p.Commit, LeaderID: p.LeaderID, Membership: p.Membership}, err
-}
-
-func (a clusterHandlerAdapter) Join(ctx context.Context, req transport.JoinRequest) (transport.JoinResponse, error) {
-	r, err := a.h.join(ctx, joinRequest{
-		Name: req.Name, PeerAddr: req.PeerAddr, ClientAddr: req.ClientAddr, Incarnation: req.Incarnation,
-		LearnerOnly: req.LearnerOnly, Hops: req.Hops,
-	})
-	return transport.JoinResponse{Member: r.Member, Membership: r.Membership}, err
+	return r, nil
 }
 
 // driverMembers adapts a driver.Node to kv.MembershipNode and joinNode.
