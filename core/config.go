@@ -90,6 +90,22 @@ type Config struct {
 	// learner may be and still be promoted (ErrLearnerBehind otherwise).
 	MaxPromoteLagEntries uint64
 
+	// AsyncStorageWrites selects the asynchronous persistence contract
+	// (see Ready): Advance only releases a Ready, durability is
+	// acknowledged apart with AckPersisted and application with
+	// AckApplied, so the driver can keep stepping messages and accepting
+	// proposals while its disk writes run, and apply on a goroutine of
+	// its own. The leader counts its own entries toward commitment only
+	// once AckPersisted covers them. Off, Advance acknowledges everything
+	// the Ready asked (the synchronous contract).
+	AsyncStorageWrites bool
+	// MaxApplyingBytes (AsyncStorageWrites only) bounds the bytes of
+	// committed entries handed out in Readies and not yet acknowledged
+	// by AckApplied: past it no further committed entries are handed out
+	// until the driver's state machine catches up (back-pressure on a
+	// slow apply). At least one batch is always handed out.
+	MaxApplyingBytes uint64
+
 	// RandomSeed seeds the election-timeout randomisation. Use a
 	// different seed per node (e.g. derived from ID and start time); the
 	// simulator fixes it for replayability.
@@ -115,6 +131,7 @@ func DefaultConfig(id uint64, voters ...uint64) Config {
 		MaxCommittedBytesPerReady: 16 << 20,
 		MaxPendingReads:           65536,
 		MaxPromoteLagEntries:      1000,
+		MaxApplyingBytes:          64 << 20,
 		RandomSeed:                id,
 	}
 }
@@ -173,6 +190,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPendingReads < 1 {
 		bad("MaxPendingReads must be at least 1, got %d", c.MaxPendingReads)
+	}
+	if c.AsyncStorageWrites && c.MaxApplyingBytes == 0 {
+		bad("MaxApplyingBytes must be non-zero with AsyncStorageWrites")
 	}
 	if !c.Membership.IsEmpty() {
 		// Order does not matter here: bootstrap writes the canonical form.

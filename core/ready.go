@@ -25,6 +25,42 @@ import "fmt"
 //
 // Slices in a Ready are owned by the node and must not be modified; they
 // stay valid after Advance.
+//
+// # Asynchronous storage writes (Config.AsyncStorageWrites)
+//
+// The order of work is then data in the Ready, and Advance acknowledges
+// nothing but the hand-over; the driver may call Ready again at once:
+//
+//  1. Send Messages at once.
+//  2. Persist: queue {Snapshot, HardState, Entries, MessagesAfterPersist,
+//     Sync, Persist} to a writer that handles such batches strictly in
+//     the order the Readies were handed out (it may merge consecutive
+//     ones into one write and one fsync). For each batch, once its
+//     Snapshot (installed: state machine restored, storage marker
+//     written), HardState and Entries are written, and fsynced if Sync
+//     is set in it or in any later batch merged with it, the writer sends
+//     its MessagesAfterPersist and the driver calls AckPersisted(Persist)
+//     (on the loop goroutine). A Ready with a Snapshot may only be
+//     persisted once every committed entry handed out before it has been
+//     applied (or abandoned): restoring replaces the state machine.
+//  3. Apply: if CommitToWrite is non-zero, first write that commit index
+//     (it need not be synced: driver.CommitWriter), then hand
+//     CommittedEntries to the applier, which applies them in order,
+//     possibly on another goroutine, and reports through AckApplied.
+//     CommittedEntries never include an entry that AckPersisted has not
+//     covered, so the state machine never runs ahead of the local log.
+//  4. Serve ReadStates once the applier has reached their Index; fail
+//     the requests in ReadStates and RejectedProposals that carry an
+//     error.
+//  5. Call Advance.
+//
+// Invariants the core keeps in this mode, each relied on by a driver
+// rule above: CommitToWrite >= the last index of CommittedEntries
+// whenever that index exceeds every commit index handed out before
+// (so applied never passes the written commit, across restarts too);
+// CommittedEntries[last].Index <= the highest acknowledged persisted
+// index; at most Config.MaxApplyingBytes of committed entries are handed
+// out and not yet acknowledged applied.
 type Ready struct {
 	// SoftState is set when the role or the known leader changed.
 	SoftState *SoftState
@@ -41,6 +77,20 @@ type Ready struct {
 	MessagesAfterPersist []Message
 	// CommittedEntries are to be applied, in order, after persisting.
 	CommittedEntries []Entry
+	// Sync reports whether persisting this Ready needs an fsync: term or
+	// vote changed, or entries or a snapshot are to be written (the same
+	// rule as MustSync, against the hard state last handed out). A Ready
+	// with Sync false may still carry a HardState whose commit index
+	// changed: writing it is optional (CommitToWrite is what apply needs).
+	Sync bool
+	// Persist identifies what this Ready asks to persist, for
+	// AckPersisted (AsyncStorageWrites only); zero when the Ready asks
+	// nothing the core waits for.
+	Persist PersistAck
+	// CommitToWrite (AsyncStorageWrites only), when non-zero, is a commit
+	// index the driver must write (without fsync) before applying
+	// CommittedEntries; see the contract above.
+	CommitToWrite uint64
 	// ReadStates answer ReadIndex requests.
 	ReadStates []ReadState
 	// RejectedProposals are forwarded proposals the leader refused.
@@ -60,6 +110,19 @@ func (rd *Ready) IsEmpty() bool {
 		rd.Snapshot == nil && len(rd.Messages) == 0 && len(rd.MessagesAfterPersist) == 0 &&
 		len(rd.CommittedEntries) == 0 && len(rd.ReadStates) == 0 && len(rd.RejectedProposals) == 0
 }
+
+// PersistAck identifies one Ready's persist batch (AsyncStorageWrites).
+// The driver passes it back unchanged to AckPersisted.
+type PersistAck struct {
+	// Index and Term are the last entry the batch writes (zero if none).
+	Index, Term uint64
+	// SnapshotIndex is the index of the snapshot the batch installs (zero
+	// if none).
+	SnapshotIndex uint64
+}
+
+// IsZero reports whether the ack acknowledges nothing.
+func (a PersistAck) IsZero() bool { return a == PersistAck{} }
 
 // readyMark remembers what an outstanding Ready handed out, so Advance
 // acknowledges exactly that.
@@ -175,4 +238,22 @@ func (n *Node) Advance(rd Ready) error {
 		n.bcastPending = true
 	}
 	return nil
+}
+
+// AckPersisted (AsyncStorageWrites only) acknowledges that the persist
+// batch of a Ready handed out earlier is durable: its snapshot installed
+// and its entries fsynced. Acknowledgements must come in the order the
+// Readies were handed out; a batch superseded meanwhile (its entries
+// truncated by a newer leader) is acknowledged only as far as it still
+// matches. On the leader its own entries then count toward commitment.
+func (n *Node) AckPersisted(a PersistAck) error {
+	return fmt.Errorf("raft: AckPersisted: not implemented yet (issue 15 skeleton)")
+}
+
+// AckApplied (AsyncStorageWrites only) acknowledges that the state
+// machine applied every committed entry handed out up to index, which
+// releases their bytes from Config.MaxApplyingBytes and is reported in
+// Status.Applied.
+func (n *Node) AckApplied(index uint64) error {
+	return fmt.Errorf("raft: AckApplied: not implemented yet (issue 15 skeleton)")
 }

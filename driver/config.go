@@ -59,6 +59,9 @@ const (
 	DefaultMaxPendingReads     = 4096
 	DefaultMaxStepMessages     = 4096
 	DefaultInboxSize           = 1024
+	// Pipelines between the loop and its persist and apply goroutines.
+	DefaultMaxPersistQueueBytes = 64 << 20
+	DefaultMaxApplyQueueBytes   = 64 << 20
 
 	// Snapshots and log compaction (Config.Snapshots).
 	DefaultSnapshotEntries         = 10_000
@@ -182,6 +185,19 @@ type Config struct {
 	// persisting and applying indefinitely (whole batches are stepped, so
 	// it may be exceeded by one batch).
 	MaxStepMessages int
+	// MaxPersistQueueBytes bounds the entry bytes handed to the persist
+	// goroutine and not yet durable. At the limit the loop stops taking
+	// Readies (it keeps stepping messages and ticks) until a write
+	// completes, so a slow disk throttles proposals instead of growing
+	// memory. Default DefaultMaxPersistQueueBytes.
+	MaxPersistQueueBytes int64
+	// MaxApplyQueueBytes bounds the bytes of committed entries handed to
+	// the apply goroutine and not yet applied (core.Config's
+	// MaxApplyingBytes): past it the core hands out no more committed
+	// entries until the state machine catches up, so a slow Apply
+	// throttles commits instead of delaying heartbeats or appends.
+	// Default DefaultMaxApplyQueueBytes.
+	MaxApplyQueueBytes int64
 	// InboxSize is the capacity, in message batches, of the queue between
 	// the transport and the loop. When it is full the handler drops the
 	// batch and returns ErrInboxFull instead of blocking the transport.
@@ -427,6 +443,12 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxPendingReads, DefaultMaxPendingReads)
 	setDefault(&c.MaxStepMessages, DefaultMaxStepMessages)
 	setDefault(&c.InboxSize, DefaultInboxSize)
+	if c.MaxPersistQueueBytes == 0 {
+		c.MaxPersistQueueBytes = DefaultMaxPersistQueueBytes
+	}
+	if c.MaxApplyQueueBytes == 0 {
+		c.MaxApplyQueueBytes = DefaultMaxApplyQueueBytes
+	}
 	setDefault(&c.SnapshotEntries, DefaultSnapshotEntries)
 	setDefault(&c.CompactionMarginEntries, DefaultCompactionMarginEntries)
 	setDefault(&c.MaxSnapshotSends, DefaultMaxSnapshotSends)

@@ -72,6 +72,30 @@ type UnsyncedCommitSaver interface {
 	SaveCommitUnsynced(hs core.HardState) error
 }
 
+// CommitWriter is an optional Storage extension (disk.Store implements
+// it) that records a commit index without an fsync and without waiting
+// for any Save in flight: the write survives a crash of the process (it
+// is in the kernel), not necessarily a power loss. InitialState reports
+// the highest commit index recorded by Save or WriteCommit (never above
+// the last durable entry).
+//
+// The driver writes Ready.CommitToWrite through it before applying (the
+// core's apply-ordering rule: a restarted node re-applies everything it
+// had exposed to reads). Without the extension that write is a Save of a
+// hard state, which costs an fsync queued behind the WAL's.
+//
+// A power loss can take the unsynced commit index and the state machine's
+// unsynced writes back to the last fsync, never acknowledged writes,
+// which are fsynced on a quorum before they are acknowledged. An
+// application that serves local (serializable) reads must therefore not
+// serve them after a restart until one Read barrier has succeeded, or they
+// may go back in time; app/kv's service does exactly that.
+type CommitWriter interface {
+	// WriteCommit records index as committed. Indexes written are
+	// non-decreasing; a lower one than recorded is ignored.
+	WriteCommit(index uint64) error
+}
+
 // SnapshotStore keeps snapshots: metadata plus the state machine's data as
 // a file, written and read as streams so that no snapshot is ever held in
 // memory. disk.SnapshotStore implements it (disk.Store.Snapshots()).
