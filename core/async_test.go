@@ -3,6 +3,8 @@ package core_test
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/rafty-db/rafty/core"
@@ -20,8 +22,10 @@ type asyncNode struct {
 	id  uint64
 	n   *core.Node
 	log *memlog.Log
-	// persistQ are the Readies whose persist batch is not yet written.
+	// persistQ are the Readies whose persist batch is not yet written;
+	// written are the acks of batches written and not yet acknowledged.
 	persistQ []core.Ready
+	written  []core.PersistAck
 	// applyQ are committed entry batches handed out, not yet applied.
 	applyQ [][]core.Entry
 	// applied is what the state machine applied, in order.
@@ -83,6 +87,12 @@ func (a *asyncNode) take() int {
 				a.t.Fatalf("node %d: committed entry %d handed out above the written commit %d", a.id, last, a.commitFile)
 			}
 			a.applyQ = append(a.applyQ, rd.CommittedEntries)
+			// The state machine never runs ahead of the local log.
+			for _, e := range rd.CommittedEntries {
+				if lt, err := a.log.Term(e.Index); err != nil || lt != e.Term {
+					a.t.Fatalf("node %d: committed entry %d/%d handed out, storage has term %d (%v)", a.id, e.Index, e.Term, lt, err)
+				}
+			}
 		}
 		if err := a.n.Advance(rd); err != nil {
 			a.t.Fatalf("node %d Advance: %v", a.id, err)
@@ -102,9 +112,18 @@ func (a *asyncNode) lastHS() core.HardState {
 	return hs
 }
 
-// persist writes the oldest k queued batches (all if k < 0), in order, and
-// acknowledges each.
+// persist writes the oldest k queued batches (all if k < 0), in order,
+// and acknowledges every batch written so far.
 func (a *asyncNode) persist(k int) {
+	a.t.Helper()
+	a.write(k)
+	a.ackWritten(-1)
+}
+
+// write writes the oldest k queued batches (all if k < 0), in order, and
+// sends their MessagesAfterPersist, but leaves their acknowledgements
+// queued: the writer runs ahead of the loop.
+func (a *asyncNode) write(k int) {
 	a.t.Helper()
 	if k < 0 || k > len(a.persistQ) {
 		k = len(a.persistQ)
@@ -126,8 +145,21 @@ func (a *asyncNode) persist(k int) {
 		}
 		a.out = append(a.out, rd.MessagesAfterPersist...)
 		a.afterPersist = append(a.afterPersist, rd.MessagesAfterPersist...)
-		if err := a.n.AckPersisted(rd.Persist); err != nil {
-			a.t.Fatalf("node %d AckPersisted(%+v): %v", a.id, rd.Persist, err)
+		a.written = append(a.written, rd.Persist)
+	}
+}
+
+// ackWritten acknowledges the oldest k written batches (all if k < 0).
+func (a *asyncNode) ackWritten(k int) {
+	a.t.Helper()
+	if k < 0 || k > len(a.written) {
+		k = len(a.written)
+	}
+	for range k {
+		p := a.written[0]
+		a.written = a.written[1:]
+		if err := a.n.AckPersisted(p); err != nil {
+			a.t.Fatalf("node %d AckPersisted(%+v): %v", a.id, p, err)
 		}
 	}
 }
@@ -154,7 +186,7 @@ func (a *asyncNode) flush() {
 	a.t.Helper()
 	for range 1000 {
 		a.take()
-		if len(a.persistQ) == 0 && len(a.applyQ) == 0 {
+		if len(a.persistQ) == 0 && len(a.applyQ) == 0 && len(a.written) == 0 {
 			return
 		}
 		a.persist(-1)
@@ -682,3 +714,499 @@ func TestAsyncSnapshot(t *testing.T) {
 		})
 	}
 }
+
+// asyncCluster is the cluster harness for async nodes: messages queue in
+// the network until delivered; persistence and application happen when
+// the test (or the random scheduler) says.
+type asyncCluster struct {
+	t     testing.TB
+	nodes map[uint64]*asyncNode
+	ids   []uint64
+	net   []core.Message
+	// leaderOf checks Election Safety as in the sync harness.
+	leaderOf map[uint64]uint64
+}
+
+func newAsyncCluster(t testing.TB, size int, tweak func(*core.Config)) *asyncCluster {
+	t.Helper()
+	c := &asyncCluster{t: t, nodes: map[uint64]*asyncNode{}, leaderOf: map[uint64]uint64{}}
+	var voters []uint64
+	for i := range size {
+		voters = append(voters, uint64(i+1))
+	}
+	c.ids = voters
+	for _, id := range voters {
+		cfg := asyncConfig(id, voters...)
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		c.nodes[id] = newAsyncNode(t, cfg, memlog.New())
+		c.nodes[id].flush()
+	}
+	return c
+}
+
+// collect takes every node's Readies and moves its output to the network.
+func (c *asyncCluster) collect() {
+	for _, id := range c.ids {
+		a := c.nodes[id]
+		a.take()
+		c.checkLeader(a)
+		c.net = append(c.net, a.drain()...)
+	}
+}
+
+func (c *asyncCluster) checkLeader(a *asyncNode) {
+	if a.n.Role() != core.RoleLeader {
+		return
+	}
+	if prev, ok := c.leaderOf[a.n.Term()]; ok && prev != a.id {
+		c.t.Fatalf("election safety: %d and %d both led term %d", prev, a.id, a.n.Term())
+	}
+	c.leaderOf[a.n.Term()] = a.id
+}
+
+func (c *asyncCluster) deliver(m core.Message) {
+	c.t.Helper()
+	a := c.nodes[m.To]
+	if a == nil {
+		return
+	}
+	if err := a.n.Step(m); err != nil && !errors.Is(err, core.ErrInvalidMessage) {
+		c.t.Fatalf("node %d Step(%v): %v", m.To, m, err)
+	}
+}
+
+// stabilize persists, applies and delivers everything until quiet.
+func (c *asyncCluster) stabilize() {
+	c.t.Helper()
+	for range 10000 {
+		c.collect()
+		busy := len(c.net) > 0
+		for _, id := range c.ids {
+			a := c.nodes[id]
+			if len(a.persistQ) > 0 || len(a.applyQ) > 0 || len(a.written) > 0 {
+				busy = true
+			}
+			a.persist(-1)
+			a.apply(-1)
+		}
+		if !busy {
+			return
+		}
+		net := c.net
+		c.net = nil
+		for _, m := range net {
+			c.deliver(m)
+		}
+	}
+	c.t.Fatal("async cluster did not stabilize")
+}
+
+func (c *asyncCluster) elect(id uint64) {
+	c.t.Helper()
+	for range 200 {
+		if err := c.nodes[id].n.Tick(); err != nil {
+			c.t.Fatal(err)
+		}
+		c.stabilize()
+		if c.nodes[id].n.Role() == core.RoleLeader {
+			return
+		}
+	}
+	c.t.Fatalf("node %d not elected", id)
+}
+
+// TestAsyncLeaderOwnAck: the leader counts its own entries toward
+// commitment only when AckPersisted covers them, whether its followers'
+// acknowledgements arrive before or after its own; it applies only what
+// it holds durably; the new commit index goes out in the next Ready.
+func TestAsyncLeaderOwnAck(t *testing.T) {
+	type state struct {
+		commit  bool // the leader committed x
+		applied bool // the leader handed x out for applying
+	}
+	cases := []struct {
+		events []string // "L": the leader's write acknowledged; "F2", "F3": that follower's response delivered
+		want   []state
+	}{
+		{[]string{"L", "F2", "F3"}, []state{{false, false}, {true, true}, {true, true}}},
+		{[]string{"F2", "L", "F3"}, []state{{false, false}, {true, true}, {true, true}}},
+		{[]string{"F2", "F3", "L"}, []state{{false, false}, {true, false}, {true, true}}},
+		{[]string{"F3", "L"}, []state{{false, false}, {true, true}}},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprint(tc.events), func(t *testing.T) {
+			c := newAsyncCluster(t, 3, func(cfg *core.Config) { cfg.CheckQuorum = false })
+			c.elect(1)
+			lead := c.nodes[1]
+			if err := lead.n.Propose([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			lead.take()
+			x := lead.n.Status().LastIndex
+			if len(lead.persistQ) != 1 {
+				t.Fatalf("leader persist queue %d", len(lead.persistQ))
+			}
+			// The appends leave before the leader's write (step 1).
+			resp := map[string][]core.Message{}
+			for _, m := range lead.drain() {
+				c.deliver(m)
+			}
+			for _, id := range []uint64{2, 3} {
+				f := c.nodes[id]
+				f.flush()
+				resp[fmt.Sprint("F", id)] = f.drain()
+			}
+			var got []state
+			for _, ev := range tc.events {
+				if ev == "L" {
+					lead.persist(-1)
+				} else {
+					for _, m := range resp[ev] {
+						c.deliver(m)
+					}
+				}
+				lead.take()
+				applied := false
+				for _, b := range lead.applyQ {
+					if b[len(b)-1].Index >= x {
+						applied = true
+					}
+				}
+				got = append(got, state{lead.n.Status().Commit >= x, applied})
+				if applied && lead.commitFile < x {
+					t.Fatalf("x handed out before its commit was asked to be written")
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("after each event (committed, applied):\n got %v\nwant %v", got, tc.want)
+			}
+			if lead.n.Status().Commit >= x {
+				// The commit goes to the followers without waiting for
+				// anything else.
+				sawCommit := false
+				for _, m := range lead.out {
+					if m.Type == core.MsgApp && m.Commit >= x {
+						sawCommit = true
+					}
+				}
+				if !sawCommit {
+					t.Fatalf("no append carrying commit %d after it committed: %v", x, lead.out)
+				}
+			}
+			c.stabilize()
+			for _, id := range c.ids {
+				if got := c.nodes[id].data(); fmt.Sprint(got) != "[x]" {
+					t.Fatalf("node %d applied %v", id, got)
+				}
+			}
+		})
+	}
+}
+
+// restart returns a new node for a's storage as a crash leaves it: the
+// persisted batches, the commit index written through CommitToWrite if
+// written (the driver's restart rule: commit = max(stored, written)), and
+// a state machine durable up to applied.
+func (a *asyncNode) restart(written bool, applied uint64, cfg core.Config) *asyncNode {
+	a.t.Helper()
+	log := a.log.Clone()
+	hs, _, err := log.InitialState()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if written && a.commitFile > hs.Commit {
+		hs.Commit = a.commitFile
+		if err := log.Save(hs, nil); err != nil {
+			a.t.Fatal(err)
+		}
+	}
+	cfg.Applied = applied
+	r := newAsyncNode(a.t, cfg, log)
+	r.applied = append(r.applied, a.applied...)
+	r.applied = r.applied[:countUpTo(r.applied, applied)]
+	return r
+}
+
+// countUpTo returns how many of ents have an index at or below i.
+func countUpTo(ents []core.Entry, i uint64) int {
+	k := 0
+	for k < len(ents) && ents[k].Index <= i {
+		k++
+	}
+	return k
+}
+
+// TestAsyncRestart: across a crash, the state machine never passes the
+// commit index the node restarts with, whether the driver wrote
+// CommitToWrite before the crash or not, and nothing is applied twice.
+func TestAsyncRestart(t *testing.T) {
+	cases := []struct {
+		name    string
+		written bool // CommitToWrite reached storage before the crash
+		applied bool // the state machine applied x, y durably
+		// wantAtOnce: the restarted node hands x, y out before any
+		// election (its commit covers them), without asking to write a
+		// commit again.
+		wantAtOnce bool
+	}{
+		{"commit written, applied", true, true, false},
+		{"commit written, not applied", true, false, true},
+		{"commit not written, not applied", false, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAsyncSingle(t, nil)
+			base := a.n.Status().Applied
+			if err := a.n.Propose([]byte("x"), []byte("y")); err != nil {
+				t.Fatal(err)
+			}
+			a.take()
+			a.persist(-1)
+			a.take()
+			y := base + 2
+			if rd := a.readies[len(a.readies)-1]; rd.CommitToWrite != y || len(rd.CommittedEntries) != 2 {
+				t.Fatalf("CommitToWrite %d with %d entries, want %d with 2", rd.CommitToWrite, len(rd.CommittedEntries), y)
+			}
+			applied := base
+			if tc.applied {
+				a.apply(-1)
+				applied = y
+			}
+			cfg := asyncConfig(1, 1)
+			r := a.restart(tc.written, applied, cfg)
+			r.take()
+			if got := len(r.applyQ) > 0; got != tc.wantAtOnce {
+				t.Fatalf("handed out at once: %v, want %v (%v)", got, tc.wantAtOnce, r.applyQ)
+			}
+			for _, rd := range r.readies {
+				if len(rd.CommittedEntries) > 0 && rd.CommitToWrite != 0 {
+					t.Fatalf("restarted node asks to write commit %d it started with", rd.CommitToWrite)
+				}
+			}
+			r.flush()
+			for range 100 {
+				if r.n.Role() == core.RoleLeader {
+					break
+				}
+				if err := r.n.Tick(); err != nil {
+					t.Fatal(err)
+				}
+				r.flush()
+			}
+			if got := r.data(); fmt.Sprint(got) != "[x y]" {
+				t.Fatalf("applied across the restart: %v", got)
+			}
+			if st := r.n.Status(); st.Applied != st.Commit || st.Commit <= y {
+				t.Fatalf("restarted leader: %+v", st)
+			}
+		})
+	}
+}
+
+// TestAsyncRandom runs small async clusters under a random schedule of
+// proposals, message delivery (reordered), Readies, batch writes (the
+// writer running ahead of the acknowledgements), acknowledgements and
+// applies. Phase 1 (no faults, node 1 leading) must commit the same
+// commands at the same indexes, in the same order, as the synchronous
+// harness given the same proposals. Phase 2 adds ticks, message loss and
+// crash-restarts and checks election safety, state machine safety, that
+// no node applies an entry it does not hold durably or above the commit
+// index it asked to be written (asyncNode.take), and that the healed
+// cluster commits again. A failure names its seed; rerun one with
+// -run 'TestAsyncRandom/seed=N$'.
+func TestAsyncRandom(t *testing.T) {
+	seeds := 150
+	if testing.Short() {
+		seeds = 20
+	}
+	for seed := range uint64(seeds) {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			runAsyncRandom(t, seed)
+		})
+	}
+}
+
+func runAsyncRandom(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 15))
+	size := 1 + 2*rng.IntN(3)
+	prevote := rng.IntN(2) == 0
+	maxApplying := uint64(1 + rng.IntN(300))
+	perReady := uint64(1 + rng.IntN(300))
+	tweak := func(cfg *core.Config) {
+		cfg.PreVote, cfg.CheckQuorum = prevote, prevote
+		cfg.RandomSeed = seed*7919 + cfg.ID
+		cfg.MaxApplyingBytes = maxApplying
+		cfg.MaxCommittedBytesPerReady = perReady
+	}
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("seed %d (size %d, prevote %v, MaxApplyingBytes %d): %s", seed, size, prevote, maxApplying, fmt.Sprintf(format, args...))
+	}
+	c := newAsyncCluster(t, size, tweak)
+	c.elect(1)
+	sc := newCluster(t, size, func(cfg *core.Config) { tweak(cfg); cfg.AsyncStorageWrites = false })
+	sc.elect(1)
+
+	// step runs one random driver action; faults enables ticks, loss
+	// and crashes.
+	var proposed int
+	step := func(faults bool) {
+		ids := c.ids
+		a := c.nodes[ids[rng.IntN(len(ids))]]
+		switch r := rng.IntN(100); {
+		case r < 12:
+			if !faults && a.id != 1 {
+				return
+			}
+			if a.n.Propose([]byte(fmt.Sprintf("p%d", proposed))) == nil {
+				if !faults {
+					if err := sc.nodes[1].Propose([]byte(fmt.Sprintf("p%d", proposed))); err != nil {
+						fail("sync propose: %v", err)
+					}
+				}
+				proposed++
+			}
+		case r < 40:
+			if len(c.net) == 0 {
+				return
+			}
+			i := rng.IntN(len(c.net))
+			m := c.net[i]
+			c.net = append(c.net[:i], c.net[i+1:]...)
+			if faults && rng.IntN(10) == 0 {
+				return // lost
+			}
+			c.deliver(m)
+		case r < 55:
+			a.take()
+			c.checkLeader(a)
+			c.net = append(c.net, a.drain()...)
+		case r < 68:
+			a.write(rng.IntN(3))
+			c.net = append(c.net, a.drain()...)
+		case r < 80:
+			a.ackWritten(rng.IntN(3))
+		case r < 92:
+			a.apply(rng.IntN(3))
+		case faults && r < 98:
+			if err := a.n.Tick(); err != nil {
+				fail("tick: %v", err)
+			}
+		case faults:
+			// Crash: unwritten batches and unapplied entries are lost;
+			// written ones (even unacknowledged) are durable.
+			var applied uint64
+			if k := len(a.applied); k > 0 {
+				applied = a.applied[k-1].Index
+			}
+			hs, _, _ := a.log.InitialState()
+			if a.commitFile > hs.Commit {
+				hs.Commit = a.commitFile
+				if err := a.log.Save(hs, nil); err != nil {
+					fail("save: %v", err)
+				}
+			}
+			cfg := asyncConfig(a.id, c.ids...)
+			tweak(&cfg)
+			cfg.Applied = applied
+			r := newAsyncNode(t, cfg, a.log)
+			r.applied = a.applied
+			c.nodes[a.id] = r
+		}
+	}
+	appliedAt := map[uint64]core.Entry{}
+	checkSafety := func() {
+		t.Helper()
+		for _, id := range c.ids {
+			for _, e := range c.nodes[id].applied {
+				if e.Type != core.EntryNormal {
+					continue
+				}
+				if prev, ok := appliedAt[e.Index]; ok && (prev.Term != e.Term || string(prev.Data) != string(e.Data)) {
+					fail("node %d applied %d/%d %q, another node %d/%d %q", id, e.Index, e.Term, e.Data, prev.Index, prev.Term, prev.Data)
+				}
+				appliedAt[e.Index] = e
+			}
+		}
+	}
+
+	// Phase 1: no faults; equivalence with the synchronous harness.
+	for range 400 {
+		step(false)
+	}
+	// Reordered appends may leave followers probing; the leader's
+	// heartbeats (only its clock runs: nobody campaigns) resume them.
+	for range 5 {
+		if err := c.nodes[1].n.Tick(); err != nil {
+			fail("tick: %v", err)
+		}
+		c.stabilize()
+	}
+	sc.stabilize()
+	checkSafety()
+	want := sc.appliedCommands(1)
+	for _, id := range c.ids {
+		if got := commands(c.nodes[id].applied); fmt.Sprint(got) != fmt.Sprint(want) {
+			fail("phase 1: node %d applied\n %v\nthe synchronous cluster\n %v", id, got, want)
+		}
+	}
+	if len(want) != proposed {
+		fail("phase 1: %d of %d proposals committed", len(want), proposed)
+	}
+
+	// Phase 2: ticks, loss, crashes.
+	for range 1500 {
+		step(true)
+		checkSafety()
+	}
+	// Heal: deliver everything, tick until a leader commits a last command
+	// on every node.
+	for round := range 300 {
+		c.stabilize()
+		checkSafety()
+		lead := uint64(0)
+		for _, id := range c.ids {
+			if c.nodes[id].n.Role() == core.RoleLeader {
+				lead = id
+			}
+		}
+		if lead != 0 {
+			last := fmt.Sprintf("last%d", round)
+			if err := c.nodes[lead].n.Propose([]byte(last)); err == nil {
+				c.stabilize()
+				checkSafety()
+				done := true
+				for _, id := range c.ids {
+					got := commands(c.nodes[id].applied)
+					if len(got) == 0 || !strings.HasSuffix(got[len(got)-1], ":"+last) {
+						done = false
+					}
+				}
+				if done {
+					return
+				}
+			}
+		}
+		for _, id := range c.ids {
+			if err := c.nodes[id].n.Tick(); err != nil {
+				fail("tick: %v", err)
+			}
+		}
+	}
+	fail("healed cluster did not commit")
+}
+
+// commands lists the non-empty normal entries as "index:data".
+func commands(ents []core.Entry) []string {
+	var out []string
+	for _, e := range ents {
+		if e.Type == core.EntryNormal && len(e.Data) > 0 && string(e.Data) != "snapshot" {
+			out = append(out, fmt.Sprintf("%d:%s", e.Index, e.Data))
+		}
+	}
+	return out
+}
+
+func (c *cluster) appliedCommands(id uint64) []string { return commands(c.applied[id]) }
