@@ -1287,3 +1287,90 @@ func electAsyncSolo(t *testing.T, a *asyncNode) {
 	}
 	a.readies, a.out, a.afterPersist = nil, nil, nil
 }
+
+// TestAsyncVoteBehindEntryBatch: a vote granted while an entry batch is
+// still being written travels in a later batch: its hard state (new term,
+// vote) and the response in that batch's MessagesAfterPersist, which the
+// writer sends only once that batch, and so every earlier one, is
+// durable. The batch needs an fsync but no acknowledgement.
+func TestAsyncVoteBehindEntryBatch(t *testing.T) {
+	a := newAsyncFollower(t, core.HardState{Term: 2, Commit: 1}, ents(1, 1), nil)
+	a.step(core.Message{Type: core.MsgApp, From: 2, Term: 2, Index: 1, LogTerm: 1, Entries: ents(2, 2, 2), Commit: 1})
+	a.take()
+	// Candidate 3's log is as up to date as ours including the entries
+	// not yet durable: they will be by the time the vote leaves.
+	a.step(core.Message{Type: core.MsgVote, From: 3, Term: 3, Index: 3, LogTerm: 2})
+	a.take()
+	if len(a.persistQ) != 2 {
+		t.Fatalf("want two batches in flight, got %d", len(a.persistQ))
+	}
+	first, second := a.persistQ[0], a.persistQ[1]
+	if len(first.MessagesAfterPersist) != 1 || first.MessagesAfterPersist[0].Type != core.MsgAppResp {
+		t.Fatalf("first batch messages %v", first.MessagesAfterPersist)
+	}
+	if hs := second.HardState; hs.Term != 3 || hs.Vote != 3 || !second.Sync || !second.Persist.IsZero() {
+		t.Fatalf("second batch: hard state %+v sync %v persist %+v", hs, second.Sync, second.Persist)
+	}
+	if m := second.MessagesAfterPersist; len(m) != 1 || m[0].Type != core.MsgVoteResp || m[0].Reject {
+		t.Fatalf("vote response %v, want a granted MsgVoteResp after the second batch", m)
+	}
+	for _, m := range a.out {
+		if m.Type == core.MsgVoteResp || m.Type == core.MsgAppResp {
+			t.Fatalf("%v left before its batch was written", m)
+		}
+	}
+	a.flush()
+	if hs, _, _ := a.log.InitialState(); hs.Term != 3 || hs.Vote != 3 {
+		t.Fatalf("stored hard state %+v", hs)
+	}
+	if last, _ := a.log.LastIndex(); last != 3 {
+		t.Fatalf("stored last index %d", last)
+	}
+}
+
+// TestReadySync: Ready.Sync is MustSync against the hard state handed out
+// before, in both modes; CommitToWrite and Persist stay zero in sync mode.
+func TestReadySync(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprint("async=", async), func(t *testing.T) {
+			s := newSolo(t, core.HardState{Term: 2, Commit: 1}, ents(1, 1), func(cfg *core.Config) {
+				cfg.AsyncStorageWrites = async
+			})
+			s.flush()
+			steps := []struct {
+				m    core.Message
+				sync bool
+			}{
+				{core.Message{Type: core.MsgApp, From: 2, Term: 2, Index: 1, LogTerm: 1, Entries: ents(2, 2)}, true},
+				{core.Message{Type: core.MsgHeartbeat, From: 2, Term: 2, Commit: 2}, false},
+				{core.Message{Type: core.MsgHeartbeat, From: 2, Term: 3}, true},
+			}
+			for i, st := range steps {
+				if err := s.step(st.m); err != nil {
+					t.Fatal(err)
+				}
+				rd, err := s.n.Ready()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rd.Sync != st.sync {
+					t.Fatalf("step %d: Sync %v, want %v (Ready %+v)", i, rd.Sync, st.sync, rd)
+				}
+				if !async && (rd.CommitToWrite != 0 || !rd.Persist.IsZero()) {
+					t.Fatalf("sync mode: CommitToWrite %d, Persist %+v", rd.CommitToWrite, rd.Persist)
+				}
+				if err := s.log.Save(rd.HardState, rd.Entries); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.n.Advance(rd); err != nil {
+					t.Fatal(err)
+				}
+				if async {
+					if err := s.n.AckPersisted(rd.Persist); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}

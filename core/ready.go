@@ -57,13 +57,28 @@ import (
 //     error.
 //  5. Call Advance.
 //
+// Every Ready goes through the writer, in order, even one whose Persist
+// is zero: a vote's hard state has no acknowledgement, but its response
+// in MessagesAfterPersist must not leave before it (and every earlier
+// batch) is durable. AckPersisted is called exactly once per Ready with a
+// non-zero Persist, in hand-out order; AckApplied whenever the applier
+// has progressed (acknowledging a prefix of a batch is allowed; only
+// whole batches release bytes). Acknowledgements that break these rules
+// return an error wrapping ErrInvalidAck and change nothing.
+//
 // Invariants the core keeps in this mode, each relied on by a driver
 // rule above: CommitToWrite >= the last index of CommittedEntries
-// whenever that index exceeds every commit index handed out before
-// (so applied never passes the written commit, across restarts too);
-// CommittedEntries[last].Index <= the highest acknowledged persisted
-// index; at most Config.MaxApplyingBytes of committed entries are handed
-// out and not yet acknowledged applied.
+// whenever that index exceeds every commit index handed out before, or
+// the commit index the node started with (so applied never passes the
+// written commit, across restarts too, given a restarted node starts
+// from max(stored commit, Config.Applied)); CommittedEntries[last].Index
+// <= the highest index AckPersisted made durable and current (entries a
+// later batch rewrites count only once that batch is acknowledged); at
+// most Config.MaxApplyingBytes of committed entries are handed out and
+// not yet acknowledged applied, give or take the one entry always handed
+// out while under the limit; committed entries blocked by either rule do
+// not make HasReady true, while new entries, messages or state do,
+// however many earlier batches await acknowledgement.
 type Ready struct {
 	// SoftState is set when the role or the known leader changed.
 	SoftState *SoftState
@@ -145,7 +160,8 @@ type persistBatch struct {
 }
 
 // readyMark remembers what an outstanding Ready handed out, so Advance
-// acknowledges exactly that.
+// acknowledges exactly that (sync mode; async mode keeps persistQ and
+// raftLog.applyingBatches instead).
 type readyMark struct {
 	lastEntry     Entry // Index 0 when no entries
 	snapIndex     uint64
