@@ -692,6 +692,10 @@ func TestAsyncSnapshot(t *testing.T) {
 			if a.handedOut() != "[]" {
 				t.Fatalf("handed out %s before any ack", a.handedOut())
 			}
+			// The snapshot is not the applier's to acknowledge.
+			if err := a.n.AckApplied(a.n.Status().Commit); !errors.Is(err, core.ErrInvalidAck) {
+				t.Fatalf("AckApplied(%d) of a snapshot not installed = %v", a.n.Status().Commit, err)
+			}
 			var got []check
 			for len(a.persistQ) > 0 {
 				p := a.writeOnly()
