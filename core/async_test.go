@@ -1378,3 +1378,120 @@ func TestReadySync(t *testing.T) {
 		})
 	}
 }
+
+// TestSelfVoteDurableBeforeLeading: a single voter (here with a learner)
+// becomes leader only once the hard state carrying its vote for itself is
+// durable (Advance, or AckPersisted of a Persist naming VoteTerm). Were it
+// to lead at once, a crash before that write would let it win the same
+// term again after restarting and write different entries at the same
+// indexes, while the learner may already hold the first incarnation's.
+func TestSelfVoteDurableBeforeLeading(t *testing.T) {
+	for _, tc := range []struct {
+		async, crash bool
+	}{{false, false}, {false, true}, {true, false}, {true, true}} {
+		t.Run(fmt.Sprintf("async=%v crash=%v", tc.async, tc.crash), func(t *testing.T) {
+			cfg := testConfig(1)
+			cfg.Membership = core.Membership{Voters: []uint64{1}, Learners: []uint64{2}}
+			cfg.AsyncStorageWrites = tc.async
+			log := memlog.New()
+			start := func() *core.Node {
+				n, err := core.New(cfg, log)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			var sent []core.Message
+			// persist writes rd and acknowledges it in the mode's way.
+			persist := func(n *core.Node, rd core.Ready) {
+				if err := log.Save(rd.HardState, rd.Entries); err != nil {
+					t.Fatal(err)
+				}
+				sent = append(sent, rd.MessagesAfterPersist...)
+				if err := n.Advance(rd); err != nil {
+					t.Fatal(err)
+				}
+				if tc.async {
+					if err := n.AckPersisted(rd.Persist); err != nil {
+						t.Fatal(err)
+					}
+					for _, e := range rd.CommittedEntries {
+						if err := n.AckApplied(e.Index); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+			}
+			campaign := func(n *core.Node) core.Ready {
+				for range 100 {
+					if n.Role() != core.RoleFollower {
+						break
+					}
+					for n.HasReady() { // e.g. the restarted node's committed entries
+						rd, _ := n.Ready()
+						persist(n, rd)
+					}
+					if err := n.Tick(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n.Role() != core.RoleCandidate {
+					t.Fatalf("role %v before the vote is durable, want candidate", n.Role())
+				}
+				rd, err := n.Ready()
+				if err != nil {
+					t.Fatal(err)
+				}
+				sent = append(sent, rd.Messages...)
+				if rd.HardState.Vote != 1 || !rd.Sync {
+					t.Fatalf("campaign Ready: hard state %+v, sync %v", rd.HardState, rd.Sync)
+				}
+				if tc.async && rd.Persist.VoteTerm != rd.HardState.Term {
+					t.Fatalf("Persist %+v does not wait for the vote of term %d", rd.Persist, rd.HardState.Term)
+				}
+				return rd
+			}
+			n := start()
+			for n.HasReady() { // the bootstrap entry
+				rd, _ := n.Ready()
+				persist(n, rd)
+			}
+			rd := campaign(n)
+			term := rd.HardState.Term
+			if tc.crash {
+				// The vote never reached the disk: the Ready is lost.
+				for _, m := range sent {
+					if m.Type == core.MsgApp {
+						t.Fatalf("%v sent before the vote was durable", m)
+					}
+				}
+				n = start()
+				rd = campaign(n)
+				if rd.HardState.Term != term {
+					t.Fatalf("restarted campaign in term %d, want the same term %d", rd.HardState.Term, term)
+				}
+			}
+			if n.Role() == core.RoleLeader {
+				t.Fatal("leader before its vote is durable")
+			}
+			persist(n, rd)
+			if n.Role() != core.RoleLeader || n.Term() != term {
+				t.Fatalf("role %v term %d after the vote is durable, want leader of %d", n.Role(), n.Term(), term)
+			}
+			for n.HasReady() {
+				rd, _ := n.Ready()
+				sent = append(sent, rd.Messages...)
+				persist(n, rd)
+			}
+			apps := 0
+			for _, m := range sent {
+				if m.Type == core.MsgApp && m.To == 2 {
+					apps++
+				}
+			}
+			if apps == 0 {
+				t.Fatal("the leader never replicated to its learner")
+			}
+		})
+	}
+}

@@ -20,7 +20,8 @@
 //     Tick; randomness comes from Config.RandomSeed. The same inputs give
 //     the same outputs, which is what lets core/sim replay any run.
 //   - Durable before dependent: votes, vote requests and append
-//     acknowledgements are in MessagesAfterPersist; the leader counts its
+//     acknowledgements are in MessagesAfterPersist; a lone voter becomes
+//     leader only once its vote for itself is durable; the leader counts its
 //     own log toward commitment only after Advance (AckPersisted in async
 //     mode) says it is durable; in async mode no committed entry is handed
 //     out for applying before the local copy is durable, nor above a

@@ -52,6 +52,10 @@ type Node struct {
 	// depend on map iteration, or runs would not replay from a seed.
 	peers []uint64
 	votes map[uint64]bool
+	// selfWinTerm: this candidate's own vote wins the election of this
+	// term alone (a single voter); it becomes leader once that vote is
+	// durable (selfVoteDurable). Zero otherwise.
+	selfWinTerm uint64
 
 	// ticks is a monotonic tick counter: the core's only notion of time.
 	ticks           uint64
