@@ -197,10 +197,20 @@ func (n *Node) recordVoteNoPoll(id uint64, granted bool) bool {
 // selfVoteDurable is called when the hard state carrying this node's vote
 // for itself in term is durable (Advance, or AckPersisted in async mode):
 // a candidate that wins by its own vote alone becomes leader now.
+//
+// The configuration may have changed since the vote was cast (committed
+// entries activate as they are handed out): the vote must still win
+// alone in the configuration active now, or the candidate waits for
+// grants or its next timeout like any other.
 func (n *Node) selfVoteDurable(term uint64) {
-	if n.role == RoleCandidate && n.term == term && n.selfWinTerm == term && n.vote == n.id {
-		n.becomeLeader()
+	if n.role != RoleCandidate || n.term != term || n.selfWinTerm != term || n.vote != n.id {
+		return
 	}
+	if !n.voters.Contains(n.id) || n.voters.VoteResult(map[uint64]bool{n.id: true}) != quorum.VoteWon {
+		n.selfWinTerm = 0
+		return
+	}
+	n.becomeLeader()
 }
 
 // recordVote counts a vote response and acts on the outcome.
