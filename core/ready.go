@@ -103,7 +103,8 @@ type Ready struct {
 	Sync bool
 	// Persist identifies what this Ready asks to persist, for
 	// AckPersisted (AsyncStorageWrites only); zero when the Ready asks
-	// nothing the core waits for.
+	// nothing the core waits for. When non-zero (entries, a snapshot or
+	// this node's vote for itself), Sync is set.
 	Persist PersistAck
 	// CommitToWrite (AsyncStorageWrites only), when non-zero, is a commit
 	// index the driver must write (without fsync) before applying
