@@ -73,6 +73,9 @@ func (a *asyncNode) take() int {
 		if want := rd.MustSync(a.lastHS()); rd.Sync != want {
 			a.t.Fatalf("node %d: Ready.Sync %v, MustSync against the last hard state handed out says %v", a.id, rd.Sync, want)
 		}
+		if !rd.Persist.IsZero() && !rd.Sync {
+			a.t.Fatalf("node %d: Persist %+v without Sync", a.id, rd.Persist)
+		}
 		a.readies = append(a.readies, rd)
 		a.out = append(a.out, rd.Messages...)
 		a.persistQ = append(a.persistQ, rd)
