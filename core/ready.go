@@ -213,6 +213,13 @@ func (n *Node) Ready() (Ready, error) {
 		return Ready{}, n.fail(err)
 	}
 	n.activateConfChanges(committed)
+	if n.cfg.AsyncStorageWrites && len(committed) > 0 && n.role == RoleLeader && n.maybeCommit() {
+		// A configuration just activated may count acknowledgements
+		// already in (e.g. leaving a joint configuration whose new
+		// half has acked more): nothing else would re-count them, as
+		// Advance does in sync mode, since no further ack may come.
+		n.bcastPending = true
+	}
 	if n.bcastPending {
 		n.flushBcast()
 	}
