@@ -233,8 +233,8 @@ type Result struct {
 	// (MergedWrites of them carrying several Readies) and fsyncs;
 	// unsynced Ready batches a power loss kept and lost; applies a power
 	// loss undid; writes applied on a leader (acknowledged to a client).
-	AsyncRuns, PowerLosses, ProcessCrashes, MarkerWrites  int
-	Writes, MergedWrites, Fsyncs                          int
+	AsyncRuns, PowerLosses, ProcessCrashes, MarkerWrites int
+	Writes, MergedWrites, Fsyncs                         int
 	KeptUnsynced, LostUnsynced, LostApplies, AckedWrites int
 }
 
