@@ -630,7 +630,8 @@ func (s *Sim) asyncActions(sn *simNode) []asyncAction {
 	if a.canWrite() {
 		acts = append(acts, asyncAction{"write", func() error { return s.persistWrite(sn) }})
 	}
-	if len(a.unsynced) > 0 {
+	if len(a.unsynced) > 0 && (len(acts) == 0 || s.chance(0.5)) {
+		// Often late: unsynced batches pile up, merge and meet crashes.
 		acts = append(acts, asyncAction{"fsync", func() error { s.persistSync(sn); return nil }})
 	}
 	if len(a.queue) > 0 && a.queue[0].durable() {
@@ -663,7 +664,13 @@ func (s *Sim) asyncStep(sn *simNode) error {
 		if err := act.do(); err != nil {
 			return err
 		}
-		if sn.up && act.name != "ready" && s.chance(s.opts.PipelineCrashRate) {
+		rate := s.opts.PipelineCrashRate
+		if act.name == "write" {
+			// Crashes with written, unsynced batches are what power
+			// losses are about: make them common.
+			rate *= 5
+		}
+		if sn.up && act.name != "ready" && s.chance(rate) {
 			s.logf("crash %d after %s", sn.id, act.name)
 			if err := s.crashNow(sn); err != nil {
 				return err

@@ -13,6 +13,7 @@ var (
 	seedFlag  = flag.Uint64("sim.seed", 0, "run only this seed, with a full trace")
 	firstSeed = flag.Uint64("sim.first", 1, "first seed of the range")
 	keepGoing = flag.Bool("sim.keepgoing", false, "run every seed and list the failing ones (first line of each) instead of stopping at the first")
+	traceLen  = flag.Int("sim.tracelen", 400, "events a replayed seed's failure report shows (-sim.seed)")
 	asyncFlag = flag.String("sim.async", "", "on: every seed in async mode (core.Config.AsyncStorageWrites); off: every seed in sync mode; empty: the seed decides (AsyncSeed, half of them)")
 )
 
@@ -36,7 +37,7 @@ func withMode(o Options) Options {
 func TestSimulation(t *testing.T) {
 	if *seedFlag != 0 {
 		opts := defaultOptions(*seedFlag)
-		opts.TraceLen = 400
+		opts.TraceLen = *traceLen
 		runSeed(t, opts)
 		return
 	}
@@ -76,7 +77,7 @@ func TestSimulation(t *testing.T) {
 func TestSimulationReconfig(t *testing.T) {
 	if *seedFlag != 0 {
 		opts := reconfigOptions(*seedFlag)
-		opts.TraceLen = 400
+		opts.TraceLen = *traceLen
 		res := runSeed(t, opts)
 		t.Logf("seed %d: %+v", *seedFlag, res)
 		return
