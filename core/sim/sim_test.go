@@ -43,14 +43,24 @@ func TestSimulation(t *testing.T) {
 	}
 	start := time.Now()
 	var total Result
+	var failed []string
 	for seed := *firstSeed; seed < *firstSeed+uint64(*seedsFlag); seed++ {
-		res := runSeed(t, defaultOptions(seed))
-		if t.Failed() {
-			return
+		res, err := runOne(defaultOptions(seed))
+		if err == nil {
+			total.add(res)
+			continue
 		}
-		total.add(res)
+		if !*keepGoing {
+			t.Fatalf("%v", err)
+		}
+		lines := strings.SplitN(err.Error(), "\n", 3)
+		failed = append(failed, strings.Join(lines[:min(2, len(lines))], " — "))
 	}
-	t.Logf("%d seeds in %v: %+v", *seedsFlag, time.Since(start).Round(time.Millisecond), total)
+	t.Logf("%d seeds in %v (totals of the %d that passed): %+v", *seedsFlag, time.Since(start).Round(time.Millisecond),
+		*seedsFlag-len(failed), total)
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d seeds failed:\n%s", len(failed), *seedsFlag, strings.Join(failed, "\n"))
+	}
 	// The schedule must actually exercise the faults it claims to.
 	if *seedsFlag >= 100 {
 		for name, v := range map[string]int{
@@ -103,8 +113,8 @@ func TestSimulationReconfig(t *testing.T) {
 			total.add(res)
 			continue
 		}
-		line := fmt.Sprintf("%s (replay: go test ./core/sim -run 'TestSimulationReconfig$' -sim.seed=%d -v)",
-			strings.SplitN(err.Error(), "\n", 2)[0], seed)
+		lines := strings.SplitN(err.Error(), "\n", 3)
+		line := strings.Join(lines[:min(2, len(lines))], " — ")
 		if !*keepGoing {
 			t.Fatalf("%v", err)
 		}
