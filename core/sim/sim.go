@@ -38,6 +38,21 @@
 // never reused, that learners never count, and that every node agrees on
 // the membership at every index; see reconfig.go.
 //
+// With Options.Async (half the seeds, chosen by AsyncSeed; -sim.async
+// forces either mode) every node runs with core.Config.AsyncStorageWrites
+// behind a model of the asynchronous driver (async.go): a persist queue
+// whose batches are written (merged or not), fsynced, completed (their
+// MessagesAfterPersist sent) and acknowledged in separately scheduled
+// steps, an unsynced commit marker written before committed entries are
+// handed to an applier that lags, and crashes between any two of those
+// steps, either process crashes (the page cache keeps every write) or
+// power losses (unsynced writes lost, or a prefix of them kept). It checks
+// that applied never passes the written commit across restarts, that an
+// acknowledged write is in every later leader's log, that
+// MessagesAfterPersist vouch only for fsynced state, and that a leader
+// counts its own log toward commitment only once acknowledged durable.
+// A failure report names the mode.
+//
 // Everything is a function of Options.Seed, so a failure replays exactly.
 package sim
 
