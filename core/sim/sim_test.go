@@ -99,6 +99,9 @@ func TestSimulationReconfig(t *testing.T) {
 		// In both modes: they found bugs in sync mode, and their
 		// schedules are as demanding in async mode.
 		for _, async := range []bool{false, true} {
+			if *asyncFlag != "" && async != (*asyncFlag == "on") {
+				continue
+			}
 			opts := ReconfigOptions(seed)
 			opts.SetAsync(async)
 			runSeed(t, opts)
