@@ -312,6 +312,10 @@ func (s *Sim) loopReady(sn *simNode, mayCrash bool) error {
 		return s.crashNow(sn)
 	}
 	if rd.CommitToWrite != 0 {
+		// disk.Store refuses a commit past the entries it holds.
+		if last, _ := sn.log.LastIndex(); rd.CommitToWrite > last {
+			return fmt.Errorf("apply ordering: node %d asks to write commit %d past its last stored entry %d", sn.id, rd.CommitToWrite, last)
+		}
 		a.marker = max(a.marker, rd.CommitToWrite)
 		s.res.MarkerWrites++
 	}
