@@ -70,9 +70,6 @@ func (a *asyncNode) take() int {
 		if err != nil {
 			a.t.Fatalf("node %d Ready: %v", a.id, err)
 		}
-		if rd.IsEmpty() && rd.Persist.IsZero() && rd.CommitToWrite == 0 {
-			a.t.Fatalf("node %d: HasReady but an empty Ready", a.id)
-		}
 		if want := rd.MustSync(a.lastHS()); rd.Sync != want {
 			a.t.Fatalf("node %d: Ready.Sync %v, MustSync against the last hard state handed out says %v", a.id, rd.Sync, want)
 		}
@@ -132,9 +129,9 @@ func (a *asyncNode) write(k int) {
 		rd := a.persistQ[0]
 		a.persistQ = a.persistQ[1:]
 		if rd.Snapshot != nil {
-			if len(a.applyQ) > 0 {
-				a.t.Fatalf("node %d: test driver installs a snapshot with committed entries unapplied", a.id)
-			}
+			// Restoring replaces the state machine: first apply what
+			// was handed out before (the contract's step 2).
+			a.apply(-1)
 			if err := a.log.InstallSnapshot(*rd.Snapshot); err != nil {
 				a.t.Fatalf("node %d install snapshot: %v", a.id, err)
 			}
@@ -695,6 +692,10 @@ func TestAsyncSnapshot(t *testing.T) {
 			if a.handedOut() != "[]" {
 				t.Fatalf("handed out %s before any ack", a.handedOut())
 			}
+			// The snapshot is not the applier's to acknowledge.
+			if err := a.n.AckApplied(a.n.Status().Commit); !errors.Is(err, core.ErrInvalidAck) {
+				t.Fatalf("AckApplied(%d) of a snapshot not installed = %v", a.n.Status().Commit, err)
+			}
 			var got []check
 			for len(a.persistQ) > 0 {
 				p := a.writeOnly()
@@ -1210,3 +1211,287 @@ func commands(ents []core.Entry) []string {
 }
 
 func (c *cluster) appliedCommands(id uint64) []string { return commands(c.applied[id]) }
+
+// FuzzAsync interleaves arbitrary messages with driver actions (taking
+// Readies, writing batches ahead of their acknowledgements, acks,
+// applies, proposals) on an async follower and leader: nothing may panic
+// or fail storage, acknowledgements handed back as the contract says are
+// always accepted, and asyncNode.take checks that nothing is applied that
+// storage does not hold or above the commit asked to be written.
+func FuzzAsync(f *testing.F) {
+	f.Add([]byte{1, 2, 2, 1, 1, 1, 0, 2, 1, 1, 4, 5, 6, 7})
+	f.Add([]byte{1, 2, 3, 1, 1, 3, 0, 3, 2, 3, 3, 4, 1, 2, 2, 1, 1, 2, 0, 2, 1, 3, 4, 5, 5, 6, 7, 7})
+	f.Add([]byte{4, 8, 5, 13, 2, 3, 4, 0, 9, 1, 1, 6, 14, 15, 7})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, lead := range []bool{false, true} {
+			a := newAsyncFollower(t, core.HardState{Term: 2, Commit: 1}, ents(1, 1, 2), nil)
+			if lead {
+				electAsyncSolo(t, a)
+			}
+			rest := data
+			for len(rest) > 0 {
+				op := rest[0]
+				rest = rest[1:]
+				switch op % 16 {
+				case 0, 1, 2, 3:
+					if len(rest) < 7 {
+						return
+					}
+					var m core.Message
+					m, rest = decodeFuzzMessage(rest)
+					_ = a.n.Step(m)
+				case 4, 5:
+					a.take()
+				case 6, 7:
+					a.write(int(op / 16))
+				case 8, 9:
+					a.ackWritten(int(op / 16))
+				case 10, 11:
+					a.apply(int(op / 16))
+				case 12:
+					_ = a.n.Propose([]byte{op})
+				case 13:
+					_ = a.n.Tick()
+				default:
+					a.drain()
+				}
+				st := a.n.Status()
+				if st.Commit > st.LastIndex || st.Applied > st.Commit {
+					t.Fatalf("invariant broken: commit %d applied %d last %d", st.Commit, st.Applied, st.LastIndex)
+				}
+				if err := a.n.Err(); err != nil {
+					t.Fatalf("storage failure: %v", err)
+				}
+			}
+			a.flush()
+		}
+	})
+}
+
+// electAsyncSolo makes async node 1 of {1,2,3} leader by granting it
+// pre-votes and votes from node 2 once its vote is durable.
+func electAsyncSolo(t *testing.T, a *asyncNode) {
+	t.Helper()
+	for range 100 {
+		if a.n.Role() != core.RoleFollower {
+			break
+		}
+		if err := a.n.Tick(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.n.Role() == core.RolePreCandidate {
+		a.step(core.Message{Type: core.MsgPreVoteResp, From: 2, Term: a.n.Term() + 1})
+	}
+	a.flush()
+	a.step(core.Message{Type: core.MsgVoteResp, From: 2, Term: a.n.Term()})
+	a.flush()
+	if a.n.Role() != core.RoleLeader {
+		t.Fatalf("setup: not leader: %v", a.n.Role())
+	}
+	a.readies, a.out, a.afterPersist = nil, nil, nil
+}
+
+// TestAsyncVoteBehindEntryBatch: a vote granted while an entry batch is
+// still being written travels in a later batch: its hard state (new term,
+// vote) and the response in that batch's MessagesAfterPersist, which the
+// writer sends only once that batch, and so every earlier one, is
+// durable. The batch needs an fsync but no acknowledgement.
+func TestAsyncVoteBehindEntryBatch(t *testing.T) {
+	a := newAsyncFollower(t, core.HardState{Term: 2, Commit: 1}, ents(1, 1), nil)
+	a.step(core.Message{Type: core.MsgApp, From: 2, Term: 2, Index: 1, LogTerm: 1, Entries: ents(2, 2, 2), Commit: 1})
+	a.take()
+	// Candidate 3's log is as up to date as ours including the entries
+	// not yet durable: they will be by the time the vote leaves.
+	a.step(core.Message{Type: core.MsgVote, From: 3, Term: 3, Index: 3, LogTerm: 2})
+	a.take()
+	if len(a.persistQ) != 2 {
+		t.Fatalf("want two batches in flight, got %d", len(a.persistQ))
+	}
+	first, second := a.persistQ[0], a.persistQ[1]
+	if len(first.MessagesAfterPersist) != 1 || first.MessagesAfterPersist[0].Type != core.MsgAppResp {
+		t.Fatalf("first batch messages %v", first.MessagesAfterPersist)
+	}
+	if hs := second.HardState; hs.Term != 3 || hs.Vote != 3 || !second.Sync || !second.Persist.IsZero() {
+		t.Fatalf("second batch: hard state %+v sync %v persist %+v", hs, second.Sync, second.Persist)
+	}
+	if m := second.MessagesAfterPersist; len(m) != 1 || m[0].Type != core.MsgVoteResp || m[0].Reject {
+		t.Fatalf("vote response %v, want a granted MsgVoteResp after the second batch", m)
+	}
+	for _, m := range a.out {
+		if m.Type == core.MsgVoteResp || m.Type == core.MsgAppResp {
+			t.Fatalf("%v left before its batch was written", m)
+		}
+	}
+	a.flush()
+	if hs, _, _ := a.log.InitialState(); hs.Term != 3 || hs.Vote != 3 {
+		t.Fatalf("stored hard state %+v", hs)
+	}
+	if last, _ := a.log.LastIndex(); last != 3 {
+		t.Fatalf("stored last index %d", last)
+	}
+}
+
+// TestReadySync: Ready.Sync is MustSync against the hard state handed out
+// before, in both modes; CommitToWrite and Persist stay zero in sync mode.
+func TestReadySync(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprint("async=", async), func(t *testing.T) {
+			s := newSolo(t, core.HardState{Term: 2, Commit: 1}, ents(1, 1), func(cfg *core.Config) {
+				cfg.AsyncStorageWrites = async
+			})
+			s.flush()
+			steps := []struct {
+				m    core.Message
+				sync bool
+			}{
+				{core.Message{Type: core.MsgApp, From: 2, Term: 2, Index: 1, LogTerm: 1, Entries: ents(2, 2)}, true},
+				{core.Message{Type: core.MsgHeartbeat, From: 2, Term: 2, Commit: 2}, false},
+				{core.Message{Type: core.MsgHeartbeat, From: 2, Term: 3}, true},
+			}
+			for i, st := range steps {
+				if err := s.step(st.m); err != nil {
+					t.Fatal(err)
+				}
+				rd, err := s.n.Ready()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rd.Sync != st.sync {
+					t.Fatalf("step %d: Sync %v, want %v (Ready %+v)", i, rd.Sync, st.sync, rd)
+				}
+				if !async && (rd.CommitToWrite != 0 || !rd.Persist.IsZero()) {
+					t.Fatalf("sync mode: CommitToWrite %d, Persist %+v", rd.CommitToWrite, rd.Persist)
+				}
+				if err := s.log.Save(rd.HardState, rd.Entries); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.n.Advance(rd); err != nil {
+					t.Fatal(err)
+				}
+				if async {
+					if err := s.n.AckPersisted(rd.Persist); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestSelfVoteDurableBeforeLeading: a single voter (here with a learner)
+// becomes leader only once the hard state carrying its vote for itself is
+// durable (Advance, or AckPersisted of a Persist naming VoteTerm). Were it
+// to lead at once, a crash before that write would let it win the same
+// term again after restarting and write different entries at the same
+// indexes, while the learner may already hold the first incarnation's.
+func TestSelfVoteDurableBeforeLeading(t *testing.T) {
+	for _, tc := range []struct {
+		async, crash bool
+	}{{false, false}, {false, true}, {true, false}, {true, true}} {
+		t.Run(fmt.Sprintf("async=%v crash=%v", tc.async, tc.crash), func(t *testing.T) {
+			cfg := testConfig(1)
+			cfg.Membership = core.Membership{Voters: []uint64{1}, Learners: []uint64{2}}
+			cfg.AsyncStorageWrites = tc.async
+			log := memlog.New()
+			start := func() *core.Node {
+				n, err := core.New(cfg, log)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			var sent []core.Message
+			// persist writes rd and acknowledges it in the mode's way.
+			persist := func(n *core.Node, rd core.Ready) {
+				if err := log.Save(rd.HardState, rd.Entries); err != nil {
+					t.Fatal(err)
+				}
+				sent = append(sent, rd.MessagesAfterPersist...)
+				if err := n.Advance(rd); err != nil {
+					t.Fatal(err)
+				}
+				if tc.async {
+					if err := n.AckPersisted(rd.Persist); err != nil {
+						t.Fatal(err)
+					}
+					for _, e := range rd.CommittedEntries {
+						if err := n.AckApplied(e.Index); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+			}
+			campaign := func(n *core.Node) core.Ready {
+				for range 100 {
+					if n.Role() != core.RoleFollower {
+						break
+					}
+					for n.HasReady() { // e.g. the restarted node's committed entries
+						rd, _ := n.Ready()
+						persist(n, rd)
+					}
+					if err := n.Tick(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n.Role() != core.RoleCandidate {
+					t.Fatalf("role %v before the vote is durable, want candidate", n.Role())
+				}
+				rd, err := n.Ready()
+				if err != nil {
+					t.Fatal(err)
+				}
+				sent = append(sent, rd.Messages...)
+				if rd.HardState.Vote != 1 || !rd.Sync {
+					t.Fatalf("campaign Ready: hard state %+v, sync %v", rd.HardState, rd.Sync)
+				}
+				if tc.async && rd.Persist.VoteTerm != rd.HardState.Term {
+					t.Fatalf("Persist %+v does not wait for the vote of term %d", rd.Persist, rd.HardState.Term)
+				}
+				return rd
+			}
+			n := start()
+			for n.HasReady() { // the bootstrap entry
+				rd, _ := n.Ready()
+				persist(n, rd)
+			}
+			rd := campaign(n)
+			term := rd.HardState.Term
+			if tc.crash {
+				// The vote never reached the disk: the Ready is lost.
+				for _, m := range sent {
+					if m.Type == core.MsgApp {
+						t.Fatalf("%v sent before the vote was durable", m)
+					}
+				}
+				n = start()
+				rd = campaign(n)
+				if rd.HardState.Term != term {
+					t.Fatalf("restarted campaign in term %d, want the same term %d", rd.HardState.Term, term)
+				}
+			}
+			if n.Role() == core.RoleLeader {
+				t.Fatal("leader before its vote is durable")
+			}
+			persist(n, rd)
+			if n.Role() != core.RoleLeader || n.Term() != term {
+				t.Fatalf("role %v term %d after the vote is durable, want leader of %d", n.Role(), n.Term(), term)
+			}
+			for n.HasReady() {
+				rd, _ := n.Ready()
+				sent = append(sent, rd.Messages...)
+				persist(n, rd)
+			}
+			apps := 0
+			for _, m := range sent {
+				if m.Type == core.MsgApp && m.To == 2 {
+					apps++
+				}
+			}
+			if apps == 0 {
+				t.Fatal("the leader never replicated to its learner")
+			}
+		})
+	}
+}
