@@ -1096,7 +1096,12 @@ func (s *Sim) process(sn *simNode, mayCrash bool) error {
 	if err := sn.n.Advance(rd); err != nil {
 		return s.wrap(sn, err)
 	}
-	return s.checkActiveMembership(sn)
+	if err := s.checkActiveMembership(sn); err != nil {
+		return err
+	}
+	// A lone voter becomes leader inside the Advance that made its vote
+	// durable: check the election under the configuration active now.
+	return s.observe(sn)
 }
 
 // heal removes every fault and checks liveness: within LivenessTicks a
