@@ -695,7 +695,10 @@ func (s *Sim) flushAsync(sn *simNode) (bool, error) {
 		a := sn.a
 		progressed := false
 		run := func(cond func() bool, f func() error) error {
-			for cond() && sn.up {
+			for i := 0; cond() && sn.up; i++ {
+				if i == 10000 {
+					return fmt.Errorf("node %d: async pipeline step does not quiesce\n%s", sn.id, s.describe())
+				}
 				progressed = true
 				if err := f(); err != nil {
 					return err
