@@ -73,6 +73,9 @@ func (a *asyncNode) take() int {
 		if want := rd.MustSync(a.lastHS()); rd.Sync != want {
 			a.t.Fatalf("node %d: Ready.Sync %v, MustSync against the last hard state handed out says %v", a.id, rd.Sync, want)
 		}
+		if !rd.Persist.IsZero() && !rd.Sync {
+			a.t.Fatalf("node %d: Persist %+v without Sync", a.id, rd.Persist)
+		}
 		a.readies = append(a.readies, rd)
 		a.out = append(a.out, rd.Messages...)
 		a.persistQ = append(a.persistQ, rd)
@@ -1035,15 +1038,26 @@ func runAsyncRandom(t *testing.T, seed uint64) {
 	prevote := rng.IntN(2) == 0
 	maxApplying := uint64(1 + rng.IntN(300))
 	perReady := uint64(1 + rng.IntN(300))
+	// Sometimes a single voter with learners: the learners hold whatever
+	// the voter sent, so a voter leading a term twice (a crash erasing a
+	// vote it had acted on) shows as two entries at one index and term.
+	voters := size
+	if size > 1 && rng.IntN(3) == 0 {
+		voters = 1
+	}
 	tweak := func(cfg *core.Config) {
 		cfg.PreVote, cfg.CheckQuorum = prevote, prevote
 		cfg.RandomSeed = seed*7919 + cfg.ID
 		cfg.MaxApplyingBytes = maxApplying
 		cfg.MaxCommittedBytesPerReady = perReady
+		if voters < size {
+			ids := cfg.Membership.Voters
+			cfg.Membership = core.Membership{Voters: ids[:voters:voters], Learners: ids[voters:]}
+		}
 	}
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d (size %d, prevote %v, MaxApplyingBytes %d): %s", seed, size, prevote, maxApplying, fmt.Sprintf(format, args...))
+		t.Fatalf("seed %d (size %d, voters %d, prevote %v, MaxApplyingBytes %d): %s", seed, size, voters, prevote, maxApplying, fmt.Sprintf(format, args...))
 	}
 	c := newAsyncCluster(t, size, tweak)
 	c.elect(1)

@@ -37,8 +37,8 @@
 //   - Every growing structure has a limit in Config: inflight appends per
 //     follower (count and bytes), bytes per append, uncommitted bytes,
 //     committed bytes per Ready, committed bytes being applied (async),
-//     pending reads; a configuration has at
-//     most MaxMembers members and a change MaxConfChangeOps operations.
+//     pending reads; a configuration has at most MaxMembers members and a
+//     change MaxConfChangeOps operations.
 //   - A configuration becomes active when its committed EntryConfChange
 //     is handed out in Ready.CommittedEntries, never when appended. The
 //     invariants that rule needs: one change in flight (a new leader

@@ -99,8 +99,9 @@ type Node struct {
 	mark        readyMark
 	// persistQ (AsyncStorageWrites) holds the persist batches handed out
 	// and not yet acknowledged, oldest first: AckPersisted must name the
-	// first. One element per Ready that wrote entries or a snapshot; the
-	// driver bounds how many Readies it takes ahead of its writer.
+	// first. One element per Ready with a non-zero Persist (entries, a
+	// snapshot or our own vote); the driver bounds how many Readies it
+	// takes ahead of its writer.
 	persistQ []persistBatch
 	// commitHanded (AsyncStorageWrites) is the highest commit index the
 	// driver was asked to write (Ready.CommitToWrite), or the durable
@@ -703,7 +704,8 @@ func termless(t MessageType) bool {
 // stepTerm applies the term rules every role shares (paper §5.1), then
 // dispatches by role.
 func (n *Node) stepTerm(m Message) error {
-	if m.Type == MsgVoteResp || m.Type == MsgPreVoteResp {
+	switch m.Type {
+	case MsgVoteResp, MsgPreVoteResp, MsgVote, MsgPreVote:
 		n.takeCommitHint(m)
 	}
 	switch {
