@@ -310,6 +310,9 @@ func (s *Sim) checkAsyncReady(sn *simNode, rd *core.Ready, outstanding uint64) e
 	if !rd.HardState.IsZero() {
 		a.lastHS = rd.HardState
 	}
+	if !rd.Persist.IsZero() && !rd.Sync {
+		return fmt.Errorf("ready: node %d Persist %+v without Sync", sn.id, rd.Persist)
+	}
 	if n := len(rd.Entries); n > 0 {
 		if last := rd.Entries[n-1]; rd.Persist.Index != last.Index || rd.Persist.Term != last.Term {
 			return fmt.Errorf("ready: node %d persists entries up to %d/%d but Persist is %+v", sn.id, last.Term, last.Index, rd.Persist)
