@@ -19,6 +19,9 @@ func (s *Sim) observe(sn *simNode) error {
 	if sn.n.Role() != core.RoleLeader {
 		return nil
 	}
+	if err := s.checkAsyncLeader(sn); err != nil {
+		return err
+	}
 	term := sn.n.Term()
 	prev, seen := s.leaderOf[term]
 	if seen && prev != sn.id {
@@ -31,6 +34,9 @@ func (s *Sim) observe(sn *simNode) error {
 	s.res.Elections++
 	s.logf("node %d is leader of term %d", sn.id, term)
 	if err := s.checkElectionQuorum(sn, term); err != nil {
+		return err
+	}
+	if err := s.checkAckedWrites(sn, term); err != nil {
 		return err
 	}
 	// Leader Completeness (paper §5.4): every entry committed in an
@@ -248,4 +254,193 @@ func (s *Sim) checkReads(sn *simNode, states []core.ReadState) error {
 		}
 	}
 	return nil
+}
+
+// Checks of async mode (async.go).
+
+// ackedWrite is a write a leader applied, and so reported to its client.
+type ackedWrite struct {
+	term, leaderTerm uint64
+	data             string
+}
+
+// recordAckedWrite notes that leader sn applied e: its client has been
+// told the write succeeded.
+func (s *Sim) recordAckedWrite(sn *simNode, e core.Entry) {
+	if _, ok := s.ackedWrites[e.Index]; ok {
+		return
+	}
+	s.ackedWrites[e.Index] = ackedWrite{term: e.Term, leaderTerm: sn.n.Term(), data: string(e.Data)}
+	s.res.AckedWrites++
+}
+
+// checkAckedWrites: no acknowledged write is lost. A write applied by the
+// leader of term T was committed in a term at most T, so every leader of a
+// later term holds it (or a snapshot covering it), whatever crashed and
+// whatever unsynced data a power loss took meanwhile.
+func (s *Sim) checkAckedWrites(sn *simNode, term uint64) error {
+	for idx, w := range s.ackedWrites {
+		if w.leaderTerm >= term {
+			continue
+		}
+		got, err := sn.n.EntryTerm(idx)
+		if errors.Is(err, core.ErrCompacted) {
+			continue
+		}
+		if err != nil || got != w.term {
+			return fmt.Errorf("acknowledged write lost: %q at %d/%d, applied by the leader of term %d, is not in the log of leader %d of term %d (term %d, %v)",
+				w.data, w.term, idx, w.leaderTerm, sn.id, term, got, err)
+		}
+	}
+	return nil
+}
+
+// checkAsyncReady checks a Ready against the asynchronous contract
+// (core.Ready): Sync is MustSync against the hard state last handed out;
+// Persist names the batch's last entry and snapshot; committed entries
+// handed out are durable locally; CommitToWrite covers committed entries
+// past every commit index handed out before; at most MaxApplyingBytes are
+// handed out and not acknowledged applied (one batch when none is).
+func (s *Sim) checkAsyncReady(sn *simNode, rd *core.Ready, outstanding uint64) error {
+	a := sn.a
+	if want := rd.MustSync(a.lastHS); rd.Sync != want {
+		return fmt.Errorf("ready: node %d Ready.Sync = %v, want %v (hard state %v after %v, %d entries, snapshot %v)",
+			sn.id, rd.Sync, want, rd.HardState, a.lastHS, len(rd.Entries), rd.Snapshot != nil)
+	}
+	if !rd.HardState.IsZero() {
+		a.lastHS = rd.HardState
+	}
+	if !rd.Persist.IsZero() && !rd.Sync {
+		return fmt.Errorf("ready: node %d Persist %+v without Sync", sn.id, rd.Persist)
+	}
+	if n := len(rd.Entries); n > 0 {
+		if last := rd.Entries[n-1]; rd.Persist.Index != last.Index || rd.Persist.Term != last.Term {
+			return fmt.Errorf("ready: node %d persists entries up to %d/%d but Persist is %+v", sn.id, last.Term, last.Index, rd.Persist)
+		}
+	}
+	if rd.Snapshot != nil && rd.Persist.SnapshotIndex != rd.Snapshot.Index {
+		return fmt.Errorf("ready: node %d installs snapshot %d but Persist is %+v", sn.id, rd.Snapshot.Index, rd.Persist)
+	}
+	n := len(rd.CommittedEntries)
+	if n == 0 {
+		if rd.CommitToWrite != 0 && rd.CommitToWrite > a.commitHanded {
+			a.commitHanded = rd.CommitToWrite
+		}
+		return nil
+	}
+	last := rd.CommittedEntries[n-1]
+	if !s.holds(sn.id, last.Index, last.Term) {
+		return fmt.Errorf("ready: node %d hands out committed entry %d/%d, which is not in its fsynced log (AckPersisted must cover it)",
+			sn.id, last.Term, last.Index)
+	}
+	if last.Index > a.commitHanded && rd.CommitToWrite < last.Index {
+		return fmt.Errorf("apply ordering: node %d hands out committed entries up to %d with CommitToWrite %d (commit handed out before: %d)",
+			sn.id, last.Index, rd.CommitToWrite, a.commitHanded)
+	}
+	a.commitHanded = max(a.commitHanded, rd.CommitToWrite)
+	if outstanding > 0 && outstanding >= s.opts.MaxApplyingBytes {
+		return fmt.Errorf("apply limit: node %d hands out %d..%d with %d bytes handed out and not acknowledged applied (MaxApplyingBytes %d)",
+			sn.id, rd.CommittedEntries[0].Index, last.Index, outstanding, s.opts.MaxApplyingBytes)
+	}
+	return nil
+}
+
+// checkDurableMessages: before a batch's MessagesAfterPersist leave, what
+// they vouch for is in the fsynced storage: an append acknowledgement's
+// index is in the fsynced log, a vote granted is the fsynced vote. (A batch
+// superseded by a later truncating one in the same fsync is exempt: its
+// acknowledgements are of a term the node has left.)
+func (s *Sim) checkDurableMessages(sn *simNode, b *persistBatch) error {
+	a := sn.a
+	if b.superseded {
+		return nil
+	}
+	hs, snap, _ := a.durable.InitialState()
+	// The fsynced hard state is the batch's or a later one: a higher
+	// term, or the same term with the same vote (or a vote cast since).
+	if b.sync && !b.hs.IsZero() && (hs.Term < b.hs.Term || hs.Term == b.hs.Term && b.hs.Vote != 0 && hs.Vote != b.hs.Vote) {
+		return fmt.Errorf("durability: node %d completes Ready #%d with hard state %v while %v is fsynced", sn.id, b.seq, b.hs, hs)
+	}
+	for _, e := range b.ents {
+		if e.Index <= snap.Index {
+			continue
+		}
+		if t, err := a.durable.Term(e.Index); err != nil || t != e.Term {
+			return fmt.Errorf("durability: node %d completes Ready #%d but its entry %d/%d is not fsynced (%d, %v)",
+				sn.id, b.seq, e.Term, e.Index, t, err)
+		}
+	}
+	for _, m := range b.msgs {
+		switch {
+		case m.Type == core.MsgAppResp && !m.Reject && m.Index > snap.Index && m.Term >= hs.Term:
+			// (An acknowledgement of an older term than the node has
+			// persisted may name entries a newer leader's append
+			// truncated before they were written, in the same Ready:
+			// seed 23113. That leader's election needed a quorum that
+			// never held them, so no quorum of the old term can count
+			// this acknowledgement toward a commit.)
+			if last, _ := a.durable.LastIndex(); m.Index > last {
+				return fmt.Errorf("durability: node %d sends %v after Ready #%d with only %d fsynced", sn.id, m, b.seq, last)
+			}
+		case m.Type == core.MsgVoteResp && !m.Reject:
+			if hs.Term < m.Term || hs.Term == m.Term && hs.Vote != m.To {
+				return fmt.Errorf("durability: node %d sends %v after Ready #%d with hard state %v fsynced", sn.id, m, b.seq, hs)
+			}
+		}
+	}
+	return nil
+}
+
+// checkAppliedCommit: applied never passes the written commit. Before the
+// applier applies index, a commit at least as high is written (hard state
+// or marker), so a process crash now restarts the node with a commit
+// covering its state machine.
+func (s *Sim) checkAppliedCommit(sn *simNode, index uint64) error {
+	hs, _, _ := sn.log.InitialState()
+	if index > hs.Commit && index > sn.a.marker && index > sn.a.startApplied {
+		return fmt.Errorf("apply ordering: node %d applies %d with written commit %d (hard state) / %d (marker)",
+			sn.id, index, hs.Commit, sn.a.marker)
+	}
+	return nil
+}
+
+// ackCovers reports whether index is covered, on node sn, by an
+// AckPersisted (or was in its log at start): some acknowledged entry at or
+// above index is still in its log with the acknowledged term.
+func (s *Sim) ackCovers(sn *simNode, index uint64) bool {
+	if index == 0 {
+		return true
+	}
+	for term, idxs := range sn.a.acked {
+		for _, i := range idxs {
+			if i < index {
+				continue
+			}
+			t, err := sn.n.EntryTerm(i)
+			if errors.Is(err, core.ErrCompacted) || err == nil && t == term {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkAsyncLeader: a leader counts its own log toward commitment only as
+// far as AckPersisted covered it (core.Node.AckedIndex is what it counts),
+// and when its commit index moves, a quorum holds the entry durably
+// (checkCommitQuorum).
+func (s *Sim) checkAsyncLeader(sn *simNode) error {
+	if sn.a == nil || !sn.up || sn.n.Role() != core.RoleLeader {
+		return nil
+	}
+	if p, _ := sn.n.AckedIndex(sn.id); !s.ackCovers(sn, p) {
+		return fmt.Errorf("leader self-count: leader %d of term %d counts its log up to %d, which no AckPersisted covered (acknowledged: %v)",
+			sn.id, sn.n.Term(), p, sn.a.acked)
+	}
+	commit := sn.n.Status().Commit
+	if commit <= sn.a.checkedCommit {
+		return nil
+	}
+	sn.a.checkedCommit = commit
+	return s.checkCommitQuorum(sn, sn.active, commit)
 }

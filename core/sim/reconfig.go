@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/rafty-db/rafty/core"
-	"github.com/rafty-db/rafty/core/memlog"
 )
 
 // Random membership changes (issue 14). The reconfiguring workload sends
@@ -424,22 +423,30 @@ func (s *Sim) holds(id, index, term uint64) bool {
 	if sn == nil {
 		return false
 	}
-	_, snap, err := sn.log.InitialState()
+	lg := sn.log
+	if sn.a != nil {
+		lg = sn.a.durable // what has been fsynced
+	}
+	_, snap, err := lg.InitialState()
 	if err != nil {
 		return false
 	}
 	if snap.Index >= index {
 		return true // covered by a snapshot of committed state
 	}
-	t, err := sn.log.Term(index)
+	t, err := lg.Term(index)
 	return err == nil && t == term
 }
 
 // checkCommitQuorum: a leader that commits an entry of its own term does
 // so with a quorum of the voters of its active configuration (m, the one
 // before this Ready's committed entries activate) holding it durably.
+//
+// In async mode it runs in every workload, whenever a leader's commit
+// index moves (checkAsyncLeader), and durably means fsynced; the leader
+// itself counts only once AckPersisted covered the entry.
 func (s *Sim) checkCommitQuorum(sn *simNode, m core.Membership, commit uint64) error {
-	if !s.opts.Reconfig || commit == 0 {
+	if (!s.opts.Reconfig && !s.opts.Async) || commit == 0 {
 		return nil
 	}
 	term := sn.n.Term()
@@ -447,7 +454,12 @@ func (s *Sim) checkCommitQuorum(sn *simNode, m core.Membership, commit uint64) e
 	if err != nil || t != term {
 		return nil // not an entry this leader committed directly
 	}
-	holders := func(id uint64) bool { return s.holds(id, commit, term) }
+	holders := func(id uint64) bool {
+		if sn.a != nil && id == sn.id && !s.ackCovers(sn, commit) {
+			return false
+		}
+		return s.holds(id, commit, term)
+	}
 	if !isQuorum(m, holders) {
 		var have []uint64
 		for _, id := range m.IDs() {
@@ -455,7 +467,7 @@ func (s *Sim) checkCommitQuorum(sn *simNode, m core.Membership, commit uint64) e
 				have = append(have, id)
 			}
 		}
-		return fmt.Errorf("commit quorum: leader %d of term %d commits %d under %s, but only %v hold it",
+		return fmt.Errorf("commit quorum: leader %d of term %d commits %d under %s, but only %v hold it durably (the leader counting once acknowledged)",
 			sn.id, term, commit, fmtMembership(m), have)
 	}
 	return nil
@@ -681,7 +693,7 @@ func (s *Sim) addJoiner(id uint64) error {
 		return fmt.Errorf("sim: joiner %d is not the next ID after %d nodes", id, len(s.nodes))
 	}
 	s.nextID = id
-	sn := &simNode{id: id, log: memlog.New(), joiner: true}
+	sn := s.newNode(id, true)
 	s.initClock(sn)
 	if err := s.start(sn); err != nil {
 		return err

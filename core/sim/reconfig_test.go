@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -77,6 +78,57 @@ func TestFailureNamesReplay(t *testing.T) {
 		f := &Failure{Seed: 42, Step: 7, Err: errTest, Reconfig: tc.reconfig}
 		if got := f.Error(); !contains(got, "seed 42 step 7") || !contains(got, tc.want) {
 			t.Errorf("Failure.Error() = %q, want the seed and %q", got, tc.want)
+		}
+	}
+}
+
+// TestFailureNamesMode: a failure names its mode, and its replay command
+// forces the mode when it is not the one the seed chooses.
+func TestFailureNamesMode(t *testing.T) {
+	var asyncSeed, syncSeed uint64
+	for seed := uint64(1); asyncSeed == 0 || syncSeed == 0; seed++ {
+		if AsyncSeed(seed) {
+			asyncSeed = seed
+		} else {
+			syncSeed = seed
+		}
+	}
+	for _, tc := range []struct {
+		seed       uint64
+		async      bool
+		want, flag string
+	}{
+		{asyncSeed, true, "(async mode)", ""},
+		{syncSeed, false, "(sync mode)", ""},
+		{asyncSeed, false, "(sync mode)", " -sim.async=off"},
+		{syncSeed, true, "(async mode)", " -sim.async=on"},
+	} {
+		got := (&Failure{Seed: tc.seed, Err: errTest, Async: tc.async}).Error()
+		replay := fmt.Sprintf("-sim.seed=%d%s -v", tc.seed, tc.flag)
+		if !contains(got, tc.want) || !contains(got, replay) {
+			t.Errorf("Failure{Seed: %d, Async: %v}.Error() = %q, want %q and %q", tc.seed, tc.async, got, tc.want, replay)
+		}
+	}
+}
+
+// TestAsyncSeedShare: about half the seeds run in async mode, in both
+// cluster sizes of DefaultOptions and among lease seeds.
+func TestAsyncSeedShare(t *testing.T) {
+	counts := map[string][2]int{}
+	for seed := uint64(1); seed <= 4000; seed++ {
+		o := DefaultOptions(seed)
+		for _, k := range []string{"all", fmt.Sprintf("nodes=%d", o.Nodes), fmt.Sprintf("lease=%v", o.LeaseReads)} {
+			c := counts[k]
+			c[boolInt(o.Async)]++
+			counts[k] = c
+		}
+		if o.Async && (o.MaxApplyingBytes == 0 || o.MaxPersistQueueBytes == 0) {
+			t.Fatalf("seed %d: async without limits: %+v", seed, o)
+		}
+	}
+	for k, c := range counts {
+		if share := float64(c[1]) / float64(c[0]+c[1]); share < 0.4 || share > 0.6 {
+			t.Errorf("%s: %.2f of the seeds are async (%d of %d), want about half", k, share, c[1], c[0]+c[1])
 		}
 	}
 }

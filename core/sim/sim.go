@@ -38,6 +38,21 @@
 // never reused, that learners never count, and that every node agrees on
 // the membership at every index; see reconfig.go.
 //
+// With Options.Async (half the seeds, chosen by AsyncSeed; -sim.async
+// forces either mode) every node runs with core.Config.AsyncStorageWrites
+// behind a model of the asynchronous driver (async.go): a persist queue
+// whose batches are written (merged or not), fsynced, completed (their
+// MessagesAfterPersist sent) and acknowledged in separately scheduled
+// steps, an unsynced commit marker written before committed entries are
+// handed to an applier that lags, and crashes between any two of those
+// steps, either process crashes (the page cache keeps every write) or
+// power losses (unsynced writes lost, or a prefix of them kept). It checks
+// that applied never passes the written commit across restarts, that an
+// acknowledged write is in every later leader's log, that
+// MessagesAfterPersist vouch only for fsynced state, and that a leader
+// counts its own log toward commitment only once acknowledged durable.
+// A failure report names the mode.
+//
 // Everything is a function of Options.Seed, so a failure replays exactly.
 package sim
 
@@ -120,6 +135,29 @@ type Options struct {
 	Reconfig       bool
 	ReconfigRate   float64
 	JointCrashRate float64
+	// Async runs every node with core.Config.AsyncStorageWrites through
+	// the model of the asynchronous driver in async.go: a persist queue
+	// written, fsynced and acknowledged in separately scheduled steps, an
+	// unsynced commit marker, an applier that lags the loop, and crashes
+	// of two kinds (process, power loss) between any two of those steps.
+	// DefaultOptions turns it on for half the seeds (asyncSeed).
+	Async bool
+	// MaxApplyingBytes is core.Config.MaxApplyingBytes in async seeds.
+	MaxApplyingBytes uint64
+	// MaxPersistQueueBytes bounds the persist queue of async seeds, as
+	// driver.Config.MaxPersistQueueBytes does: no Ready is taken while
+	// the batches handed out and not yet completed weigh this much (each
+	// batch weighs its entries plus persistBatchOverhead).
+	MaxPersistQueueBytes uint64
+	// PowerLossRate is the share of async crashes that are power losses
+	// (unsynced writes lost, in part or whole) rather than process
+	// crashes (kill -9: the page cache keeps every write).
+	PowerLossRate float64
+	// PipelineCrashRate is the probability, in async seeds, of a crash
+	// right after one step of a node's pipeline (Ready, write, fsync,
+	// acknowledgement, marker, apply...): a crash point between every
+	// pair of them.
+	PipelineCrashRate float64
 }
 
 // DefaultOptions returns a demanding but fast schedule for seed.
@@ -143,7 +181,30 @@ func DefaultOptions(seed uint64) Options {
 		o.TickStepUnits, o.Steps, o.Nodes = nominalTickUnits/12, 4000, 3+2*int(seed/8%2)
 		o.ProcessAfterTickRate = 0.9
 	}
+	o.SetAsync(AsyncSeed(seed))
 	return o
+}
+
+// AsyncSeed reports whether DefaultOptions runs seed in async mode: half
+// the seeds, by the top bit of a multiplicative hash, independent of the
+// residues that choose the cluster size, the lease seeds and the
+// reconfiguring cluster sizes.
+func AsyncSeed(seed uint64) bool { return (seed*0x9e3779b97f4a7c15)>>63 == 1 }
+
+// SetAsync switches o to async mode (with its parameters, functions of
+// the seed) or back to sync mode. Sync mode leaves every other option as
+// it was, so a sync seed replays the schedule it always had.
+func (o *Options) SetAsync(on bool) {
+	o.Async = on
+	o.PowerLossRate, o.PipelineCrashRate, o.MaxApplyingBytes, o.MaxPersistQueueBytes = 0, 0, 0, 0
+	if !on {
+		return
+	}
+	o.PowerLossRate, o.PipelineCrashRate = 0.5, 0.002
+	// Back-pressure at the limit some of the time: one batch at a time
+	// in the applier (1 byte) or in the persist queue.
+	o.MaxApplyingBytes = []uint64{1, 2 << 10, 64 << 10}[o.Seed/16%3]
+	o.MaxPersistQueueBytes = []uint64{1, 4 << 10, 1 << 20}[o.Seed/48%3]
 }
 
 // ReconfigOptions returns the reconfiguring workload for seed: clusters of
@@ -182,6 +243,14 @@ type Result struct {
 	// checkElectionQuorum).
 	JoinerSnapshots, ElectionsBehind int
 	Refusals                         map[string]int
+	// Async mode (async.go): runs in it; crashes that were power losses
+	// and process crashes; commit markers written; persist writes
+	// (MergedWrites of them carrying several Readies) and fsyncs;
+	// unsynced Ready batches a power loss kept and lost; applies a power
+	// loss undid; writes applied on a leader (acknowledged to a client).
+	AsyncRuns, PowerLosses, ProcessCrashes, MarkerWrites int
+	Writes, MergedWrites, Fsyncs                         int
+	KeptUnsynced, LostUnsynced, LostApplies, AckedWrites int
 }
 
 type inflight struct {
@@ -221,6 +290,10 @@ type simNode struct {
 	// lost: the node is being replaced because it died (reconfig.go); it
 	// stays down until the healing phase, which restarts every node.
 	lost bool
+	// a is the asynchronous driver's state (Options.Async), nil in sync
+	// mode. log is then the WAL as the page cache has it (what the node
+	// reads); a.durable is what has been fsynced.
+	a *asyncNode
 }
 
 // Simulated real time in lease seeds, in units: a nominal tick is
@@ -285,6 +358,10 @@ type Sim struct {
 	everRemoved map[uint64]bool
 	nextID      uint64
 	grants      map[[2]uint64]map[uint64]bool
+
+	// ackedWrites (async mode): index -> a write a leader applied, that
+	// is, reported to its client (checkAckedWrites).
+	ackedWrites map[uint64]ackedWrite
 }
 
 type entryRecord struct {
@@ -297,6 +374,9 @@ func New(opts Options) (*Sim, error) {
 	if opts.Nodes < 1 || opts.Nodes > 9 {
 		return nil, fmt.Errorf("sim: Nodes must be in [1, 9], got %d", opts.Nodes)
 	}
+	if opts.Async && (opts.MaxApplyingBytes == 0 || opts.MaxPersistQueueBytes == 0) {
+		return nil, errors.New("sim: async mode needs MaxApplyingBytes and MaxPersistQueueBytes (Options.SetAsync)")
+	}
 	s := &Sim{
 		opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0x5eed)),
 		cut: map[[2]uint64]bool{}, leaderOf: map[uint64]uint64{},
@@ -304,11 +384,14 @@ func New(opts Options) (*Sim, error) {
 		snapHistory: map[uint64]core.SnapshotMeta{}, commitTermOf: map[uint64]uint64{},
 		committedEntryTerm: map[uint64]uint64{}, commitRecorded: map[uint64]uint64{},
 		everRemoved: map[uint64]bool{}, grants: map[[2]uint64]map[uint64]bool{},
-		nextID: uint64(opts.Nodes),
+		nextID: uint64(opts.Nodes), ackedWrites: map[uint64]ackedWrite{},
 	}
 	s.confHist = []confRec{{index: 0, m: core.Membership{Voters: s.voters(), HighestID: uint64(opts.Nodes)}}}
+	if opts.Async {
+		s.res.AsyncRuns = 1
+	}
 	for i := 1; i <= opts.Nodes; i++ {
-		sn := &simNode{id: uint64(i), log: memlog.New()}
+		sn := s.newNode(uint64(i), false)
 		s.initClock(sn)
 		if err := s.start(sn); err != nil {
 			return nil, err
@@ -365,6 +448,10 @@ func (s *Sim) config(sn *simNode) core.Config {
 		cfg.ReadMode = core.ReadLease
 		cfg.MaxClockDriftTicks = s.opts.MaxClockDriftTicks
 	}
+	if s.opts.Async {
+		cfg.AsyncStorageWrites = true
+		cfg.MaxApplyingBytes = s.opts.MaxApplyingBytes
+	}
 	if s.opts.Tweak != nil {
 		s.opts.Tweak(&cfg)
 	}
@@ -374,6 +461,9 @@ func (s *Sim) config(sn *simNode) core.Config {
 // start (re)creates a node from its durable log. The state machine is
 // rebuilt from the latest snapshot, as a real one restores from its files.
 func (s *Sim) start(sn *simNode) error {
+	if sn.a != nil {
+		return s.startAsync(sn)
+	}
 	_, snap, err := sn.log.InitialState()
 	if err != nil {
 		return err
@@ -433,6 +523,8 @@ type Failure struct {
 	Trace []string
 	// Reconfig: the run was of the reconfiguring workload.
 	Reconfig bool
+	// Async: the run drove the nodes in async mode (Options.Async).
+	Async bool
 }
 
 func (f *Failure) Error() string {
@@ -440,8 +532,16 @@ func (f *Failure) Error() string {
 	if f.Reconfig {
 		test = "TestSimulationReconfig$"
 	}
-	return fmt.Sprintf("seed %d step %d: %v\nreplay: go test ./core/sim -run '%s' -sim.seed=%d -v\nlast events:\n%s",
-		f.Seed, f.Step, f.Err, test, f.Seed, strings.Join(f.Trace, "\n"))
+	mode, flag := "sync", ""
+	if f.Async {
+		mode = "async"
+	}
+	if f.Async != AsyncSeed(f.Seed) {
+		// The mode was forced: the replay must force it too.
+		flag = " -sim.async=" + map[bool]string{true: "on", false: "off"}[f.Async]
+	}
+	return fmt.Sprintf("seed %d step %d (%s mode): %v\nreplay: go test ./core/sim -run '%s' -sim.seed=%d%s -v\nlast events:\n%s",
+		f.Seed, f.Step, mode, f.Err, test, f.Seed, flag, strings.Join(f.Trace, "\n"))
 }
 
 // Unwrap returns the violation.
@@ -452,7 +552,7 @@ func (s *Sim) failure(err error) error {
 	if max := s.opts.TraceLen; max > 0 && len(tr) > max {
 		tr = tr[len(tr)-max:]
 	}
-	return &Failure{Seed: s.opts.Seed, Step: s.step, Err: err, Trace: slices.Clone(tr), Reconfig: s.opts.Reconfig}
+	return &Failure{Seed: s.opts.Seed, Step: s.step, Err: err, Trace: slices.Clone(tr), Reconfig: s.opts.Reconfig, Async: s.opts.Async}
 }
 
 // Run executes the schedule and the liveness phase.
@@ -514,6 +614,9 @@ func (s *Sim) randomStep() error {
 		}
 		return s.observe(sn)
 	case 1:
+		if s.opts.Async {
+			return s.asyncStep(s.randomNode())
+		}
 		return s.process(s.randomNode(), true)
 	default:
 		return s.deliverSome()
@@ -585,6 +688,9 @@ func (s *Sim) crash(sn *simNode) error {
 		s.logf("crash %d mid-Ready (sent %d, lost %d entries)", sn.id, len(rd.Messages), len(rd.Entries))
 	} else {
 		s.logf("crash %d", sn.id)
+	}
+	if sn.a != nil {
+		return s.crashAsync(sn)
 	}
 	sn.up, sn.n, sn.applied = false, nil, nil
 	return nil
@@ -760,6 +866,11 @@ func (s *Sim) compact(sn *simNode) error {
 	if err := sn.log.Compact(idx - min(keep, idx-first)); err != nil {
 		return s.wrap(sn, err)
 	}
+	if sn.a != nil {
+		if err := s.compactAsync(sn, meta, idx-min(keep, idx-first)); err != nil {
+			return err
+		}
+	}
 	s.logf("compact %d to %d (snapshot %d/%d)", sn.id, idx-min(keep, idx-first), term, idx)
 	return nil
 }
@@ -924,6 +1035,9 @@ func (s *Sim) deliver(m core.Message) error {
 // checks the invariants. mayCrash allows a crash between persisting and
 // the messages that depend on it.
 func (s *Sim) process(sn *simNode, mayCrash bool) error {
+	if sn.a != nil {
+		return s.loopReady(sn, mayCrash)
+	}
 	if !sn.up || !sn.n.HasReady() {
 		return nil
 	}
@@ -982,7 +1096,12 @@ func (s *Sim) process(sn *simNode, mayCrash bool) error {
 	if err := sn.n.Advance(rd); err != nil {
 		return s.wrap(sn, err)
 	}
-	return s.checkActiveMembership(sn)
+	if err := s.checkActiveMembership(sn); err != nil {
+		return err
+	}
+	// A lone voter becomes leader inside the Advance that made its vote
+	// durable: check the election under the configuration active now.
+	return s.observe(sn)
 }
 
 // heal removes every fault and checks liveness: within LivenessTicks a
@@ -1038,6 +1157,14 @@ func (s *Sim) drain() error {
 	for range 1000 {
 		busy := false
 		for _, sn := range s.nodes {
+			if sn.a != nil {
+				b, err := s.flushAsync(sn)
+				if err != nil {
+					return err
+				}
+				busy = busy || b
+				continue
+			}
 			for sn.n.HasReady() {
 				busy = true
 				if err := s.process(sn, false); err != nil {
@@ -1079,6 +1206,9 @@ func (s *Sim) describe() string {
 			fmt.Fprintf(&b, "    membership %s (applied, from %d), removed=%v joiner=%v\n",
 				fmtMembership(sn.mem), sn.memIndex, st.Removed, sn.joiner)
 			fmt.Fprintf(&b, "    active %s (from %d)\n", fmtMembership(st.Membership), st.ConfIndex)
+		}
+		if sn.a != nil {
+			b.WriteString(s.describeAsync(sn))
 		}
 		for _, id := range s.allIDs() {
 			if pr, ok := st.Progress[id]; ok {
