@@ -23,6 +23,11 @@ import (
 //     the driver to persist; truncation at or below it lowers it so the
 //     replacement is handed out again.
 //   - applied <= applying <= committed <= lastIndex().
+//   - With async set (Config.AsyncStorageWrites): applying <=
+//     persistedIndex() whenever committed entries are handed out (the
+//     state machine never runs ahead of the local durable log), and
+//     applyingBytes is the sum of applyingBatches, the committed entries
+//     handed out and not yet acknowledged applied.
 //   - A slice of unstable handed out (in a Ready or a message) is never
 //     written again: truncation copies (see appendEntries).
 type raftLog struct {
@@ -43,7 +48,22 @@ type raftLog struct {
 	committed       uint64
 	applying        uint64 // committed entries handed out for applying
 	applied         uint64 // committed entries acknowledged applied
-	maxApplyingSize uint64
+	maxApplyingSize uint64 // committed bytes per Ready
+
+	// async: Config.AsyncStorageWrites. Committed entries are then handed
+	// out only up to persistedIndex(), and at most maxApplyingBytes of
+	// them may await AckApplied (applyingBatches, one per Ready, oldest
+	// first; bounded because nothing is handed out past the limit).
+	async            bool
+	maxApplyingBytes uint64
+	applyingBytes    uint64
+	applyingBatches  []applyingBatch
+}
+
+// applyingBatch is one Ready's committed entries awaiting AckApplied.
+type applyingBatch struct {
+	last  uint64
+	bytes uint64
 }
 
 func newRaftLog(stable LogReader, snap SnapshotMeta, maxApplyingSize uint64) (*raftLog, error) {
@@ -340,6 +360,10 @@ func (l *raftLog) stableTo(i, t uint64) {
 	}
 	l.unstableOffset = i + 1
 	l.stableLast = i
+	// A truncation after the hand-out may have lowered handedOut below
+	// entries that turned out identical (same index and term: the same
+	// entry, by Log Matching); they are durable now, not to hand out.
+	l.handedOut = max(l.handedOut, i)
 }
 
 // persistedIndex is the last index that is both durable and current.
@@ -372,22 +396,45 @@ func (l *raftLog) snapshotStable(index uint64) {
 	l.lastSnapIndex, l.lastSnapTerm = l.pendingSnap.Index, l.pendingSnap.Term
 	l.stableLast = index
 	l.applied = max(l.applied, index)
+	l.releaseApplying()
 	l.pendingSnap = nil
 	l.snapHandedOut = false
 }
 
-// hasNextCommitted reports whether committed entries await applying.
+// commitLimit is the last committed index that may be handed out for
+// applying: in async mode never past the local durable log, so the state
+// machine never holds an entry this node could lose in a crash (a
+// follower may learn a commit index before its own copy is durable).
+func (l *raftLog) commitLimit() uint64 {
+	if l.async {
+		return min(l.committed, l.persistedIndex())
+	}
+	return l.committed
+}
+
+// hasNextCommitted reports whether committed entries can be handed out
+// now. In async mode entries blocked behind persistence or
+// maxApplyingBytes do not count, so HasReady does not spin on them.
 func (l *raftLog) hasNextCommitted() bool {
-	return l.applying < l.committed && l.pendingSnap == nil
+	if l.pendingSnap != nil || l.applying >= l.commitLimit() {
+		return false
+	}
+	return !l.async || len(l.applyingBatches) == 0 || l.applyingBytes < l.maxApplyingBytes
 }
 
 // takeCommitted hands out the next committed entries, at most
-// maxApplyingSize bytes (at least one entry).
+// maxApplyingSize bytes (at least one entry); in async mode also at most
+// what is left of maxApplyingBytes (at least one entry when nothing is
+// outstanding), and only up to commitLimit.
 func (l *raftLog) takeCommitted() ([]Entry, error) {
 	if !l.hasNextCommitted() {
 		return nil, nil
 	}
-	ents, err := l.entries(l.applying+1, l.committed+1, l.maxApplyingSize)
+	maxBytes := l.maxApplyingSize
+	if l.async && l.applyingBytes < l.maxApplyingBytes {
+		maxBytes = min(maxBytes, l.maxApplyingBytes-l.applyingBytes)
+	}
+	ents, err := l.entries(l.applying+1, l.commitLimit()+1, maxBytes)
 	if err != nil {
 		if errors.Is(err, ErrCompacted) {
 			// Only a snapshot can compact past unapplied entries; the
@@ -398,12 +445,52 @@ func (l *raftLog) takeCommitted() ([]Entry, error) {
 	}
 	if len(ents) > 0 {
 		l.applying = ents[len(ents)-1].Index
+		if l.async {
+			size := entriesSize(ents)
+			l.applyingBytes += size
+			l.applyingBatches = append(l.applyingBatches, applyingBatch{last: l.applying, bytes: size})
+		}
 	}
 	return ents, nil
 }
 
+// appliedTo records (sync mode, from Advance) that the state machine
+// applied up to i.
 func (l *raftLog) appliedTo(i uint64) {
 	if i > l.applied && i <= l.applying {
 		l.applied = i
+	}
+}
+
+// ackApplied records (async mode, AckApplied) that the state machine
+// applied every committed entry up to i. i past what was handed out is an
+// error; at or below applied it is stale (a snapshot installed meanwhile
+// already covered it) and ignored.
+func (l *raftLog) ackApplied(i uint64) error {
+	if i > l.applying {
+		return fmt.Errorf("%w: AckApplied(%d) past the last committed entry handed out (%d)", ErrInvalidAck, i, l.applying)
+	}
+	if i > l.applied {
+		l.applied = i
+		l.releaseApplying()
+	}
+	return nil
+}
+
+// releaseApplying frees the applying batches that applied now covers.
+func (l *raftLog) releaseApplying() {
+	n := 0
+	for n < len(l.applyingBatches) && l.applyingBatches[n].last <= l.applied {
+		l.applyingBytes -= l.applyingBatches[n].bytes
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	l.applyingBatches = l.applyingBatches[n:]
+	if len(l.applyingBatches) == 0 {
+		// Drop the old array so the queue does not pin it.
+		l.applyingBatches = nil
+		l.applyingBytes = 0
 	}
 }

@@ -92,6 +92,20 @@ type Node struct {
 	// records what it contained.
 	outstanding bool
 	mark        readyMark
+	// persistQ (AsyncStorageWrites) holds the persist batches handed out
+	// and not yet acknowledged, oldest first: AckPersisted must name the
+	// first. One element per Ready that wrote entries or a snapshot; the
+	// driver bounds how many Readies it takes ahead of its writer.
+	persistQ []persistBatch
+	// commitHanded (AsyncStorageWrites) is the highest commit index the
+	// driver was asked to write (Ready.CommitToWrite), or the durable
+	// commit this node started from. Invariant: every committed entry
+	// handed out has an index <= a CommitToWrite handed out in the same
+	// or an earlier Ready, or <= the commit index the node started from
+	// (max of the stored commit and Config.Applied). A driver that writes
+	// CommitToWrite before applying thus never lets the state machine
+	// pass the commit index it would find after a crash.
+	commitHanded uint64
 
 	counters Counters
 	// err latches the first storage failure; the node is unusable after.
@@ -186,12 +200,16 @@ func New(cfg Config, log LogReader) (*Node, error) {
 		term: hs.Term,
 		vote: hs.Vote,
 	}
+	rl.async, rl.maxApplyingBytes = cfg.AsyncStorageWrites, cfg.MaxApplyingBytes
 	// Entries the state machine applied were committed, whatever the
 	// persisted commit says.
 	rl.commitTo(max(hs.Commit, cfg.Applied))
 	if cfg.Applied > rl.applied {
 		rl.applied, rl.applying = cfg.Applied, cfg.Applied
 	}
+	// Before bootstrap commits entry 1: that commit is not written yet,
+	// so handing out entry 1 asks for it (CommitToWrite).
+	n.commitHanded = rl.committed
 	n.prevHard = HardState{Term: n.term, Vote: n.vote, Commit: rl.committed}
 	switch {
 	case fresh && !cfg.Membership.IsEmpty():

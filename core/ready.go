@@ -1,6 +1,9 @@
 package core
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Ready is a batch of work the node asks of its driver. The contract, in
 // the order the driver must follow:
@@ -124,6 +127,23 @@ type PersistAck struct {
 // IsZero reports whether the ack acknowledges nothing.
 func (a PersistAck) IsZero() bool { return a == PersistAck{} }
 
+// ErrInvalidAck is wrapped by the errors AckPersisted and AckApplied
+// return for an acknowledgement that does not match what was handed out
+// (out of order, repeated, never handed out, or in synchronous mode). The
+// node's state is unchanged by such a call; it is a driver bug, not a
+// storage failure, so nothing latches.
+var ErrInvalidAck = errors.New("raft: invalid acknowledgement")
+
+// persistBatch is one async persist batch awaiting AckPersisted.
+type persistBatch struct {
+	ack PersistAck
+	// first is the index of the batch's first entry (0 if it writes
+	// none); with snap, whether it installs a snapshot. Both tell whether
+	// the batch rewrites entries an earlier batch wrote (supersedes).
+	first uint64
+	snap  bool
+}
+
 // readyMark remembers what an outstanding Ready handed out, so Advance
 // acknowledges exactly that.
 type readyMark struct {
@@ -202,6 +222,10 @@ func (n *Node) Ready() (Ready, error) {
 		mark.appliedTo = committed[len(committed)-1].Index
 		mark.hadCommitted = true
 	}
+	rd.Sync = rd.MustSync(n.prevHard)
+	if n.cfg.AsyncStorageWrites {
+		n.handOutAsync(&rd)
+	}
 	rd.Messages, n.msgs = n.msgs, nil
 	rd.MessagesAfterPersist, n.msgsAfterPersist = n.msgsAfterPersist, nil
 	rd.ReadStates, n.readStates = n.readStates, nil
@@ -215,7 +239,9 @@ func (n *Node) Ready() (Ready, error) {
 
 // Advance acknowledges the outstanding Ready: its snapshot, hard state and
 // entries are durable and its committed entries applied. On the leader this
-// is when its own copy counts toward commitment (design §3 rule 2).
+// is when its own copy counts toward commitment (design §3 rule 2). With
+// Config.AsyncStorageWrites it only releases the Ready, acknowledging
+// nothing: see AckPersisted and AckApplied.
 func (n *Node) Advance(rd Ready) error {
 	if n.err != nil {
 		return n.err
@@ -225,6 +251,12 @@ func (n *Node) Advance(rd Ready) error {
 	}
 	mark := &n.mark
 	n.outstanding = false
+	if n.cfg.AsyncStorageWrites {
+		// Durability and application are acknowledged apart
+		// (AckPersisted, AckApplied); handOutAsync remembered what this
+		// Ready asked.
+		return nil
+	}
 	if mark.snapIndex != 0 {
 		n.log.snapshotStable(mark.snapIndex)
 	}
@@ -240,20 +272,113 @@ func (n *Node) Advance(rd Ready) error {
 	return nil
 }
 
+// handOutAsync (AsyncStorageWrites) records the persist batch of rd for
+// AckPersisted and sets rd.CommitToWrite.
+func (n *Node) handOutAsync(rd *Ready) {
+	var b persistBatch
+	if len(rd.Entries) > 0 {
+		last := rd.Entries[len(rd.Entries)-1]
+		b.ack.Index, b.ack.Term = last.Index, last.Term
+		b.first = rd.Entries[0].Index
+	}
+	if rd.Snapshot != nil {
+		b.ack.SnapshotIndex = rd.Snapshot.Index
+		b.snap = true
+	}
+	if !b.ack.IsZero() {
+		// Only entries and snapshots are waited for: a hard state alone
+		// (a vote) matters through the MessagesAfterPersist it travels
+		// with, which the writer sends once it is durable.
+		rd.Persist = b.ack
+		n.persistQ = append(n.persistQ, b)
+	}
+	if k := len(rd.CommittedEntries); k > 0 {
+		// The commitHanded invariant (node.go): these entries go to the
+		// applier only after the driver wrote CommitToWrite.
+		if last := rd.CommittedEntries[k-1].Index; last > n.commitHanded {
+			rd.CommitToWrite = last
+			n.commitHanded = last
+		}
+	}
+}
+
 // AckPersisted (AsyncStorageWrites only) acknowledges that the persist
 // batch of a Ready handed out earlier is durable: its snapshot installed
 // and its entries fsynced. Acknowledgements must come in the order the
-// Readies were handed out; a batch superseded meanwhile (its entries
-// truncated by a newer leader) is acknowledged only as far as it still
-// matches. On the leader its own entries then count toward commitment.
+// Readies were handed out, one per Ready with a non-zero Persist (a zero
+// ack is accepted and does nothing); anything else returns an error
+// wrapping ErrInvalidAck and changes nothing. A batch superseded meanwhile
+// (its entries truncated by a newer leader, or replaced by a snapshot) is
+// acknowledged only as far as it still matches. On the leader its own
+// entries then count toward commitment, and a new commit index is
+// broadcast in the next Ready.
 func (n *Node) AckPersisted(a PersistAck) error {
-	return fmt.Errorf("raft: AckPersisted: not implemented yet (issue 15 skeleton)")
+	if n.err != nil {
+		return n.err
+	}
+	if !n.cfg.AsyncStorageWrites {
+		return fmt.Errorf("%w: AckPersisted without AsyncStorageWrites (Advance acknowledges)", ErrInvalidAck)
+	}
+	if a.IsZero() {
+		return nil
+	}
+	if len(n.persistQ) == 0 {
+		return fmt.Errorf("%w: AckPersisted(%+v): no persist batch awaits acknowledgement", ErrInvalidAck, a)
+	}
+	if head := n.persistQ[0].ack; head != a {
+		return fmt.Errorf("%w: AckPersisted(%+v): the oldest unacknowledged persist batch is %+v", ErrInvalidAck, a, head)
+	}
+	n.persistQ = n.persistQ[1:]
+	later := n.persistQ
+	if len(n.persistQ) == 0 {
+		n.persistQ = nil
+	}
+	if a.SnapshotIndex != 0 {
+		// A later snapshot replaces pendingSnap, and then this does
+		// nothing (snapshotStable checks the index).
+		n.log.snapshotStable(a.SnapshotIndex)
+	}
+	if a.Index != 0 && !supersededBy(later, a.Index) {
+		// stableTo's term check covers truncations not yet handed out:
+		// storage then holds exactly what this batch wrote.
+		n.log.stableTo(a.Index, a.Term)
+	}
+	if n.role == RoleLeader && n.maybeCommit() {
+		n.bcastPending = true
+	}
+	return nil
+}
+
+// supersededBy reports whether a batch ending at last is rewritten by one
+// of the later batches already handed out: one installing a snapshot, or
+// writing entries from an index at or below last. Their writes may already
+// be on disk (the writer runs ahead of the acknowledgements), so what
+// storage holds at last is unknown and nothing is marked stable: the
+// stableTo term check alone would not do, since a log suffix can be
+// replaced and then restored to the very same entries (A, B, A again).
+// The later batch's own acknowledgement covers the entries.
+func supersededBy(later []persistBatch, last uint64) bool {
+	for _, b := range later {
+		if b.snap || (b.first != 0 && b.first <= last) {
+			return true
+		}
+	}
+	return false
 }
 
 // AckApplied (AsyncStorageWrites only) acknowledges that the state
 // machine applied every committed entry handed out up to index, which
-// releases their bytes from Config.MaxApplyingBytes and is reported in
-// Status.Applied.
+// releases their bytes from Config.MaxApplyingBytes (a Ready's batch once
+// index reaches its last entry) and is reported in Status.Applied. An
+// index at or below the last acknowledged one does nothing (a snapshot
+// installed meanwhile may already cover it); one past the last committed
+// entry handed out returns an error wrapping ErrInvalidAck.
 func (n *Node) AckApplied(index uint64) error {
-	return fmt.Errorf("raft: AckApplied: not implemented yet (issue 15 skeleton)")
+	if n.err != nil {
+		return n.err
+	}
+	if !n.cfg.AsyncStorageWrites {
+		return fmt.Errorf("%w: AckApplied without AsyncStorageWrites (Advance acknowledges)", ErrInvalidAck)
+	}
+	return n.log.ackApplied(index)
 }
