@@ -275,6 +275,10 @@ func (l *loop) iterate(ev event) error {
 	if err := l.runControl(ev.ctrl); err != nil {
 		return err
 	}
+	if l.n.ctx.Err() != nil {
+		// Stopped while a control request ran: take no more work.
+		return nil
+	}
 	if err := l.proposeBatch(ev.prop); err != nil {
 		return err
 	}
