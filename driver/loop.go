@@ -289,8 +289,12 @@ func (l *loop) iterate(ev event) error {
 		// Stepped without effect (a stale term): nothing to install.
 		l.finishInstall(nil)
 	}
-	if l.rn.HasReady() && l.canTakeReady() {
-		if err := l.handleReady(); err != nil {
+	if l.rn.HasReady() {
+		if !l.canTakeReady() {
+			// Throttled by the disk: Status still shows what the core
+			// took in meanwhile (proposals, terms).
+			l.n.publishStatus(l.rn.Status())
+		} else if err := l.handleReady(); err != nil {
 			return err
 		}
 	}

@@ -350,6 +350,10 @@ func TestReadErrors(t *testing.T) {
 		_, _ = c.nodes[lead].Propose(ctx, []byte("block"))
 	}()
 	awaitChan(t, "the leader's Save to block", c.stores[lead].entered)
+	// The loop does not wait for the Save: pause it, so the read stays
+	// pending.
+	unblock := driver.BlockLoop(c.nodes[lead])
+	defer unblock()
 	readDone := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -360,6 +364,7 @@ func TestReadErrors(t *testing.T) {
 	if err := c.nodes[lead].Read(context.Background()); !errors.Is(err, driver.ErrBusy) {
 		t.Fatalf("second read: %v, want ErrBusy", err)
 	}
+	unblock()
 	release()
 	if err := awaitChan(t, "the first read", readDone); err != nil {
 		t.Logf("first read: %v", err)
