@@ -163,7 +163,7 @@ func (p *persister) run() {
 // write merges bs into as few Saves as the log allows (one, unless a
 // batch's entries do not follow the earlier ones, which the core never
 // hands out), then sends the batches' messages in order. On an error the
-// failing batch carries it and nothing after it is sent.
+// first batch of the failed Save carries it and nothing after it is sent.
 func (p *persister) write(bs []*persistBatch) error {
 	n := p.n
 	for lo := 0; lo < len(bs); {
@@ -173,7 +173,9 @@ func (p *persister) write(bs []*persistBatch) error {
 			start := time.Now()
 			err := n.timeWrite(&n.diskWriteStart, func() error { return n.cfg.Storage.Save(hs, ents) })
 			if err != nil {
-				bs[hi-1].err = fmt.Errorf("driver: saving hard state and %d entries: %w", len(ents), err)
+				// On the group's first batch, so that the loop
+				// acknowledges nothing of it.
+				bs[lo].err = fmt.Errorf("driver: saving hard state and %d entries: %w", len(ents), err)
 				return err
 			}
 			n.metrics.saveSeconds.Observe(time.Since(start).Seconds())

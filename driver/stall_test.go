@@ -310,6 +310,14 @@ func TestSlowFsyncKeepsHealthyLeader(t *testing.T) {
 
 	release := c.stores[lead].stallOn("slow")
 	defer release()
+	// The followers' writes of the entry wait too, so that their
+	// acknowledgements can only arrive during the pause below.
+	var releaseFollowers []func()
+	for _, id := range c.followers(lead) {
+		r := c.stores[id].stallOn("slow")
+		defer r()
+		releaseFollowers = append(releaseFollowers, r)
+	}
 	slow := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -318,12 +326,18 @@ func TestSlowFsyncKeepsHealthyLeader(t *testing.T) {
 		slow <- err
 	}()
 	awaitChan(t, "the leader's fsync to block", c.stores[lead].entered)
+	for _, id := range c.followers(lead) {
+		awaitChan(t, "a follower's fsync to block", c.stores[id].entered)
+	}
 	// The loop does not wait for the fsync; a pause of the whole process
 	// (here: of the loop) of one election timeout does. Meanwhile both
 	// followers persist the entry and their acknowledgements queue up.
 	unblock := driver.BlockLoop(c.nodes[lead])
 	defer unblock()
 	c.clock.Advance(testElectionTicks * testTick)
+	for _, r := range releaseFollowers {
+		r()
+	}
 	await(t, "both followers' acknowledgements in the leader's inbox", func() bool {
 		for _, id := range c.followers(lead) {
 			if rec.ackedBy(id) < target {
