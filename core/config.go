@@ -103,7 +103,9 @@ type Config struct {
 	// committed entries handed out in Readies and not yet acknowledged
 	// by AckApplied: past it no further committed entries are handed out
 	// until the driver's state machine catches up (back-pressure on a
-	// slow apply). At least one batch is always handed out.
+	// slow apply). While under it, a Ready's committed entries fit in
+	// what is left, except that at least one entry goes out: the bytes
+	// outstanding may pass the limit by less than one entry.
 	MaxApplyingBytes uint64
 
 	// RandomSeed seeds the election-timeout randomisation. Use a

@@ -8,15 +8,24 @@
 // to send (split into those that may leave at once and those that may
 // leave only after the persist), committed entries to apply, read states
 // and refused proposals. The driver acknowledges each Ready with Advance.
-// See Ready for the exact contract.
+// With Config.AsyncStorageWrites, Advance only releases the Ready: the
+// driver persists and applies on its own goroutines and acknowledges
+// apart, with AckPersisted and AckApplied, while the node keeps stepping
+// messages and handing out new Readies; what must happen in which order
+// (persist batches, the commit index to write before applying) is data
+// in the Ready. See Ready for the exact contract.
 //
 // Guarantees:
 //   - No I/O, goroutines, clocks, global randomness or logging. Time is
 //     Tick; randomness comes from Config.RandomSeed. The same inputs give
 //     the same outputs, which is what lets core/sim replay any run.
 //   - Durable before dependent: votes, vote requests and append
-//     acknowledgements are in MessagesAfterPersist; the leader counts its
-//     own log toward commitment only after Advance says it is durable.
+//     acknowledgements are in MessagesAfterPersist; a lone voter becomes
+//     leader only once its vote for itself is durable; the leader counts its
+//     own log toward commitment only after Advance (AckPersisted in async
+//     mode) says it is durable; in async mode no committed entry is handed
+//     out for applying before the local copy is durable, nor above a
+//     commit index the driver was asked to write (Ready.CommitToWrite).
 //   - Input from the network is untrusted: Step validates every message and
 //     returns an error wrapping ErrInvalidMessage (counted in Status)
 //     without changing state. Nothing a peer sends can panic the node.
@@ -27,8 +36,9 @@
 //     and every later call returns it (*StorageError).
 //   - Every growing structure has a limit in Config: inflight appends per
 //     follower (count and bytes), bytes per append, uncommitted bytes,
-//     committed bytes per Ready, pending reads; a configuration has at
-//     most MaxMembers members and a change MaxConfChangeOps operations.
+//     committed bytes per Ready, committed bytes being applied (async),
+//     pending reads; a configuration has at most MaxMembers members and a
+//     change MaxConfChangeOps operations.
 //   - A configuration becomes active when its committed EntryConfChange
 //     is handed out in Ready.CommittedEntries, never when appended. The
 //     invariants that rule needs: one change in flight (a new leader

@@ -35,6 +35,7 @@ func (n *Node) reset(term uint64) {
 	n.resetRandomizedElectionTimeout()
 	n.abortTransfer()
 	n.votes = nil
+	n.selfWinTerm = 0
 	n.uncommittedBytes = 0
 	n.uncommitted = n.uncommitted[:0]
 	n.failPendingReads(ErrStepDown)
@@ -165,21 +166,51 @@ func (n *Node) campaign(kind campaignKind) error {
 }
 
 // recordVoteNoPoll records the self-vote and, for a single-voter cluster,
-// completes the election at once. It reports whether it did.
+// completes the election once the vote is durable (selfWinTerm). It
+// reports whether the self-vote alone wins.
+//
+// A candidate counts its own vote at once, before the hard state carrying
+// it is durable. With other voters that is safe: a quorum needs their
+// grants, which answer MsgVote requests that leave only after that hard
+// state is durable (MessagesAfterPersist). Alone, it is not: a leader
+// acting in a term whose vote a crash can erase may, after restarting,
+// win the same term again and write different entries at the same
+// indexes, and the first incarnation's appends may already have reached
+// learners. So a lone voter becomes leader only in selfVoteDurable.
 func (n *Node) recordVoteNoPoll(id uint64, granted bool) bool {
 	n.votes[id] = granted
 	if n.voters.VoteResult(n.votes) != quorum.VoteWon {
 		return false
 	}
 	if n.role == RolePreCandidate {
+		// A pre-vote binds nothing durable: go on to the election.
 		n.becomeCandidate()
 		if n.voters.VoteResult(map[uint64]bool{n.id: true}) == quorum.VoteWon {
-			n.becomeLeader()
+			n.selfWinTerm = n.term
 		}
 		return true
 	}
-	n.becomeLeader()
+	n.selfWinTerm = n.term
 	return true
+}
+
+// selfVoteDurable is called when the hard state carrying this node's vote
+// for itself in term is durable (Advance, or AckPersisted in async mode):
+// a candidate that wins by its own vote alone becomes leader now.
+//
+// The configuration may have changed since the vote was cast (committed
+// entries activate as they are handed out): the vote must still win
+// alone in the configuration active now, or the candidate waits for
+// grants or its next timeout like any other.
+func (n *Node) selfVoteDurable(term uint64) {
+	if n.role != RoleCandidate || n.term != term || n.selfWinTerm != term || n.vote != n.id {
+		return
+	}
+	if !n.voters.Contains(n.id) || n.voters.VoteResult(map[uint64]bool{n.id: true}) != quorum.VoteWon {
+		n.selfWinTerm = 0
+		return
+	}
+	n.becomeLeader()
 }
 
 // recordVote counts a vote response and acts on the outcome.

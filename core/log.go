@@ -467,8 +467,14 @@ func (l *raftLog) appliedTo(i uint64) {
 // error; at or below applied it is stale (a snapshot installed meanwhile
 // already covered it) and ignored.
 func (l *raftLog) ackApplied(i uint64) error {
-	if i > l.applying {
-		return fmt.Errorf("%w: AckApplied(%d) past the last committed entry handed out (%d)", ErrInvalidAck, i, l.applying)
+	// applying may include a snapshot accepted but not yet installed
+	// (restore); its index is not the applier's to acknowledge.
+	handed := l.applied
+	if k := len(l.applyingBatches); k > 0 {
+		handed = l.applyingBatches[k-1].last
+	}
+	if i > handed {
+		return fmt.Errorf("%w: AckApplied(%d) past the last committed entry handed out (%d)", ErrInvalidAck, i, handed)
 	}
 	if i > l.applied {
 		l.applied = i

@@ -15,7 +15,8 @@ import (
 //
 // Inputs: Tick, Step, Propose, ReadIndex, TransferLeadership,
 // ReportUnreachable, ReportSnapshot. Output: Ready, acknowledged by
-// Advance. See Ready for the contract.
+// Advance (and, with Config.AsyncStorageWrites, by AckPersisted and
+// AckApplied). See Ready for the contract.
 type Node struct {
 	cfg Config
 	id  uint64
@@ -51,6 +52,10 @@ type Node struct {
 	// depend on map iteration, or runs would not replay from a seed.
 	peers []uint64
 	votes map[uint64]bool
+	// selfWinTerm: this candidate's own vote wins the election of this
+	// term alone (a single voter); it becomes leader once that vote is
+	// durable (selfVoteDurable). Zero otherwise.
+	selfWinTerm uint64
 
 	// ticks is a monotonic tick counter: the core's only notion of time.
 	ticks           uint64
@@ -94,8 +99,9 @@ type Node struct {
 	mark        readyMark
 	// persistQ (AsyncStorageWrites) holds the persist batches handed out
 	// and not yet acknowledged, oldest first: AckPersisted must name the
-	// first. One element per Ready that wrote entries or a snapshot; the
-	// driver bounds how many Readies it takes ahead of its writer.
+	// first. One element per Ready with a non-zero Persist (entries, a
+	// snapshot or our own vote); the driver bounds how many Readies it
+	// takes ahead of its writer.
 	persistQ []persistBatch
 	// commitHanded (AsyncStorageWrites) is the highest commit index the
 	// driver was asked to write (Ready.CommitToWrite), or the durable
@@ -867,12 +873,14 @@ func (n *Node) stepLeader(m Message) error {
 
 // Status is a snapshot of the node's state for operators.
 type Status struct {
-	ID        uint64
-	Term      uint64
-	Vote      uint64
-	Role      Role
-	Leader    uint64
-	Commit    uint64
+	ID     uint64
+	Term   uint64
+	Vote   uint64
+	Role   Role
+	Leader uint64
+	Commit uint64
+	// Applied is the last index acknowledged applied: by Advance, or by
+	// AckApplied with AsyncStorageWrites (or a snapshot installed).
 	Applied   uint64
 	LastIndex uint64
 	// LeadTransferee is the transfer target while one is in progress.

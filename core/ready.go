@@ -57,13 +57,28 @@ import (
 //     error.
 //  5. Call Advance.
 //
+// Every Ready goes through the writer, in order, even one whose Persist
+// is zero: a vote for a peer has no acknowledgement, but its response
+// in MessagesAfterPersist must not leave before it (and every earlier
+// batch) is durable. AckPersisted is called exactly once per Ready with a
+// non-zero Persist, in hand-out order; AckApplied whenever the applier
+// has progressed (acknowledging a prefix of a batch is allowed; only
+// whole batches release bytes). Acknowledgements that break these rules
+// return an error wrapping ErrInvalidAck and change nothing.
+//
 // Invariants the core keeps in this mode, each relied on by a driver
 // rule above: CommitToWrite >= the last index of CommittedEntries
-// whenever that index exceeds every commit index handed out before
-// (so applied never passes the written commit, across restarts too);
-// CommittedEntries[last].Index <= the highest acknowledged persisted
-// index; at most Config.MaxApplyingBytes of committed entries are handed
-// out and not yet acknowledged applied.
+// whenever that index exceeds every commit index handed out before, or
+// the commit index the node started with (so applied never passes the
+// written commit, across restarts too, given a restarted node starts
+// from max(stored commit, Config.Applied)); CommittedEntries[last].Index
+// <= the highest index AckPersisted made durable and current (entries a
+// later batch rewrites count only once that batch is acknowledged); at
+// most Config.MaxApplyingBytes of committed entries are handed out and
+// not yet acknowledged applied, give or take the one entry always handed
+// out while under the limit; committed entries blocked by either rule do
+// not make HasReady true, while new entries, messages or state do,
+// however many earlier batches await acknowledgement.
 type Ready struct {
 	// SoftState is set when the role or the known leader changed.
 	SoftState *SoftState
@@ -122,6 +137,11 @@ type PersistAck struct {
 	// SnapshotIndex is the index of the snapshot the batch installs (zero
 	// if none).
 	SnapshotIndex uint64
+	// VoteTerm is the term of this node's vote for itself that the
+	// batch's HardState makes durable (zero if none): a candidate that
+	// wins by its own vote alone (a single voter) becomes leader only
+	// once that vote is durable.
+	VoteTerm uint64
 }
 
 // IsZero reports whether the ack acknowledges nothing.
@@ -145,10 +165,12 @@ type persistBatch struct {
 }
 
 // readyMark remembers what an outstanding Ready handed out, so Advance
-// acknowledges exactly that.
+// acknowledges exactly that (sync mode; async mode keeps persistQ and
+// raftLog.applyingBatches instead).
 type readyMark struct {
 	lastEntry     Entry // Index 0 when no entries
 	snapIndex     uint64
+	voteTerm      uint64 // the HardState carries our vote for ourselves in this term
 	appliedTo     uint64
 	hadCommitted  bool
 	persistedHard HardState
@@ -206,6 +228,10 @@ func (n *Node) Ready() (Ready, error) {
 	}
 	n.mark = readyMark{persistedHard: n.prevHard}
 	mark := &n.mark
+	if hs := rd.HardState; hs.Vote == n.id && (hs.Term != n.prevHard.Term || hs.Vote != n.prevHard.Vote) {
+		// A vote for ourselves is written: selfVoteDurable once it is.
+		mark.voteTerm = hs.Term
+	}
 	if n.log.pendingSnap != nil && !n.log.snapHandedOut {
 		s := *n.log.pendingSnap
 		s.Membership = s.Membership.Clone()
@@ -266,6 +292,9 @@ func (n *Node) Advance(rd Ready) error {
 	if mark.hadCommitted {
 		n.log.appliedTo(mark.appliedTo)
 	}
+	if mark.voteTerm != 0 {
+		n.selfVoteDurable(mark.voteTerm)
+	}
 	if n.role == RoleLeader && n.maybeCommit() {
 		n.bcastPending = true
 	}
@@ -285,10 +314,12 @@ func (n *Node) handOutAsync(rd *Ready) {
 		b.ack.SnapshotIndex = rd.Snapshot.Index
 		b.snap = true
 	}
+	b.ack.VoteTerm = n.mark.voteTerm
 	if !b.ack.IsZero() {
-		// Only entries and snapshots are waited for: a hard state alone
-		// (a vote) matters through the MessagesAfterPersist it travels
-		// with, which the writer sends once it is durable.
+		// Only entries, snapshots and our own votes are waited for:
+		// another hard state (a vote for a peer, a new term) matters
+		// through the MessagesAfterPersist it travels with, which the
+		// writer sends once it is durable.
 		rd.Persist = b.ack
 		n.persistQ = append(n.persistQ, b)
 	}
@@ -342,6 +373,9 @@ func (n *Node) AckPersisted(a PersistAck) error {
 		// stableTo's term check covers truncations not yet handed out:
 		// storage then holds exactly what this batch wrote.
 		n.log.stableTo(a.Index, a.Term)
+	}
+	if a.VoteTerm != 0 {
+		n.selfVoteDurable(a.VoteTerm)
 	}
 	if n.role == RoleLeader && n.maybeCommit() {
 		n.bcastPending = true

@@ -94,7 +94,7 @@ func (n *Node) appendProposals(ents []Entry) error {
 	n.log.append(ents...)
 	n.trackUncommitted(last+uint64(len(ents)), size)
 	// A single-voter cluster commits once its own write is durable, in
-	// Advance; nothing more to do here.
+	// Advance (AckPersisted in async mode); nothing more to do here.
 	return nil
 }
 
