@@ -59,16 +59,19 @@ type Storage interface {
 // it) that records a commit index without an fsync and without waiting
 // for any Save in flight: the write survives a crash of the process (it
 // is in the kernel), not necessarily a power loss. InitialState reports
-// the highest commit index recorded by Save or WriteCommit (never above
-// the last durable entry).
+// the highest commit index recorded by Save or WriteCommit, capped at the
+// last durable entry and at least the snapshot index (FirstIndex-1).
 //
 // The driver writes Ready.CommitToWrite through it, from its loop
 // goroutine, before handing the committed entries to its applier (the
 // core's apply-ordering rule: a restarted node re-applies everything it
-// had exposed to reads). Without the extension that write is a Save of a
-// hard state, which costs an fsync queued behind the WAL's, and the
-// entries wait for it before they are applied (see driver/ready.go
-// writeCommit).
+// had exposed to reads). The core never asks for an index past the
+// entries acknowledged durable (AckPersisted), so a correct driver never
+// writes one past LastIndex; disk.Store refuses that with an error. An
+// error is fatal to the node (disk.Store's is sticky; its WAL is not
+// affected). Without the extension that write is a Save of a hard state,
+// which costs an fsync queued behind the WAL's, and the entries wait for
+// it before they are applied (see driver/ready.go writeCommit).
 //
 // A power loss can take the unsynced commit index and the state machine's
 // unsynced writes back to the last fsync, never acknowledged writes,
