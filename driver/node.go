@@ -123,7 +123,8 @@ type Node struct {
 }
 
 // Status is a point-in-time view of the node, published by the loop after
-// every Ready it handles; reading it never waits for the loop (so it
+// every Ready it handles and whenever the applier advances (Applied);
+// reading it never waits for the loop (so it
 // answers even while a disk write stalls). Treat its maps and slices as
 // read-only.
 type Status struct {

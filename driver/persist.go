@@ -76,8 +76,6 @@ type persister struct {
 	queue  []*persistBatch // waiting for the next Save
 	done   []*persistBatch // written (or failed), not yet collected by the loop
 	failed bool            // a Save failed: nothing more is written
-	// busy is set while the goroutine holds batches taken from queue.
-	busy bool
 
 	wake chan struct{} // cap 1: the queue is not empty
 	// notify (cap 1) tells the loop that done is not empty.
@@ -112,13 +110,6 @@ func (p *persister) collect(out []*persistBatch) []*persistBatch {
 	return out
 }
 
-// idle reports whether nothing is queued or being written.
-func (p *persister) idle() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.queue) == 0 && !p.busy
-}
-
 // run writes batches until the node stops. Batches still queued then are
 // dropped: nothing was acknowledged for them, so Raft loses nothing.
 func (p *persister) run() {
@@ -139,7 +130,6 @@ func (p *persister) run() {
 			bs = append(bs[:0], p.queue...)
 			clear(p.queue)
 			p.queue = p.queue[:0]
-			p.busy = true
 			p.mu.Unlock()
 
 			err := p.write(bs)
@@ -149,7 +139,6 @@ func (p *persister) run() {
 				p.failed = true
 			}
 			p.done = append(p.done, bs...)
-			p.busy = false
 			p.mu.Unlock()
 			clear(bs)
 			select {
