@@ -2,9 +2,11 @@ package driver_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -297,4 +299,44 @@ func TestStopWithBlockedApplier(t *testing.T) {
 			t.Fatalf("proposal: %v", err)
 		}
 	}
+}
+
+// failingStorage fails every Save once armed.
+type failingStorage struct {
+	driver.Storage
+	fail *atomic.Bool
+}
+
+var errDiskGone = errors.New("test: disk gone")
+
+func (s failingStorage) Save(hs core.HardState, ents []core.Entry) error {
+	if s.fail.Load() {
+		return errDiskGone
+	}
+	return s.Storage.Save(hs, ents)
+}
+
+// TestStorageFailureStopsNode: a Save that fails on the persister stops
+// the node as it always did: pending proposals fail, and Err and Stop
+// report the storage's error.
+func TestStorageFailureStopsNode(t *testing.T) {
+	var fail atomic.Bool
+	c := newCluster(t, 1, withConfig(func(cfg *driver.Config) {
+		cfg.Storage = failingStorage{Storage: cfg.Storage, fail: &fail}
+	}))
+	n := c.nodes[c.leader()]
+	c.propose(1, "ok")
+	fail.Store(true)
+	_, err := n.Propose(context.Background(), []byte("lost"))
+	if !errors.Is(err, driver.ErrStopped) {
+		t.Fatalf("proposal during the failure: %v, want ErrStopped", err)
+	}
+	<-n.Done()
+	if err := n.Err(); !errors.Is(err, errDiskGone) {
+		t.Fatalf("Err: %v, want the storage's error", err)
+	}
+	if err := n.Stop(); !errors.Is(err, errDiskGone) {
+		t.Fatalf("Stop: %v, want the storage's error", err)
+	}
+	delete(c.nodes, 1)
 }
