@@ -73,6 +73,9 @@ func (a *asyncNode) take() int {
 		if want := rd.MustSync(a.lastHS()); rd.Sync != want {
 			a.t.Fatalf("node %d: Ready.Sync %v, MustSync against the last hard state handed out says %v", a.id, rd.Sync, want)
 		}
+		if !rd.Persist.IsZero() && !rd.Sync {
+			a.t.Fatalf("node %d: Persist %+v without Sync", a.id, rd.Persist)
+		}
 		a.readies = append(a.readies, rd)
 		a.out = append(a.out, rd.Messages...)
 		a.persistQ = append(a.persistQ, rd)
@@ -1502,6 +1505,124 @@ func TestSelfVoteDurableBeforeLeading(t *testing.T) {
 			}
 			if apps == 0 {
 				t.Fatal("the leader never replicated to its learner")
+			}
+		})
+	}
+}
+
+// TestAsyncCommitOnActivation: leaving a joint configuration can make an
+// entry committed with acknowledgements already in: {1,2,3} needs only 1
+// and 2 where {1..5} needed three. The leader re-counts when the Ready
+// that activates the configuration is handed out (sync mode does it in
+// Advance), or commit would stall until some unrelated acknowledgement.
+func TestAsyncCommitOnActivation(t *testing.T) {
+	c := newAsyncCluster(t, 5, func(cfg *core.Config) { cfg.CheckQuorum = false })
+	c.elect(1)
+	lead := c.nodes[1]
+	cut := func(m core.Message) bool { return m.To == 4 || m.To == 5 || m.From == 4 || m.From == 5 }
+	deliver := func(drop func(core.Message) bool) {
+		net := c.net
+		c.net = nil
+		for _, m := range net {
+			if !cut(m) && (drop == nil || !drop(m)) {
+				c.deliver(m)
+			}
+		}
+	}
+	if _, err := lead.n.ProposeConfChange(core.ConfChange{Ops: []core.ConfChangeOp{
+		{Type: core.ConfRemove, Member: core.MemberInfo{ID: 4}},
+		{Type: core.ConfRemove, Member: core.MemberInfo{ID: 5}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	// Run until the leader activates the joint configuration: that Ready
+	// also carries its LeaveJoint entry, left unwritten for now.
+	for i := 0; !lead.n.Status().Membership.IsJoint(); i++ {
+		if i == 50 {
+			t.Fatal("joint configuration never activated")
+		}
+		for _, id := range []uint64{1, 2, 3} {
+			a := c.nodes[id]
+			a.take()
+			c.net = append(c.net, a.drain()...)
+			if id == 1 && lead.n.Status().Membership.IsJoint() {
+				break
+			}
+			a.persist(-1)
+			a.apply(-1)
+			c.net = append(c.net, a.drain()...)
+		}
+		if !lead.n.Status().Membership.IsJoint() {
+			deliver(nil)
+		}
+	}
+	leave := lead.n.Status().LastIndex
+	if err := lead.n.Propose([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	lead.take()
+	c.net = append(c.net, lead.drain()...)
+	x := lead.n.Status().LastIndex
+	// 2 gets both, 3 only the LeaveJoint entry; then the followers'
+	// acknowledgements reach the leader before its own write.
+	deliver(func(m core.Message) bool {
+		return m.Type == core.MsgApp && m.To == 3 && len(m.Entries) > 0 && m.Entries[len(m.Entries)-1].Index >= x
+	})
+	for _, id := range []uint64{2, 3} {
+		c.nodes[id].flush()
+		c.net = append(c.net, c.nodes[id].drain()...)
+	}
+	deliver(nil)
+	lead.take()
+	if got := lead.n.Status().Commit; got >= leave {
+		t.Fatalf("commit %d before the leader's own write (LeaveJoint at %d)", got, leave)
+	}
+	lead.persist(-1)
+	if got := lead.n.Status().Commit; got != leave {
+		t.Fatalf("commit %d after the leader's write, want the LeaveJoint at %d (x at %d lacks the old quorum)", got, leave, x)
+	}
+	lead.take() // hands out the LeaveJoint entry: {1,2,3} is active
+	if m := lead.n.Status().Membership; m.IsJoint() {
+		t.Fatalf("still joint: %+v", m)
+	}
+	if got := lead.n.Status().Commit; got != x {
+		t.Fatalf("commit %d once {1,2,3} is active, want %d (acknowledged by 1 and 2)", got, x)
+	}
+}
+
+// TestAckOfReplacedEntriesWithdrawn: an append acknowledgement not yet
+// handed out is withdrawn when a newer leader's append replaces the
+// entries it covers, so MessagesAfterPersist acknowledge only what the
+// same Ready writes.
+func TestAckOfReplacedEntriesWithdrawn(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprint("async=", async), func(t *testing.T) {
+			s := newSolo(t, core.HardState{Term: 2, Commit: 1}, ents(1, 1), func(cfg *core.Config) {
+				cfg.AsyncStorageWrites = async
+			})
+			s.flush()
+			steps := []core.Message{
+				{Type: core.MsgApp, From: 2, Term: 2, Index: 1, LogTerm: 1, Entries: ents(2, 2, 2), Commit: 1},
+				{Type: core.MsgApp, From: 3, Term: 3, Index: 1, LogTerm: 1, Entries: ents(2, 3), Commit: 1},
+			}
+			for _, m := range steps {
+				if err := s.step(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rd, err := s.n.Ready()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, m := range rd.MessagesAfterPersist {
+				got = append(got, fmt.Sprintf("%v to %d term %d index %d", m.Type, m.To, m.Term, m.Index))
+			}
+			if want := "[MsgAppResp to 3 term 3 index 2]"; fmt.Sprint(got) != want {
+				t.Fatalf("MessagesAfterPersist %v, want %s", got, want)
+			}
+			if len(rd.Entries) != 1 || rd.Entries[0].Term != 3 {
+				t.Fatalf("entries %v", rd.Entries)
 			}
 		})
 	}

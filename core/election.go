@@ -289,11 +289,23 @@ func (n *Node) handleVoteRequest(m Message) error {
 }
 
 // takeCommitHint adopts the commit index a vote response vouches for (see
-// handleVoteRequest): only up to the candidate's last entry it names, and
-// only if that entry is still ours. Committed entries stay committed, so
-// a stale or duplicated response is as good as a fresh one. A leader (a
-// late response) ignores it: its commit index moves only through
-// maybeCommit, which also releases the reads waiting for its first commit.
+// handleVoteRequest), or the one a vote request carries (the candidate's
+// own): only up to the candidate's last entry it names, and only if that
+// entry is ours too, so by Log Matching our log equals the candidate's up
+// to there. Committed entries stay committed, so a stale or duplicated
+// message is as good as a fresh one, whatever its term and whether the
+// vote is granted. A leader (a late response) ignores it: its commit index
+// moves only through maybeCommit, which also releases the reads waiting
+// for its first commit.
+//
+// Taking it from requests matters when the only node that knows a
+// configuration change committed is a candidate that cannot win without
+// us: e.g. a lone voter replaced by a learner through the joint
+// configuration {voters=[learner] outgoing=[old voter]} crashes after
+// committing it and loses appends it had already sent the learner. The
+// learner's log is now longer, so it refuses its vote; and not knowing
+// the change committed, it thinks itself a learner and never campaigns.
+// The hint activates the change on the learner, which then campaigns.
 func (n *Node) takeCommitHint(m Message) {
 	if n.role == RoleLeader || m.Commit == 0 || m.Commit > m.Index || m.Index > n.log.lastIndex() ||
 		n.log.pendingSnap != nil {

@@ -704,7 +704,8 @@ func termless(t MessageType) bool {
 // stepTerm applies the term rules every role shares (paper §5.1), then
 // dispatches by role.
 func (n *Node) stepTerm(m Message) error {
-	if m.Type == MsgVoteResp || m.Type == MsgPreVoteResp {
+	switch m.Type {
+	case MsgVoteResp, MsgPreVoteResp, MsgVote, MsgPreVote:
 		n.takeCommitHint(m)
 	}
 	switch {

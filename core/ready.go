@@ -103,7 +103,8 @@ type Ready struct {
 	Sync bool
 	// Persist identifies what this Ready asks to persist, for
 	// AckPersisted (AsyncStorageWrites only); zero when the Ready asks
-	// nothing the core waits for.
+	// nothing the core waits for. When non-zero (entries, a snapshot or
+	// this node's vote for itself), Sync is set.
 	Persist PersistAck
 	// CommitToWrite (AsyncStorageWrites only), when non-zero, is a commit
 	// index the driver must write (without fsync) before applying
@@ -212,6 +213,13 @@ func (n *Node) Ready() (Ready, error) {
 		return Ready{}, n.fail(err)
 	}
 	n.activateConfChanges(committed)
+	if n.cfg.AsyncStorageWrites && len(committed) > 0 && n.role == RoleLeader && n.maybeCommit() {
+		// A configuration just activated may count acknowledgements
+		// already in (e.g. leaving a joint configuration whose new
+		// half has acked more): nothing else would re-count them, as
+		// Advance does in sync mode, since no further ack may come.
+		n.bcastPending = true
+	}
 	if n.bcastPending {
 		n.flushBcast()
 	}

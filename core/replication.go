@@ -170,6 +170,7 @@ func (n *Node) handleAppend(m Message) error {
 				return invalidf("MsgApp from %d conflicts at %d at or below commit %d", m.From, conflict, n.log.committed)
 			}
 			n.log.truncateAndAppend(m.Entries[conflict-m.Index-1:])
+			n.dropAcksFrom(conflict)
 		}
 		// Commit only what this message proved we share with the leader.
 		n.log.commitTo(min(m.Commit, lastNew))
@@ -182,6 +183,27 @@ func (n *Node) handleAppend(m Message) error {
 	}
 	n.send(Message{Type: MsgAppResp, To: m.From, Index: m.Index, Reject: true, RejectHint: hintIdx, LogTerm: hintTerm})
 	return nil
+}
+
+// dropAcksFrom withdraws append acknowledgements not yet handed out that
+// cover index i or later, whose entries a newer leader's append just
+// replaced: they would leave with the Ready that writes the replacement
+// and acknowledge entries never written (MessagesAfterPersist acknowledge
+// what the persist step wrote). They are of an older term (one leader
+// never contradicts itself), so nobody needs them: the newer leader
+// ignores them and the older one is deposed.
+func (n *Node) dropAcksFrom(i uint64) {
+	kept := n.msgsAfterPersist[:0]
+	for _, m := range n.msgsAfterPersist {
+		if m.Type == MsgAppResp && !m.Reject && m.Index >= i {
+			continue
+		}
+		kept = append(kept, m)
+	}
+	for j := len(kept); j < len(n.msgsAfterPersist); j++ {
+		n.msgsAfterPersist[j] = Message{} // let the dropped messages go
+	}
+	n.msgsAfterPersist = kept
 }
 
 // Fast backoff (paper §5.3, last paragraphs; thesis §3.5). A rejection
