@@ -2,7 +2,9 @@ package driver_test
 
 import (
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,100 +13,112 @@ import (
 	"github.com/rafty-db/rafty/driver"
 )
 
-// commitWatch wraps a node's storage and state machine: it records the
-// commit index written to storage (by Save, or SaveCommitUnsynced when
-// unsynced is on) and fails the test if the state machine is asked to
-// apply past it — the invariant that lets a restarted node re-apply
-// everything it exposed to reads (driver/ready.go persist).
-type commitWatch struct {
-	t        testing.TB
-	id       uint64
-	unsynced bool
+// orderWatch wraps a node's storage and state machine and checks the
+// apply-ordering rules as they happen: the state machine is handed a
+// command only once its entry is durable in the local log (a Save holding
+// it returned) and a commit index covering it was written (by Save or
+// CommitWriter.WriteCommit), so a restarted node re-applies everything it
+// exposed to reads; a commit index is never written past the durable log;
+// Apply never runs concurrently with itself; and membership entries never
+// reach it.
+type orderWatch struct {
+	t  testing.TB
+	id uint64
 
-	mu              sync.Mutex
-	written         uint64
-	syncedSaves     int // Saves with entries or a term/vote change
-	commitOnlySaves int // Saves that only moved the commit index
-	unsyncedWrites  int
-	last            core.HardState
+	mu      sync.Mutex
+	durable map[uint64]bool // indexes of entries a returned Save wrote
+	last    uint64          // last durable index
+	written uint64          // highest commit index written
+	saves   int
+	writes  int // WriteCommit calls
+
+	applying atomic.Bool
 }
 
-type watchedStorage struct {
+type orderStorage struct {
 	driver.Storage
-	w *commitWatch
+	w *orderWatch
 }
 
-func (s watchedStorage) Save(hs core.HardState, ents []core.Entry) error {
+func (s orderStorage) Save(hs core.HardState, ents []core.Entry) error {
 	if err := s.Storage.Save(hs, ents); err != nil {
 		return err
 	}
 	w := s.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !hs.IsZero() {
-		if len(ents) == 0 && hs.Term == w.last.Term && hs.Vote == w.last.Vote {
-			w.commitOnlySaves++
-		} else {
-			w.syncedSaves++
+	w.saves++
+	if len(ents) > 0 {
+		// The stored suffix from ents[0] on is replaced.
+		for i := ents[0].Index; i <= w.last; i++ {
+			delete(w.durable, i)
 		}
-		w.written, w.last = hs.Commit, hs
-	} else if len(ents) > 0 {
-		w.syncedSaves++
+		for _, e := range ents {
+			w.durable[e.Index] = true
+		}
+		w.last = ents[len(ents)-1].Index
 	}
+	if hs.Commit > w.last {
+		w.t.Errorf("node %d: Save wrote commit index %d past the durable log (last %d)", w.id, hs.Commit, w.last)
+	}
+	w.written = max(w.written, hs.Commit)
 	return nil
 }
 
-// unsyncedStorage adds the UnsyncedCommitSaver extension.
-type unsyncedStorage struct{ watchedStorage }
+// commitWriterStorage adds the CommitWriter extension.
+type commitWriterStorage struct{ orderStorage }
 
-func (s unsyncedStorage) SaveCommitUnsynced(hs core.HardState) error {
+func (s commitWriterStorage) WriteCommit(index uint64) error {
 	w := s.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if hs.Term != w.last.Term || hs.Vote != w.last.Vote {
-		w.t.Errorf("node %d: SaveCommitUnsynced(%+v) changes term or vote (last saved %+v)", w.id, hs, w.last)
+	if index > w.last {
+		w.t.Errorf("node %d: WriteCommit(%d) past the durable log (last %d)", w.id, index, w.last)
 	}
-	// A commit index past the durable log would be a crash away from a
-	// node that cannot start.
-	if last, err := s.Storage.LastIndex(); err != nil || hs.Commit > last {
-		w.t.Errorf("node %d: SaveCommitUnsynced(%+v) past the stored log (last index %d, %v)", w.id, hs, last, err)
-	}
-	// A memlog write is durable; for this test "written" is what counts.
-	if err := s.Storage.Save(hs, nil); err != nil {
-		return err
-	}
-	w.unsyncedWrites++
-	w.written, w.last = hs.Commit, hs
+	w.writes++
+	w.written = max(w.written, index)
 	return nil
 }
 
-type watchedSM struct {
+var _ driver.CommitWriter = commitWriterStorage{}
+
+type orderSM struct {
 	driver.StateMachine
-	w *commitWatch
+	w *orderWatch
 }
 
-func (s watchedSM) Apply(cmds []driver.Command) ([]any, error) {
+func (s orderSM) Apply(cmds []driver.Command) ([]any, error) {
 	w := s.w
-	w.mu.Lock()
-	written := w.written
-	w.mu.Unlock()
-	if last := cmds[len(cmds)-1].Index; last > written {
-		w.t.Errorf("node %d: applying index %d while the commit index written to storage is %d", w.id, last, written)
+	if !w.applying.CompareAndSwap(false, true) {
+		w.t.Errorf("node %d: Apply called concurrently with itself", w.id)
 	}
+	defer w.applying.Store(false)
+	w.mu.Lock()
+	for _, c := range cmds {
+		if !w.durable[c.Index] {
+			w.t.Errorf("node %d: applying index %d, not durable in the local log (last durable %d)", w.id, c.Index, w.last)
+		}
+		if c.Index > w.written {
+			w.t.Errorf("node %d: applying index %d while the commit index written is %d", w.id, c.Index, w.written)
+		}
+		if d := string(c.Data); !strings.HasPrefix(d, "w") && !strings.HasPrefix(d, "c") {
+			w.t.Errorf("node %d: the state machine was handed %q at index %d, which no test proposed", w.id, d, c.Index)
+		}
+	}
+	w.mu.Unlock()
 	return s.StateMachine.Apply(cmds)
 }
 
-// TestAppliedNeverPassesWrittenCommit: on every node, nothing is applied
-// past the commit index written to storage, and no commit index is
-// written past the stored log. With an UnsyncedCommitSaver the
-// commit-only advances of sequential writes go through it instead of a
-// full Save (the fsync this saves is the difference at low load), and
-// under concurrent writers entries committed by a Ready are applied
-// before that Ready's own fsync (applyEarly).
-func TestAppliedNeverPassesWrittenCommit(t *testing.T) {
-	for _, unsynced := range []bool{false, true} {
-		t.Run(fmt.Sprintf("unsynced=%v", unsynced), func(t *testing.T) {
-			watches := map[uint64]*commitWatch{}
+// TestApplyOrdering: on every node of a cluster with a membership entry at
+// index 1, sequential and concurrent writes are applied only once durable
+// locally and below a written commit index (orderWatch), both with a
+// Storage that implements CommitWriter (commit indexes written without an
+// fsync: commit_writes_total) and without (the commit index rides on a
+// synced Save the applier waits for: commit_saves_total).
+func TestApplyOrdering(t *testing.T) {
+	for _, withWriter := range []bool{false, true} {
+		t.Run(fmt.Sprintf("CommitWriter=%v", withWriter), func(t *testing.T) {
+			watches := map[uint64]*orderWatch{}
 			regs := map[uint64]*prometheus.Registry{}
 			c := newCluster(t, 3, withConfig(func(cfg *driver.Config) {
 				if regs[cfg.ID] == nil {
@@ -113,46 +127,24 @@ func TestAppliedNeverPassesWrittenCommit(t *testing.T) {
 				cfg.Registerer = regs[cfg.ID]
 				w := watches[cfg.ID]
 				if w == nil {
-					w = &commitWatch{t: t, id: cfg.ID, unsynced: unsynced}
+					w = &orderWatch{t: t, id: cfg.ID, durable: map[uint64]bool{}}
 					watches[cfg.ID] = w
 				}
-				ws := watchedStorage{Storage: cfg.Storage, w: w}
+				ws := orderStorage{Storage: cfg.Storage, w: w}
 				cfg.Storage = ws
-				if unsynced {
-					cfg.Storage = unsyncedStorage{ws}
+				if withWriter {
+					cfg.Storage = commitWriterStorage{ws}
 				}
-				cfg.StateMachine = watchedSM{StateMachine: cfg.StateMachine, w: w}
+				cfg.StateMachine = orderSM{StateMachine: cfg.StateMachine, w: w}
 			}))
 			lead := c.leader()
-			const writes = 50
 			var want []string
-			for i := range writes {
+			for i := range 30 {
 				cmd := fmt.Sprintf("w%d", i)
 				c.propose(lead, cmd)
 				want = append(want, cmd)
 			}
-			c.awaitConverged(want...)
-			w := watches[lead]
-			w.mu.Lock()
-			syncedSaves, commitOnlySaves, unsyncedWrites := w.syncedSaves, w.commitOnlySaves, w.unsyncedWrites
-			w.mu.Unlock()
-			t.Logf("leader %d: %d saves with entries, %d commit-only saves, %d unsynced commit writes",
-				lead, syncedSaves, commitOnlySaves, unsyncedWrites)
-			if unsynced {
-				if commitOnlySaves > 0 || unsyncedWrites < writes/2 {
-					t.Fatalf("leader: %d commit-only Saves and %d unsynced commit writes for %d sequential writes; want 0 and most of them unsynced",
-						commitOnlySaves, unsyncedWrites, writes)
-				}
-			} else if commitOnlySaves < writes/2 {
-				t.Fatalf("leader: %d commit-only Saves for %d sequential writes; without the extension each commit advance needs one",
-					commitOnlySaves, writes)
-			}
-
-			// Concurrent writers: Readys carry the next batch together
-			// with the previous batch's commitment, whose entries are
-			// applied before the new batch's Save — only when the
-			// commit can be written without an fsync.
-			const writers, each = 16, 25
+			const writers, each = 16, 20
 			var wg sync.WaitGroup
 			for g := range writers {
 				wg.Add(1)
@@ -164,16 +156,16 @@ func TestAppliedNeverPassesWrittenCommit(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			if got := counterValue(t, regs[lead], "rafty_driver_commit_writes_unsynced_total"); unsynced && got < writes/2 || !unsynced && got != 0 {
-				t.Fatalf("rafty_driver_commit_writes_unsynced_total = %v (unsynced extension: %v)", got, unsynced)
-			}
-			early := counterValue(t, regs[lead], "rafty_driver_applied_early_total")
-			t.Logf("leader %d: %v entries applied ahead of their Ready's fsync", lead, early)
-			if unsynced && early == 0 {
-				t.Fatalf("no entry applied ahead of the next batch's fsync under %d concurrent writers", writers)
-			}
-			if !unsynced && early != 0 {
-				t.Fatalf("%v entries applied early without an UnsyncedCommitSaver", early)
+			c.awaitConverged(want...)
+			writes := counterValue(t, regs[lead], "rafty_driver_commit_writes_total")
+			saves := counterValue(t, regs[lead], "rafty_driver_commit_saves_total")
+			w := watches[lead]
+			w.mu.Lock()
+			t.Logf("leader %d: %d Saves, %d WriteCommit calls; commit_writes_total %v, commit_saves_total %v",
+				lead, w.saves, w.writes, writes, saves)
+			w.mu.Unlock()
+			if withWriter && (writes == 0 || saves != 0) || !withWriter && (writes != 0 || saves == 0) {
+				t.Fatalf("commit_writes_total %v, commit_saves_total %v with CommitWriter %v", writes, saves, withWriter)
 			}
 		})
 	}

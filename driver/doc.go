@@ -31,20 +31,49 @@
 //
 // # The loop and its ordering guarantees
 //
-// One goroutine (loop.go) is the only caller of the core. It waits for
-// ticks, inbound messages, proposals, reads and control requests, feeds
-// them to the core, then handles the core's Ready exactly as core.Ready's
-// contract requires:
+// One goroutine (loop.go) is the only caller of the core, which runs with
+// core.Config.AsyncStorageWrites: each Ready says, as data, what to send,
+// persist, sync, write and apply, and durability and application are
+// acknowledged apart (AckPersisted, AckApplied). Two more goroutines do
+// the slow work: the persister (persist.go) owns Storage.Save, the
+// applier (apply.go) owns StateMachine.Apply. The loop waits for ticks,
+// inbound messages, proposals, reads, control requests and the two
+// goroutines' progress, feeds them to the core, and handles each Ready
+// top to bottom, as core.Ready's asynchronous contract requires:
 //
 //  1. send Ready.Messages (a leader's appends leave while it writes the
 //     same entries to its own log, thesis §10.2.1);
-//  2. install Ready.Snapshot, then Storage.Save(hard state, entries);
-//     durable when Save returns;
-//  3. send Ready.MessagesAfterPersist (votes and acknowledgements, which
-//     promise what step 2 wrote, so never earlier — design §3 rule 1);
-//  4. apply Ready.CommittedEntries in index order, then answer reads
-//     whose read index has been applied, then fail refused proposals;
-//  5. Advance.
+//  2. if Ready.Snapshot is set (rare): wait until the persister and the
+//     applier are idle and install it synchronously; then queue the
+//     persist batch (hard state if Ready.Sync or entries, Entries,
+//     MessagesAfterPersist, the Persist acknowledgement) to the
+//     persister, which merges everything queued meanwhile into one Save
+//     (group commit), then sends each batch's MessagesAfterPersist (votes
+//     and acknowledgements promise what was written, so never earlier —
+//     design §3 rule 1) and posts the batches back; the loop calls
+//     AckPersisted for each, in order, and only then does a leader count
+//     its own copy of the entries;
+//  3. if Ready.CommitToWrite is set, write that commit index
+//     (CommitWriter, without an fsync; else with the batch's Save, which
+//     the applier waits for), then hand Ready.CommittedEntries to the
+//     applier, decoded once on the loop (proposal owners, membership
+//     entries, which the loop tracks itself and never hands to the state
+//     machine); the applier applies them in order, resolves the waiting
+//     proposals with the results and reports its applied index, on which
+//     the loop calls AckApplied and serves parked reads;
+//  4. answer reads whose read index has been applied (the others wait for
+//     the applier), then fail refused proposals;
+//  5. Advance, which only releases the Ready.
+//
+// The core hands out committed entries only once they are durable locally
+// (acknowledged by AckPersisted) and along with the commit index to write
+// first, so the state machine never runs ahead of the local log, nor of
+// the commit index a restart finds. Memory is bounded on both sides:
+// the loop takes no Ready while Config.MaxPersistQueueBytes wait for the
+// persister (a slow disk throttles appends and proposals at the core's
+// limits), and the core hands out no committed entries while
+// Config.MaxApplyQueueBytes wait for the applier (a slow state machine
+// throttles commits, never heartbeats or appends).
 //
 // Consequences an embedder can rely on:
 //   - Commands reach StateMachine.Apply in log order, each once per
@@ -54,12 +83,14 @@
 //   - Read returns nil only once this node's state machine reflects every
 //     write committed before Read was called.
 //   - Proposals queued while a Save runs go into the next Save together
-//     (natural batching: no timer, no added latency when idle), up to
-//     Config.MaxBatchProposals and Config.MaxBatchBytes.
+//     (natural batching: no timer, no added latency when idle); the core
+//     takes them in batches of up to Config.MaxBatchProposals and
+//     Config.MaxBatchBytes, and the persister merges the batches queued
+//     during one fsync into the next.
 //   - A leader is fed one tick per Config.TickInterval of clock time,
 //     counting time its loop spent blocked (up to an election timeout's
-//     worth at once), so a leader whose disk stalled for longer than an
-//     election timeout no longer trusts its read lease: it confirms
+//     worth at once), so a leader whose loop was paused for longer than
+//     an election timeout no longer trusts its read lease: it confirms
 //     leadership with a quorum before answering reads, and steps down
 //     when it learns of a newer term or CheckQuorum finds it unfollowed,
 //     instead of acting as if no time had passed. Other roles get at most
@@ -155,8 +186,10 @@
 //
 // # Start, shutdown and ownership
 //
-// Start returns once the node runs, without waiting for peers, or fails
-// at once saying what is missing. It starts the transport that
+// Start returns once the node runs and has re-applied its log up to the
+// commit index it found (no peers needed: a state machine that applies
+// without fsync is caught up before the embedder serves from it), without
+// waiting for peers, or fails at once saying what is missing. It starts the transport that
 // Config.NewTransport returns when that implements Starter
 // (transport.GRPC does); an embedder-owned Config.Transport is the
 // embedder's to start. A node that knows no leader for ten election
@@ -165,8 +198,11 @@
 // silent.
 //
 // The context given to Start is the node's lifetime. Cancelling it or
-// calling Stop ends the loop. On the way out
-// the node fails every pending Propose and Read with ErrStopped (a
+// calling Stop ends the loop. On the way out the persister finishes its
+// Save in flight (what is queued behind it was never acknowledged, so it
+// may be lost) and the applier its Apply in flight (the rest is
+// re-applied by the next Start); then the node fails every pending
+// Propose and Read with ErrStopped (a
 // proposal already handed to Raft gets an *OutcomeUnknownError wrapping
 // ErrStopped), closes the transport if it owns it (Config.NewTransport),
 // then closes Storage, which it owns from a successful Start. Stop returns

@@ -167,6 +167,9 @@ func TestForwardedProposalDroppedWithFullInbox(t *testing.T) {
 		_, _ = c.nodes[lead].Propose(ctx, []byte("block"))
 	}()
 	awaitChan(t, "the leader's Save to block", c.stores[lead].entered)
+	// The loop does not wait for the Save: pause it too.
+	unblock := driver.BlockLoop(c.nodes[lead])
+	defer unblock()
 	h := c.nodes[lead].Handler()
 	filler := []core.Message{{Type: core.MsgHeartbeatResp, From: f, To: lead, Term: c.nodes[lead].Status().Term}}
 	await(t, "the leader's inbox to be full", func() bool {
@@ -183,6 +186,7 @@ func TestForwardedProposalDroppedWithFullInbox(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("the refusal took %v", d)
 	}
+	unblock()
 	release()
 	c.propose(f, "after")
 	c.awaitConverged("before", "after")

@@ -32,6 +32,23 @@ func (s *countingStore) Save(hs core.HardState, ents []core.Entry) error {
 	return s.Storage.Save(hs, ents)
 }
 
+// commitCountingStore keeps the wrapped Storage's CommitWriter extension
+// visible, so that the driver writes commit indexes the way it would
+// without the counting wrapper.
+type commitCountingStore struct{ *countingStore }
+
+func (s commitCountingStore) WriteCommit(index uint64) error {
+	return s.Storage.(driver.CommitWriter).WriteCommit(index)
+}
+
+// storage returns s as the driver should see it.
+func (s *countingStore) storage() driver.Storage {
+	if _, ok := s.Storage.(driver.CommitWriter); ok {
+		return commitCountingStore{s}
+	}
+	return s
+}
+
 // realCluster runs nodes on the real disk and gRPC transport packages:
 // disk.Store in a temporary directory per node, transport.GRPC on
 // 127.0.0.1 with a port chosen by the kernel (kept across restarts), and
@@ -167,7 +184,7 @@ func (c *realCluster) start(id uint64) {
 		ID:           id,
 		Peers:        addrPeers(addrs),
 		Join:         c.joiners[id],
-		Storage:      cs,
+		Storage:      cs.storage(),
 		StateMachine: c.sms[id],
 		TickInterval: c.tick,
 		Logger:       testLogger(),

@@ -16,8 +16,14 @@ import (
 //     LastIndex()+1, in which case every stored entry at or above
 //     entries[0].Index is replaced (the core truncates a conflicting suffix).
 //     A zero hs means "unchanged"; an empty entries slice is allowed.
-//   - Save may be called from several goroutines; concurrent calls may be
-//     merged into one write and one fsync (group commit).
+//   - The driver calls Save from one goroutine of its own (the persister,
+//     which already merges the writes of consecutive Readies into one
+//     Save), while its loop goroutine reads through the LogReader methods
+//     and may call InstallSnapshot, Compact and CommitWriter.WriteCommit;
+//     so every method must be safe for concurrent use. A reader never
+//     asks for entries a Save in flight replaces. Save may also be called
+//     from several goroutines at once (concurrent calls may be merged into
+//     one write and one fsync).
 //   - After Save returns, the LogReader methods reflect it.
 type Storage interface {
 	core.LogReader
@@ -49,40 +55,23 @@ type Storage interface {
 	Close() error
 }
 
-// UnsyncedCommitSaver is an optional Storage extension that writes a hard
-// state differing from the saved one only in its commit index without
-// waiting for an fsync: the write survives a crash of the process (it is
-// in the kernel) and the next Save's fsync makes it durable. disk.Store
-// implements it.
-//
-// The driver applies a committed entry only once a commit index covering
-// it is at least written to storage, so that a restarted node re-applies
-// everything it had exposed to reads. Without this extension that costs an
-// fsync whenever a commit advances without new entries to save (every
-// write at low load); with it, a pwrite. A power loss can still take a
-// node's unsynced commit index and its state machine's unsynced writes
-// back to the last fsync, never acknowledged writes, which are fsynced on
-// a quorum before they are acknowledged. An application that serves local
-// (serializable) reads must therefore not serve them after a restart
-// until one Read barrier has succeeded, or they may go back in time;
-// app/kv's service does exactly that.
-type UnsyncedCommitSaver interface {
-	// SaveCommitUnsynced writes hs, whose term and vote equal the last
-	// saved hard state's, without an fsync.
-	SaveCommitUnsynced(hs core.HardState) error
-}
-
 // CommitWriter is an optional Storage extension (disk.Store implements
 // it) that records a commit index without an fsync and without waiting
 // for any Save in flight: the write survives a crash of the process (it
 // is in the kernel), not necessarily a power loss. InitialState reports
-// the highest commit index recorded by Save or WriteCommit (never above
-// the last durable entry).
+// the highest commit index recorded by Save or WriteCommit, capped at the
+// last durable entry and at least the snapshot index (FirstIndex-1).
 //
-// The driver writes Ready.CommitToWrite through it before applying (the
+// The driver writes Ready.CommitToWrite through it, from its loop
+// goroutine, before handing the committed entries to its applier (the
 // core's apply-ordering rule: a restarted node re-applies everything it
-// had exposed to reads). Without the extension that write is a Save of a
-// hard state, which costs an fsync queued behind the WAL's.
+// had exposed to reads). The core never asks for an index past the
+// entries acknowledged durable (AckPersisted), so a correct driver never
+// writes one past LastIndex; disk.Store refuses that with an error. An
+// error is fatal to the node (disk.Store's is sticky; its WAL is not
+// affected). Without the extension that write is a Save of a hard state,
+// which costs an fsync queued behind the WAL's, and the entries wait for
+// it before they are applied (see driver/ready.go writeCommit).
 //
 // A power loss can take the unsynced commit index and the state machine's
 // unsynced writes back to the last fsync, never acknowledged writes,

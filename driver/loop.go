@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/rafty-db/rafty/core"
@@ -30,22 +31,33 @@ type loop struct {
 	// stepInboundAndTicks).
 	leaderCatchUp int64
 
-	role    core.Role
-	leader  uint64
-	applied uint64
-	// lastHS is the newest hard state the core handed out; unsavedHS says
-	// it differs from the stored one only in Commit, which the loop
-	// defers to the next write (see persist).
-	lastHS    core.HardState
-	unsavedHS bool
-	// writtenCommit is the commit index of the last hard state written
-	// to storage (or implied at start): fsynced by Save, or only written
-	// by an UnsyncedCommitSaver. Nothing beyond it is applied (see
-	// persist).
-	writtenCommit uint64
-	// commitSaver is the Storage's UnsyncedCommitSaver extension, nil
-	// without it; looked up once, not per Ready.
-	commitSaver UnsyncedCommitSaver
+	role   core.Role
+	leader uint64
+	// lastHS is the newest hard state the core handed out.
+	lastHS core.HardState
+	// commitWriter is the Storage's CommitWriter extension, nil without
+	// it; looked up once, not per Ready.
+	commitWriter CommitWriter
+
+	// The persister (persist.go): persistInFlight batches queued and not
+	// yet collected, counting persistBytes against MaxPersistQueueBytes;
+	// acks are the batches collected and not yet acknowledged to the
+	// core, in order.
+	persister       *persister
+	persistInFlight int
+	persistBytes    int64
+	acks            []*persistBatch
+
+	// The applier (apply.go): handedOut is the last committed index
+	// handed to it, applied the last it applied as far as the loop knows
+	// (applied <= handedOut), ackedApplied the last given to
+	// core.Node.AckApplied. reapplyAt is the commit index at start until
+	// it is applied, then 0 (Start waits for it: n.reapplied).
+	applier      *applier
+	handedOut    uint64
+	applied      uint64
+	ackedApplied uint64
+	reapplyAt    uint64
 
 	// ours maps a log index to the sequence number of this incarnation's
 	// proposal that was persisted locally at that index, until the index
@@ -119,8 +131,6 @@ type loop struct {
 	// Scratch buffers reused across iterations.
 	batch  [][]byte
 	batchW []*proposalWaiter
-	cmds   []Command
-	owners []uint64
 	ready  []uint64
 }
 
@@ -134,8 +144,8 @@ func newLoop(n *Node, rn *core.Node) *loop {
 	}
 	n.forwardBytes = n.maxMessageBytes - forwardFramingBytes
 	n.transportSet.Store(true)
-	commitSaver, _ := n.cfg.Storage.(UnsyncedCommitSaver) // nil without it
-	return &loop{
+	commitWriter, _ := n.cfg.Storage.(CommitWriter) // nil without it
+	l := &loop{
 		n:             n,
 		rn:            rn,
 		log:           n.log,
@@ -143,12 +153,13 @@ func newLoop(n *Node, rn *core.Node) *loop {
 		leaderCatchUp: int64(n.raftCfg.ElectionTicks),
 		role:          st.Role,
 		leader:        st.Leader,
-		applied:       st.Applied,
 		lastHS:        core.HardState{Term: st.Term, Vote: st.Vote, Commit: st.Commit},
-		// At start the core's commit is the persisted one or the state
-		// machine's durably applied index, whichever is higher.
-		writtenCommit: st.Commit,
-		commitSaver:   commitSaver,
+		commitWriter:  commitWriter,
+		persister:     newPersister(n),
+		applier:       newApplier(n, st.Applied),
+		handedOut:     st.Applied,
+		applied:       st.Applied,
+		ackedApplied:  st.Applied,
 		ours:          map[uint64]uint64{},
 		readsSent:     map[uint64]struct{}{},
 		sending:       map[uint64]uint64{},
@@ -157,6 +168,12 @@ func newLoop(n *Node, rn *core.Node) *loop {
 		membership:    st.Membership,
 		caughtUpSince: map[uint64]time.Time{},
 	}
+	if st.Commit > st.Applied {
+		l.reapplyAt = st.Commit
+	} else {
+		close(n.reapplied)
+	}
+	return l
 }
 
 // event is what woke the loop up; at most one field is set.
@@ -173,20 +190,24 @@ type event struct {
 
 // run is the loop. Each iteration:
 //
-//  1. waits for something to do (unless the core already has a Ready);
-//  2. feeds the core, in this order: inbound messages (bounded by
+//  1. waits for something to do (unless the core already has a Ready it
+//     may take);
+//  2. takes in what the persister and the applier finished
+//     (AckPersisted, AckApplied, parked reads);
+//  3. feeds the core, in this order: inbound messages (bounded by
 //     MaxStepMessages) and the ticks owed, interleaved on a leader so
 //     that followers' answers count before the clock catches up and read
 //     decisions come after it (stepInboundAndTicks), unreachable reports,
 //     control requests, one batch of proposals (everything queued, up to
 //     MaxBatchProposals / MaxBatchBytes, in chunks that fit one transport
 //     message), queued reads;
-//  3. handles at most one Ready (handleReady), following core.Ready's
-//     contract.
+//  4. handles at most one Ready (handleReady), following core.Ready's
+//     asynchronous contract, unless the persist queue is full
+//     (canTakeReady).
 //
-// Because step 2 drains the proposal queue completely before step 3, all
-// proposals that arrived while the previous Save was blocking go into the
-// next write: batching without a timer.
+// The loop never waits for a Save or an Apply (except around a snapshot
+// install): the persister merges everything queued while its previous
+// fsync ran into its next Save, so batching needs no timer either.
 func (l *loop) run() {
 	var fatal error
 	defer func() { l.shutdown(fatal) }()
@@ -194,23 +215,24 @@ func (l *loop) run() {
 	l.tickBase = n.cfg.Clock.Now()
 	ticker := n.cfg.Clock.NewTicker(l.interval)
 	defer ticker.Stop()
-	// The disk watchdog ends with n.ctx; shutdown waits for it (n.bg)
-	// before closing the transport it sends through.
-	n.bg.Add(1)
-	go func() {
-		defer n.bg.Done()
-		n.watchDisk()
-	}()
+	// The disk watchdog, the persister and the applier end with n.ctx;
+	// shutdown waits for them (n.bg) before closing the transport they
+	// send through and the storage they write.
+	n.bg.Go(n.watchDisk)
+	n.bg.Go(l.persister.run)
+	n.bg.Go(l.applier.run)
 	l.noteRemoved()
 	l.updatePeers()
 	l.checkPeers()
 	for {
 		var ev event
-		if !l.rn.HasReady() && l.carry == nil {
+		if !(l.rn.HasReady() && l.canTakeReady()) && l.carry == nil {
 			select {
 			case <-n.ctx.Done():
 				return
 			case <-ticker.C():
+			case <-l.persister.notify:
+			case <-l.applier.notify:
 			case ev.msgs = <-n.inbox:
 			case ev.prop = <-n.propc:
 			case ev.read = <-n.readc:
@@ -235,8 +257,14 @@ func (l *loop) run() {
 	}
 }
 
-// iterate performs steps 2 and 3 of run. A returned error is fatal.
+// iterate performs steps 2 to 4 of run. A returned error is fatal.
 func (l *loop) iterate(ev event) error {
+	if err := l.ackPersisted(); err != nil {
+		return err
+	}
+	if err := l.processApplied(); err != nil {
+		return err
+	}
 	if err := l.snapshotEvents(ev); err != nil {
 		return err
 	}
@@ -246,6 +274,10 @@ func (l *loop) iterate(ev event) error {
 	l.reportUnreachable()
 	if err := l.runControl(ev.ctrl); err != nil {
 		return err
+	}
+	if l.n.ctx.Err() != nil {
+		// Stopped while a control request ran: take no more work.
+		return nil
 	}
 	if err := l.proposeBatch(ev.prop); err != nil {
 		return err
@@ -258,14 +290,22 @@ func (l *loop) iterate(ev event) error {
 		l.finishInstall(nil)
 	}
 	if l.rn.HasReady() {
-		if err := l.handleReady(); err != nil {
+		if !l.canTakeReady() {
+			// Throttled by the disk: Status still shows what the core
+			// took in meanwhile (proposals, terms).
+			l.n.publishStatus(l.rn.Status())
+		} else if err := l.handleReady(); err != nil {
 			return err
 		}
 	}
 	l.updatePeers()
 	l.checkPeers()
 	l.autoPromote()
-	return l.maybeSnapshot()
+	if !l.snapshotDue() {
+		return nil
+	}
+	// Capturing the state machine must not overlap Apply.
+	return l.withStateMachine(func(StateMachine) error { return l.maybeSnapshot() })
 }
 
 // snapshotEvents handles the snapshot-related event that woke the loop,
@@ -582,7 +622,13 @@ func (l *loop) reportUnreachable() {
 func (l *loop) runControl(first *ctrlRequest) error {
 	run := func(c ctrlRequest) error {
 		if c.lfn != nil {
-			c.reply <- c.lfn(l)
+			if c.smFree {
+				c.reply <- c.lfn(l)
+			} else {
+				// The driver's own requests may use the state machine
+				// (Backup captures it): not concurrently with Apply.
+				c.reply <- l.withStateMachine(func(StateMachine) error { return c.lfn(l) })
+			}
 		} else {
 			c.reply <- c.fn(l.rn)
 		}
@@ -755,7 +801,8 @@ func (l *loop) sweepReadsSent() {
 }
 
 // shutdown runs when the loop exits for any reason. Order matters:
-// refuse new work, flush the deferred commit index, fail every waiter,
+// refuse new work, wait for the persister and the applier (and the other
+// goroutines) to end, fail every waiter,
 // close the transport (so no receive goroutine calls in any more), then
 // storage; only then close done, which Stop waits for.
 func (l *loop) shutdown(fatal error) {
@@ -767,17 +814,15 @@ func (l *loop) shutdown(fatal error) {
 	}
 	// Snapshot work: answer a received snapshot being stepped, stop the
 	// local snapshot writer and outgoing transfers (their contexts derive
-	// from n.ctx) and wait for them.
+	// from n.ctx) and wait for them. The persister finishes the Save in
+	// flight and drops what is queued (nothing was acknowledged for it);
+	// the applier finishes the Apply in flight and leaves the rest to the
+	// next Start, which re-applies committed entries.
 	if l.install != nil {
 		l.finishInstall(ErrStopped)
 	}
 	n.bg.Wait()
 	var errs []error
-	if fatal == nil && l.unsavedHS {
-		if err := n.cfg.Storage.Save(l.lastHS, nil); err != nil {
-			errs = append(errs, fmt.Errorf("driver: saving final hard state: %w", err))
-		}
-	}
 	stopped := stoppedError(fatal)
 	for _, w := range n.props.close() {
 		// Only this goroutine moves a waiter out of queued, so the state
@@ -810,43 +855,60 @@ func (l *loop) shutdown(fatal error) {
 // Disk stalls.
 //
 // A write to Storage that never returns (a hung fdatasync, a dead disk
-// behind a network volume) blocks the loop inside persist, so the loop
-// cannot notice it. The loop only records when the write in flight began
-// (timeWrite); everything else happens off the loop:
+// behind a network volume) blocks the persister inside Save (or the loop
+// inside a commit write), and with it, sooner or later, everything that
+// waits for durability. The writers only record
+// when their write in flight began (timeWrite: the persister in
+// diskWriteStart, the loop in loopWriteStart); everything else happens
+// off them:
 //
-//   - Status computes DiskWriteBlocked and DiskStalled from that record
-//     on every call, so /readyz and `kvnode status` show a stall while it
-//     lasts, and stop showing it the moment the write returns;
+//   - Status computes DiskWriteBlocked and DiskStalled from those records
+//     (the older write in flight) on every call, so /readyz and `kvnode
+//     status` show a stall while it lasts, and stop showing it the moment
+//     the write returns;
 //   - watchDisk, a goroutine of its own, logs the stall and counts it and,
 //     if the node last published itself as leader, sends MsgTimeoutNow for
 //     the node's term to the voter with the highest match index: that
 //     follower campaigns at once (thesis §3.10), without waiting for its
-//     election timeout. It needs no help from the core (which the blocked
-//     loop owns): a MsgTimeoutNow only makes its receiver campaign, and
-//     the election's own rules decide; one sent in a term that has already
-//     ended is ignored. The stalled leader steps down when its write
-//     returns and it sees the new term.
+//     election timeout. It needs no help from the core: a MsgTimeoutNow
+//     only makes its receiver campaign, and the election's own rules
+//     decide; one sent in a term that has already ended is ignored. The
+//     stalled leader steps down when it sees the new term.
 //
-// A leader whose loop is blocked sends no heartbeats either, so its
-// followers would campaign anyway after their election timeout; the
-// hand-over makes that immediate and independent of the followers'
-// settings, and the stalled flag keeps clients off a node that cannot
-// persist. DiskStallTimeout is deliberately much longer than a slow fsync
-// (seconds, not the hundreds of milliseconds of an election timeout): the
-// other side, one slow fsync, must not cost a healthy leader its
-// leadership (see stepInboundAndTicks).
+// A leader whose persister is blocked keeps sending heartbeats, but
+// commits nothing (its own entries never become durable, and past
+// MaxPersistQueueBytes it takes no more Readies); the hand-over moves
+// leadership to a node that can persist, and the stalled flag keeps
+// clients off this one. DiskStallTimeout is deliberately much longer than
+// a slow fsync (seconds, not the hundreds of milliseconds of an election
+// timeout): the other side, one slow fsync, must not cost a healthy
+// leader its leadership (see stepInboundAndTicks).
 
-// timeWrite runs one Storage write, recording it as in flight.
-func (l *loop) timeWrite(write func() error) error {
-	l.n.diskWriteStart.Store(l.n.cfg.Clock.Now().UnixNano())
-	defer l.n.diskWriteStart.Store(0)
+// timeWrite runs one Storage write, recording it as in flight in slot
+// (n.diskWriteStart for the persister, n.loopWriteStart for the loop).
+func (n *Node) timeWrite(slot *atomic.Int64, write func() error) error {
+	slot.Store(n.cfg.Clock.Now().UnixNano())
+	defer slot.Store(0)
 	return write()
 }
 
-// diskBlocked returns how long the Storage write in flight has been
+// writeInFlight returns the start (Unix nanoseconds) of the older Storage
+// write in flight, 0 when none.
+func (n *Node) writeInFlight() int64 {
+	a, b := n.diskWriteStart.Load(), n.loopWriteStart.Load()
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	}
+	return min(a, b)
+}
+
+// diskBlocked returns how long the older Storage write in flight has been
 // running, 0 when none.
 func (n *Node) diskBlocked() time.Duration {
-	start := n.diskWriteStart.Load()
+	start := n.writeInFlight()
 	if start == 0 {
 		return 0
 	}
@@ -867,7 +929,7 @@ func (n *Node) watchDisk() {
 			return
 		case <-tk.C():
 		}
-		start := n.diskWriteStart.Load()
+		start := n.writeInFlight()
 		blocked := n.diskBlocked()
 		if stalledSince != 0 && start != stalledSince {
 			n.metrics.diskStalled.Set(0)

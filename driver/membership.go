@@ -298,7 +298,7 @@ func (n *Node) changeMembership(ctx context.Context, retry bool, build func(core
 		// before its reply arrived, to tell "never proposed" from
 		// "proposed, fate unknown".
 		var proposed atomic.Pointer[confWaiter]
-		err := n.control(ctx, ctrlRequest{reply: make(chan error, 1), lfn: func(l *loop) error {
+		err := n.control(ctx, ctrlRequest{reply: make(chan error, 1), smFree: true, lfn: func(l *loop) error {
 			w, err := l.proposeConf(build)
 			proposed.Store(w)
 			return err

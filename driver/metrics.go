@@ -13,14 +13,17 @@ import (
 // Exported names:
 //
 //	rafty_driver_propose_duration_seconds   histogram  Propose call to result, successful proposals
-//	rafty_driver_save_duration_seconds      histogram  Storage.Save (the fsync) per Ready
-//	rafty_driver_apply_duration_seconds     histogram  StateMachine.Apply per Ready
-//	rafty_driver_save_entries               histogram  entries written per Save (Ready batch size)
+//	rafty_driver_save_duration_seconds      histogram  Storage.Save (the fsync) per merged Save of the persister
+//	rafty_driver_apply_duration_seconds     histogram  StateMachine.Apply per Ready's batch
+//	rafty_driver_save_entries               histogram  entries written per merged Save (entries per fsync)
+//	rafty_driver_save_batches               histogram  Readies' persist batches merged into one Save (group commit)
+//	rafty_driver_persist_queue_bytes        gauge      bytes queued for the persister, not yet durable (MaxPersistQueueBytes)
+//	rafty_driver_apply_queue_bytes          gauge      committed entry bytes handed to the applier, not yet applied (MaxApplyQueueBytes)
 //	rafty_driver_proposals_per_batch        histogram  local proposals handed to the core together
 //	rafty_driver_inbox_dropped_total        counter    inbound batches dropped, inbox full
 //	rafty_driver_invalid_messages_total     counter    inbound messages the core rejected as invalid
-//	rafty_driver_applied_early_total        counter    committed entries applied before their Ready's fsync (already durable)
-//	rafty_driver_commit_writes_unsynced_total counter  commit-only hard states written without an fsync (UnsyncedCommitSaver)
+//	rafty_driver_commit_writes_total        counter    commit indexes written before applying through CommitWriter (no fsync)
+//	rafty_driver_commit_saves_total         counter    commit indexes written before applying by a synced Save (Storage without CommitWriter)
 //	rafty_driver_undecodable_entries_total  counter    committed entries whose envelope does not decode, applied as failed no-ops
 //	rafty_driver_invalid_proposals_total    counter    forwarded proposal entries refused as malformed (ErrInvalidProposal)
 //	rafty_driver_forwarded_dropped_total    counter    forwarded proposal entries dropped with the inbox full and answered (ErrLeaderBusy)
@@ -55,8 +58,11 @@ type metrics struct {
 	proposalsPerBatch prometheus.Histogram
 	inboxDropped      prometheus.Counter
 	invalidMessages   prometheus.Counter
-	appliedEarly      prometheus.Counter
-	commitsUnsynced   prometheus.Counter
+	batchesPerSave    prometheus.Histogram
+	persistQueueBytes prometheus.Gauge
+	applyQueueBytes   prometheus.Gauge
+	commitWrites      prometheus.Counter
+	commitSaves       prometheus.Counter
 
 	undecodableEntries prometheus.Counter
 	removedSenders     prometheus.Counter
@@ -114,14 +120,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m := &metrics{
 		proposeSeconds:    h("propose_duration_seconds", "Time from Propose to its result, for successful proposals.", latencyBuckets),
-		saveSeconds:       h("save_duration_seconds", "Time spent in Storage.Save (durable write) per Ready.", latencyBuckets),
-		applySeconds:      h("apply_duration_seconds", "Time spent in StateMachine.Apply per Ready.", latencyBuckets),
-		saveEntries:       h("save_entries", "Log entries written per Storage.Save.", countBuckets),
+		saveSeconds:       h("save_duration_seconds", "Time spent in Storage.Save (durable write) per merged Save.", latencyBuckets),
+		applySeconds:      h("apply_duration_seconds", "Time spent in StateMachine.Apply per batch.", latencyBuckets),
+		saveEntries:       h("save_entries", "Log entries written per Storage.Save (entries per fsync).", countBuckets),
+		batchesPerSave:    h("save_batches", "Persist batches (one per Ready) merged into one Storage.Save.", countBuckets),
+		persistQueueBytes: g("persist_queue_bytes", "Bytes queued for the persister and not yet durable."),
+		applyQueueBytes:   g("apply_queue_bytes", "Bytes of committed entries handed to the applier and not yet applied."),
 		proposalsPerBatch: h("proposals_per_batch", "Local proposals handed to the core in one batch.", countBuckets),
 		inboxDropped:      c("inbox_dropped_total", "Inbound message batches dropped because the inbox was full."),
 		invalidMessages:   c("invalid_messages_total", "Inbound messages the core rejected as invalid."),
-		appliedEarly:      c("applied_early_total", "Committed entries applied before their Ready's fsync, having been durable already."),
-		commitsUnsynced:   c("commit_writes_unsynced_total", "Commit-only hard states written without an fsync (not in save_duration_seconds)."),
+		commitWrites:      c("commit_writes_total", "Commit indexes written through CommitWriter before applying (no fsync; not in save_duration_seconds)."),
+		commitSaves:       c("commit_saves_total", "Commit indexes written before applying by a synced Save, for lack of CommitWriter."),
 		reg:               reg,
 
 		undecodableEntries: c("undecodable_entries_total", "Committed entries whose proposal envelope does not decode, applied as failed no-ops."),
@@ -154,7 +163,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, col := range []prometheus.Collector{
 		m.proposeSeconds, m.saveSeconds, m.applySeconds, m.saveEntries,
-		m.proposalsPerBatch, m.inboxDropped, m.invalidMessages, m.appliedEarly, m.commitsUnsynced,
+		m.proposalsPerBatch, m.inboxDropped, m.invalidMessages, m.batchesPerSave, m.persistQueueBytes,
+		m.applyQueueBytes, m.commitWrites, m.commitSaves,
 		m.snapshots, m.snapshotFailures, m.snapshotSeconds, m.snapshotSize, m.snapshotIndex,
 		m.compactedIndex, m.compactions, m.snapSends, m.snapSendFailures, m.snapSendSeconds,
 		m.snapSentBytes, m.snapInstalls, m.snapRecvFailures, m.snapRecvBytes, m.snapResumes,

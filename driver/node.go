@@ -103,8 +103,14 @@ type Node struct {
 	// the handler's goroutines, which answer dropped forwarded proposals.
 	transportSet atomic.Bool
 	// diskWriteStart is the Clock time (Unix nanoseconds) at which the
-	// Storage write in flight began, 0 when none (see watchDisk).
+	// persister's Storage write in flight began, 0 when none;
+	// loopWriteStart the same for the loop's own writes (commit index).
+	// See watchDisk.
 	diskWriteStart atomic.Int64
+	loopWriteStart atomic.Int64
+	// reapplied is closed once the node has applied everything that was
+	// committed when it started (Start waits for it).
+	reapplied chan struct{}
 
 	// Membership (membership.go): membership calls in flight; removal
 	// learned from the node's own applied configuration (removedSelf) or
@@ -117,7 +123,8 @@ type Node struct {
 }
 
 // Status is a point-in-time view of the node, published by the loop after
-// every Ready it handles; reading it never waits for the loop (so it
+// every Ready it handles and whenever the applier advances (Applied);
+// reading it never waits for the loop (so it
 // answers even while a disk write stalls). Treat its maps and slices as
 // read-only.
 type Status struct {
@@ -149,18 +156,32 @@ type Status struct {
 
 // ctrlRequest runs fn on the loop goroutine, which owns the core.
 type ctrlRequest struct {
-	fn    func(*core.Node) error
-	lfn   func(*loop) error // instead of fn, for the driver's own requests
-	reply chan error
+	fn  func(*core.Node) error
+	lfn func(*loop) error // instead of fn, for the driver's own requests
+	// smFree says lfn does not use the state machine, so it need not
+	// wait for the applier to drain (see runControl).
+	smFree bool
+	reply  chan error
 }
 
 // Start validates cfg, restores the core from cfg.Storage, builds and
 // starts the node-owned transport (Config.NewTransport; see Starter), and
 // starts the node's loop. It does not wait for other nodes or for a
-// leader: it returns as soon as the node runs, or with an error saying
-// what is wrong (an invalid Config, unreadable storage, a transport that
+// leader: it returns as soon as the node runs and has re-applied its log
+// up to the commit index it found at start, or with an error saying what
+// is wrong (an invalid Config, unreadable storage, a transport that
 // cannot be built or started). On an error nothing keeps running, and the
-// caller still owns Storage.
+// caller still owns Storage, except after a failure while re-applying
+// (the state machine or storage failed, or ctx ended): the node has then
+// stopped as Stop would, storage closed, and the error wraps ErrStopped
+// and the cause.
+//
+// Re-applying needs no other node. It is what a state machine that
+// applies without fsync (app/kv) needs after a crash: the commands its
+// store lost are applied again before Start returns, so an application
+// that serves local reads once Start returns never serves an older state
+// than it served before the crash (up to the durable commit index; see
+// CommitWriter for a power loss).
 //
 // ctx is the node's lifetime, not a deadline for Start: the node runs
 // until ctx is cancelled or Stop is called, whichever comes first. Either
@@ -214,6 +235,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if rc.Applied != applied || rc.ID != cfg.ID {
 		return nil, errors.New("driver: TuneRaft must not change ID or Applied")
 	}
+	// The driver persists and applies off its loop (persist.go,
+	// apply.go); the core then says in each Ready what to write, sync
+	// and apply, and bounds what is being applied.
+	rc.AsyncStorageWrites = true
+	rc.MaxApplyingBytes = uint64(cfg.MaxApplyQueueBytes)
 	rn, err := core.New(rc, reader)
 	if err != nil {
 		return nil, fmt.Errorf("driver: restoring node %d: %w", cfg.ID, err)
@@ -247,6 +273,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		installc:          make(chan *installRequest),
 		recvSem:           make(chan struct{}, 1),
 		failc:             make(chan error, 1),
+		reapplied:         make(chan struct{}),
 	}
 	n.readSeq.Store(rand.Uint64())
 	if cfg.NewTransport != nil {
@@ -313,7 +340,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.bg.Go(n.watchLeader)
 	go l.run()
-	n.log.Info("node started", "applied", applied, "epoch", n.epoch)
+	// Serving before the commit index at start is re-applied would
+	// answer local reads from an older state than this node served before
+	// a crash (the state machine applies without fsync).
+	select {
+	case <-n.reapplied:
+	case <-n.done:
+		return nil, fmt.Errorf("driver: node %d stopped while re-applying its committed log (up to index %d): %w",
+			cfg.ID, st.Commit, stoppedError(n.fatal))
+	}
+	n.log.Info("node started", "applied", applied, "commit", st.Commit, "epoch", n.epoch)
 	return n, nil
 }
 

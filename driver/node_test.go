@@ -50,6 +50,10 @@ func TestStopFailsPendingCalls(t *testing.T) {
 		p1 <- err
 	}()
 	awaitChan(t, "p1's write to block", c.stores[lead].entered)
+	// The loop itself does not wait for the write: pause it, so that p2
+	// and r1 stay queued.
+	unblock := driver.BlockLoop(n)
+	defer unblock()
 	p2 := make(chan error, 1)
 	go func() {
 		_, err := n.Propose(context.Background(), []byte("p2"))
@@ -62,13 +66,19 @@ func TestStopFailsPendingCalls(t *testing.T) {
 		return st.PendingProposals == 2 && st.PendingReads == 1
 	})
 
-	// Cancel the node's context (what Stop does first) while the loop is
-	// inside Save: once Save returns, the loop must exit without taking
-	// more work, so p1 stays uncommitted.
+	// Cancel the node's context (what Stop does first) while the
+	// persister is inside Save and the loop paused: once they return, the
+	// node must exit without taking more work, so p1 stays uncommitted.
 	c.cancels[lead]()
 	stopped := make(chan error, 1)
 	go func() { stopped <- n.Stop() }()
-	// Stop cannot finish while the loop is inside Save.
+	// Stop cannot finish while a Save is in flight.
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while a Save was still blocked", err)
+	default:
+	}
+	unblock()
 	select {
 	case err := <-stopped:
 		t.Fatalf("Stop returned (%v) while a Save was still blocked", err)
@@ -340,6 +350,10 @@ func TestReadErrors(t *testing.T) {
 		_, _ = c.nodes[lead].Propose(ctx, []byte("block"))
 	}()
 	awaitChan(t, "the leader's Save to block", c.stores[lead].entered)
+	// The loop does not wait for the Save: pause it, so the read stays
+	// pending.
+	unblock := driver.BlockLoop(c.nodes[lead])
+	defer unblock()
 	readDone := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -350,6 +364,7 @@ func TestReadErrors(t *testing.T) {
 	if err := c.nodes[lead].Read(context.Background()); !errors.Is(err, driver.ErrBusy) {
 		t.Fatalf("second read: %v, want ErrBusy", err)
 	}
+	unblock()
 	release()
 	if err := awaitChan(t, "the first read", readDone); err != nil {
 		t.Logf("first read: %v", err)
@@ -428,9 +443,9 @@ func TestMetrics(t *testing.T) {
 }
 
 // TestDeadlineOutcomes: when a proposal's context ends, the error says
-// whether the core ever saw it. One still queued behind a blocked write
-// was never submitted (plain deadline: safe to retry); one inside the
-// blocked write may yet commit (ErrOutcomeUnknown with the deadline).
+// whether the core ever saw it. One still queued behind a paused loop was
+// never submitted (plain deadline: safe to retry); one inside a blocked
+// write may yet commit (ErrOutcomeUnknown with the deadline).
 func TestDeadlineOutcomes(t *testing.T) {
 	c := newCluster(t, 3)
 	lead := c.leader()
@@ -448,6 +463,10 @@ func TestDeadlineOutcomes(t *testing.T) {
 		inWrite <- err
 	}()
 	awaitChan(t, "the write to block", c.stores[lead].entered)
+	// The loop does not wait for the write: pause it, so that the next
+	// proposal stays queued.
+	unblock := driver.BlockLoop(n)
+	defer unblock()
 	queued := make(chan error, 1)
 	go func() {
 		_, err := n.Propose(ctx, []byte("queued"))
@@ -463,6 +482,7 @@ func TestDeadlineOutcomes(t *testing.T) {
 	if !errors.Is(err, driver.ErrOutcomeUnknown) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("proposal in the blocked write: %v, want ErrOutcomeUnknown wrapping the context error", err)
 	}
+	unblock()
 	release()
 	// The abandoned-but-submitted proposal commits after all; the queued
 	// one never reaches the log.

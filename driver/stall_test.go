@@ -67,10 +67,9 @@ func TestStalledLeaderSave(t *testing.T) {
 				c.net.CutOneWay(id, old)
 			}
 
-			// Status keeps answering while the loop is blocked.
-			if st := c.nodes[old].Status(); st.Role != core.RoleLeader {
-				t.Fatalf("old leader's last published role is %v", st.Role)
-			}
+			// The old leader's loop runs on (only its persister waits), and
+			// its Status shows the write in flight to the disk watchdog.
+			await(t, "the stalled write to show in Status", func() bool { return c.nodes[old].Status().DiskWriteBlocked > 0 })
 			lead := c.leaderOf(others...)
 			x3 := c.propose(lead, "x3")
 			await(t, "x3 applied on the majority", func() bool {
@@ -82,15 +81,19 @@ func TestStalledLeaderSave(t *testing.T) {
 				return true
 			})
 
-			// Queue a read on the stalled node; it reaches the core only
-			// after the stall.
+			// Issue a read on the stalled node. Its loop runs on: the read
+			// waits for a quorum it cannot reach, or fails (CheckQuorum
+			// deposed the old leader); it must never be answered from the
+			// old leader's state.
 			readErr := make(chan error, 1)
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				readErr <- c.nodes[old].Read(ctx)
 			}()
-			await(t, "the read to be queued", func() bool { return c.nodes[old].Status().PendingReads == 1 })
+			await(t, "the read to be issued", func() bool {
+				return c.nodes[old].Status().PendingReads == 1 || len(readErr) == 1
+			})
 			release()
 
 			err := awaitChan(t, "the read on the old leader", readErr)
@@ -276,9 +279,10 @@ func (r *ackRecorder) ackedBy(id uint64) uint64 {
 	return r.acked[id]
 }
 
-// TestSlowFsyncKeepsHealthyLeader: one fsync on the leader takes an
-// election timeout of clock time, while its followers acknowledge the
-// entries it sent before that fsync. The leader must stay leader (same
+// TestSlowFsyncKeepsHealthyLeader: the leader's loop is paused for an
+// election timeout of clock time (a process pause; a slow fsync alone no
+// longer blocks the loop), while its followers acknowledge the entries it
+// sent before. The leader must stay leader (same
 // term) and commit: the acknowledgements waiting in its inbox are stepped
 // before the missed ticks, so CheckQuorum sees its followers. Fed all ten
 // missed ticks first (the old order), the leader found them silent for an
@@ -306,6 +310,14 @@ func TestSlowFsyncKeepsHealthyLeader(t *testing.T) {
 
 	release := c.stores[lead].stallOn("slow")
 	defer release()
+	// The followers' writes of the entry wait too, so that their
+	// acknowledgements can only arrive during the pause below.
+	var releaseFollowers []func()
+	for _, id := range c.followers(lead) {
+		r := c.stores[id].stallOn("slow")
+		defer r()
+		releaseFollowers = append(releaseFollowers, r)
+	}
 	slow := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -314,9 +326,18 @@ func TestSlowFsyncKeepsHealthyLeader(t *testing.T) {
 		slow <- err
 	}()
 	awaitChan(t, "the leader's fsync to block", c.stores[lead].entered)
-	// The fsync lasts one election timeout; meanwhile both followers
-	// persist the entry and their acknowledgements queue up.
+	for _, id := range c.followers(lead) {
+		awaitChan(t, "a follower's fsync to block", c.stores[id].entered)
+	}
+	// The loop does not wait for the fsync; a pause of the whole process
+	// (here: of the loop) of one election timeout does. Meanwhile both
+	// followers persist the entry and their acknowledgements queue up.
+	unblock := driver.BlockLoop(c.nodes[lead])
+	defer unblock()
 	c.clock.Advance(testElectionTicks * testTick)
+	for _, r := range releaseFollowers {
+		r()
+	}
 	await(t, "both followers' acknowledgements in the leader's inbox", func() bool {
 		for _, id := range c.followers(lead) {
 			if rec.ackedBy(id) < target {
@@ -325,6 +346,7 @@ func TestSlowFsyncKeepsHealthyLeader(t *testing.T) {
 		}
 		return true
 	})
+	unblock()
 	release()
 	if err := awaitChan(t, "the slow proposal", slow); err != nil {
 		t.Fatalf("slow proposal: %v\n%s", err, c.dump())

@@ -15,13 +15,21 @@ type Command struct {
 }
 
 // StateMachine is what the embedder implements: the replicated
-// application. The driver calls it from its loop goroutine only, never
-// concurrently with itself, so implementations need no locking for calls
-// made by the driver (they do for their own readers). Because the loop
-// waits for these calls, they must not call back into the Node's waiting
-// methods (Propose, Read, TransferLeadership, WaitLeader, Stop): that
-// would deadlock. While Apply runs, the node neither ticks nor persists,
-// so keep it short; a slow Apply delays heartbeats like a slow disk.
+// application. The driver never calls it concurrently with itself: Apply
+// runs on the driver's applier goroutine, and Snapshot and Restore on its
+// loop goroutine while the applier is idle (it has applied everything
+// handed to it and is given nothing more until they return). So
+// implementations need no locking for calls made by the driver (they do
+// for their own readers). These calls must not call back into the Node's
+// waiting methods (Propose, Read, TransferLeadership, WaitLeader, Stop):
+// that would deadlock.
+//
+// A slow Apply delays neither heartbeats nor the replication and
+// persistence of new entries: the loop goes on while it runs, and only
+// stops handing out committed entries once Config.MaxApplyQueueBytes of
+// them wait to be applied. It does delay the results of proposals and
+// reads (which wait for the state machine), and Snapshot and Restore,
+// which wait for it to finish.
 type StateMachine interface {
 	// Applied returns the index of the last command whose effects the
 	// state machine has durably recorded (0 for a fresh one). The driver
@@ -49,9 +57,10 @@ type StateMachine interface {
 
 	// Snapshot captures the state as of the last applied command and
 	// returns a source that streams it. It is called from the loop
-	// goroutine between Apply calls, so it must be quick: capture a
-	// point-in-time view (a Pebble snapshot, a copy-on-write reference, or
-	// a copy of small state) and leave the streaming to the source. The
+	// goroutine between Apply calls (the applier idle), so it must be
+	// quick (the loop waits for it): capture a point-in-time view (a
+	// Pebble snapshot, a copy-on-write reference, or a copy of small
+	// state) and leave the streaming to the source. The
 	// driver then calls the source's WriteTo from another goroutine,
 	// concurrently with later Apply calls (and possibly Restore), and
 	// Close once, when done or abandoned.
@@ -64,10 +73,10 @@ type StateMachine interface {
 	// as applied commands are (a state machine whose Applied survives a
 	// restart must report the snapshot's index, or at least the index of
 	// its last command, after one). The driver calls it from the loop
-	// goroutine: when installing a snapshot received from the leader, and
-	// in Start when the log no longer holds what the state machine lacks
-	// (an in-memory state machine after a restart, or an install a crash
-	// interrupted).
+	// goroutine, the applier idle: when installing a snapshot received
+	// from the leader, and in Start when the log no longer holds what the
+	// state machine lacks (an in-memory state machine after a restart, or
+	// an install a crash interrupted).
 	Restore(r io.Reader) error
 }
 

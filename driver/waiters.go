@@ -14,8 +14,10 @@ import (
 //	resolver: registry.take(seq) ──► send one result on done
 //
 // Exactly one party resolves a waiter: whoever removes it from the
-// registry. The loop removes it when it has an answer (applied result,
-// refusal, stop); Propose removes it when its context ends first. The
+// registry. The applier removes it with the state machine's result; the
+// loop when it has another answer (refusal, an entry displaced at its
+// index, stop); Propose when its context ends first. The registry's mutex
+// makes these goroutines safe with each other. The
 // state word decides what a context expiry means: a waiter Propose
 // cancels while still queued was never seen by the core (the error is the
 // context's, plainly); one the loop already marked proposed may be
@@ -50,8 +52,8 @@ type readWaiter struct {
 	done chan error // buffered, one send
 }
 
-// registry maps request IDs to waiters. It is shared by callers and the
-// loop, hence the mutex; it is the single source of truth for "who is
+// registry maps request IDs to waiters. It is shared by callers, the loop
+// and the applier, hence the mutex; it is the single source of truth for "who is
 // still waiting", so shutdown fails exactly the waiters it holds.
 type registry[W any] struct {
 	mu     sync.Mutex

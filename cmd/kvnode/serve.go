@@ -279,14 +279,8 @@ func (s *server) start(ctx context.Context) error {
 	go watchLeader(node, leaderChanges)
 
 	// The state machine applies without fsync, so after kill -9 the node
-	// re-applies, in its loop, commands its store lost (up to the durable
-	// commit index). Serving clients before that would answer serializable
-	// reads from an older state than it served before the crash (found by
-	// the chaos suite), so the client server starts only once it is done.
-	if err := waitReapplied(node, reapplyTimeout); err != nil {
-		_ = node.Stop()
-		return err
-	}
+	// re-applies commands its store lost (up to the durable commit index)
+	// before serving clients; driver.Start returns only once it has.
 	svc, err := kv.NewService(s.kv, node, cfg.ClusterID, s.limits)
 	if err != nil {
 		// The node uses the store: stop it before closeAll closes that.
@@ -563,30 +557,4 @@ func (s *server) closeAll() error {
 		_ = s.peerSock.Close()
 	}
 	return errors.Join(errs...)
-}
-
-// reapplyTimeout bounds the wait for a restarted node to re-apply its
-// committed log before serving clients.
-const reapplyTimeout = 2 * time.Minute
-
-// waitReapplied waits until node has applied everything it knew committed
-// when it started. The driver publishes its status after every Ready, so a
-// short poll observes progress without touching the loop; the driver has no
-// "applied reached N" notification to wait on instead.
-func waitReapplied(node *driver.Node, timeout time.Duration) error {
-	target := node.Status().Commit
-	deadline := time.Now().Add(timeout)
-	for {
-		st := node.Status()
-		if st.Applied >= target {
-			return nil
-		}
-		if err := node.Err(); err != nil {
-			return fmt.Errorf("re-applying the committed log: %w", err)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("re-applying the committed log: applied %d of %d after %v", st.Applied, target, timeout)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
