@@ -208,7 +208,6 @@ func (s *Store) recover() error {
 		return err
 	}
 	s.salt, s.chain, s.syncedEnd = last.cp.salt, r.chain, last.seg.size
-	s.unsynced = false
 	if !tail.torn && last.cp.legacy() {
 		// A segment of WAL format 2 (before issue 14): seal it where its
 		// log ends and write on in a segment of the current format, so
