@@ -362,7 +362,7 @@ type Stats struct {
 	// CommitWrites counts the WriteCommit calls that wrote the commit
 	// marker (one pwrite each, never an fdatasync).
 	CommitWrites uint64
-	DirSyncs  uint64 // fsync calls on the WAL directory
+	DirSyncs     uint64 // fsync calls on the WAL directory
 	// BytesWritten counts the bytes of records written to segment files
 	// (zero fill excluded).
 	BytesWritten uint64
