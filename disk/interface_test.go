@@ -11,5 +11,5 @@ import (
 var (
 	_ driver.Storage      = (*disk.Store)(nil)
 	_ driver.CommitWriter = (*disk.Store)(nil)
-	_ core.LogReader = (*disk.Store)(nil)
+	_ core.LogReader      = (*disk.Store)(nil)
 )
