@@ -19,9 +19,11 @@ import (
 //
 // Locking: wmu guards the group-commit queue and the right to write (the
 // "write token", held while flushing is true or while an exclusive
-// operation holds wmu); mu guards what readers see. Lock order is wmu then
-// mu; nothing waits for wmu while holding mu, and no disk write or sync
-// happens under mu, so readers never wait for an fsync.
+// operation holds wmu); mu guards what readers see; commit.mu guards the
+// commit marker file (WriteCommit), which never takes wmu. Lock order is
+// wmu, then commit.mu, then mu; nothing waits for wmu while holding mu or
+// commit.mu, and no disk write or sync happens under mu, so readers and
+// WriteCommit never wait for an fsync.
 type Store struct {
 	dir    string
 	walDir string
