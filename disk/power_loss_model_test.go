@@ -316,9 +316,9 @@ func TestWALPowerLossModel(t *testing.T) {
 		}
 		sum.add(out)
 	}
-	t.Logf("%d power cuts: %d during the workload; recoveries lost %d unsynced writes in %d schedules, cut %d torn tails, finished %d interrupted Compacts",
-		iters, sum.midWorkload, sum.lostWrites, sum.lossy, sum.tornTails, sum.compactHoles)
-	if iters >= 200 && (sum.tornTails == 0 || sum.lossy == 0 || sum.midWorkload == 0) {
+	t.Logf("%d power cuts: %d during the workload; recoveries lost %d unsynced writes in %d schedules, cut %d torn tails, finished %d interrupted Compacts, took the commit from the marker %d times",
+		iters, sum.midWorkload, sum.lostWrites, sum.lossy, sum.tornTails, sum.compactHoles, sum.markerCommits)
+	if iters >= 200 && (sum.tornTails == 0 || sum.lossy == 0 || sum.midWorkload == 0 || sum.markerCommits == 0) {
 		t.Fatalf("some outcome never happened (%+v): the test exercised too little", sum)
 	}
 }
@@ -330,6 +330,9 @@ type powerLossOutcome struct {
 	lostWrites   int // such writes, in all
 	tornTails    int // recoveries that cut a torn tail
 	compactHoles int // recoveries that finished an interrupted Compact
+	// markerCommits: recoveries whose commit index came from the
+	// commit marker, above the saved one.
+	markerCommits int
 }
 
 func (o *powerLossOutcome) add(x powerLossOutcome) {
@@ -338,6 +341,7 @@ func (o *powerLossOutcome) add(x powerLossOutcome) {
 	o.lostWrites += x.lostWrites
 	o.tornTails += x.tornTails
 	o.compactHoles += x.compactHoles
+	o.markerCommits += x.markerCommits
 }
 
 // runPowerLossSchedule runs one schedule and says what it exercised.
@@ -478,6 +482,11 @@ func runPowerLossSchedule(seed int64) (out powerLossOutcome, err error) {
 	// The recovered Store keeps working, and what it writes survives.
 	want := states[got].clone()
 	want.marker = min(marker, want.last()) // recovery clamps and rewrites it
+	noMarker := states[got].clone()
+	noMarker.marker = 0
+	if want.commit() > noMarker.commit() {
+		out.markerCommits = 1
+	}
 	hs := want.hs
 	hs.Term++
 	e := []core.Entry{{Index: want.last() + 1, Term: hs.Term, Data: []byte("after")}}
