@@ -55,6 +55,11 @@ import (
 // the last durable index (see reportedCommit), and a marker that claimed
 // more at Open is logged and rewritten, durably, with the clamped value.
 //
+// No write path lowers the marker: Raft never truncates a committed entry
+// and installs a snapshot only past the commit index, so an index once
+// written stays covered by the log or the snapshot; the cap matters only
+// for a file that claims more than the log holds.
+//
 // A slot with a bad magic, CRC or version is ignored with a warning
 // naming the file and offset (never a failure that stops the node: the
 // marker is an optimization of restart, not data); a slot with a valid
