@@ -14,8 +14,10 @@ import (
 )
 
 // Store is the durable Raft log, hard state and snapshot metadata of one
-// node, kept in a segmented write-ahead log. It implements core.LogReader
-// and driver.Storage. All methods are safe for concurrent use.
+// node, kept in a segmented write-ahead log, plus the commit index written
+// before applying, kept apart in a marker file (WriteCommit). It
+// implements core.LogReader, driver.Storage and driver.CommitWriter. All
+// methods are safe for concurrent use.
 //
 // Locking: wmu guards the group-commit queue and the right to write (the
 // "write token", held while flushing is true or while an exclusive
