@@ -244,7 +244,10 @@ func (c *commitMarker) writeAll(index uint64) error {
 // takes the WAL's lock). The write survives a crash of the process (it is
 // in the kernel), not necessarily a power loss: see the comment at the top
 // of commit_marker.go for why that is safe. InitialState reports it at
-// once (as max with the WAL's commit index and the snapshot index).
+// once (as max with the WAL's commit index and the snapshot index). The
+// pwrite itself may still wait inside the kernel (on ext4, updating the
+// file's mtime joins the journal's running transaction), never for the
+// Store's locks or the WAL's fdatasync.
 //
 // Indexes are non-decreasing: one at or below the index already recorded
 // is ignored. An index past LastIndex (an entry not durable yet) is
