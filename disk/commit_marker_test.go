@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -541,4 +542,50 @@ func FuzzDecodeCommitRecord(f *testing.F) {
 			t.Fatalf("accepted %x, which encodes as %x", p[:28], re[:28])
 		}
 	})
+}
+
+// TestCommitMarkerCreatedDurably: Open creates the marker durably (file
+// and directory entry synced), so a power loss right after Open leaves a
+// valid marker; WriteCommit never syncs it, so a power loss keeps its
+// value or the previous one per slot, never a damaged file; Close syncs
+// it.
+func TestCommitMarkerCreatedDurably(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	opts := testOptions()
+	opts.FS = mem
+	const dir = "/node"
+	s := mustOpen(t, dir, opts)
+	defer s.Close()
+	mustSave(t, s, core.HardState{Term: 1, Vote: 1, Commit: 1}, mkEnts(1, 6, 1, 10))
+	reopen := func(img *vfs.MemFS) (uint64, string) {
+		t.Helper()
+		// Survived as created, not made again by this Open.
+		if fi, err := img.Stat(commitPath(dir)); err != nil || fi.Size() != commitFileBytes {
+			t.Fatalf("after a power loss the marker file is %v, %v; want %d bytes", fi, err, commitFileBytes)
+		}
+		var logs logCapture
+		o := opts
+		o.FS = img
+		o.Logger = logs.logger()
+		r := mustOpen(t, dir, o)
+		defer r.Close()
+		return reportedCommit(t, r), logs.String()
+	}
+	for _, keep := range []int{0, 100} {
+		c, logs := reopen(mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: keep, RNG: rand.New(rand.NewPCG(1, 2))}))
+		if c != 1 || strings.Contains(logs, "commit marker") {
+			t.Fatalf("power loss (keep %d%%) after Open: commit %d, log %q; want 1 and a sound marker", keep, c, logs)
+		}
+	}
+	mustWriteCommit(t, s, 4)
+	for keep, want := range map[int]uint64{0: 1, 100: 4} {
+		c, logs := reopen(mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: keep, RNG: rand.New(rand.NewPCG(1, 2))}))
+		if c != want || strings.Contains(logs, "commit marker") {
+			t.Fatalf("power loss (keep %d%%) after WriteCommit(4): commit %d, log %q; want %d and a sound marker", keep, c, logs, want)
+		}
+	}
+	mustClose(t, s)
+	if c, logs := reopen(mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0, RNG: rand.New(rand.NewPCG(1, 2))})); c != 4 || strings.Contains(logs, "commit marker") {
+		t.Fatalf("power loss after Close: commit %d, log %q; want 4", c, logs)
+	}
 }
