@@ -57,14 +57,12 @@ func (s *Store) InstallSnapshot(meta core.SnapshotMeta) error {
 	b.buf = appendSnapshotRecord(b.buf, *mk)
 	b.count = 1
 	b.mk = mk
-	b.sync = true // durable on return, like Save
 	if err := s.writeBatch(b); err != nil {
 		err = fmt.Errorf("%w: %w", ErrFailed, err)
 		s.failed = err
 		return err
 	}
 	s.qLast, s.qSnapIndex = s.st.last, s.st.snap.Index
-	s.qUnsynced = false // the marker's fdatasync covered every earlier write
 	return nil
 }
 

@@ -1,7 +1,8 @@
 // Package disk is Rafty's durable storage: an append-only, segmented
 // write-ahead log holding the Raft log entries, the hard state and snapshot
-// markers, plus a store of snapshot files. Store implements core.LogReader
-// and driver.Storage; SnapshotStore keeps state-machine snapshots.
+// markers, a commit marker file, plus a store of snapshot files. Store
+// implements core.LogReader, driver.Storage and driver.CommitWriter;
+// SnapshotStore keeps state-machine snapshots.
 //
 // # Guarantees
 //
@@ -14,9 +15,7 @@
 //     written with one pwrite and one fdatasync. A single caller gets
 //     exactly one fdatasync per Save; concurrent callers share them (see
 //     group_commit.go; Stats counts them). Rotating to a new segment adds
-//     one fdatasync of the new segment's checkpoint (and one of the
-//     segment being sealed if a SaveCommitUnsynced write is not yet
-//     synced).
+//     one fdatasync of the new segment's checkpoint.
 //   - Preallocation. The active segment file is extended with zeros ahead
 //     of the log, a chunk (Options.PreallocateBytes) at a time, by an extra
 //     pwrite covered by the same fdatasync as the batch that needed it. Most
@@ -26,14 +25,28 @@
 //   - Crash atomicity. After kill -9 or a power loss (the crash model
 //     below) every Save, InstallSnapshot and Compact that returned is
 //     recovered in full, and recovery returns the state after some prefix
-//     of the writes: a write that had not returned (or a
-//     SaveCommitUnsynced not yet covered by a later Save) is recovered
-//     entirely or not at all (its batch is the unit of cutting).
+//     of the writes: a write that had not returned is recovered entirely
+//     or not at all (its batch is the unit of cutting).
+//   - Commit index without waiting. WriteCommit (driver.CommitWriter)
+//     records a commit index with one pwrite of a slot of <dir>/wal/commit,
+//     under its own lock, never waiting for a Save, InstallSnapshot or
+//     Compact in flight, and never synced (after creation): it survives
+//     kill -9, not necessarily a power loss. Indexes only go up; one past
+//     LastIndex is refused. InitialState reports as the commit index the
+//     larger of the last Saved one and the marker, capped at LastIndex
+//     and at least the snapshot index: never an entry the log does not
+//     hold, never less than a Save that returned recorded (Raft never
+//     truncates committed entries). See commit_marker.go.
 //   - Supersession. Writing entry i replaces every stored entry >= i; reads
 //     never return a superseded entry.
 //   - No silent loss. Recovery cuts only what follows the last batch of
 //     the last segment that nothing proves synced, and logs what it cut
-//     (Options.Logger). Damage to data a later batch header proves synced,
+//     (Options.Logger). A damaged commit marker slot is ignored, and a
+//     marker past the last durable entry clamped, each with a warning
+//     naming the file (and the slot's offset), and the corrected marker
+//     rewritten durably: the marker is a hint for restart, never data, so
+//     its damage never stops the node (a slot of a newer format version
+//     does: ErrFormatVersion). Damage to data a later batch header proves synced,
 //     and any other bad CRC, bad length or inconsistency, fails Open with
 //     a *CorruptionError naming the file and byte offset. Recovery never
 //     accepts a header found by scanning data bytes (a client value may
@@ -87,6 +100,7 @@
 //
 //	<dir>/LOCK                          locked by the open Store
 //	<dir>/wal/<seq:016x>.wal            WAL segments, seq = 1, 2, 3, ... (no gaps once open)
+//	<dir>/wal/commit                    commit marker (WriteCommit), 1 KiB
 //	<dir>/snap/<index:016x>-<term:016x>.snap   snapshot files
 //	<dir>/snap/tmp-*                    snapshot being written (removed on open)
 //
@@ -142,9 +156,11 @@
 // before it (the CRC of the previous batch header record, or of the
 // checkpoint record for the first batch) and its synced end: how far the
 // file was known fdatasynced when the batch was written. Each batch is
-// written with one pwrite, into space that holds zeros, and synced unless
-// it holds only SaveCommitUnsynced writes; a batch is never split across
-// segments, so a segment exceeds Options.SegmentBytes only when it holds a
+// written with one pwrite, into space that holds zeros, and fdatasynced
+// before the next one is written. (A WAL written before issue 15 may also
+// hold commit-only batches that SaveCommitUnsynced wrote without a sync,
+// covered by the next batch's; they are ordinary batches and recovery
+// reads them like any other.) A batch is never split across segments, so a segment exceeds Options.SegmentBytes only when it holds a
 // single batch larger than that.
 //
 // A segment's checkpoint is fdatasynced, and the directory too, before any
@@ -173,6 +189,20 @@
 // before its directory fsync can leave (its removals survive in any
 // subset): recovery replays the segments after the last hole, fails if a
 // live entry was in a missing one, and otherwise removes those before it.
+//
+// # Commit marker file
+//
+// <dir>/wal/commit holds two slots of 32 bytes, at offsets 0 and 512
+// (one sector each), the rest zeros:
+//
+//	magic "RFTYCMIT" | version u32 (1) | zero u32 | commit index u64 |
+//	CRC-32C u32 of the 24 bytes before | zero u32
+//
+// WriteCommit overwrites the older slot in place and never syncs; the
+// value is the larger index of the valid slots. Two slots so that a write
+// torn inside its sector (on a device without atomic sector writes) costs
+// only that write, not the marker. The file and its directory entry are
+// synced once, when Open creates it; Close syncs it if written.
 //
 // # Snapshot files
 //

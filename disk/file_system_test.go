@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -59,9 +60,10 @@ func TestFileModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// node, wal, snap; LOCK, two segments, one snapshot.
-	if dirs != 3 || files != 4 {
-		t.Fatalf("walked %d directories and %d files, want 3 and 4", dirs, files)
+	// node, wal, snap; LOCK, two segments, the commit marker, one
+	// snapshot.
+	if dirs != 3 || files != 5 {
+		t.Fatalf("walked %d directories and %d files, want 3 and 5", dirs, files)
 	}
 }
 
@@ -91,8 +93,8 @@ func TestOptionsFS(t *testing.T) {
 	mustClose(t, mustOpen(t, dir, other))
 	mustClose(t, s)
 	names, err := mem.List(filepath.Join(dir, walDirName))
-	if err != nil || len(names) != 3 {
-		t.Fatalf("segments in the file system: %v, %v", names, err)
+	if err != nil || len(names) != 4 || !slices.Contains(names, commitFileName) {
+		t.Fatalf("files in the WAL directory (3 segments and the commit marker): %v, %v", names, err)
 	}
 	s = mustOpen(t, dir, opts)
 	defer s.Close()

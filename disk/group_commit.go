@@ -36,9 +36,6 @@ type batch struct {
 	hs    core.HardState // last hard state saved in this batch
 	hasHS bool
 	mk    *snapshotMarker // InstallSnapshot batches carry only this
-	// sync: some Save in the batch needs it durable, not just written
-	// (SaveCommitUnsynced batches alone skip the fdatasync).
-	sync bool
 
 	done bool
 	err  error
@@ -64,25 +61,10 @@ func newBatch(capHint int) *batch {
 // still queued); writing index i supersedes every stored entry >= i. An
 // entry whose record exceeds MaxRecordBytes, or a Save larger than
 // MaxBatchBytes, fails with ErrTooLarge before anything is written.
+//
+// A commit index to record without waiting for an fdatasync goes to
+// WriteCommit instead (commit_marker.go).
 func (s *Store) Save(hs core.HardState, entries []core.Entry) error {
-	return s.save(hs, entries, true)
-}
-
-// SaveCommitUnsynced writes hs, a hard state that differs from the last
-// one saved only in its commit index, to the WAL without waiting for an
-// fdatasync: it survives a crash of the process (the bytes are in the
-// kernel) but not necessarily a power loss, until the next Save's
-// fdatasync covers it. Raft's safety never depends on the commit index
-// being durable (a restarted node learns it again from the leader), so
-// the driver uses this for commit-only advances instead of a full Save;
-// see driver.UnsyncedCommitSaver. A hard state whose term or vote differs
-// from the last one queued is refused with ErrInvalidArgument: those must
-// be durable before any message that depends on them leaves.
-func (s *Store) SaveCommitUnsynced(hs core.HardState) error {
-	return s.save(hs, nil, false)
-}
-
-func (s *Store) save(hs core.HardState, entries []core.Entry, sync bool) error {
 	size, err := s.checkSave(entries)
 	if err != nil {
 		return err
@@ -95,13 +77,7 @@ func (s *Store) save(hs core.HardState, entries []core.Entry, sync bool) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	if !sync && (hs.Term != s.qHS.Term || hs.Vote != s.qHS.Vote) {
-		return fmt.Errorf("disk: SaveCommitUnsynced: term/vote %d/%d differ from the saved %d/%d: %w",
-			hs.Term, hs.Vote, s.qHS.Term, s.qHS.Vote, ErrInvalidArgument)
-	}
-	// A synced Save of the hard state a SaveCommitUnsynced queued asks
-	// for it durable: write it again, so that the fdatasync covers it.
-	writeHS := !hs.IsZero() && (hs != s.qHS || (sync && s.qUnsynced))
+	writeHS := !hs.IsZero() && hs != s.qHS
 	if len(entries) == 0 && !writeHS {
 		return nil // nothing new to make durable
 	}
@@ -132,8 +108,6 @@ func (s *Store) save(hs core.HardState, entries []core.Entry, sync bool) error {
 		b = newBatch(size)
 		s.queue = append(s.queue, b)
 	}
-	b.sync = b.sync || sync
-	s.qUnsynced = !b.sync
 	// Hard state first: any prefix of a batch then pairs entries with a
 	// term at least as new as theirs.
 	if writeHS {
@@ -255,9 +229,8 @@ func (s *Store) endExclusive() {
 	s.wcond.Broadcast()
 }
 
-// writeBatch appends b to the WAL and makes it durable (unless it holds
-// only SaveCommitUnsynced writes), then publishes it. Only the write-token
-// holder calls it.
+// writeBatch appends b to the WAL and makes it durable, then publishes
+// it. Only the write-token holder calls it.
 func (s *Store) writeBatch(b *batch) error {
 	// Rotate when the batch would push a segment holding batches past
 	// SegmentBytes. A batch is never split across segments.
@@ -280,15 +253,12 @@ func (s *Store) writeBatch(b *batch) error {
 	base := seg.size
 	end := base + int64(len(b.buf))
 	fillTo := s.fillEnd(len(b.buf), end, s.zeroedTo)
-	if err := writeBatchBytes(s.active, seg.path, b.buf, base, fillTo, b.sync); err != nil {
+	if err := writeBatchBytes(s.active, seg.path, b.buf, base, fillTo, true); err != nil {
 		return err
 	}
 	s.chain = chain
-	s.unsynced = !b.sync
-	if b.sync {
-		s.stats.fsyncs.Add(1)
-		s.syncedEnd = end
-	}
+	s.stats.fsyncs.Add(1)
+	s.syncedEnd = end
 	if fillTo > end {
 		s.stats.zeroFills.Add(1)
 	}
@@ -307,32 +277,25 @@ func (s *Store) writeBatch(b *batch) error {
 // rotate seals the active segment and starts the next one. Sealing needs
 // the segment durable up to its logical end, because the next segment's
 // checkpoint records that end (and the chain value there) and recovery
-// requires a sealed segment to hold exactly that log: so a
-// SaveCommitUnsynced write not yet covered is synced first. The zero tail
-// of a sealed segment stays in its file; it lies past the recorded end and
-// is never read.
+// requires a sealed segment to hold exactly that log: every batch is
+// fdatasynced before the next one is written, so it already is. (Before
+// issue 15 a SaveCommitUnsynced batch could be pending here and was synced
+// first; nothing writes the WAL without a sync any more.) The zero tail of
+// a sealed segment stays in its file; it lies past the recorded end and is
+// never read.
 //
 // Rotation order (each step durable before the next starts):
 //
-//  1. fdatasync the active segment, if it holds an unsynced write;
-//  2. create the next segment, write its checkpoint, fdatasync it;
-//  3. fsync the directory (startSegment);
-//  4. only then is a batch written to it.
+//  1. create the next segment, write its checkpoint, fdatasync it;
+//  2. fsync the directory (startSegment);
+//  3. only then is a batch written to it.
 //
-// A crash before step 3 completes leaves the old segment the last one (a
+// A crash before step 2 completes leaves the old segment the last one (a
 // new file whose checkpoint is torn, or that is missing from the
 // directory, is removed or absent: no batch was ever written to it). A
 // crash after it leaves a last segment with no batch or a torn tail.
 func (s *Store) rotate() error {
 	seg := s.segs[len(s.segs)-1]
-	if s.unsynced {
-		if err := syncData(s.active, seg.path); err != nil {
-			return err
-		}
-		s.unsynced = false
-		s.stats.fsyncs.Add(1)
-		s.stats.sealSyncs.Add(1)
-	}
 	if err := s.startSegment(seg.seq+1, seg.size, s.chain); err != nil {
 		return err
 	}
@@ -395,7 +358,7 @@ func (s *Store) startSegment(seq uint64, prevEnd int64, prevChain uint32) error 
 		}
 	}
 	s.salt, s.chain = cp.salt, chain
-	s.syncedEnd, s.zeroedTo, s.unsynced = size, size, false
+	s.syncedEnd, s.zeroedTo = size, size
 	return nil
 }
 

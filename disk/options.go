@@ -102,7 +102,8 @@ type Options struct {
 	FS vfs.FS
 
 	// Logger receives recovery reports (a truncated torn tail, a skipped
-	// corrupt snapshot). nil discards them.
+	// corrupt snapshot, a damaged or clamped commit marker). nil discards
+	// them.
 	Logger *slog.Logger
 }
 

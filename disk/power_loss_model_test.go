@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -287,7 +288,7 @@ func (d *powerLossDir) Sync() error {
 }
 
 // TestWALPowerLossModel: thousands of random schedules of Save,
-// SaveCommitUnsynced, InstallSnapshot and Compact (values include
+// WriteCommit, InstallSnapshot and Compact (values include
 // well-formed batch headers, current and old format), each cut by a
 // simulated power loss at a random file operation (powerLossFS: unsynced
 // sectors and directory entries survive in any pattern). Open must then
@@ -315,9 +316,9 @@ func TestWALPowerLossModel(t *testing.T) {
 		}
 		sum.add(out)
 	}
-	t.Logf("%d power cuts: %d during the workload; recoveries lost %d unsynced writes in %d schedules, cut %d torn tails, finished %d interrupted Compacts",
-		iters, sum.midWorkload, sum.lostWrites, sum.lossy, sum.tornTails, sum.compactHoles)
-	if iters >= 200 && (sum.tornTails == 0 || sum.lossy == 0 || sum.midWorkload == 0) {
+	t.Logf("%d power cuts: %d during the workload; recoveries lost %d unsynced writes in %d schedules, cut %d torn tails, finished %d interrupted Compacts, took the commit from the marker %d times",
+		iters, sum.midWorkload, sum.lostWrites, sum.lossy, sum.tornTails, sum.compactHoles, sum.markerCommits)
+	if iters >= 200 && (sum.tornTails == 0 || sum.lossy == 0 || sum.midWorkload == 0 || sum.markerCommits == 0) {
 		t.Fatalf("some outcome never happened (%+v): the test exercised too little", sum)
 	}
 }
@@ -329,6 +330,9 @@ type powerLossOutcome struct {
 	lostWrites   int // such writes, in all
 	tornTails    int // recoveries that cut a torn tail
 	compactHoles int // recoveries that finished an interrupted Compact
+	// markerCommits: recoveries whose commit index came from the
+	// commit marker, above the saved one.
+	markerCommits int
 }
 
 func (o *powerLossOutcome) add(x powerLossOutcome) {
@@ -337,6 +341,7 @@ func (o *powerLossOutcome) add(x powerLossOutcome) {
 	o.lostWrites += x.lostWrites
 	o.tornTails += x.tornTails
 	o.compactHoles += x.compactHoles
+	o.markerCommits += x.markerCommits
 }
 
 // runPowerLossSchedule runs one schedule and says what it exercised.
@@ -360,6 +365,10 @@ func runPowerLossSchedule(seed int64) (out powerLossOutcome, err error) {
 	var m refLog
 	states := []refLog{m.clone()}
 	durable := 0
+	// markers: every value the commit marker file ever held (0 when
+	// created). It is never synced, so after the cut each of its slots
+	// holds one of them, whatever WAL state survived.
+	markers := []uint64{0}
 	s, err := Open(dir, opts)
 	if err != nil {
 		if !errors.Is(err, errPowerCut) {
@@ -397,15 +406,23 @@ func runPowerLossSchedule(seed int64) (out powerLossOutcome, err error) {
 			}
 			next.save(hs, ents)
 			err = s.Save(hs, ents)
-		case r < 6: // a commit-only hard state, not synced
-			if m.hs.Commit >= m.last() {
+		case r < 6: // a commit index for the marker file, never synced
+			if m.marker >= m.last() {
 				continue
 			}
-			hs := m.hs
-			hs.Commit += uint64(1 + rng.IntN(int(m.last()-hs.Commit)))
-			next.save(hs, nil)
-			synced = false
-			err = s.SaveCommitUnsynced(hs)
+			idx := m.marker + 1 + rng.Uint64N(m.last()-m.marker)
+			markers = append(markers, idx) // may reach the disk even if the call fails
+			if err := s.WriteCommit(idx); err != nil {
+				if !errors.Is(err, errPowerCut) {
+					return out, fmt.Errorf("operation %d: WriteCommit(%d): %w", op, idx, err)
+				}
+				op = nOps // the power is off: stop
+				continue
+			}
+			// Not a WAL state: the marker survives a power cut or not
+			// independently of the WAL (see markers).
+			m.marker = idx
+			continue
 		case r < 8: // InstallSnapshot: inside the log (keeps the rest) or past it
 			idx := m.snap.Index + 1 + rng.Uint64N(m.last()-m.snap.Index+3)
 			if rng.IntN(2) == 0 && m.last() > m.snap.Index+2 {
@@ -458,22 +475,18 @@ func runPowerLossSchedule(seed int64) (out powerLossOutcome, err error) {
 		return out, fmt.Errorf("power cut %s: Open: %w", pfs.cutInfo, err)
 	}
 	defer r.Close()
-	var got int = -1
-	var mismatch error
-	for j := len(states) - 1; j >= durable; j-- {
-		if err := verifyStore(r, &states[j], rng); err == nil {
-			got = j
-			break
-		} else if mismatch == nil {
-			mismatch = err
-		}
-	}
-	if got < 0 {
-		return out, fmt.Errorf("power cut %s: the recovered state is none of the %d allowed (states %d..%d; durable from %d); against the newest: %v",
-			pfs.cutInfo, len(states)-durable, durable, len(states)-1, durable, mismatch)
+	got, marker, err := matchRecovered(r, states, durable, markers, rng)
+	if err != nil {
+		return out, fmt.Errorf("power cut %s: %w", pfs.cutInfo, err)
 	}
 	// The recovered Store keeps working, and what it writes survives.
 	want := states[got].clone()
+	want.marker = min(marker, want.last()) // recovery clamps and rewrites it
+	noMarker := states[got].clone()
+	noMarker.marker = 0
+	if want.commit() > noMarker.commit() {
+		out.markerCommits = 1
+	}
 	hs := want.hs
 	hs.Term++
 	e := []core.Entry{{Index: want.last() + 1, Term: hs.Term, Data: []byte("after")}}
@@ -526,4 +539,60 @@ func powerLossRandom(rng *rand.Rand, n int) []byte {
 		b[i] = byte(rng.Uint32())
 	}
 	return b
+}
+
+// matchRecovered finds which of the allowed states r recovered: the WAL
+// state after one of states[durable:], with a commit index that the marker
+// holding one of markers explains. It checks the commit bounds first: never
+// above the last durable index, never below the commit of the last synced
+// Save. It returns the state's position and the marker value.
+func matchRecovered(r *Store, states []refLog, durable int, markers []uint64, rng *rand.Rand) (int, uint64, error) {
+	hs, _, err := r.InitialState()
+	if err != nil {
+		return 0, 0, err
+	}
+	last, _ := r.LastIndex()
+	if hs.Commit > last {
+		return 0, 0, fmt.Errorf("recovered commit %d is past the last index %d", hs.Commit, last)
+	}
+	// The floor is the commit of the last durable write without the
+	// marker (never durable), or lower if a later write that may have
+	// survived cut the log below it (this workload truncates freely;
+	// Raft never truncates committed entries).
+	floor := uint64(math.MaxUint64)
+	for j := durable; j < len(states); j++ {
+		c := states[j].clone()
+		c.marker = 0
+		floor = min(floor, c.commit())
+	}
+	if hs.Commit < floor {
+		return 0, 0, fmt.Errorf("recovered commit %d is below %d, the commit of the last durable write", hs.Commit, floor)
+	}
+	var mismatch error
+	for j := len(states) - 1; j >= durable; j-- {
+		cand := states[j].clone()
+		found := false
+		for _, v := range markers {
+			if cand.marker = v; cand.commit() == hs.Commit {
+				found = true
+				break
+			}
+		}
+		if !found {
+			if mismatch == nil {
+				mismatch = fmt.Errorf("commit %d: no marker value explains it (state %d: saved commit %d, snapshot %d, last %d)",
+					hs.Commit, j, cand.hs.Commit, cand.snap.Index, cand.last())
+			}
+			continue
+		}
+		if err := verifyStore(r, &cand, rng); err != nil {
+			if mismatch == nil {
+				mismatch = err
+			}
+			continue
+		}
+		return j, cand.marker, nil
+	}
+	return 0, 0, fmt.Errorf("the recovered state is none of the %d allowed (states %d..%d; durable from %d); against the newest: %v",
+		len(states)-durable, durable, len(states)-1, durable, mismatch)
 }

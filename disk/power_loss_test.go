@@ -16,7 +16,8 @@ import (
 )
 
 // TestWALPowerLossUnsyncedBatchLost reproduces issue 13 item 1: a
-// SaveCommitUnsynced batch whose pages never reached the disk, followed
+// SaveCommitUnsynced batch (written before issue 15; see
+// legacyUnsyncedCommit) whose pages never reached the disk, followed
 // by a Save whose pages did but whose fdatasync never completed (the
 // power went first). Nothing after the last completed Save was reported
 // durable, so Open must cut both batches and succeed.
@@ -31,9 +32,7 @@ func TestWALPowerLossUnsyncedBatchLost(t *testing.T) {
 	m.save(hs, mkEnts(1, 4, 1, 100))
 	durable := m.clone()
 	_, unsyncedAt := s.activeEnd()
-	if err := s.SaveCommitUnsynced(core.HardState{Term: 1, Vote: 1, Commit: 3}); err != nil {
-		t.Fatal(err)
-	}
+	s.legacyUnsyncedCommit(t, core.HardState{Term: 1, Vote: 1, Commit: 3})
 	_, savedAt := s.activeEnd()
 	mustSave(t, s, core.HardState{}, mkEnts(4, 5, 1, 100))
 	_, end := s.activeEnd()
@@ -132,7 +131,7 @@ func forgedBatchHeaders(seq uint64) []byte {
 // TestWALPowerLossSyncedDamageReported: damage inside the fsynced region
 // is corruption, reported with the file and the offset of the damaged
 // record, even in the last segment and even in a batch that was written
-// unsynced (SaveCommitUnsynced) and then covered by a later Save's
+// unsynced (SaveCommitUnsynced, before issue 15) and then covered by a later Save's
 // fdatasync; damage to the last batch, which nothing proves synced, is cut.
 func TestWALPowerLossSyncedDamageReported(t *testing.T) {
 	dir := t.TempDir()
@@ -141,9 +140,7 @@ func TestWALPowerLossSyncedDamageReported(t *testing.T) {
 	s := mustOpen(t, dir, opts)
 	mustSave(t, s, core.HardState{Term: 1, Vote: 1}, mkEnts(1, 4, 1, 100))
 	_, unsynced := s.activeEnd()
-	if err := s.SaveCommitUnsynced(core.HardState{Term: 1, Vote: 1, Commit: 2}); err != nil {
-		t.Fatal(err)
-	}
+	s.legacyUnsyncedCommit(t, core.HardState{Term: 1, Vote: 1, Commit: 2})
 	_, synced := s.activeEnd()
 	mustSave(t, s, core.HardState{}, mkEnts(4, 5, 1, 100))
 	_, lastStart := s.activeEnd()

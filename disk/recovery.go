@@ -37,9 +37,10 @@ import (
 // point up to which the active segment had been fdatasynced at the power
 // cut; d is always the end of a batch. Every byte before d is intact, so
 // the walk accepts every batch before d, whatever happened after it: the
-// batches in flight (an unsynced SaveCommitUnsynced batch lost while a
-// later Save's header arrived, issue 13 item 1) may be missing or torn in
-// any pattern, and the walk simply stops at the first one that is not
+// batches in flight (since issue 15 at most one, being synced; in a WAL
+// written before, also commit-only batches that SaveCommitUnsynced wrote
+// without a sync, one of which could be lost while a later Save's header
+// arrived, issue 13 item 1) may be missing or torn in any pattern, and the walk simply stops at the first one that is not
 // whole. Sealed segments were made durable before their successor was
 // created, so they are whole.
 //
@@ -208,7 +209,6 @@ func (s *Store) recover() error {
 		return err
 	}
 	s.salt, s.chain, s.syncedEnd = last.cp.salt, r.chain, last.seg.size
-	s.unsynced = false
 	if !tail.torn && last.cp.legacy() {
 		// A segment of WAL format 2 (before issue 14): seal it where its
 		// log ends and write on in a segment of the current format, so

@@ -14,14 +14,18 @@ import (
 )
 
 // Store is the durable Raft log, hard state and snapshot metadata of one
-// node, kept in a segmented write-ahead log. It implements core.LogReader
-// and driver.Storage. All methods are safe for concurrent use.
+// node, kept in a segmented write-ahead log, plus the commit index written
+// before applying, kept apart in a marker file (WriteCommit). It
+// implements core.LogReader, driver.Storage and driver.CommitWriter. All
+// methods are safe for concurrent use.
 //
 // Locking: wmu guards the group-commit queue and the right to write (the
 // "write token", held while flushing is true or while an exclusive
-// operation holds wmu); mu guards what readers see. Lock order is wmu then
-// mu; nothing waits for wmu while holding mu, and no disk write or sync
-// happens under mu, so readers never wait for an fsync.
+// operation holds wmu); mu guards what readers see; commit.mu guards the
+// commit marker file (WriteCommit), which never takes wmu. Lock order is
+// wmu, then commit.mu, then mu; nothing waits for wmu while holding mu or
+// commit.mu, and no disk write or sync happens under mu, so readers and
+// WriteCommit never wait for an fsync.
 type Store struct {
 	dir    string
 	walDir string
@@ -42,9 +46,6 @@ type Store struct {
 	// The state after every queued Save, for validating new Saves.
 	qLast, qSnapIndex uint64
 	qHS               core.HardState
-	// qUnsynced: the last write queued was a SaveCommitUnsynced, and no
-	// synced Save was queued after it.
-	qUnsynced bool
 	// Fields only the write-token holder touches.
 	nextBatchSeq uint64
 	active       vfs.File // last segment, opened read-write
@@ -57,15 +58,16 @@ type Store struct {
 	// header records it; recovery uses the claim to tell damage of
 	// synced data from a torn tail.
 	syncedEnd int64
-	// unsynced: the active segment holds a SaveCommitUnsynced write that
-	// no fdatasync has covered yet; Close syncs it.
-	unsynced bool
 	// zeroedTo is the active segment file's size. Invariant: every byte
 	// between the logical end (the last segment's size) and zeroedTo is
 	// zero, so recovery can tell this preallocated tail from a torn
 	// write (see Options.PreallocateBytes and writeBatch). Without
 	// preallocation it equals the logical end.
 	zeroedTo int64
+
+	// The commit marker file (commit_marker.go): its own lock, never
+	// wmu, so WriteCommit never waits for the WAL.
+	commit commitMarker
 
 	// Read side.
 	mu      sync.RWMutex
@@ -75,7 +77,7 @@ type Store struct {
 	segs    []*segment // ascending; the last is active
 
 	stats struct {
-		saves, batches, fsyncs, sealSyncs, dirSyncs, bytes, zeroFills atomic.Uint64
+		saves, batches, fsyncs, sealSyncs, dirSyncs, bytes, zeroFills, commitWrites atomic.Uint64
 	}
 
 	// testHookEnqueued, when set by tests, runs (under wmu) once a Save is
@@ -129,6 +131,9 @@ func (s *Store) open() error {
 	if err := s.recover(); err != nil {
 		return err
 	}
+	if err := s.openCommitMarker(); err != nil {
+		return err
+	}
 	s.qLast, s.qSnapIndex, s.qHS = s.st.last, s.st.snap.Index, s.st.hs
 	return nil
 }
@@ -154,15 +159,11 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	s.rclosed = true
 	s.mu.Unlock()
-	var syncErr error
-	if s.unsynced && s.failed == nil && s.active != nil {
-		syncErr = syncData(s.active, s.segs[len(s.segs)-1].path)
-	}
-	return errors.Join(syncErr, s.closeFiles())
+	return s.closeFiles()
 }
 
 func (s *Store) closeFiles() error {
-	var errs []error
+	errs := []error{s.commit.close()}
 	if s.active != nil {
 		errs = append(errs, s.active.Close())
 		s.active = nil
@@ -174,7 +175,10 @@ func (s *Store) closeFiles() error {
 	return errors.Join(errs...)
 }
 
-// InitialState returns the durable hard state and snapshot metadata.
+// InitialState returns the durable hard state and snapshot metadata. The
+// hard state's commit index is the largest of the one last Saved, the one
+// last recorded by WriteCommit (capped at LastIndex) and the snapshot
+// index: never above LastIndex, never below the snapshot.
 func (s *Store) InitialState() (core.HardState, core.SnapshotMeta, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -183,7 +187,9 @@ func (s *Store) InitialState() (core.HardState, core.SnapshotMeta, error) {
 	}
 	snap := s.st.snap
 	snap.Membership = snap.Membership.Clone()
-	return s.st.hs, snap, nil
+	hs := s.st.hs
+	hs.Commit = s.reportedCommit()
+	return hs, snap, nil
 }
 
 // FirstIndex returns the first available index: snapshot index + 1.
@@ -350,15 +356,17 @@ func (s *Store) segment(seq uint64) *segment {
 type Stats struct {
 	Saves   uint64 // Save calls that wrote something
 	Batches uint64 // group-commit writes (each is one write syscall)
-	// Fsyncs counts fdatasync calls on segment files: one per synced
-	// batch, plus SealSyncs.
+	// Fsyncs counts fdatasync calls on segment files: one per batch,
+	// plus SealSyncs.
 	Fsyncs uint64
 	// SealSyncs counts the fdatasyncs (included in Fsyncs) that starting
 	// a segment costs besides its batches: one for the new segment's
-	// checkpoint, and one more at a rotation when the segment being
-	// sealed holds a SaveCommitUnsynced write not yet synced.
+	// checkpoint.
 	SealSyncs uint64
-	DirSyncs  uint64 // fsync calls on the WAL directory
+	// CommitWrites counts the WriteCommit calls that wrote the commit
+	// marker (one pwrite each, never an fdatasync).
+	CommitWrites uint64
+	DirSyncs     uint64 // fsync calls on the WAL directory
 	// BytesWritten counts the bytes of records written to segment files
 	// (zero fill excluded).
 	BytesWritten uint64
@@ -387,6 +395,7 @@ func (s *Store) Stats() Stats {
 		DirSyncs:     s.stats.dirSyncs.Load(),
 		BytesWritten: s.stats.bytes.Load(),
 		ZeroFills:    s.stats.zeroFills.Load(),
+		CommitWrites: s.stats.commitWrites.Load(),
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -36,8 +36,8 @@ func parseSegmentName(name string) (uint64, bool) {
 }
 
 // segment describes one WAL file. Invariant: size is the end of the last
-// complete batch written (durable, unless a SaveCommitUnsynced batch not
-// yet synced); bytes past it are never read except by recovery. In the
+// complete batch written, which is durable; bytes past it are never read
+// except by recovery. In the
 // active segment they are zeros up to Store.zeroedTo (preallocated
 // space); in a sealed segment they are zeros, or a torn tail that
 // recovery cut, and the next segment's checkpoint records size.

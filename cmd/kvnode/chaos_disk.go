@@ -35,6 +35,9 @@ func wrapStorage(st driver.Storage, log *slog.Logger) driver.Storage {
 	s.poll()
 	go s.watch()
 	log.Warn("chaos build: Raft log writes are delayed as "+path+" says", "delay", time.Duration(s.delay.Load()))
+	if cw, ok := st.(driver.CommitWriter); ok {
+		return &slowCommitStorage{slowStorage: s, cw: cw}
+	}
 	return s
 }
 
@@ -58,16 +61,18 @@ func (s *slowStorage) Save(hs core.HardState, entries []core.Entry) error {
 	return s.Storage.Save(hs, entries)
 }
 
-// SaveCommitUnsynced forwards to the wrapped storage, undelayed: it only
-// writes to the kernel's page cache, which a slow device does not slow.
-// Without it the wrapper would hide the extension and the chaos build
-// would fsync every commit advance, unlike the production build.
-func (s *slowStorage) SaveCommitUnsynced(hs core.HardState) error {
-	if us, ok := s.Storage.(driver.UnsyncedCommitSaver); ok {
-		return us.SaveCommitUnsynced(hs)
-	}
-	return s.Storage.Save(hs, nil)
+// slowCommitStorage is a slowStorage over a Storage with the
+// driver.CommitWriter extension (disk.Store), which it keeps: without it
+// the wrapper would hide the extension and the chaos build would fsync
+// every commit index written before applying, unlike the production build.
+type slowCommitStorage struct {
+	*slowStorage
+	cw driver.CommitWriter
 }
+
+// WriteCommit forwards to the wrapped storage, undelayed: it only writes
+// to the kernel's page cache, which a slow device does not slow.
+func (s *slowCommitStorage) WriteCommit(index uint64) error { return s.cw.WriteCommit(index) }
 
 func (s *slowStorage) Close() error {
 	s.stopOnce.Do(func() {
