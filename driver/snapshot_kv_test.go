@@ -395,9 +395,15 @@ func TestSnapshotCatchUpFiftyThousand(t *testing.T) {
 	start := time.Now()
 	c.puts(writes, 10_000, 100, "offline")
 	t.Logf("%d writes with the follower offline in %v", writes, time.Since(start).Round(time.Millisecond))
-	ls := c.node(c.leader()).Status()
-	if ls.Snapshots.CompactedIndex == 0 || ls.Snapshots.Taken < uint64(writes/driver.DefaultSnapshotEntries-1) {
+	// kv.Store is a Syncer: the leader compacts every SnapshotEntries
+	// entries without writing any snapshot data.
+	lead = c.leader()
+	ls := c.node(lead).Status()
+	if ls.Snapshots.CompactedIndex == 0 || ls.Snapshots.Compactions < uint64(writes/driver.DefaultSnapshotEntries-1) {
 		t.Fatalf("leader did not compact: %+v (commit %d)", ls.Snapshots, ls.Commit)
+	}
+	if ls.Snapshots.BytesWritten != 0 || ls.Snapshots.Taken != 0 {
+		t.Fatalf("the leader wrote snapshot data with no follower needing it: %+v", ls.Snapshots)
 	}
 	c.start(f)
 	await(t, "the follower to install a snapshot", func() bool {
@@ -409,6 +415,16 @@ func TestSnapshotCatchUpFiftyThousand(t *testing.T) {
 		h.Index, h.Keys, h.Hash, c.node(c.leader()).Status().Snapshots, fs.Snapshots)
 	if fs.Snapshots.Installed == 0 {
 		t.Fatal("the follower caught up without a snapshot")
+	}
+	// The snapshot was produced on demand (by whichever node led then).
+	var taken uint64
+	for _, id := range c.ids {
+		if id != f {
+			taken += c.node(id).Status().Snapshots.Taken
+		}
+	}
+	if taken == 0 {
+		t.Fatal("no node produced the snapshot the follower installed")
 	}
 }
 
@@ -440,6 +456,11 @@ func TestSnapshotWipedFollowerRejoins(t *testing.T) {
 		t.Fatalf("leader did not compact: %+v", ls.Snapshots)
 	}
 	c.start(f)
+	// The state machine converges once restored, before the install
+	// finishes (and is counted): wait for the count.
+	await(t, "the wiped follower to install a snapshot", func() bool {
+		return c.node(f).Status().Snapshots.Installed > 0
+	})
 	h := c.awaitConverged("after")
 	fs := c.node(f).Status()
 	if fs.Snapshots.Installed == 0 {
@@ -538,15 +559,16 @@ var (
 //
 // which writes 1 GiB of history over 1 MiB of live data). The WAL holds at
 // most SnapshotEntries + CompactionMarginEntries entries plus one segment;
-// two snapshot files are kept; Pebble runs without its own WAL (the Raft
-// log is the WAL) and compacts the overwritten versions away.
+// no snapshot file is written (kv.Store is a Syncer: compaction syncs it,
+// and no follower needs a snapshot); Pebble runs without its own WAL (the
+// Raft log is the WAL) and compacts the overwritten versions away.
 func TestDiskBounded(t *testing.T) {
 	const (
 		keys = 1000
 		// The stated bound for this configuration (1 MiB segments,
-		// snapshots every 2,000 entries, a margin of 500, 4 MiB memtable)
+		// syncs every 2,000 entries, a margin of 500, 4 MiB memtable)
 		// with values up to 1 KiB: WAL <= 2,500 entries of ~1.1 KiB plus
-		// one segment (~4 MiB); snapshots 2 x ~1.1 MiB; Pebble's flushed
+		// one segment (~4 MiB); no snapshot files; Pebble's flushed
 		// sstables before compaction merges them.
 		bound = 16 << 20
 	)
@@ -615,8 +637,9 @@ func TestDiskBounded(t *testing.T) {
 			return nil
 		})
 	}
-	// Restart from snapshot plus log tail: same state, no restore needed
-	// (the state machine was made durable before every compaction).
+	// Restart from the compaction point plus log tail, with no snapshot:
+	// same state, no restore needed (the state machine was synced before
+	// every compaction).
 	before, err := c.store(1).Hash(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -634,8 +657,11 @@ func TestDiskBounded(t *testing.T) {
 	if after != before || rs.Snapshots.Index != st.Snapshots.Index || rs.Snapshots.CompactedIndex != st.Snapshots.CompactedIndex {
 		t.Fatalf("after a restart: hash %+v (was %+v), snapshots %+v (were %+v)", after, before, rs.Snapshots, st.Snapshots)
 	}
-	if st.Snapshots.Taken < uint64(total/2000/2) {
-		t.Fatalf("only %d snapshots for %d writes", st.Snapshots.Taken, total)
+	if st.Snapshots.Compactions < uint64(total/2000/2) {
+		t.Fatalf("only %d compactions for %d writes", st.Snapshots.Compactions, total)
+	}
+	if st.Snapshots.BytesWritten != 0 || snapSize != 0 {
+		t.Fatalf("compaction wrote snapshot data: %+v, snapshot directory %d bytes", st.Snapshots, snapSize)
 	}
 	if maxSegs > 5 || maxWAL > 5<<20 {
 		t.Fatalf("WAL grew to %d segments, %d bytes", maxSegs, maxWAL)
