@@ -144,13 +144,13 @@ func (s *mapSM) get(k string) string {
 // snapCluster is an in-memory cluster with snapshots on: memlog storage,
 // drivertest snapshot stores, mapSM state machines, kept across restarts.
 type snapCluster struct {
-	t       testing.TB
-	net     *drivertest.Network
-	clock   *drivertest.Clock
-	ids     []uint64
-	logs    map[uint64]*memlog.Log
-	snaps   map[uint64]*drivertest.SnapshotStore
-	sms     map[uint64]*mapSM
+	t     testing.TB
+	net   *drivertest.Network
+	clock *drivertest.Clock
+	ids   []uint64
+	logs  map[uint64]*memlog.Log
+	snaps map[uint64]*drivertest.SnapshotStore
+	sms   map[uint64]*mapSM
 	// syncers, if set for a node, is its state machine (sms then holds
 	// its mapSM): a Syncer whose synced state survives restarts.
 	syncers map[uint64]*syncMapSM
