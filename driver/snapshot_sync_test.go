@@ -233,6 +233,12 @@ func TestCompactionBelowSyncedAndSending(t *testing.T) {
 	if st := c.nodes[lead].Status().Snapshots; st.CompactedIndex == 0 || st.Taken != 0 {
 		t.Fatalf("leader %d: want compaction without a snapshot: %+v", lead, st)
 	}
+	for _, id := range c.ids {
+		ss, synced := c.nodes[id].Status().Snapshots, c.syncers[id].maxSynced.Load()
+		if id != f && ss.CompactedIndex+margin > synced {
+			t.Fatalf("node %d compacted to %d, less than the margin %d below the synced index %d", id, ss.CompactedIndex, margin, synced)
+		}
+	}
 	c.net.HealAll()
 	blocked := func() []uint64 {
 		gatesMu.Lock()

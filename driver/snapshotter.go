@@ -90,9 +90,9 @@ func newSnapshotter(n *Node) *snapshotter {
 	return s
 }
 
-// init sets the state recovered at Start: latest is the newest stored
-// snapshot agreeing with the log, compacted the Storage's marker, applied
-// the state machine's index.
+// initSnapshots sets the state recovered at Start: latest is the newest
+// stored snapshot agreeing with the log (zero if none), compacted the
+// Storage's marker. Loop goroutine, before the loop runs.
 func (l *loop) initSnapshots(latest core.SnapshotMeta, compacted uint64) {
 	s, n := l.snap, l.n
 	s.latest, s.compactIndex = latest, compacted
