@@ -92,8 +92,10 @@ type snapshotCounters struct {
 // SnapshotStatus reports snapshots and compaction; all zero without
 // Config.Snapshots.
 type SnapshotStatus struct {
-	// Index is the index of the latest snapshot, taken locally or
-	// installed from the leader.
+	// Index is the index of the latest snapshot with data, taken locally
+	// or installed from the leader (0 if none). With a Syncer state
+	// machine snapshots are taken only for followers that need one, so it
+	// is usually 0 or below CompactedIndex.
 	Index uint64
 	// CompactedIndex is the compaction point: the log holds no entry at or
 	// below it.
