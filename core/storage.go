@@ -17,8 +17,14 @@ var ErrUnavailable = errors.New("raft log: requested index is not yet stored")
 //
 // Invariants a LogReader keeps:
 //   - Entries (FirstIndex ..= LastIndex) are contiguous; FirstIndex-1 is the
-//     index of the latest snapshot (0 if none), and Term(FirstIndex-1)
-//     returns the snapshot's term.
+//     compaction point: the index of the latest snapshot the log was
+//     compacted to or installed (0 if none), and Term(FirstIndex-1)
+//     returns its term. It is never beyond FirstIndex-1: a snapshot with
+//     data taken later (to send to a follower) is the driver's business,
+//     not the log's. When a follower needs entries at or below it, the
+//     core emits a MsgSnap naming it; the driver may send any snapshot at
+//     or above it instead (the follower's acknowledgement of that index
+//     completes the transfer).
 //   - A LogReader reflects only durable state: an entry is visible once the
 //     Save that wrote it has returned.
 //   - Returned slices are never modified afterwards by the LogReader.
@@ -27,7 +33,8 @@ var ErrUnavailable = errors.New("raft log: requested index is not yet stored")
 // storage failure: the core stops and reports it from every call.
 type LogReader interface {
 	// InitialState returns the persisted hard state and the metadata of
-	// the latest snapshot (zero if none).
+	// the compaction point, FirstIndex-1 (zero if none): its index, term
+	// and the membership in force there.
 	InitialState() (HardState, SnapshotMeta, error)
 	// FirstIndex returns the index of the first available entry.
 	FirstIndex() (uint64, error)

@@ -56,7 +56,8 @@ var ErrBadBackup = errors.New("driver: bad backup stream")
 
 // Backup writes a consistent backup of this node's state to w and returns
 // its metadata. The state is captured at the node's applied index on the
-// loop (StateMachine.Snapshot: a point-in-time view) and streamed from the
+// loop, through withStateMachine (StateMachine.Snapshot: a point-in-time
+// view, never taken concurrently with Apply), and streamed from the
 // calling goroutine, so writes continue meanwhile. Restore it with
 // RestoreBackup. Errors: ErrStopped, ctx's error, the state machine's or
 // w's error.

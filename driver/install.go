@@ -91,9 +91,7 @@ func (l *loop) installSnapshot(meta core.SnapshotMeta) error {
 	l.confHist = append(l.confHist[:0], confPoint{index: meta.Index, m: l.membership})
 	l.failConfWaitersUpTo(meta.Index)
 	l.noteRemoved()
-	l.marks = l.marks[:0]
-	l.setSnapshot(meta, l.cumBytes)
-	l.compacted(meta.Index)
+	l.installed(meta)
 	for idx, seq := range l.ours {
 		if idx <= meta.Index {
 			delete(l.ours, idx)

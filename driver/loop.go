@@ -82,27 +82,8 @@ type loop struct {
 	// proposals.
 	lastInvalidLog time.Time
 
-	// Snapshots and compaction (snapshot.go, snapsend.go); unused when
-	// Config.Snapshots is nil.
-	//
-	// snapIndex is the latest snapshot with data (local or installed),
-	// compactIndex the log's compaction point. cumBytes counts the bytes
-	// of entries applied since Start, snapBytes its value at snapIndex;
-	// marks sample it per applied batch for the byte margin.
-	snapIndex, compactIndex uint64
-	cumBytes, snapBytes     uint64
-	marks                   []appliedMark
-	snapRunning             *localSnapshot
-	snapFailures            int
-	snapRetryAt             time.Time
-	// sending maps each follower with a transfer running to the index of
-	// the snapshot it is being sent, below which compaction waits;
-	// sendFailures counts consecutive failed transfers per follower, for
-	// the retry backoff, and lastSent is the snapshot of a follower's last
-	// failed transfer, retried first so that the transfer can resume.
-	sending      map[uint64]uint64
-	sendFailures map[uint64]int
-	lastSent     map[uint64]core.SnapshotMeta
+	// Snapshots and compaction: their state has one owner (snapshotter.go).
+	snap *snapshotter
 	// install is the received snapshot being stepped and installed.
 	install *installRequest
 
@@ -162,9 +143,7 @@ func newLoop(n *Node, rn *core.Node) *loop {
 		ackedApplied:  st.Applied,
 		ours:          map[uint64]uint64{},
 		readsSent:     map[uint64]struct{}{},
-		sending:       map[uint64]uint64{},
-		sendFailures:  map[uint64]int{},
-		lastSent:      map[uint64]core.SnapshotMeta{},
+		snap:          newSnapshotter(n),
 		membership:    st.Membership,
 		caughtUpSince: map[uint64]time.Time{},
 	}

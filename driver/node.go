@@ -73,18 +73,16 @@ type Node struct {
 	// leaderCh is closed and replaced whenever leader changes.
 	leaderCh chan struct{}
 
-	// Snapshots (snapshot.go, snapsend.go, handler.go); snaps and snapLog
-	// are nil when Config.Snapshots is.
+	// Snapshots (the loop's snapshotter owns their state; handler.go
+	// receives); snaps is nil when Config.Snapshots is.
 	snaps     SnapshotStore
-	snapLog   *snapshotLog
 	snapStats snapshotCounters
-	// bg counts the snapshot goroutines (the local snapshot writer and
-	// outgoing transfers) and watchLeader, which the loop waits for when
-	// it stops.
+	// bg counts the snapshot goroutines (the sync, the snapshot writer
+	// and outgoing transfers) and watchLeader, which the loop waits for
+	// when it stops.
 	bg       sync.WaitGroup
-	sendSem  chan struct{}   // MaxSnapshotSends slots
 	sendDone chan sendResult // outgoing transfers report here
-	snapDone chan snapResult // the local snapshot writer reports here
+	snapDone chan snapResult // the sync and the snapshot writer report here
 	installc chan *installRequest
 	recvSem  chan struct{} // one incoming transfer at a time
 	// failc carries a crash requested by a test hook to the loop.
@@ -216,20 +214,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("driver: reading storage: %w", err)
 	}
 	var (
-		reader  core.LogReader = cfg.Storage
-		snapLog *snapshotLog
-		marker  core.SnapshotMeta
+		// The core reads the Storage itself: its marker is the compaction
+		// point; the latest snapshot with data is the driver's business.
+		reader core.LogReader = cfg.Storage
+		latest core.SnapshotMeta
+		marker core.SnapshotMeta
 	)
 	if cfg.Snapshots != nil {
-		var latest core.SnapshotMeta
 		if applied, latest, err = recoverSnapshots(&cfg, applied); err != nil {
 			return nil, err
 		}
 		if _, marker, err = cfg.Storage.InitialState(); err != nil {
 			return nil, fmt.Errorf("driver: reading storage: %w", err)
 		}
-		snapLog = &snapshotLog{Storage: cfg.Storage, snap: latest}
-		reader = snapLog
 	}
 	rc := cfg.raftConfig(applied, rand.Uint64())
 	if rc.Applied != applied || rc.ID != cfg.ID {
@@ -266,8 +263,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		done:              make(chan struct{}),
 		leaderCh:          make(chan struct{}),
 		snaps:             cfg.Snapshots,
-		snapLog:           snapLog,
-		sendSem:           make(chan struct{}, cfg.MaxSnapshotSends),
 		sendDone:          make(chan sendResult, 16),
 		snapDone:          make(chan snapResult, 1),
 		installc:          make(chan *installRequest),
@@ -330,13 +325,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	l.peersCheckAt, l.peersChecked = st.Commit, checked
-	if snapLog != nil {
-		l.snapIndex = snapLog.snap.Index
-		l.compactIndex = marker.Index
-		n.snapStats.index.Store(l.snapIndex)
-		n.snapStats.compacted.Store(l.compactIndex)
-		m.snapshotIndex.Set(float64(l.snapIndex))
-		m.compactedIndex.Set(float64(l.compactIndex))
+	if cfg.Snapshots != nil {
+		l.initSnapshots(latest, marker.Index)
 	}
 	n.bg.Go(n.watchLeader)
 	go l.run()

@@ -2,10 +2,8 @@ package driver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,45 +11,54 @@ import (
 )
 
 // Snapshots and log compaction (Raft paper §7, thesis ch. 5). Everything
-// here is off unless Config.Snapshots is set.
+// here is off unless Config.Snapshots is set. snapshotter.go owns the
+// state; this file has the policy's description, restart and the
+// configuration history.
 //
-// # Taking a snapshot (loop.maybeSnapshot)
+// The log is compacted to a point C whose state the state machine holds
+// durably; a snapshot with data is what a follower that needs entries at
+// or below C gets, and what a state machine that keeps nothing across a
+// restart needs. The two are separate: the Storage's marker
+// (InitialState, FirstIndex-1) is the compaction point and all the core
+// knows; the latest snapshot with data is the driver's business (the
+// SnapshotStore).
 //
-// After each Ready, once SnapshotEntries entries or SnapshotBytes bytes
-// have been applied since the latest snapshot, the loop captures the state
-// machine at its applied index S (StateMachine.Snapshot: a point-in-time
-// view such as a Pebble snapshot, quick) together with S's term and the
-// membership, and hands it to one background goroutine, which streams it
-// into SnapshotStore.CreateSnapshot and commits the file. Apply goes on
-// meanwhile: writes never stop for a snapshot. At most one runs at a time.
+// # With a Syncer state machine (app/kv): compaction copies no data
 //
-// # Compacting (loop.onSnapshotDone)
+// Every SnapshotEntries entries or SnapshotBytes bytes applied, the loop
+// runs Syncer.Sync off the loop (startSync), which returns the index D the
+// state machine holds durably, and compacts to
 //
-// Back on the loop, once the file is durable: the state machine is made
-// durable up to S if it needs that (Syncer.Sync, which returns the index
-// it covers), the snapshot becomes the one reported to the core, and only
-// then is the log compacted, to
-//
-//	C = min(S - margin, synced, the lowest snapshot index being sent)
+//	C = min(D - margin, the lowest snapshot index being sent)
 //
 // where margin keeps at most CompactionMarginEntries entries and
-// CompactionMarginBytes bytes below S, so a briefly slow follower still
-// catches up from the log, and a follower receiving an older snapshot can
-// continue from the log after it (snapsend.go). Compaction writes a
-// marker at C (Storage.InstallSnapshot with C's index, term and
-// membership: the entries after C are kept) and deletes the WAL segments
-// wholly at or below C (Storage.Compact). Nothing is ever deleted before
-// the snapshot file and the state machine's data covering it are durable.
-// The log therefore holds at most the margin plus what the thresholds let
-// accumulate (plus the partly used segments at either end), whatever the
-// history: the snapshot files (the newest two) and the state machine hold
-// the rest.
+// CompactionMarginBytes bytes below D, so a briefly slow follower still
+// catches up from the log. No snapshot file is written. A snapshot with
+// data is produced only when a follower needs one (loop.sendSnapshot,
+// snapsend.go): the latest stored one if the log still follows it (index
+// >= C), else the state machine is captured at its applied index A >= C
+// (through withStateMachine: a Pebble snapshot, quick), streamed into the
+// SnapshotStore in the background (bounded memory) and sent. The MsgSnap
+// the core emitted names C; the driver sends A with its term and the
+// membership at A, and the follower's acknowledgement of A >= C completes
+// the core's pending snapshot.
 //
-// The Storage's own snapshot marker is therefore the compaction point,
-// which is below the latest snapshot. The core is told about the latest
-// snapshot through snapshotLog, which reports it from InitialState: that
-// is the snapshot the core asks the driver to send (MsgSnap) when a
-// follower needs an entry at or below C.
+// # Without a Syncer (an in-memory state machine, Applied 0 on restart)
+//
+// The state machine needs a snapshot with data to restart, so every
+// SnapshotEntries entries or SnapshotBytes bytes applied the loop captures
+// it at its applied index S and writes it in the background (Apply goes
+// on meanwhile; at most one runs at a time); once the file is durable the
+// log is compacted to C = min(S - margin, the lowest snapshot index being
+// sent). Followers get the latest stored snapshot.
+//
+// Either way compaction writes a marker at C (Storage.InstallSnapshot with
+// C's index, term and the membership in force at C: the entries after C
+// are kept) and deletes the WAL segments wholly at or below C
+// (Storage.Compact). Nothing is ever deleted before the state machine's
+// data covering it is durable (synced, or in a snapshot file). The log
+// holds at most the margin plus what the thresholds let accumulate (plus
+// the partly used segments at either end), whatever the history.
 //
 // # Restart (recoverSnapshots, in Start)
 //
@@ -68,54 +75,27 @@ import (
 //  2. If the state machine has not applied up to the compaction point (an
 //     in-memory state machine starts empty), it is restored from the
 //     newest snapshot at or above that point, and the core resumes
-//     applying after the snapshot's index.
-//  3. The newest snapshot agreeing with the log is reported to the core.
-
-// snapshotLog is the Storage the core reads when snapshots are on: the
-// embedder's Storage, except that InitialState reports the latest snapshot
-// with data when it is newer than the Storage's marker (the compaction
-// point).
-type snapshotLog struct {
-	Storage
-	mu   sync.Mutex
-	snap core.SnapshotMeta
-}
-
-func (s *snapshotLog) InitialState() (core.HardState, core.SnapshotMeta, error) {
-	hs, marker, err := s.Storage.InitialState()
-	if err != nil {
-		return hs, marker, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.snap.Index > marker.Index {
-		marker = s.snap
-		marker.Membership = s.snap.Membership.Clone()
-	}
-	return hs, marker, nil
-}
-
-// setSnapshot records meta as the latest snapshot with data.
-func (s *snapshotLog) setSnapshot(meta core.SnapshotMeta) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if meta.Index >= s.snap.Index {
-		s.snap = meta
-		s.snap.Membership = meta.Membership.Clone()
-	}
-}
+//     applying after the snapshot's index. A Syncer state machine never
+//     needs this (the log is only compacted to an index it synced) unless
+//     a crash interrupted an install.
+//  3. The newest snapshot agreeing with the log becomes the driver's
+//     latest snapshot (for Status and for sending); the core restores
+//     from the Storage's marker alone.
 
 // snapshotCounters are cumulative counts reported in Status.
 type snapshotCounters struct {
 	index, compacted                                            atomic.Uint64
 	taken, installed, sent, sendFailures, recvFailures, resumed atomic.Uint64
+	synced, compactions, bytesWritten                           atomic.Uint64
 }
 
 // SnapshotStatus reports snapshots and compaction; all zero without
 // Config.Snapshots.
 type SnapshotStatus struct {
-	// Index is the index of the latest snapshot, taken locally or
-	// installed from the leader.
+	// Index is the index of the latest snapshot with data, taken locally
+	// or installed from the leader (0 if none). With a Syncer state
+	// machine snapshots are taken only for followers that need one, so it
+	// is usually 0 or below CompactedIndex.
 	Index uint64
 	// CompactedIndex is the compaction point: the log holds no entry at or
 	// below it.
@@ -125,6 +105,11 @@ type SnapshotStatus struct {
 	// follower; SendFailures and ReceiveFailures count failed transfers;
 	// Resumed counts incoming transfers that resumed an interrupted one.
 	Taken, Installed, Sent, SendFailures, ReceiveFailures, Resumed uint64
+	// Synced counts state machine syncs (Syncer) made for compaction,
+	// Compactions the times the compaction point moved, and BytesWritten
+	// the data bytes of the snapshots taken locally (Taken), which is what
+	// snapshots cost the disk (received ones are not counted).
+	Synced, Compactions, BytesWritten uint64
 }
 
 func (c *snapshotCounters) status() SnapshotStatus {
@@ -133,13 +118,14 @@ func (c *snapshotCounters) status() SnapshotStatus {
 		Taken: c.taken.Load(), Installed: c.installed.Load(), Sent: c.sent.Load(),
 		SendFailures: c.sendFailures.Load(), ReceiveFailures: c.recvFailures.Load(),
 		Resumed: c.resumed.Load(),
+		Synced:  c.synced.Load(), Compactions: c.compactions.Load(), BytesWritten: c.bytesWritten.Load(),
 	}
 }
 
 // recoverSnapshots reconciles the state machine, the log and the snapshot
 // files at Start (see the comment at the top of this file). It returns the
 // index the state machine has applied (at least) and the latest snapshot
-// to report to the core.
+// with data (zero if none), which only the driver tracks.
 func recoverSnapshots(cfg *Config, applied uint64) (uint64, core.SnapshotMeta, error) {
 	snaps, st, sm := cfg.Snapshots, cfg.Storage, cfg.StateMachine
 	log := cfg.Logger
@@ -221,12 +207,9 @@ func recoverSnapshots(cfg *Config, applied uint64) (uint64, core.SnapshotMeta, e
 		applied = from.Index
 	}
 
-	// 3. The snapshot to report.
-	latest := marker
+	// 3. The latest snapshot with data: the newest agreeing with the log.
+	var latest core.SnapshotMeta
 	for _, m := range metas {
-		if m.Index <= marker.Index {
-			break
-		}
 		if ok, err := agrees(m); err != nil {
 			return 0, core.SnapshotMeta{}, err
 		} else if ok {
@@ -259,7 +242,8 @@ type appliedMark struct {
 	index, bytes uint64
 }
 
-// localSnapshot is a snapshot being written in the background.
+// localSnapshot is a snapshot being written in the background (bytes is
+// the cumulative applied size at capture).
 type localSnapshot struct {
 	meta   core.SnapshotMeta
 	bytes  uint64 // cumulative applied bytes at capture
@@ -268,79 +252,15 @@ type localSnapshot struct {
 	done   chan struct{} // closed when the goroutine has returned
 }
 
-// snapResult is what the background writer reports.
+// snapResult is what a background job reports: a snapshot written (snap,
+// size) or a sync (sync, synced: the index Syncer.Sync returned).
 type snapResult struct {
-	snap *localSnapshot
-	size int64
-	err  error
-}
-
-// snapshotDue reports whether the policy asks for a snapshot now.
-func (l *loop) snapshotDue() bool {
-	n := l.n
-	if n.snaps == nil || l.snapRunning != nil || l.applied <= l.snapIndex {
-		return false
-	}
-	if !l.snapRetryAt.IsZero() && time.Now().Before(l.snapRetryAt) {
-		return false
-	}
-	return l.applied-l.snapIndex >= uint64(n.cfg.SnapshotEntries) ||
-		l.cumBytes-l.snapBytes >= uint64(n.cfg.SnapshotBytes)
-}
-
-// maybeSnapshot starts a local snapshot if one is due.
-func (l *loop) maybeSnapshot() error {
-	if !l.snapshotDue() {
-		return nil
-	}
-	meta, src, err := l.capture()
-	if err != nil {
-		// A state machine that cannot capture its state is not broken for
-		// applying; retry later, loudly.
-		l.snapshotFailed(err)
-		return nil
-	}
-	n := l.n
-	ctx, cancel := context.WithCancel(n.ctx)
-	s := &localSnapshot{meta: meta, bytes: l.cumBytes, start: time.Now(), cancel: cancel, done: make(chan struct{})}
-	l.snapRunning = s
-	n.bg.Add(1)
-	go func() {
-		defer n.bg.Done()
-		defer close(s.done)
-		defer cancel()
-		size, err := writeSnapshot(ctx, n.snaps, meta, src)
-		// A cancelled snapshot (node stopping, or superseded by an
-		// installed one: cancelLocalSnapshot) reports nothing.
-		select {
-		case n.snapDone <- snapResult{snap: s, size: size, err: err}:
-		case <-ctx.Done():
-		}
-	}()
-	return nil
-}
-
-// capture takes a point-in-time snapshot of the state machine at the
-// applied index, with its metadata. Loop goroutine only.
-func (l *loop) capture() (core.SnapshotMeta, SnapshotSource, error) {
-	if l.applied == 0 {
-		return core.SnapshotMeta{}, nil, errors.New("driver: nothing applied yet")
-	}
-	term, err := l.rn.EntryTerm(l.applied)
-	if err != nil {
-		return core.SnapshotMeta{}, nil, fmt.Errorf("driver: term of applied entry %d: %w", l.applied, err)
-	}
-	// The configuration at the applied index, which the snapshot's state
-	// reflects (membership.go tracks it entry by entry).
-	meta := core.SnapshotMeta{Index: l.applied, Term: term, Membership: l.membership.Clone()}
-	src, err := l.n.cfg.StateMachine.Snapshot()
-	if err != nil {
-		return core.SnapshotMeta{}, nil, fmt.Errorf("driver: state machine Snapshot at %d: %w", l.applied, err)
-	}
-	if src == nil {
-		return core.SnapshotMeta{}, nil, fmt.Errorf("driver: state machine Snapshot at %d returned no source", l.applied)
-	}
-	return meta, src, nil
+	snap   *localSnapshot
+	size   int64
+	sync   bool
+	synced uint64
+	start  time.Time
+	err    error
 }
 
 // writeSnapshot streams src into a new snapshot file and commits it. It
@@ -380,15 +300,6 @@ func (w *ctxWriter) Write(p []byte) (int, error) {
 	return w.w.Write(p)
 }
 
-func (l *loop) snapshotFailed(err error) {
-	n := l.n
-	n.metrics.snapshotFailures.Inc()
-	l.snapFailures++
-	delay := retryDelay(n.cfg.SnapshotRetryDelay, l.snapFailures)
-	l.snapRetryAt = time.Now().Add(delay)
-	l.log.Error("snapshot failed; will retry", "err", err, "retry_in", delay)
-}
-
 // retryDelay is the pause before attempt failures+1: base doubled per
 // consecutive failure, capped.
 func retryDelay(base time.Duration, failures int) time.Duration {
@@ -402,169 +313,8 @@ func retryDelay(base time.Duration, failures int) time.Duration {
 	return min(d, base*maxSnapshotRetryDelayFactor)
 }
 
-// onSnapshotDone finishes a local snapshot: on success, makes the state
-// machine durable, publishes the snapshot to the core and compacts.
-func (l *loop) onSnapshotDone(r snapResult) error {
-	n := l.n
-	if l.snapRunning == r.snap {
-		l.snapRunning = nil
-	}
-	if r.err != nil {
-		if n.ctx.Err() != nil {
-			return nil
-		}
-		if r.snap.meta.Index <= l.snapIndex {
-			return nil // cancelled: superseded by an installed snapshot
-		}
-		l.snapshotFailed(r.err)
-		return nil
-	}
-	meta := r.snap.meta
-	l.snapFailures, l.snapRetryAt = 0, time.Time{}
-	n.metrics.snapshots.Inc()
-	n.metrics.snapshotSeconds.Observe(time.Since(r.snap.start).Seconds())
-	n.metrics.snapshotSize.Set(float64(r.size))
-	n.snapStats.taken.Add(1)
-	l.log.Info("snapshot taken", "index", meta.Index, "term", meta.Term, "bytes", r.size,
-		"duration", time.Since(r.snap.start).Round(time.Millisecond))
-	if meta.Index <= l.snapIndex {
-		return nil // a newer snapshot was installed meanwhile
-	}
-	synced := meta.Index
-	if s, ok := n.cfg.StateMachine.(Syncer); ok {
-		idx, err := s.Sync()
-		if err != nil {
-			return fmt.Errorf("driver: state machine Sync: %w", err)
-		}
-		synced = min(synced, idx)
-	}
-	l.setSnapshot(meta, r.snap.bytes)
-	return l.compact(min(l.compactionPoint(meta.Index, synced), l.sendGuard()))
-}
-
-// setSnapshot makes meta the latest snapshot: reported to the core and in
-// Status. bytes is the cumulative applied size at its index.
-func (l *loop) setSnapshot(meta core.SnapshotMeta, bytes uint64) {
-	n := l.n
-	l.snapIndex, l.snapBytes = meta.Index, bytes
-	n.snapLog.setSnapshot(meta)
-	n.snapStats.index.Store(meta.Index)
-	n.metrics.snapshotIndex.Set(float64(meta.Index))
-}
-
-// compactionPoint returns where to compact after a snapshot at snap whose
-// state is durable up to synced: a margin below the snapshot, never above
-// synced.
-func (l *loop) compactionPoint(snap, synced uint64) uint64 {
-	cfg := &l.n.cfg
-	c := snap - min(snap, uint64(cfg.CompactionMarginEntries))
-	// The byte margin: the smallest sampled index whose entries up to the
-	// snapshot fit in CompactionMarginBytes (samples are per applied
-	// batch; below the oldest sample nothing is known, so keep it).
-	var atSnap uint64
-	for i := len(l.marks) - 1; i >= 0; i-- {
-		if l.marks[i].index <= snap {
-			atSnap = l.marks[i].bytes
-			break
-		}
-	}
-	if len(l.marks) > 0 && l.marks[0].index <= snap {
-		for _, m := range l.marks {
-			if m.index > snap {
-				break
-			}
-			if atSnap-m.bytes <= uint64(cfg.CompactionMarginBytes) {
-				c = max(c, m.index)
-				break
-			}
-		}
-	}
-	return min(c, synced)
-}
-
-// compact moves the compaction point up to c (if that is progress) and
-// deletes what the log no longer needs.
-func (l *loop) compact(c uint64) error {
-	if c <= l.compactIndex {
-		return nil
-	}
-	// The marker carries the configuration in force at c, not the
-	// snapshot's (later) one: a restart from the marker replays the
-	// changes after c.
-	membership := l.membershipAt(c)
-	n := l.n
-	term, err := l.rn.EntryTerm(c)
-	if err != nil {
-		return fmt.Errorf("driver: term of compaction point %d: %w", c, err)
-	}
-	st := n.cfg.Storage
-	if err := st.InstallSnapshot(core.SnapshotMeta{Index: c, Term: term, Membership: membership}); err != nil {
-		return fmt.Errorf("driver: recording compaction point %d: %w", c, err)
-	}
-	if err := st.Compact(c); err != nil {
-		return fmt.Errorf("driver: compacting the log to %d: %w", c, err)
-	}
-	l.compacted(c)
-	l.pruneConfHistory(c)
-	l.log.Debug("log compacted", "index", c, "snapshot", l.snapIndex)
-	return nil
-}
-
-// compacted records that the log now starts after c.
-func (l *loop) compacted(c uint64) {
-	n := l.n
-	l.compactIndex = c
-	n.snapStats.compacted.Store(c)
-	n.metrics.compactedIndex.Set(float64(c))
-	n.metrics.compactions.Inc()
-	// Marks at or below c are no longer needed, except the last one, which
-	// anchors the byte count of what follows.
-	i := 0
-	for i+1 < len(l.marks) && l.marks[i+1].index <= c {
-		i++
-	}
-	l.marks = append(l.marks[:0], l.marks[i:]...)
-}
-
-// recordApplied accounts for applied entries, for the snapshot policy and
-// the byte margin.
-func (l *loop) recordApplied(ents []core.Entry) {
-	if l.n.snaps == nil || len(ents) == 0 {
-		return
-	}
-	for i := range ents {
-		l.cumBytes += ents[i].Size()
-	}
-	l.marks = append(l.marks, appliedMark{index: ents[len(ents)-1].Index, bytes: l.cumBytes})
-	if len(l.marks) > maxAppliedMarks {
-		// Compaction normally prunes them; if it keeps failing, thin them
-		// out (keeping the newest): fewer samples only make the byte
-		// margin coarser, i.e. keep more of the log.
-		kept := l.marks[:0]
-		for i, m := range l.marks {
-			if i%2 == 1 || i == len(l.marks)-1 {
-				kept = append(kept, m)
-			}
-		}
-		l.marks = kept
-	}
-}
-
 // maxAppliedMarks bounds the byte-margin samples kept between compactions.
 const maxAppliedMarks = 1 << 14
-
-// cancelLocalSnapshot stops a running local snapshot and waits for its
-// goroutine, before a received snapshot replaces the state machine.
-func (l *loop) cancelLocalSnapshot() {
-	s := l.snapRunning
-	if s == nil {
-		return
-	}
-	s.cancel()
-	<-s.done
-	// Its result, if it got one out, is discarded as superseded.
-	l.snapRunning = nil
-}
 
 // The configuration at the compaction point.
 //

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +31,8 @@ type mapSM struct {
 	kv       map[string]string
 	applied  uint64 // last command applied or restored
 	restores int
+	// failSnapshots makes that many Snapshot calls fail.
+	failSnapshots atomic.Int64
 }
 
 func newMapSM() *mapSM { return &mapSM{kv: map[string]string{}} }
@@ -53,6 +56,10 @@ func (s *mapSM) Apply(cmds []driver.Command) ([]any, error) {
 }
 
 func (s *mapSM) Snapshot() (driver.SnapshotSource, error) {
+	if s.failSnapshots.Add(-1) >= 0 {
+		return nil, errSnapshotRefused
+	}
+	s.failSnapshots.Store(0)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return mapSource{kv: maps.Clone(s.kv), applied: s.applied}, nil
@@ -137,23 +144,32 @@ func (s *mapSM) get(k string) string {
 // snapCluster is an in-memory cluster with snapshots on: memlog storage,
 // drivertest snapshot stores, mapSM state machines, kept across restarts.
 type snapCluster struct {
-	t       testing.TB
-	net     *drivertest.Network
-	clock   *drivertest.Clock
-	ids     []uint64
-	logs    map[uint64]*memlog.Log
-	snaps   map[uint64]*drivertest.SnapshotStore
-	sms     map[uint64]*mapSM
+	t     testing.TB
+	net   *drivertest.Network
+	clock *drivertest.Clock
+	ids   []uint64
+	logs  map[uint64]*memlog.Log
+	snaps map[uint64]*drivertest.SnapshotStore
+	sms   map[uint64]*mapSM
+	// syncers, if set for a node, is its state machine (sms then holds
+	// its mapSM): a Syncer whose synced state survives restarts.
+	syncers map[uint64]*syncMapSM
 	nodes   map[uint64]*driver.Node
 	tune    func(*driver.Config)
 	stopClk func()
 }
 
 func newSnapCluster(t testing.TB, size int, tune func(*driver.Config)) *snapCluster {
+	return newSnapClusterSM(t, size, false, tune)
+}
+
+// newSnapClusterSM is newSnapCluster with, if syncer, syncMapSM state
+// machines (durable once synced, like app/kv) instead of in-memory ones.
+func newSnapClusterSM(t testing.TB, size int, syncer bool, tune func(*driver.Config)) *snapCluster {
 	c := &snapCluster{
 		t: t, net: drivertest.NewNetwork(), clock: drivertest.NewClock(),
 		logs: map[uint64]*memlog.Log{}, snaps: map[uint64]*drivertest.SnapshotStore{},
-		sms: map[uint64]*mapSM{}, nodes: map[uint64]*driver.Node{}, tune: tune,
+		sms: map[uint64]*mapSM{}, syncers: map[uint64]*syncMapSM{}, nodes: map[uint64]*driver.Node{}, tune: tune,
 	}
 	c.stopClk = c.clock.Run(testTick, tickEvery)
 	for i := 1; i <= size; i++ {
@@ -162,6 +178,9 @@ func newSnapCluster(t testing.TB, size int, tune func(*driver.Config)) *snapClus
 		c.logs[id] = memlog.New()
 		c.snaps[id] = drivertest.NewSnapshotStore()
 		c.sms[id] = newMapSM()
+		if syncer {
+			c.syncers[id] = &syncMapSM{mapSM: c.sms[id]}
+		}
 	}
 	t.Cleanup(c.close)
 	for _, id := range c.ids {
@@ -171,8 +190,12 @@ func newSnapCluster(t testing.TB, size int, tune func(*driver.Config)) *snapClus
 }
 
 func (c *snapCluster) config(id uint64) driver.Config {
+	var sm driver.StateMachine = c.sms[id]
+	if s := c.syncers[id]; s != nil {
+		sm = s
+	}
 	cfg := driver.Config{
-		ID: id, Peers: idPeers(c.ids...), Storage: c.logs[id], StateMachine: c.sms[id], Snapshots: c.snaps[id],
+		ID: id, Peers: idPeers(c.ids...), Storage: c.logs[id], StateMachine: sm, Snapshots: c.snaps[id],
 		NewTransport: c.net.NewTransport(id), TickInterval: testTick, Clock: c.clock, Logger: testLogger(),
 		SnapshotRetryDelay: 20 * time.Millisecond,
 		TuneRaft:           func(rc *core.Config) { rc.ElectionTicks = testElectionTicks },
