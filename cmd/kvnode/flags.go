@@ -628,7 +628,10 @@ func (v flagValues) config() (*serveConfig, error) {
 	// own rules (checkDriverConfig). kvnode checks only what they cannot:
 	// the read mode's spelling, the sizes' syntax, and zero values, which
 	// the driver would read as "use the default" but which a flag set to 0
-	// means literally, so each of these flags must be positive.
+	// means literally, so each of these flags must be positive (otherwise
+	// --compaction-margin-entries 0 would silently keep 5,000 entries).
+	// Nothing ties the margin to --snapshot-entries: a margin above the
+	// snapshot interval only keeps more log, which is legitimate.
 	reported := map[string]bool{} // flags already reported: once each
 	badFlag := func(flag, format string, args ...any) {
 		reported[flag] = true
