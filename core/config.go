@@ -66,8 +66,8 @@ type Config struct {
 	// bounds how many ticks any node's clock may fall behind another's over
 	// an election timeout (see ReadLease). The lease after a confirmed
 	// heartbeat round lasts ElectionTicks-1-MaxClockDriftTicks ticks; the
-	// one tick more is rounding, not drift. In lease mode it must be in
-	// [1, ElectionTicks-2].
+	// one tick more is rounding, not drift. It must be in
+	// [0, ElectionTicks), and in lease mode in [1, ElectionTicks-2].
 	MaxClockDriftTicks int
 
 	// MaxInflightMsgs bounds unacknowledged appends per follower in the
@@ -138,68 +138,155 @@ func DefaultConfig(id uint64, voters ...uint64) Config {
 	}
 }
 
-// Validate reports every problem with c, joined.
+// FieldError is one problem Validate found, with the field it is about.
+// Validate joins every problem it finds (errors.Join) and wraps them, so a
+// caller finds them with FieldErrors or errors.As; driver.Config.Validate
+// reports its problems the same way, the core's nested under its TuneRaft
+// field. A program that fills a configuration from settings of its own
+// (command-line flags, a file) maps Field to its setting instead of
+// parsing messages, which may be reworded.
+type FieldError struct {
+	// Field is the field as Go spells it ("ElectionTicks"). A problem
+	// between two fields is reported on the one whose value is judged:
+	// "HeartbeatTicks (5) must be less than ElectionTicks (5)" is
+	// HeartbeatTicks'. In what FieldErrors returns, nested fields are
+	// joined with dots ("TuneRaft.ElectionTicks").
+	Field string
+	// Err is the problem. Its message names the fields it involves as Go
+	// spells them, so that it reads on its own.
+	Err error
+}
+
+// Error returns Err's message.
+func (e *FieldError) Error() string {
+	if e.Err == nil {
+		return e.Field + " is invalid"
+	}
+	return e.Err.Error()
+}
+
+// Unwrap returns Err.
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// FieldErrors flattens an error returned by Validate (or by
+// driver.Config.Validate) into its problems, in order. Each has the path
+// of the fields it is nested under as its Field and the innermost problem
+// as its Err; an error that names no field is returned with Field "".
+// nil gives nil.
+func FieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(err error, path string)
+	walk = func(err error, path string) {
+		if err == nil {
+			return
+		}
+		if !hasFieldError(err) {
+			out = append(out, &FieldError{Field: path, Err: err})
+			return
+		}
+		switch e := err.(type) {
+		case *FieldError:
+			if path != "" {
+				path += "."
+			}
+			path += e.Field
+			if !hasFieldError(e.Err) {
+				out = append(out, &FieldError{Field: path, Err: e.Err})
+				return
+			}
+			walk(e.Err, path)
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				walk(inner, path)
+			}
+		case interface{ Unwrap() error }:
+			// A wrapper such as "invalid raft config: %w": the fields
+			// say where the problems come from.
+			walk(e.Unwrap(), path)
+		default:
+			out = append(out, &FieldError{Field: path, Err: err})
+		}
+	}
+	walk(err, "")
+	return out
+}
+
+// hasFieldError reports whether err is or wraps a *FieldError.
+func hasFieldError(err error) bool {
+	var fe *FieldError
+	return errors.As(err, &fe)
+}
+
+// Validate reports every problem with c, joined, each a *FieldError (see
+// FieldErrors).
 func (c *Config) Validate() error {
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, args...)})
+	}
 	if c.ID == None {
-		bad("ID must be non-zero")
+		bad("ID", "ID must be non-zero")
 	}
 	if c.ElectionTicks < 2 {
-		bad("ElectionTicks must be at least 2, got %d", c.ElectionTicks)
+		bad("ElectionTicks", "ElectionTicks must be at least 2, got %d", c.ElectionTicks)
 	}
 	if c.HeartbeatTicks < 1 {
-		bad("HeartbeatTicks must be at least 1, got %d", c.HeartbeatTicks)
-	}
-	if c.HeartbeatTicks >= c.ElectionTicks {
-		bad("HeartbeatTicks (%d) must be less than ElectionTicks (%d)", c.HeartbeatTicks, c.ElectionTicks)
+		bad("HeartbeatTicks", "HeartbeatTicks must be at least 1, got %d", c.HeartbeatTicks)
+	} else if c.ElectionTicks >= 2 && c.HeartbeatTicks >= c.ElectionTicks {
+		// Only once both are valid on their own: one mistake, one line.
+		bad("HeartbeatTicks", "HeartbeatTicks (%d) must be less than ElectionTicks (%d)", c.HeartbeatTicks, c.ElectionTicks)
 	}
 	switch c.ReadMode {
 	case ReadSafe:
+		// Unused without the lease, but a drift of a whole election
+		// timeout or more (or below zero) is a slip that would surface
+		// only when the lease is turned on.
+		if c.MaxClockDriftTicks < 0 || c.ElectionTicks >= 2 && c.MaxClockDriftTicks >= c.ElectionTicks {
+			bad("MaxClockDriftTicks", "MaxClockDriftTicks must be in [0, ElectionTicks), got %d", c.MaxClockDriftTicks)
+		}
 	case ReadLease:
 		if !c.CheckQuorum {
-			bad("ReadMode lease requires CheckQuorum")
+			bad("ReadMode", "ReadMode lease requires CheckQuorum")
 		}
 		// The lease argument in reads.go needs D >= 1 (no two real clocks
 		// tick at exactly the same rate) and a lease of E-1-D >= 1 ticks.
 		if c.MaxClockDriftTicks < 1 {
-			bad("ReadMode lease requires MaxClockDriftTicks of at least 1 (no two clocks tick at exactly the same rate), got %d", c.MaxClockDriftTicks)
-		}
-		if c.ElectionTicks >= 2 && c.MaxClockDriftTicks > c.ElectionTicks-2 {
-			bad("ReadMode lease requires MaxClockDriftTicks (%d) at most ElectionTicks-2 (%d): the lease lasts ElectionTicks-1-MaxClockDriftTicks ticks",
+			bad("MaxClockDriftTicks", "ReadMode lease requires MaxClockDriftTicks of at least 1 (no two clocks tick at exactly the same rate), got %d", c.MaxClockDriftTicks)
+		} else if c.ElectionTicks >= 2 && c.MaxClockDriftTicks > c.ElectionTicks-2 {
+			bad("MaxClockDriftTicks", "ReadMode lease requires MaxClockDriftTicks (%d) at most ElectionTicks - 2 (%d): the lease lasts ElectionTicks - 1 - MaxClockDriftTicks ticks",
 				c.MaxClockDriftTicks, c.ElectionTicks-2)
 		}
 	default:
-		bad("unknown ReadMode %d", c.ReadMode)
+		bad("ReadMode", "unknown ReadMode %d", c.ReadMode)
 	}
 	if c.MaxInflightMsgs < 1 {
-		bad("MaxInflightMsgs must be at least 1, got %d", c.MaxInflightMsgs)
+		bad("MaxInflightMsgs", "MaxInflightMsgs must be at least 1, got %d", c.MaxInflightMsgs)
 	}
 	if c.MaxInflightBytes == 0 {
-		bad("MaxInflightBytes must be non-zero")
+		bad("MaxInflightBytes", "MaxInflightBytes must be non-zero")
 	}
 	if c.MaxMsgBytes == 0 {
-		bad("MaxMsgBytes must be non-zero")
+		bad("MaxMsgBytes", "MaxMsgBytes must be non-zero")
 	}
 	if c.MaxInflightBytes != 0 && c.MaxMsgBytes > c.MaxInflightBytes {
-		bad("MaxMsgBytes (%d) must not exceed MaxInflightBytes (%d)", c.MaxMsgBytes, c.MaxInflightBytes)
+		bad("MaxMsgBytes", "MaxMsgBytes (%d) must not exceed MaxInflightBytes (%d)", c.MaxMsgBytes, c.MaxInflightBytes)
 	}
 	if c.MaxUncommittedBytes == 0 {
-		bad("MaxUncommittedBytes must be non-zero")
+		bad("MaxUncommittedBytes", "MaxUncommittedBytes must be non-zero")
 	}
 	if c.MaxCommittedBytesPerReady == 0 {
-		bad("MaxCommittedBytesPerReady must be non-zero")
+		bad("MaxCommittedBytesPerReady", "MaxCommittedBytesPerReady must be non-zero")
 	}
 	if c.MaxPendingReads < 1 {
-		bad("MaxPendingReads must be at least 1, got %d", c.MaxPendingReads)
+		bad("MaxPendingReads", "MaxPendingReads must be at least 1, got %d", c.MaxPendingReads)
 	}
 	if c.AsyncStorageWrites && c.MaxApplyingBytes == 0 {
-		bad("MaxApplyingBytes must be non-zero with AsyncStorageWrites")
+		bad("MaxApplyingBytes", "MaxApplyingBytes must be non-zero with AsyncStorageWrites")
 	}
 	if !c.Membership.IsEmpty() {
 		// Order does not matter here: bootstrap writes the canonical form.
 		if err := c.Membership.canonical().validate(); err != nil {
-			bad("bootstrap %v", err)
+			bad("Membership", "bootstrap %v", err)
 		}
 	}
 	if len(errs) == 0 {

@@ -3,6 +3,7 @@ package core_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -165,16 +166,19 @@ func TestConfigValidate(t *testing.T) {
 		{"election too short", func(c *core.Config) { c.ElectionTicks = 1 }, "ElectionTicks"},
 		{"heartbeat not below election", func(c *core.Config) { c.HeartbeatTicks = 10 }, "HeartbeatTicks (10) must be less"},
 		{"lease without check quorum", func(c *core.Config) { c.ReadMode = core.ReadLease; c.CheckQuorum = false }, "requires CheckQuorum"},
-		{"drift too large", func(c *core.Config) { c.ReadMode = core.ReadLease; c.MaxClockDriftTicks = 10 }, "MaxClockDriftTicks (10) at most ElectionTicks-2 (8)"},
+		{"drift too large", func(c *core.Config) { c.ReadMode = core.ReadLease; c.MaxClockDriftTicks = 10 }, "MaxClockDriftTicks (10) at most ElectionTicks - 2 (8)"},
 		// Issue 13 item 6c: a margin of 0 was accepted.
 		{"lease without drift margin", func(c *core.Config) { c.ReadMode = core.ReadLease; c.MaxClockDriftTicks = 0 }, "MaxClockDriftTicks of at least 1"},
 		{"negative drift margin", func(c *core.Config) { c.ReadMode = core.ReadLease; c.MaxClockDriftTicks = -1 }, "MaxClockDriftTicks of at least 1"},
-		{"lease of zero ticks", func(c *core.Config) { c.ReadMode = core.ReadLease; c.MaxClockDriftTicks = 9 }, "at most ElectionTicks-2"},
+		{"lease of zero ticks", func(c *core.Config) { c.ReadMode = core.ReadLease; c.MaxClockDriftTicks = 9 }, "at most ElectionTicks - 2"},
 		{"largest drift margin", func(c *core.Config) { c.ReadMode = core.ReadLease; c.MaxClockDriftTicks = 8 }, ""},
 		{"smallest drift margin", func(c *core.Config) { c.ReadMode = core.ReadLease; c.MaxClockDriftTicks = 1 }, ""},
 		{"lease on default timeouts", func(c *core.Config) { c.ReadMode = core.ReadLease; c.ElectionTicks = 5 }, ""},
-		{"lease with election of 2 ticks", func(c *core.Config) { c.ReadMode = core.ReadLease; c.ElectionTicks = 2; c.HeartbeatTicks = 1 }, "at most ElectionTicks-2 (0)"},
-		{"drift ignored in safe mode", func(c *core.Config) { c.MaxClockDriftTicks = 0 }, ""},
+		{"lease with election of 2 ticks", func(c *core.Config) { c.ReadMode = core.ReadLease; c.ElectionTicks = 2; c.HeartbeatTicks = 1 }, "at most ElectionTicks - 2 (0)"},
+		{"no drift margin in safe mode", func(c *core.Config) { c.MaxClockDriftTicks = 0 }, ""},
+		{"largest drift in safe mode", func(c *core.Config) { c.MaxClockDriftTicks = 9 }, ""},
+		{"negative drift in safe mode", func(c *core.Config) { c.MaxClockDriftTicks = -1 }, "MaxClockDriftTicks must be in [0, ElectionTicks), got -1"},
+		{"drift of an election timeout in safe mode", func(c *core.Config) { c.MaxClockDriftTicks = 10 }, "MaxClockDriftTicks must be in [0, ElectionTicks), got 10"},
 		{"no inflight", func(c *core.Config) { c.MaxInflightMsgs = 0 }, "MaxInflightMsgs"},
 		{"message above window", func(c *core.Config) { c.MaxMsgBytes = c.MaxInflightBytes + 1 }, "must not exceed MaxInflightBytes"},
 		{"no uncommitted budget", func(c *core.Config) { c.MaxUncommittedBytes = 0 }, "MaxUncommittedBytes"},
@@ -197,6 +201,88 @@ func TestConfigValidate(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.errHas) {
 				t.Fatalf("Validate = %v, want error containing %q", err, tc.errHas)
 			}
+			// One mistake, one problem: no consequence reported twice.
+			if probs := core.FieldErrors(err); len(probs) != 1 || probs[0].Field == "" {
+				t.Fatalf("FieldErrors = %v, want one problem naming its field", probs)
+			}
 		})
+	}
+}
+
+// TestConfigValidateFields: every problem names the field it is about, so
+// that an embedder can map it to its own setting (kvnode's flags).
+func TestConfigValidateFields(t *testing.T) {
+	cases := []struct {
+		name  string
+		tweak func(*core.Config)
+		want  []string // fields, in order
+	}{
+		{"valid", func(*core.Config) {}, nil},
+		{"ID", func(c *core.Config) { c.ID = 0 }, []string{"ID"}},
+		{"election", func(c *core.Config) { c.ElectionTicks = 1 }, []string{"ElectionTicks"}},
+		{"heartbeat zero", func(c *core.Config) { c.HeartbeatTicks = 0 }, []string{"HeartbeatTicks"}},
+		{"heartbeat vs election", func(c *core.Config) { c.HeartbeatTicks = 10 }, []string{"HeartbeatTicks"}},
+		{"both ticks", func(c *core.Config) { c.ElectionTicks, c.HeartbeatTicks = 0, 0 }, []string{"ElectionTicks", "HeartbeatTicks"}},
+		{"lease without quorum check", func(c *core.Config) { c.ReadMode, c.CheckQuorum = core.ReadLease, false }, []string{"ReadMode"}},
+		{"lease drift", func(c *core.Config) { c.ReadMode, c.MaxClockDriftTicks = core.ReadLease, 9 }, []string{"MaxClockDriftTicks"}},
+		{"safe drift", func(c *core.Config) { c.MaxClockDriftTicks = -1 }, []string{"MaxClockDriftTicks"}},
+		{"read mode", func(c *core.Config) { c.ReadMode = 7 }, []string{"ReadMode"}},
+		{"limits", func(c *core.Config) {
+			c.MaxInflightMsgs, c.MaxInflightBytes, c.MaxUncommittedBytes = 0, 0, 0
+			c.MaxCommittedBytesPerReady, c.MaxPendingReads = 0, 0
+		}, []string{"MaxInflightMsgs", "MaxInflightBytes", "MaxUncommittedBytes", "MaxCommittedBytesPerReady", "MaxPendingReads"}},
+		{"message above window", func(c *core.Config) { c.MaxMsgBytes = c.MaxInflightBytes + 1 }, []string{"MaxMsgBytes"}},
+		{"apply bound", func(c *core.Config) { c.AsyncStorageWrites, c.MaxApplyingBytes = true, 0 }, []string{"MaxApplyingBytes"}},
+		{"membership", func(c *core.Config) { c.Membership.Voters = []uint64{1, 1} }, []string{"Membership"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := core.DefaultConfig(1, 1, 2, 3)
+			cfg.ElectionTicks = 10
+			tc.tweak(&cfg)
+			err := cfg.Validate()
+			var got []string
+			for _, p := range core.FieldErrors(err) {
+				got = append(got, p.Field)
+				if !strings.Contains(err.Error(), p.Err.Error()) {
+					t.Errorf("problem %q is not in the error %q", p.Err, err)
+				}
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("fields %q, want %q (error: %v)", got, tc.want, err)
+			}
+			if err != nil {
+				var fe *core.FieldError
+				if !errors.As(err, &fe) || fe.Field != tc.want[0] {
+					t.Fatalf("errors.As finds %v, want the first problem's field %s", fe, tc.want[0])
+				}
+			}
+		})
+	}
+}
+
+// TestFieldErrors: nested field errors (the driver reports the core's
+// under TuneRaft) come out with their path, wrappers fall away, and an
+// error that names no field keeps its whole message.
+func TestFieldErrors(t *testing.T) {
+	if got := core.FieldErrors(nil); got != nil {
+		t.Fatalf("FieldErrors(nil) = %v", got)
+	}
+	inner := errors.Join(&core.FieldError{Field: "ElectionTicks", Err: errors.New("e")}, errors.New("loose"))
+	err := fmt.Errorf("invalid driver config: %w", errors.Join(
+		&core.FieldError{Field: "TickInterval", Err: errors.New("t")},
+		&core.FieldError{Field: "TuneRaft", Err: fmt.Errorf("invalid raft config: %w", inner)},
+		fmt.Errorf("context: %w", errors.New("plain")),
+	))
+	var got []string
+	for _, p := range core.FieldErrors(err) {
+		got = append(got, p.Field+"="+p.Err.Error())
+	}
+	want := []string{"TickInterval=t", "TuneRaft.ElectionTicks=e", "TuneRaft=loose", "=context: plain"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("FieldErrors = %q, want %q", got, want)
+	}
+	if (&core.FieldError{Field: "X"}).Error() == "" {
+		t.Fatal("a FieldError without Err has no message")
 	}
 }

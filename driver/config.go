@@ -76,9 +76,10 @@ const (
 	maxSnapshotRetryDelayFactor = 32
 )
 
-// minTickInterval guards against a unit slip (TickInterval: 100 meaning
-// 100 ns): a loop ticking that fast would do nothing but tick.
-const minTickInterval = time.Millisecond
+// MinTickInterval is the shortest Config.TickInterval Validate accepts.
+// It guards against a unit slip (TickInterval: 100 meaning 100 ns): a loop
+// ticking that fast would do nothing but tick.
+const MinTickInterval = time.Millisecond
 
 // Config describes one node. Zero-valued limits take the defaults above;
 // negative ones are errors. Validate reports every problem at once.
@@ -153,11 +154,14 @@ type Config struct {
 
 	// TuneRaft, when set, adjusts the protocol settings. It receives
 	// core.DefaultConfig(ID) with the bootstrap Membership built from
-	// Peers (none with Join), Applied filled in from the state machine and
-	// a random RandomSeed; it must not change ID, Membership or Applied.
-	// Use it for ElectionTicks, CheckQuorum, ReadMode, flow control and
-	// the like. It may be called more than once (Validate
-	// calls it too), so it must only set fields.
+	// Peers (none with Join), MaxApplyingBytes from MaxApplyQueueBytes,
+	// and Applied and RandomSeed zero; it must not change ID, Membership
+	// or Applied. Use it for ElectionTicks, CheckQuorum, ReadMode, flow
+	// control and the like. Start then fills in Applied from the state
+	// machine, and RandomSeed with a random value unless TuneRaft set one
+	// (to replay elections). It is called while the Config is validated:
+	// exactly once by Start, and once by each Validate call, so it must
+	// only set fields.
 	TuneRaft func(*core.Config)
 
 	// MaxPendingProposals bounds Propose calls in flight on this node
@@ -257,6 +261,9 @@ type Config struct {
 	// hook, set only by tests (export_test.go), runs at each step of
 	// snapshot installation; an error it returns crashes the node there.
 	hook func(step string) error
+	// raft is the core configuration validated built, TuneRaft applied:
+	// Start uses it (raftConfig) instead of calling TuneRaft again.
+	raft core.Config
 
 	// ValidateCommand, when set, checks a command before it can enter the
 	// log: at Propose on this node, and on the leader for every proposal a
@@ -326,13 +333,14 @@ func peerIDs(peers []Peer) []uint64 {
 	return ids
 }
 
-// CheckPeers reports every problem with a peer list (see Peer), each
-// naming the entry, or nil. transport.Config validation calls it too.
+// CheckPeers reports every problem with a peer list (see Peer), each a
+// *core.FieldError on Peers whose message names the entry, or nil.
+// transport.Config validation calls it too.
 func CheckPeers(peers []Peer) []error {
 	var errs []error
 	bad := func(i int, p Peer, format string, args ...any) {
 		//lint:ignore ST1005 the message starts with the field as the embedder spells it
-		errs = append(errs, fmt.Errorf("Peers[%d] (ID %d, %q): %s", i, p.ID, quotable(p.Addr), fmt.Sprintf(format, args...)))
+		errs = append(errs, fieldError("Peers", fmt.Errorf("Peers[%d] (ID %d, %q): %s", i, p.ID, quotable(p.Addr), fmt.Sprintf(format, args...))))
 	}
 	ids := make(map[uint64]int, len(peers))
 	addrs := make(map[string]int, len(peers))
@@ -375,8 +383,8 @@ func CheckPeers(peers []Peer) []error {
 	}
 	if withAddr != 0 && withAddr != len(peers) {
 		//lint:ignore ST1005 the message starts with the field as the embedder spells it
-		errs = append(errs, fmt.Errorf("Peers: %d of %d entries have an address; give every peer one, or none (a transport that routes by ID)",
-			withAddr, len(peers)))
+		errs = append(errs, fieldError("Peers", fmt.Errorf("Peers: %d of %d entries have an address; give every peer one, or none (a transport that routes by ID)",
+			withAddr, len(peers))))
 	}
 	return errs
 }
@@ -478,120 +486,149 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// raftConfig builds the core configuration for c (defaults applied).
-func (c *Config) raftConfig(applied, seed uint64) core.Config {
+// tuneRaft builds the core configuration for c (defaults applied): the
+// only place TuneRaft is called (see Config.TuneRaft).
+func (c *Config) tuneRaft() core.Config {
 	rc := core.DefaultConfig(c.ID)
 	rc.Membership = c.bootstrapMembership()
-	rc.Applied = applied
-	rc.RandomSeed = seed
+	// Start draws a seed unless TuneRaft sets one.
+	rc.RandomSeed = 0
+	if c.MaxApplyQueueBytes > 0 {
+		rc.MaxApplyingBytes = uint64(c.MaxApplyQueueBytes)
+	}
 	if c.TuneRaft != nil {
 		c.TuneRaft(&rc)
 	}
 	return rc
 }
 
+// raftConfig returns the core configuration validated built, with
+// Applied and, unless TuneRaft chose one, RandomSeed filled in. It does not
+// call TuneRaft: c must come from validated.
+func (c *Config) raftConfig(applied, seed uint64) core.Config {
+	rc := c.raft
+	rc.Applied = applied
+	if rc.RandomSeed == 0 {
+		rc.RandomSeed = seed
+	}
+	return rc
+}
+
+// fieldError is a problem with field, as core.FieldErrors reports it.
+func fieldError(field string, err error) error { return &core.FieldError{Field: field, Err: err} }
+
 // Validate reports every problem with c (after applying defaults to zero
-// fields), joined into one error, or nil. Start calls it.
+// fields), joined into one error, or nil. Each problem is a
+// *core.FieldError naming the field; the core settings' (from TuneRaft)
+// are nested under TuneRaft, so core.FieldErrors reports them as
+// TuneRaft.ElectionTicks and the like. Start calls it too. Each call calls
+// TuneRaft once.
 func (c Config) Validate() error {
 	_, err := c.validated()
 	return err
 }
 
-// validated applies defaults, checks everything, and returns the result.
+// validated applies defaults, builds the core configuration (calling
+// TuneRaft), checks everything, and returns the result, which Start uses.
 func (c Config) validated() (Config, error) {
 	c = c.withDefaults()
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fieldError(field, fmt.Errorf(format, args...)))
+	}
 
 	if c.ID == 0 {
-		bad("ID must be non-zero")
+		bad("ID", "ID must be non-zero")
 	}
-	errs = append(errs, CheckPeers(c.Peers)...)
+	peerErrs := CheckPeers(c.Peers)
+	errs = append(errs, peerErrs...)
 	if c.ID != 0 && !c.Join && len(c.Peers) > 0 && !slices.ContainsFunc(c.Peers, func(p Peer) bool { return p.ID == c.ID }) {
-		bad("Peers %v does not include this node's ID %d; list every bootstrap voter, this node too", peerIDs(c.Peers), c.ID)
+		bad("Peers", "Peers %v does not include this node's ID %d; list every bootstrap voter, this node too", peerIDs(c.Peers), c.ID)
 	}
 	if c.Storage == nil {
-		bad("Storage is required")
+		bad("Storage", "Storage is required")
 	}
 	if c.StateMachine == nil {
-		bad("StateMachine is required")
+		bad("StateMachine", "StateMachine is required")
 	}
 	switch {
 	case c.Transport == nil && c.NewTransport == nil:
-		bad("one of Transport and NewTransport is required")
+		bad("Transport", "one of Transport and NewTransport is required")
 	case c.Transport != nil && c.NewTransport != nil:
-		bad("set only one of Transport (embedder-owned) and NewTransport (node-owned)")
+		bad("Transport", "set only one of Transport (embedder-owned) and NewTransport (node-owned)")
 	}
-	if c.TickInterval < minTickInterval {
-		bad("TickInterval must be at least %v, got %v", minTickInterval, c.TickInterval)
+	if c.TickInterval < MinTickInterval {
+		bad("TickInterval", "TickInterval must be at least %v, got %v", MinTickInterval, c.TickInterval)
 	}
-	positive := func(name string, v int) {
+	notNegative := func(name string, v int64) {
 		if v < 0 {
-			bad("%s must not be negative, got %d", name, v)
+			bad(name, "%s must not be negative, got %d", name, v)
 		}
 	}
-	positive("MaxPendingProposals", c.MaxPendingProposals)
-	positive("MaxProposalBytes", c.MaxProposalBytes)
-	positive("MaxBatchProposals", c.MaxBatchProposals)
-	positive("MaxBatchBytes", c.MaxBatchBytes)
-	positive("MaxPendingReads", c.MaxPendingReads)
-	positive("MaxStepMessages", c.MaxStepMessages)
-	positive("InboxSize", c.InboxSize)
-	positive("SnapshotEntries", c.SnapshotEntries)
-	positive("CompactionMarginEntries", c.CompactionMarginEntries)
-	positive("MaxSnapshotSends", c.MaxSnapshotSends)
-	if c.SnapshotBytes < 0 {
-		bad("SnapshotBytes must not be negative, got %d", c.SnapshotBytes)
+	notNegativeDuration := func(name string, v time.Duration) {
+		if v < 0 {
+			bad(name, "%s must not be negative, got %v", name, v)
+		}
 	}
-	if c.CompactionMarginBytes < 0 {
-		bad("CompactionMarginBytes must not be negative, got %d", c.CompactionMarginBytes)
-	}
-	if c.SnapshotTimeout < 0 {
-		bad("SnapshotTimeout must not be negative, got %v", c.SnapshotTimeout)
-	}
-	if c.SnapshotRetryDelay < 0 {
-		bad("SnapshotRetryDelay must not be negative, got %v", c.SnapshotRetryDelay)
-	}
+	notNegative("MaxPendingProposals", int64(c.MaxPendingProposals))
+	notNegative("MaxProposalBytes", int64(c.MaxProposalBytes))
+	notNegative("MaxBatchProposals", int64(c.MaxBatchProposals))
+	notNegative("MaxBatchBytes", int64(c.MaxBatchBytes))
+	notNegative("MaxPendingReads", int64(c.MaxPendingReads))
+	notNegative("MaxStepMessages", int64(c.MaxStepMessages))
+	notNegative("MaxPersistQueueBytes", c.MaxPersistQueueBytes)
+	notNegative("MaxApplyQueueBytes", c.MaxApplyQueueBytes)
+	notNegative("InboxSize", int64(c.InboxSize))
+	notNegative("SnapshotEntries", int64(c.SnapshotEntries))
+	notNegative("SnapshotBytes", c.SnapshotBytes)
+	notNegative("CompactionMarginEntries", int64(c.CompactionMarginEntries))
+	notNegative("CompactionMarginBytes", c.CompactionMarginBytes)
+	notNegativeDuration("SnapshotTimeout", c.SnapshotTimeout)
+	notNegative("MaxSnapshotSends", int64(c.MaxSnapshotSends))
+	notNegativeDuration("SnapshotRetryDelay", c.SnapshotRetryDelay)
 
 	if c.MaxMessageBytes < minMaxMessageBytes {
-		bad("MaxMessageBytes must be at least %d, got %d", minMaxMessageBytes, c.MaxMessageBytes)
+		bad("MaxMessageBytes", "MaxMessageBytes must be at least %d, got %d", minMaxMessageBytes, c.MaxMessageBytes)
 	}
-	if c.DiskStallTimeout < 0 {
-		bad("DiskStallTimeout must not be negative, got %v", c.DiskStallTimeout)
-	}
-	positive("AutoPromoteMaxLag", c.AutoPromoteMaxLag)
-	if c.AutoPromoteStableFor < 0 {
-		bad("AutoPromoteStableFor must not be negative, got %v", c.AutoPromoteStableFor)
-	}
+	notNegativeDuration("DiskStallTimeout", c.DiskStallTimeout)
+	notNegative("AutoPromoteMaxLag", int64(c.AutoPromoteMaxLag))
+	notNegativeDuration("AutoPromoteStableFor", c.AutoPromoteStableFor)
 
 	maxEntry := c.MaxProposalBytes + EnvelopeOverhead + entryOverheadBytes
 	if c.MaxProposalBytes > 0 && c.MaxBatchBytes > 0 && maxEntry > c.MaxBatchBytes {
-		bad("MaxBatchBytes (%d) must hold one maximal proposal: MaxProposalBytes (%d) + %d bytes of overhead",
+		bad("MaxBatchBytes", "MaxBatchBytes (%d) must hold one maximal proposal: MaxProposalBytes (%d) + %d bytes of overhead",
 			c.MaxBatchBytes, c.MaxProposalBytes, EnvelopeOverhead+entryOverheadBytes)
 	}
 
 	if c.ID != 0 {
-		rc := c.raftConfig(0, 1)
+		rc := c.tuneRaft()
 		if c.TuneRaft != nil && rc.ID != c.ID {
-			bad("TuneRaft must not change ID (%d -> %d)", c.ID, rc.ID)
+			bad("TuneRaft", "TuneRaft must not change ID (%d -> %d)", c.ID, rc.ID)
 		}
 		if rc.Applied != 0 {
-			bad("TuneRaft must not set Applied: the state machine reports it")
+			bad("TuneRaft", "TuneRaft must not set Applied: the state machine reports it")
 		}
 		if c.TuneRaft != nil && !membershipEqual(rc.Membership, c.bootstrapMembership()) {
-			bad("TuneRaft must not change Membership: Peers (or Join) say who bootstraps the cluster")
+			bad("TuneRaft", "TuneRaft must not change Membership: Peers (or Join) say who bootstraps the cluster")
 		}
-		if err := rc.Validate(); err != nil {
-			errs = append(errs, err)
+		check := rc
+		if len(peerErrs) > 0 {
+			// The bootstrap membership comes from Peers, reported above:
+			// one mistake, one problem.
+			check.Membership = core.Membership{}
+		}
+		if err := check.Validate(); err != nil {
+			errs = append(errs, fieldError("TuneRaft", err))
 		}
 		if c.AutoPromoteMaxLag > 0 && uint64(c.AutoPromoteMaxLag) > rc.MaxPromoteLagEntries {
-			bad("AutoPromoteMaxLag (%d) must not exceed the core's MaxPromoteLagEntries (%d), or the core would refuse every automatic promotion",
+			bad("AutoPromoteMaxLag", "AutoPromoteMaxLag (%d) must not exceed the core's MaxPromoteLagEntries (%d), or the core would refuse every automatic promotion",
 				c.AutoPromoteMaxLag, rc.MaxPromoteLagEntries)
 		}
 		if c.MaxBatchBytes > 0 && uint64(c.MaxBatchBytes) > rc.MaxUncommittedBytes {
-			bad("MaxBatchBytes (%d) must not exceed the core's MaxUncommittedBytes (%d), or a full batch could never be accepted",
+			bad("MaxBatchBytes", "MaxBatchBytes (%d) must not exceed the core's MaxUncommittedBytes (%d), or a full batch could never be accepted",
 				c.MaxBatchBytes, rc.MaxUncommittedBytes)
 		}
+		c.raft = rc
 	}
 	if len(errs) > 0 {
 		return c, fmt.Errorf("invalid driver config: %w", errors.Join(errs...))

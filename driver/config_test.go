@@ -1,9 +1,13 @@
 package driver_test
 
 import (
+	"context"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,6 +169,116 @@ func TestConfigValidate(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "invalid driver config: ") {
 				t.Errorf("error %q lacks the common prefix", err)
 			}
+			for _, p := range core.FieldErrors(err) {
+				if p.Field == "" {
+					t.Errorf("problem %q names no field", p.Err)
+				}
+			}
 		})
+	}
+}
+
+// TestConfigValidateFields: every problem names its field, the core's
+// nested under TuneRaft, so that an embedder maps it to its own setting
+// (kvnode's flags) without reading messages.
+func TestConfigValidateFields(t *testing.T) {
+	nw := drivertest.NewNetwork()
+	defer nw.Close()
+	tests := []struct {
+		name   string
+		mutate func(*driver.Config)
+		want   []string
+	}{
+		{"valid", func(*driver.Config) {}, nil},
+		{"identity and parts", func(c *driver.Config) {
+			c.ID, c.Storage, c.StateMachine, c.NewTransport = 0, nil, nil, nil
+		}, []string{"ID", "Storage", "StateMachine", "Transport"}},
+		{"peers", func(c *driver.Config) { c.Peers = idPeers(2, 2) }, []string{"Peers", "Peers"}},
+		{"tick", func(c *driver.Config) { c.TickInterval = time.Microsecond }, []string{"TickInterval"}},
+		{"pipeline limits", func(c *driver.Config) { c.MaxPersistQueueBytes, c.MaxApplyQueueBytes = -1, -2 },
+			[]string{"MaxPersistQueueBytes", "MaxApplyQueueBytes"}},
+		{"snapshot policy", func(c *driver.Config) { c.SnapshotEntries, c.SnapshotTimeout = -1, -time.Second },
+			[]string{"SnapshotEntries", "SnapshotTimeout"}},
+		{"core settings", func(c *driver.Config) {
+			c.TuneRaft = func(rc *core.Config) { rc.ElectionTicks, rc.ReadMode, rc.MaxClockDriftTicks = 4, core.ReadLease, 3 }
+		}, []string{"TuneRaft.MaxClockDriftTicks"}},
+		{"tune breaks its contract", func(c *driver.Config) {
+			c.TuneRaft = func(rc *core.Config) { rc.Applied, rc.HeartbeatTicks = 3, 0 }
+		}, []string{"TuneRaft", "TuneRaft.HeartbeatTicks"}},
+		{"batch against the core", func(c *driver.Config) {
+			c.TuneRaft = func(rc *core.Config) { rc.MaxUncommittedBytes = 1 << 20 }
+			c.MaxProposalBytes, c.MaxBatchBytes = 1000, 2<<20
+		}, []string{"MaxBatchBytes"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := driver.Config{ID: 1, Peers: idPeers(1, 2, 3), Storage: memlog.New(), StateMachine: &testSM{}, NewTransport: nw.NewTransport(1)}
+			tt.mutate(&cfg)
+			err := cfg.Validate()
+			var got []string
+			for _, p := range core.FieldErrors(err) {
+				got = append(got, p.Field)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("fields %q, want %q (error: %v)", got, tt.want, err)
+			}
+		})
+	}
+}
+
+// TestTuneRaftCalledOncePerStart: Start builds the core configuration once,
+// while validating, and uses it; TuneRaft sees Applied and RandomSeed zero
+// (Start fills them in) and MaxApplyingBytes from MaxApplyQueueBytes.
+func TestTuneRaftCalledOncePerStart(t *testing.T) {
+	nw := drivertest.NewNetwork()
+	defer nw.Close()
+	var (
+		calls atomic.Int32
+		mu    sync.Mutex
+		seen  core.Config
+	)
+	cfg := driver.Config{
+		ID: 1, Peers: idPeers(1), Storage: memlog.New(), StateMachine: &testSM{}, NewTransport: nw.NewTransport(1),
+		TickInterval: 5 * time.Millisecond, MaxApplyQueueBytes: 5 << 20,
+		Logger: slog.New(slog.DiscardHandler),
+		TuneRaft: func(rc *core.Config) {
+			calls.Add(1)
+			mu.Lock()
+			seen = *rc
+			mu.Unlock()
+			rc.ReadMode = core.ReadLease
+		},
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls.Load(); got != 1 {
+		t.Fatalf("Validate called TuneRaft %d times, want once", got)
+	}
+	n, err := driver.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	if got := calls.Load() - 1; got != 1 {
+		t.Fatalf("Start called TuneRaft %d times, want once", got)
+	}
+	mu.Lock()
+	got := seen
+	mu.Unlock()
+	if got.ID != 1 || got.Applied != 0 || got.RandomSeed != 0 || got.MaxApplyingBytes != 5<<20 ||
+		!slices.Equal(got.Membership.Voters, []uint64{1}) || got.ElectionTicks != core.DefaultConfig(1).ElectionTicks {
+		t.Fatalf("TuneRaft saw %+v", got)
+	}
+	// The node runs on that configuration (the suites that tune elections
+	// and leases show TuneRaft's settings take effect).
+	await(t, "leadership", func() bool { return n.Status().Role == core.RoleLeader })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Read(ctx); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if got := calls.Load(); got != 2 {
+		t.Fatalf("TuneRaft called %d times in all, want 2 (Validate, Start)", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/rafty-db/rafty/app/kv"
 	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/driver"
 )
@@ -49,8 +51,6 @@ const (
 	// maxShutdownTimeout keeps a stop bounded even when misconfigured;
 	// orchestrators kill a process that ignores SIGTERM for long anyway.
 	maxShutdownTimeout = time.Minute
-	// minTick mirrors the driver's own floor, so the error names the flag.
-	minTick = time.Millisecond
 )
 
 // Names of the serve flags, shared by the flag table and the code that
@@ -624,16 +624,21 @@ func (v flagValues) config() (*serveConfig, error) {
 		}
 	}
 
-	if v.Tick < minTick {
-		bad("--%s must be at least %v, got %v", flagTick, minTick, v.Tick)
+	// The Raft and snapshot settings: the core and the driver check their
+	// own rules (checkDriverConfig). kvnode checks only what they cannot:
+	// the read mode's spelling, the sizes' syntax, and zero values, which
+	// the driver would read as "use the default" but which a flag set to 0
+	// means literally, so each of these flags must be positive (otherwise
+	// --compaction-margin-entries 0 would silently keep 5,000 entries).
+	// Nothing ties the margin to --snapshot-entries: a margin above the
+	// snapshot interval only keeps more log, which is legitimate.
+	reported := map[string]bool{} // flags already reported: once each
+	badFlag := func(flag, format string, args ...any) {
+		reported[flag] = true
+		bad(format, args...)
 	}
-	if v.ElectionTicks < 2 {
-		bad("--%s must be at least 2, got %d", flagElectionTicks, v.ElectionTicks)
-	}
-	if v.HeartbeatTicks < 1 {
-		bad("--%s must be at least 1, got %d", flagHeartbeatTicks, v.HeartbeatTicks)
-	} else if v.ElectionTicks >= 2 && v.HeartbeatTicks >= v.ElectionTicks {
-		bad("--%s (%d) must be less than --%s (%d)", flagHeartbeatTicks, v.HeartbeatTicks, flagElectionTicks, v.ElectionTicks)
+	if v.Tick == 0 {
+		badFlag(flagTick, "--%s must be at least %v, got %v", flagTick, driver.MinTickInterval, v.Tick)
 	}
 	switch v.ReadMode {
 	case "safe":
@@ -641,26 +646,8 @@ func (v flagValues) config() (*serveConfig, error) {
 	case "lease":
 		c.ReadMode = core.ReadLease
 	default:
-		bad("--%s must be safe or lease, got %q", flagReadMode, v.ReadMode)
+		badFlag(flagReadMode, "--%s must be safe or lease, got %q", flagReadMode, v.ReadMode)
 	}
-	if v.MaxClockDriftTicks < 0 || (v.ElectionTicks >= 2 && v.MaxClockDriftTicks >= v.ElectionTicks) {
-		bad("--%s must be in [0, --%s), got %d", flagMaxClockDrift, flagElectionTicks, v.MaxClockDriftTicks)
-	} else if c.ReadMode == core.ReadLease && v.ElectionTicks >= 2 {
-		// What makes a lease safe is core's to say (core/reads.go).
-		rc := core.DefaultConfig(1, 1)
-		rc.ElectionTicks, rc.HeartbeatTicks = v.ElectionTicks, min(v.HeartbeatTicks, v.ElectionTicks-1)
-		rc.ReadMode, rc.MaxClockDriftTicks = core.ReadLease, v.MaxClockDriftTicks
-		if err := rc.Validate(); err != nil {
-			bad("--%s lease with --%s %d and --%s %d: %v", flagReadMode, flagMaxClockDrift, v.MaxClockDriftTicks,
-				flagElectionTicks, v.ElectionTicks, err)
-		}
-	}
-
-	// Snapshots. The driver reads a zero as "use the default" and rejects
-	// only negative values, so 0 is refused here too: otherwise
-	// --compaction-margin-entries 0 would silently keep 5,000 entries.
-	// Nothing ties the margin to --snapshot-entries: a margin above the
-	// snapshot interval only keeps more log, which is legitimate.
 	for _, f := range []struct {
 		flag string
 		val  int
@@ -670,7 +657,7 @@ func (v flagValues) config() (*serveConfig, error) {
 		{flagMaxSnapshotSends, v.MaxSnapshotSends},
 	} {
 		if f.val < 1 {
-			bad("--%s must be at least 1, got %d", f.flag, f.val)
+			badFlag(f.flag, "--%s must be at least 1, got %d", f.flag, f.val)
 		}
 	}
 	for _, f := range []struct {
@@ -684,15 +671,20 @@ func (v flagValues) config() (*serveConfig, error) {
 		n, err := parseSize(f.val)
 		switch {
 		case err != nil:
-			bad("--%s: %v", f.flag, err)
+			badFlag(f.flag, "--%s: %v", f.flag, err)
 		case n < 1:
-			bad("--%s must be at least 1 byte, got %s", f.flag, f.val)
+			badFlag(f.flag, "--%s must be at least 1 byte, got %s", f.flag, f.val)
 		default:
 			*f.dst = n
 		}
 	}
 	if v.SnapshotTimeout <= 0 {
-		bad("--%s must be positive, got %v", flagSnapshotTimeout, v.SnapshotTimeout)
+		badFlag(flagSnapshotTimeout, "--%s must be positive, got %v", flagSnapshotTimeout, v.SnapshotTimeout)
+	}
+	for _, p := range c.checkDriverConfig() {
+		if !reported[p.flag] {
+			bad("%s", p.msg)
+		}
 	}
 
 	tlsFiles := []struct{ flag, path string }{
@@ -745,6 +737,125 @@ func (v flagValues) config() (*serveConfig, error) {
 		return nil, usageError(errors.New(strings.Join(errs, "; ")))
 	}
 	return c, nil
+}
+
+// driverConfig is the driver configuration the flags describe, with
+// limits, the client service's (its largest proposal). serve completes it
+// with what exists only at run time: the ID and members (which may come
+// from the data directory or a join), storage, state machine, transport,
+// logger and metrics. config validates it first, with stand-ins for
+// those (checkDriverConfig), so the rules are the driver's and the core's
+// and hold for the node serve starts.
+func (c *serveConfig) driverConfig(limits kv.Limits) driver.Config {
+	return driver.Config{
+		TickInterval: c.Tick,
+		TuneRaft:     c.tuneRaft,
+		// The policy of the snapshot flags: all positive, so none is read
+		// as the driver's default.
+		SnapshotEntries:         c.SnapshotEntries,
+		SnapshotBytes:           c.SnapshotBytes,
+		CompactionMarginEntries: c.CompactionMarginEntries,
+		CompactionMarginBytes:   c.CompactionMarginBytes,
+		SnapshotTimeout:         c.SnapshotTimeout,
+		MaxSnapshotSends:        c.MaxSnapshotSends,
+		// The driver's default proposal limit is below what the client
+		// service accepts (a maximal value plus its key and framing).
+		MaxProposalBytes: limits.MaxProposalBytes(),
+		// The leader refuses forwarded commands that would not decode.
+		ValidateCommand: kv.ValidateCommand,
+	}
+}
+
+// tuneRaft is driverConfig's TuneRaft: the core settings of the flags.
+func (c *serveConfig) tuneRaft(rc *core.Config) {
+	rc.ElectionTicks = c.ElectionTicks
+	rc.HeartbeatTicks = c.HeartbeatTicks
+	rc.ReadMode = c.ReadMode
+	rc.MaxClockDriftTicks = c.MaxClockDriftTicks
+}
+
+// fieldFlags names the flag behind each field the flags set, as
+// core.FieldErrors reports the driver's problems (the core's under
+// TuneRaft).
+var fieldFlags = map[string]string{
+	"TickInterval":                flagTick,
+	"TuneRaft.ElectionTicks":      flagElectionTicks,
+	"TuneRaft.HeartbeatTicks":     flagHeartbeatTicks,
+	"TuneRaft.ReadMode":           flagReadMode,
+	"TuneRaft.MaxClockDriftTicks": flagMaxClockDrift,
+	"SnapshotEntries":             flagSnapshotEntries,
+	"SnapshotBytes":               flagSnapshotBytes,
+	"CompactionMarginEntries":     flagCompactionMarginEntries,
+	"CompactionMarginBytes":       flagCompactionMarginBytes,
+	"SnapshotTimeout":             flagSnapshotTimeout,
+	"MaxSnapshotSends":            flagMaxSnapshotSends,
+}
+
+// goFieldNames matches, as whole words, the Go names of the fields in
+// fieldFlags, which the driver's and the core's messages use.
+var goFieldNames = func() *regexp.Regexp {
+	names := make([]string, 0, len(fieldFlags))
+	for path := range fieldFlags {
+		names = append(names, regexp.QuoteMeta(path[strings.LastIndexByte(path, '.')+1:]))
+	}
+	slices.Sort(names)
+	return regexp.MustCompile(`\b(` + strings.Join(names, "|") + `)\b`)
+}()
+
+// flagNames rewrites the Go field names in a driver or core message as
+// the flags that set them ("HeartbeatTicks (5) must be less than
+// ElectionTicks (5)" -> "--heartbeat-ticks (5) must be less than
+// --election-ticks (5)"). Only for reading: which flag a problem is about
+// comes from its field, not from its words.
+func flagNames(msg string) string {
+	return goFieldNames.ReplaceAllStringFunc(msg, func(name string) string {
+		for path, flag := range fieldFlags {
+			if path == name || strings.HasSuffix(path, "."+name) {
+				return "--" + flag
+			}
+		}
+		return name
+	})
+}
+
+// flagProblem is one problem the driver or the core found, with the flag
+// that set the field ("" for a field no flag sets).
+type flagProblem struct{ flag, msg string }
+
+// Stand-ins for the parts of a driver.Config that exist only once serve
+// has opened them, so that config can validate the rest: Validate only
+// checks that they are set (Start checks the real ones again).
+type (
+	storageStandIn      struct{ driver.Storage }
+	stateMachineStandIn struct{ driver.StateMachine }
+	transportStandIn    struct{ driver.Transport }
+)
+
+// checkDriverConfig validates driverConfig with the driver's Validate
+// (which runs the core's) and returns its problems, each in one line
+// naming its flag.
+func (c *serveConfig) checkDriverConfig() []flagProblem {
+	dc := c.driverConfig(kv.DefaultLimits())
+	dc.ID = c.ID
+	if dc.ID == 0 {
+		dc.ID = 1 // a joiner: the cluster allocates its ID
+	}
+	// Peers stay out: kvnode parsed and checked them (the driver checks
+	// them again at Start, as part of the node's real configuration).
+	dc.Storage, dc.StateMachine, dc.Transport = storageStandIn{}, stateMachineStandIn{}, transportStandIn{}
+	var out []flagProblem
+	for _, p := range core.FieldErrors(dc.Validate()) {
+		msg := strings.ReplaceAll(p.Err.Error(), "\n", "; ")
+		flag, ok := fieldFlags[p.Field]
+		if !ok {
+			// Not from a flag: a value kvnode sets itself is wrong.
+			msg = "a setting no flag controls is invalid (a kvnode bug): " + msg
+		} else {
+			msg = flagNames(msg)
+		}
+		out = append(out, flagProblem{flag: flag, msg: msg})
+	}
+	return out
 }
 
 // parsePeerEndpoints parses --join: peer addresses HOST:PORT,...

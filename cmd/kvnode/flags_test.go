@@ -8,12 +8,14 @@ import (
 	"maps"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/rafty-db/rafty/app/kv"
 	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/driver"
 )
@@ -182,9 +184,9 @@ func TestFlagValuesConfig(t *testing.T) {
 		}},
 		{name: "read mode unknown", edit: func(v *flagValues) { v.ReadMode = "fast" }, wantErr: `--read-mode must be safe or lease, got "fast"`},
 		{name: "lease without drift margin", edit: func(v *flagValues) { v.ReadMode, v.MaxClockDriftTicks = "lease", 0 },
-			wantErr: "MaxClockDriftTicks of at least 1"},
+			wantErr: "--read-mode lease requires --max-clock-drift-ticks of at least 1 (no two clocks tick at exactly the same rate), got 0"},
 		{name: "lease shorter than a tick", edit: func(v *flagValues) { v.ReadMode, v.MaxClockDriftTicks = "lease", 4 },
-			wantErr: "at most ElectionTicks-2 (3)"},
+			wantErr: "--read-mode lease requires --max-clock-drift-ticks (4) at most --election-ticks - 2 (3)"},
 		{name: "clock drift negative", edit: func(v *flagValues) { v.MaxClockDriftTicks = -1 },
 			wantErr: "--max-clock-drift-ticks must be in [0, --election-ticks), got -1"},
 		{name: "clock drift too large", edit: func(v *flagValues) { v.MaxClockDriftTicks = 5 },
@@ -355,6 +357,78 @@ func TestFlagValuesConfig(t *testing.T) {
 				tc.check(t, c)
 			}
 		})
+	}
+}
+
+// TestFlagValuesConfigRaftRules: the Raft and snapshot rules are the
+// driver's and the core's, reported one problem per mistake, each naming
+// its flag, and a flag kvnode already refused is not reported again.
+func TestFlagValuesConfigRaftRules(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*flagValues)
+		want string // the whole message
+	}{
+		{"election ticks alone", func(v *flagValues) { v.ElectionTicks = 1 }, "--election-ticks must be at least 2, got 1"},
+		{"both ticks", func(v *flagValues) { v.ElectionTicks, v.HeartbeatTicks = 0, 0 },
+			"--election-ticks must be at least 2, got 0; --heartbeat-ticks must be at least 1, got 0"},
+		{"tick below the driver's floor", func(v *flagValues) { v.Tick = -time.Second }, "--tick must be at least 1ms, got -1s"},
+		{"read mode misspelt and drift", func(v *flagValues) { v.ReadMode, v.MaxClockDriftTicks = "fast", 9 },
+			`--read-mode must be safe or lease, got "fast"; --max-clock-drift-ticks must be in [0, --election-ticks), got 9`},
+		{"lease drift", func(v *flagValues) { v.ReadMode, v.ElectionTicks, v.MaxClockDriftTicks = "lease", 10, 9 },
+			"--read-mode lease requires --max-clock-drift-ticks (9) at most --election-ticks - 2 (8): the lease lasts --election-ticks - 1 - --max-clock-drift-ticks ticks"},
+		// Refused by kvnode (a flag must be positive): not again by the driver.
+		{"negative snapshot settings", func(v *flagValues) { v.SnapshotEntries, v.SnapshotTimeout = -1, -time.Second },
+			"--snapshot-entries must be at least 1, got -1; --snapshot-timeout must be positive, got -1s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := defaultFlagValues()
+			v.Peers, v.ID = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003", "2"
+			tc.edit(&v)
+			_, err := v.config()
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("error %v\nwant       %s", err, tc.want)
+			}
+			if code := exitCodeOf(err); code != exitUsage {
+				t.Fatalf("exit code %d, want %d", code, exitUsage)
+			}
+		})
+	}
+}
+
+// TestDriverConfigFromFlags: what config validated is what serve starts
+// the node with: driverConfig carries every Raft and snapshot flag.
+func TestDriverConfigFromFlags(t *testing.T) {
+	v := defaultFlagValues()
+	v.Peers, v.ID = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003", "2"
+	v.Tick, v.ElectionTicks, v.HeartbeatTicks, v.ReadMode, v.MaxClockDriftTicks = 20*time.Millisecond, 12, 3, "lease", 2
+	v.SnapshotEntries, v.SnapshotBytes, v.CompactionMarginEntries, v.CompactionMarginBytes = 7, "3KiB", 5, "2KiB"
+	v.SnapshotTimeout, v.MaxSnapshotSends = 9*time.Second, 4
+	c, err := v.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := kv.DefaultLimits()
+	dc := c.driverConfig(limits)
+	if dc.TickInterval != 20*time.Millisecond || dc.SnapshotEntries != 7 || dc.SnapshotBytes != 3<<10 ||
+		dc.CompactionMarginEntries != 5 || dc.CompactionMarginBytes != 2<<10 || dc.SnapshotTimeout != 9*time.Second ||
+		dc.MaxSnapshotSends != 4 || dc.MaxProposalBytes != limits.MaxProposalBytes() || dc.ValidateCommand == nil {
+		t.Fatalf("driver config %+v", dc)
+	}
+	rc := core.DefaultConfig(2)
+	dc.TuneRaft(&rc)
+	if rc.ElectionTicks != 12 || rc.HeartbeatTicks != 3 || rc.ReadMode != core.ReadLease || rc.MaxClockDriftTicks != 2 {
+		t.Fatalf("core config %+v", rc)
+	}
+	// Every field the flags set is mapped back to its flag.
+	for _, flag := range fieldFlags {
+		if !slices.ContainsFunc(serveFlags(), func(f cli.Flag) bool { return f.Names()[0] == flag }) {
+			t.Errorf("fieldFlags names --%s, which is not a serve flag", flag)
+		}
+	}
+	if got := flagNames("ReadMode lease requires MaxClockDriftTicks; MaxSnapshotSendsX, ElectionTicksum"); got !=
+		"--read-mode lease requires --max-clock-drift-ticks; MaxSnapshotSendsX, ElectionTicksum" {
+		t.Fatalf("flagNames rewrote %q", got)
 	}
 }
 

@@ -228,42 +228,23 @@ func (s *server) start(ctx context.Context) error {
 			return err
 		}
 	}
-	node, err := driver.Start(context.Background(), driver.Config{
-		ID:           plan.id,
-		Peers:        plan.peers,
-		Join:         plan.join,
-		Storage:      wrapStorage(s.wal, s.log), // chaos_hook.go; the chaos build wraps it (chaos_disk.go)
-		StateMachine: s.kv,
-		// Snapshots in the WAL directory turn on log compaction, with the
-		// policy of the snapshot flags (the driver's defaults unless set).
-		Snapshots:               s.wal.Snapshots(),
-		SnapshotEntries:         cfg.SnapshotEntries,
-		SnapshotBytes:           cfg.SnapshotBytes,
-		CompactionMarginEntries: cfg.CompactionMarginEntries,
-		CompactionMarginBytes:   cfg.CompactionMarginBytes,
-		SnapshotTimeout:         cfg.SnapshotTimeout,
-		MaxSnapshotSends:        cfg.MaxSnapshotSends,
-		// The driver's default proposal limit is below what the client
-		// service accepts (a maximal value plus its key and framing).
-		MaxProposalBytes: s.limits.MaxProposalBytes(),
-		// The leader refuses forwarded commands that would not decode.
-		ValidateCommand: kv.ValidateCommand,
-		// The node owns the transport (started already when it answered
-		// Probe; Start is idempotent) and closes it when it stops.
-		NewTransport: func(h driver.MessageHandler) (driver.Transport, error) {
-			t.SetHandler(h)
-			return t, nil
-		},
-		TickInterval: cfg.Tick,
-		TuneRaft: func(rc *core.Config) {
-			rc.ElectionTicks = cfg.ElectionTicks
-			rc.HeartbeatTicks = cfg.HeartbeatTicks
-			rc.ReadMode = cfg.ReadMode
-			rc.MaxClockDriftTicks = cfg.MaxClockDriftTicks
-		},
-		Logger:     s.log,
-		Registerer: s.reg,
-	})
+	// The flags' settings (validated by config), completed with this
+	// run's members, storage and transport.
+	dcfg := cfg.driverConfig(s.limits)
+	dcfg.ID, dcfg.Peers, dcfg.Join = plan.id, plan.peers, plan.join
+	dcfg.Storage = wrapStorage(s.wal, s.log) // chaos_hook.go; the chaos build wraps it (chaos_disk.go)
+	dcfg.StateMachine = s.kv
+	// Snapshots in the WAL directory turn on log compaction, with the
+	// policy of the snapshot flags.
+	dcfg.Snapshots = s.wal.Snapshots()
+	// The node owns the transport (started already when it answered
+	// Probe; Start is idempotent) and closes it when it stops.
+	dcfg.NewTransport = func(h driver.MessageHandler) (driver.Transport, error) {
+		t.SetHandler(h)
+		return t, nil
+	}
+	dcfg.Logger, dcfg.Registerer = s.log, s.reg
+	node, err := driver.Start(context.Background(), dcfg)
 	if err != nil {
 		_ = t.Close()
 		return fmt.Errorf("starting the Raft node: %w", err)
