@@ -483,7 +483,7 @@ func (pc *peerCounters) stats(addr string, queueLen int, urgent, bulk LaneStats)
 // queueCollector exports each lane's queue depth, read from the queues
 // at scrape time so that the hot path updates no gauge.
 type queueCollector struct {
-	t            *GRPC
+	t           *GRPC
 	msgs, bytes *prometheus.Desc
 }
 

@@ -69,6 +69,7 @@ type laneSender struct {
 	streamCancel context.CancelFunc
 	out          outBatch
 	failing      bool // since the last failure, no stream has opened
+	reopened     bool // a stream has been opened before
 }
 
 // maxSpareQueueCap bounds the queue array kept for reuse, so that one
@@ -321,12 +322,13 @@ func (l *laneSender) openStream() error {
 	_ = st.Context()
 	l.stream, l.streamCancel = st, cancel
 	l.lc.streamOpened()
-	if l.lane == laneBulk && p.singleLane.Swap(false) {
-		// A new bulk stream may be to an upgraded peer: try the urgent
-		// lane again (if the peer still lacks it, the first urgent batch
-		// is diverted back here).
+	if l.lane == laneBulk && l.reopened && p.singleLane.Swap(false) {
+		// A new bulk stream may be to a restarted, upgraded peer: try the
+		// urgent lane again (if the peer still lacks it, the next urgent
+		// batch is diverted back here).
 		p.t.logger().Debug("trying the urgent lane again", "peer", p.id)
 	}
+	l.reopened = true
 	if l.failing {
 		l.failing = false
 		p.t.logger().Info("stream to peer re-established", "peer", p.id, "addr", p.addr, "lane", l.lane.String())
