@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +12,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/rafty-db/rafty/core"
 	"github.com/rafty-db/rafty/driver"
@@ -383,4 +387,79 @@ func TestPeerWithoutUrgentLane(t *testing.T) {
 	s := a.Stats().Peers[2]
 	expectf(t, s.Urgent.StreamsOpened == 1, "urgent streams opened %d: the sender kept retrying the urgent lane", s.Urgent.StreamsOpened)
 	expectf(t, s.Bulk.MessagesDropped == 0, "bulk drops %d", s.Bulk.MessagesDropped)
+}
+
+// rawUrgentStream opens an urgent-lane stream to tr with the stock
+// generated client, as rawStream does a bulk one.
+func rawUrgentStream(t *testing.T, tr *GRPC) pb.Raft_UrgentStreamClient {
+	t.Helper()
+	conn, err := grpc.NewClient(tr.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	must(t, err)
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	st, err := pb.NewRaftClient(conn).UrgentStream(ctx)
+	must(t, err)
+	return st
+}
+
+// TestLanesAreOrderedApart: a sender's urgent and bulk streams deliver
+// side by side, neither superseding the other (each lane has its own
+// order); a second stream of one lane still supersedes the first.
+func TestLanesAreOrderedApart(t *testing.T) {
+	nodes := newCluster(t, 2, nil)
+	b := nodes[1]
+	batch := func(seq uint64) *pb.Batch {
+		m := heartbeat(1, 2, seq)
+		return &pb.Batch{ClusterId: testCluster, From: 1, To: 2, Messages: []*pb.Message{toPBMessage(&m)}}
+	}
+	bulk := rawStream(t, b.tr)
+	urgent := rawUrgentStream(t, b.tr)
+	must(t, bulk.Send(batch(1)))
+	waitFor(t, "bulk delivers", func() bool { return b.rec.count() == 1 })
+	must(t, urgent.Send(batch(2)))
+	waitFor(t, "urgent delivers", func() bool { return b.rec.count() == 2 })
+	must(t, bulk.Send(batch(3)))
+	waitFor(t, "bulk delivers again", func() bool { return b.rec.count() == 3 })
+	must(t, urgent.Send(batch(4)))
+	waitFor(t, "urgent delivers again", func() bool { return b.rec.count() == 4 })
+
+	newer := rawUrgentStream(t, b.tr)
+	must(t, newer.Send(batch(5)))
+	waitFor(t, "the newer urgent stream delivers", func() bool { return b.rec.count() == 5 })
+	_ = urgent.Send(batch(6))
+	_, err := urgent.CloseAndRecv()
+	expectf(t, status.Code(err) == codes.Aborted, "old urgent stream ended with %v", err)
+	must(t, bulk.Send(batch(7)))
+	waitFor(t, "bulk unaffected", func() bool { return b.rec.count() == 6 })
+	var seqs []uint64
+	for _, m := range b.rec.received() {
+		seqs = append(seqs, m.Context)
+	}
+	expectf(t, slices.Equal(seqs, []uint64{1, 2, 3, 4, 5, 7}), "delivered %v", seqs)
+}
+
+// TestUrgentStreamChecksLikeStream: the urgent lane's RPC refuses what
+// Stream refuses (it is the same receive loop).
+func TestUrgentStreamChecksLikeStream(t *testing.T) {
+	nodes := newCluster(t, 2, nil)
+	b := nodes[1]
+	for _, tc := range []struct {
+		name  string
+		batch *pb.Batch
+		code  codes.Code
+	}{
+		{"other cluster", &pb.Batch{ClusterId: testCluster + 1, From: 1, To: 2}, codes.FailedPrecondition},
+		{"unknown sender", &pb.Batch{ClusterId: testCluster, From: 9, To: 2}, codes.PermissionDenied},
+		{"wrong receiver", &pb.Batch{ClusterId: testCluster, From: 1, To: 3}, codes.FailedPrecondition},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := rawUrgentStream(t, b.tr)
+			if err := st.Send(tc.batch); err != nil && !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			_, err := st.CloseAndRecv()
+			expectf(t, status.Code(err) == tc.code, "status %v, want %v", err, tc.code)
+		})
+	}
 }
