@@ -25,6 +25,9 @@ type hbBenchHandler struct {
 	hbs       atomic.Int64
 	apps      atomic.Int64
 	progress  chan struct{}
+	// want heartbeats delivered close allDone (once want is set).
+	want    atomic.Int64
+	allDone chan struct{}
 }
 
 func (h *hbBenchHandler) HandleMessages(_ context.Context, msgs []core.Message) error {
@@ -35,7 +38,9 @@ func (h *hbBenchHandler) HandleMessages(_ context.Context, msgs []core.Message) 
 			if seq := m.Context; seq < uint64(len(h.sentAt)) {
 				h.latencies[seq].Store(now - h.sentAt[seq].Load())
 				h.appsAt[seq].Store(h.apps.Load() - h.appsAt[seq].Load())
-				h.hbs.Add(1)
+				if n := h.hbs.Add(1); n == h.want.Load() {
+					close(h.allDone)
+				}
 			}
 		case core.MsgApp:
 			h.apps.Add(1)
@@ -80,6 +85,7 @@ func benchHeartbeatUnderBulk(b *testing.B, mod func(*GRPC)) {
 		latencies: make([]atomic.Int64, b.N+1),
 		appsAt:    make([]atomic.Int64, b.N+1),
 		progress:  make(chan struct{}, 1),
+		allDone:   make(chan struct{}),
 	}
 	lisA, lisB := listen(b), listen(b)
 	peers := []driver.Peer{{ID: 1, Addr: lisA.Addr().String()}, {ID: 2, Addr: lisB.Addr().String()}}
@@ -104,6 +110,7 @@ func benchHeartbeatUnderBulk(b *testing.B, mod func(*GRPC)) {
 		<-h.progress
 	}
 	h.hbs.Store(0)
+	h.want.Store(int64(b.N))
 
 	stop := make(chan struct{})
 	bulkDone := make(chan int64)
@@ -143,9 +150,9 @@ func benchHeartbeatUnderBulk(b *testing.B, mod func(*GRPC)) {
 		a.Send([]core.Message{heartbeat(1, 2, uint64(seq))})
 	}
 	tick.Stop()
-	deadline := time.Now().Add(waitTimeout)
-	for h.hbs.Load() < int64(b.N) && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // the appends keep progress busy; poll
+	select {
+	case <-h.allDone:
+	case <-time.After(waitTimeout):
 	}
 	b.StopTimer()
 	close(stop)

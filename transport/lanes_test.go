@@ -463,3 +463,26 @@ func TestUrgentStreamChecksLikeStream(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedLaneConnCloses: the layout the benchmark compares with (both
+// lanes on one connection) delivers on both lanes and leaves nothing
+// behind when closed (TestMain checks for leaked goroutines).
+func TestSharedLaneConnCloses(t *testing.T) {
+	lisA, lisB := listen(t), listen(t)
+	peers := []driver.Peer{{ID: 1, Addr: lisA.Addr().String()}, {ID: 2, Addr: lisB.Addr().String()}}
+	a, err := New(testConfig(1, lisA, peers, newRecorder()))
+	must(t, err)
+	a.hooks.sharedLaneConn = true
+	must(t, a.Start(context.Background()))
+	t.Cleanup(func() { _ = a.Close() })
+	rec := newRecorder()
+	startNode(t, testConfig(2, lisB, peers, rec))
+	a.Send([]core.Message{app(1, 2, 1, []byte("x")), heartbeat(1, 2, 1)})
+	waitFor(t, "both lanes deliver", func() bool { return rec.count() == 2 })
+	p := a.peer(2)
+	p.sharedMu.Lock()
+	shared := p.shared
+	p.sharedMu.Unlock()
+	expectf(t, shared != nil && p.lanes[laneUrgent].lc.streams.Load() == 1 && p.lanes[laneBulk].lc.streams.Load() == 1, "lanes not on a shared connection")
+	must(t, a.Close())
+}

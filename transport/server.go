@@ -163,7 +163,13 @@ func (t *GRPC) deliver(ctx context.Context, key orderKey, gen *uint64, msgs []co
 	if h == nil {
 		return t.starting()
 	}
-	v, _ := t.order.LoadOrStore(key, new(senderOrder))
+	// One map per lane, keyed by the sender's ID: an integer key below
+	// 256 boxes without allocating, a struct key would not. Load first:
+	// LoadOrStore would allocate a senderOrder on every batch.
+	v, ok := t.order[key.lane].Load(sender)
+	if !ok {
+		v, _ = t.order[key.lane].LoadOrStore(sender, new(senderOrder))
+	}
 	o := v.(*senderOrder)
 	o.mu.Lock()
 	defer o.mu.Unlock()

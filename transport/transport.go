@@ -74,7 +74,7 @@ type GRPC struct {
 	peers     atomic.Pointer[map[uint64]*peer] // copy-on-write; Send reads it without locking
 	wg        sync.WaitGroup                   // every goroutine started
 
-	order     sync.Map // orderKey -> *senderOrder
+	order     [numLanes]sync.Map // per lane, sender ID -> *senderOrder
 	reports   reporter
 	limiter   logLimiter
 	closeOnce sync.Once
