@@ -121,10 +121,10 @@
 // the kernel's socket buffer (megabytes when TCP autotunes it on a fast
 // link), and behind any retransmission. Measured on loopback on a loaded
 // 2-core machine (BenchmarkHeartbeatUnderBulk: 1 MiB appends, 16 in
-// flight, a heartbeat every millisecond; medians of 3 runs), the
-// heartbeat's median latency was 33 ms with one lane (16 appends
-// delivered while it was in flight: the whole backlog), 1.4 ms with two
-// streams on one connection, and 0.11 ms with two connections (no append
+// flight, a heartbeat every millisecond; medians of 6 runs), the
+// heartbeat's median latency was 38 ms with one lane (16 appends
+// delivered while it was in flight: the whole backlog), 1.3 ms with two
+// streams on one connection, and 0.10 ms with two connections (no append
 // delivered meanwhile at the median, 3 at p99). The cost is one more
 // connection, handshake and keepalive per peer. A peer that predates the lanes
 // answers UrgentStream with Unimplemented; the sender then sends

@@ -223,7 +223,8 @@ func (l *laneSender) run() {
 
 // send sends batch, split into gRPC messages of at most MaxMessageBytes,
 // opening the stream first if needed. On failure the unsent rest is
-// dropped and the peer reported unreachable; the next batch opens a new
+// dropped and the peer reported unreachable (or, on the urgent lane of a
+// peer without one, moved to the bulk lane); the next batch opens a new
 // stream.
 func (l *laneSender) send(batch []queuedMsg) {
 	p := l.p
