@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -373,12 +374,15 @@ func TestPeerWithoutUrgentLane(t *testing.T) {
 	})
 	p := a.peer(2)
 	expectf(t, p.singleLane.Load(), "the peer is not marked as single-lane")
-	first := rec.count()
+	// Heartbeats sent before may still be on their way (diverted); the
+	// ones that follow travel with the appends, in Send order.
 	for i := uint64(1); i <= 100; i++ {
 		a.Send([]core.Message{heartbeat(1, 2, seq+i), app(1, 2, seq+i, []byte("x"))})
 	}
-	waitFor(t, "the rest", func() bool { return rec.count() == first+200 })
-	got := rec.received()[first:]
+	last := func(m core.Message) bool { return m.Type == core.MsgApp && m.Index == seq+100 }
+	waitFor(t, "the last append", func() bool { return slices.ContainsFunc(rec.received(), last) })
+	got := slices.DeleteFunc(rec.received(), func(m core.Message) bool { return m.Type == core.MsgHeartbeat && m.Context <= seq })
+	expectf(t, len(got) == 200, "%d messages after the first heartbeat, want 200", len(got))
 	for i, m := range got {
 		want := seq + uint64(i/2) + 1
 		expectf(t, (m.Type == core.MsgHeartbeat) == (i%2 == 0) && m.Context == want || m.Type == core.MsgApp && m.Index == want,
@@ -485,4 +489,111 @@ func TestSharedLaneConnCloses(t *testing.T) {
 	p.sharedMu.Unlock()
 	expectf(t, shared != nil && p.lanes[laneUrgent].lc.streams.Load() == 1 && p.lanes[laneBulk].lc.streams.Load() == 1, "lanes not on a shared connection")
 	must(t, a.Close())
+}
+
+// TestBulkLaneReconnectsAlone: when the bulk lane's stream breaks, the
+// urgent lane keeps its stream.
+func TestBulkLaneReconnectsAlone(t *testing.T) {
+	h := &failOnApp{recorder: newRecorder(), failIndex: 1000}
+	lisA, lisB := listen(t), listen(t)
+	peers := []driver.Peer{{ID: 1, Addr: lisA.Addr().String()}, {ID: 2, Addr: lisB.Addr().String()}}
+	a := startNode(t, testConfig(1, lisA, peers, newRecorder()))
+	cfgB := testConfig(2, lisB, peers, nil)
+	cfgB.Handler = h
+	startNode(t, cfgB)
+
+	a.Send([]core.Message{app(1, 2, 1, []byte("a")), heartbeat(1, 2, 1)})
+	waitFor(t, "both lanes deliver", func() bool { return h.count() == 2 })
+	a.Send([]core.Message{app(1, 2, h.failIndex, []byte("boom"))})
+	waitFor(t, "the failing batch", func() bool { return h.failed.Load() == 1 })
+	idx := uint64(2)
+	waitFor(t, "bulk lane back", func() bool {
+		_, bulk := perLane(h.received())
+		if len(bulk) > 1 {
+			return true
+		}
+		a.Send([]core.Message{app(1, 2, idx, []byte("b"))})
+		idx++
+		return false
+	})
+	a.Send([]core.Message{heartbeat(1, 2, 2)})
+	waitFor(t, "urgent still delivers", func() bool {
+		urgent, _ := perLane(h.received())
+		return len(urgent) == 2
+	})
+	s := a.Stats().Peers[2]
+	expectf(t, s.Bulk.StreamsOpened == 2, "bulk streams opened %d, want 2", s.Bulk.StreamsOpened)
+	expectf(t, s.Urgent.StreamsOpened == 1, "urgent streams opened %d, want 1: the urgent lane reconnected too", s.Urgent.StreamsOpened)
+	expectf(t, s.Urgent.MessagesDropped == 0, "urgent drops %d", s.Urgent.MessagesDropped)
+}
+
+// failOnApp fails the batch holding a MsgApp at failIndex.
+type failOnApp struct {
+	*recorder
+	failIndex uint64
+	failed    atomic.Int64
+}
+
+func (f *failOnApp) HandleMessages(ctx context.Context, msgs []core.Message) error {
+	for _, m := range msgs {
+		if m.Type == core.MsgApp && m.Index == f.failIndex {
+			f.failed.Add(1)
+			return errors.New("handler failed")
+		}
+	}
+	return f.recorder.HandleMessages(ctx, msgs)
+}
+
+// TestUpgradedPeerGetsUrgentLaneAgain: a peer without the urgent lane is
+// replaced at the same address by one with it (a rolling upgrade). Once
+// the bulk lane reconnects, the sender tries the urgent lane again and
+// uses it.
+func TestUpgradedPeerGetsUrgentLaneAgain(t *testing.T) {
+	lisA, lisB := listen(t), listen(t)
+	addrB := lisB.Addr().String()
+	peers := []driver.Peer{{ID: 1, Addr: lisA.Addr().String()}, {ID: 2, Addr: addrB}}
+	a := startNode(t, testConfig(1, lisA, peers, newRecorder()))
+	rec := newRecorder()
+	b, err := New(testConfig(2, listen(t), peers, rec))
+	must(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	old := pb.Raft_ServiceDesc
+	old.Streams = slices.DeleteFunc(slices.Clone(old.Streams), func(d grpc.StreamDesc) bool { return d.StreamName == "UrgentStream" })
+	srv := grpc.NewServer(grpc.ForceServerCodecV2(b.codec))
+	srv.RegisterService(&old, &server{t: b})
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(lisB)
+	}()
+	seq := uint64(0)
+	waitFor(t, "a heartbeat through the old stream", func() bool {
+		if rec.count() > 0 {
+			return true
+		}
+		seq++
+		a.Send([]core.Message{heartbeat(1, 2, seq)})
+		return false
+	})
+	p := a.peer(2)
+	expectf(t, p.singleLane.Load(), "the peer is not marked as single-lane")
+	srv.Stop()
+	<-served
+	must(t, b.Close())
+
+	// The upgraded peer, at the same address.
+	lisB2, err := net.Listen("tcp", addrB)
+	must(t, err)
+	rec2 := newRecorder()
+	startNode(t, testConfig(2, lisB2, peers, rec2))
+	urgentSent := a.Stats().Peers[2].Urgent.MessagesSent
+	waitFor(t, "heartbeats over the urgent lane again", func() bool {
+		if !p.singleLane.Load() && a.Stats().Peers[2].Urgent.MessagesSent > urgentSent && rec2.count() > 0 {
+			return true
+		}
+		seq++
+		a.Send([]core.Message{heartbeat(1, 2, seq)})
+		return false
+	})
+	expectf(t, a.Stats().Peers[2].Urgent.StreamsOpened == 2, "urgent streams opened %d, want 2", a.Stats().Peers[2].Urgent.StreamsOpened)
 }
