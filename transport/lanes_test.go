@@ -96,7 +96,7 @@ func (g *appGate) HandleMessages(ctx context.Context, msgs []core.Message) error
 }
 
 // TestHeartbeatsOvertakeSaturatedBulkLane: with the follower's handler
-// stuck on the first append and many more (8 MiB, beyond every window)
+// stuck on the first append and many more (16 MiB, beyond every window)
 // queued behind it, heartbeats and a vote still arrive, before any append
 // has been delivered; once the follower takes appends again, all of
 // them arrive, in order. With one lane the heartbeats would wait for
@@ -113,7 +113,7 @@ func TestHeartbeatsOvertakeSaturatedBulkLane(t *testing.T) {
 	release := func() { released.Do(func() { close(gate.release) }) }
 	t.Cleanup(release)
 
-	const apps = 128
+	const apps = 256
 	payload := make([]byte, 64<<10)
 	for i := range apps {
 		a.Send([]core.Message{app(1, 2, uint64(i*10), payload)})
