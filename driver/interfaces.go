@@ -136,8 +136,12 @@ type SnapshotWriter = interface {
 //   - Send never blocks on the network. A message that cannot be queued
 //     (peer queue full, peer unknown) is dropped and the peer reported
 //     through MessageHandler.ReportUnreachable; Raft retransmits.
-//   - Any message may be lost (a full queue, a reconnect); the messages to
-//     one peer that are delivered arrive in the order Send was called.
+//   - Any message may be lost (a full queue, a reconnect), and messages
+//     to one peer may be reordered: the core tolerates both, as any
+//     network's. A transport may keep some order (transport.GRPC keeps
+//     Send order within each of its two lanes per peer, so that
+//     heartbeats and votes never wait behind appends, and none between
+//     the lanes); the driver relies on none.
 //   - The Message slices handed to Send are never modified afterwards by
 //     the caller; the transport must not modify them either.
 //   - Send may be called from several goroutines at once: besides the

@@ -48,7 +48,7 @@ func benchSendReceive(b *testing.B, inFlight int64) {
 	lisA, lisB := listen(b), listen(b)
 	peers := []driver.Peer{{ID: 1, Addr: lisA.Addr().String()}, {ID: 2, Addr: lisB.Addr().String()}}
 	cfgA := testConfig(1, lisA, peers, newRecorder())
-	cfgA.SendQueueLen = 1 << 16
+	cfgA.BulkQueueLen = 1 << 16
 	cfgB := testConfig(2, lisB, peers, newRecorder())
 	cfgB.Handler = recv
 	a := startNode(b, cfgA)

@@ -16,11 +16,26 @@ import (
 
 // Defaults applied by New to zero-valued Config fields.
 const (
-	// DefaultSendQueueLen is the default per-peer send queue length. At the
-	// default 100 ms tick a healthy peer drains its queue every few
+	// DefaultBulkQueueLen is the default bound on the messages queued on
+	// one peer's bulk lane. A healthy peer drains its queue every few
 	// milliseconds, so the bound is only reached when the peer is slow or
 	// gone, which is when dropping is right.
-	DefaultSendQueueLen = 4096
+	DefaultBulkQueueLen = 4096
+	// DefaultBulkQueueBytes is the default bound on the encoded bytes
+	// queued on one peer's bulk lane: twice the core's default
+	// MaxInflightBytes (32 MiB), which already bounds the appends in
+	// flight to one follower, so a leader with default settings reaches
+	// it only when the follower or the network is stalled.
+	DefaultBulkQueueBytes = 64 << 20
+	// DefaultUrgentQueueLen is the default bound on the messages queued
+	// on one peer's urgent lane: as many as the bulk lane's, since read
+	// rounds under a heavy read load send a heartbeat each, and a queued
+	// urgent message costs little.
+	DefaultUrgentQueueLen = 4096
+	// DefaultUrgentQueueBytes is the default bound on the encoded bytes
+	// queued on one peer's urgent lane: the lane takes messages of at most
+	// MaxUrgentMessageBytes, and its usual ones are tens of bytes.
+	DefaultUrgentQueueBytes = 1 << 20
 	// DefaultMaxMessageBytes is the default bound on one gRPC message.
 	DefaultMaxMessageBytes = 4 << 20
 	// DefaultSnapshotChunkBytes is the default snapshot chunk size: large
@@ -127,10 +142,25 @@ type Config struct {
 	// SetPeers or AddPeer gives its address.
 	AcceptUnknownSenders bool
 
-	// SendQueueLen bounds the messages queued for one peer; when the
-	// queue is full further messages are dropped. Default
-	// DefaultSendQueueLen.
-	SendQueueLen int
+	// BulkQueueLen and BulkQueueBytes bound the messages queued on one
+	// peer's bulk lane (appends, their responses, forwarded proposals; see
+	// doc.go, "Lanes"), in number and in encoded bytes; a message that
+	// would exceed either is dropped (DropQueueFull) and the peer
+	// reported unreachable. Defaults DefaultBulkQueueLen and
+	// DefaultBulkQueueBytes; BulkQueueBytes is at least MaxMessageBytes,
+	// so that any message fits an empty queue.
+	BulkQueueLen int
+	// BulkQueueBytes: see BulkQueueLen.
+	BulkQueueBytes int
+	// UrgentQueueLen and UrgentQueueBytes bound the messages queued on
+	// one peer's urgent lane (heartbeats, votes, read confirmations and
+	// the other small control messages), as BulkQueueLen and
+	// BulkQueueBytes do the bulk lane's. Defaults DefaultUrgentQueueLen
+	// and DefaultUrgentQueueBytes; UrgentQueueBytes is at least
+	// MaxUrgentMessageBytes.
+	UrgentQueueLen int
+	// UrgentQueueBytes: see UrgentQueueLen.
+	UrgentQueueBytes int
 	// MaxMessageBytes bounds one gRPC message in both directions. Batches
 	// are split to fit; a single Raft message that cannot fit is dropped.
 	// Default DefaultMaxMessageBytes; at least 4 KiB. All peers should use
@@ -198,8 +228,17 @@ type Config struct {
 
 // withDefaults returns cfg with zero limits replaced by their defaults.
 func (cfg Config) withDefaults() Config {
-	if cfg.SendQueueLen == 0 {
-		cfg.SendQueueLen = DefaultSendQueueLen
+	if cfg.BulkQueueLen == 0 {
+		cfg.BulkQueueLen = DefaultBulkQueueLen
+	}
+	if cfg.BulkQueueBytes == 0 {
+		cfg.BulkQueueBytes = DefaultBulkQueueBytes
+	}
+	if cfg.UrgentQueueLen == 0 {
+		cfg.UrgentQueueLen = DefaultUrgentQueueLen
+	}
+	if cfg.UrgentQueueBytes == 0 {
+		cfg.UrgentQueueBytes = DefaultUrgentQueueBytes
 	}
 	if cfg.MaxMessageBytes == 0 {
 		cfg.MaxMessageBytes = DefaultMaxMessageBytes
@@ -264,8 +303,17 @@ func (cfg *Config) validate() error {
 			bad("Peers[%d] (ID %d): %v", i, p.ID, err)
 		}
 	}
-	if cfg.SendQueueLen <= 0 {
-		bad("SendQueueLen is %d; it must be positive", cfg.SendQueueLen)
+	if cfg.BulkQueueLen <= 0 {
+		bad("BulkQueueLen is %d; it must be positive", cfg.BulkQueueLen)
+	}
+	if cfg.UrgentQueueLen <= 0 {
+		bad("UrgentQueueLen is %d; it must be positive", cfg.UrgentQueueLen)
+	}
+	if cfg.BulkQueueBytes < cfg.MaxMessageBytes {
+		bad("BulkQueueBytes is %d; it must be at least MaxMessageBytes (%d), so that any message fits", cfg.BulkQueueBytes, cfg.MaxMessageBytes)
+	}
+	if cfg.UrgentQueueBytes < MaxUrgentMessageBytes {
+		bad("UrgentQueueBytes is %d; it must be at least MaxUrgentMessageBytes (%d)", cfg.UrgentQueueBytes, MaxUrgentMessageBytes)
 	}
 	if cfg.MaxMessageBytes < minMessageBytes || cfg.MaxMessageBytes > maxMessageBytesLimit {
 		bad("MaxMessageBytes is %d; it must be between %d and %d", cfg.MaxMessageBytes, minMessageBytes, maxMessageBytesLimit)

@@ -75,9 +75,9 @@ func TestSetPeers(t *testing.T) {
 	must(t, n2.Close())
 	// What is left: the three transports' servers and reporters, node
 	// 1's sender to 3 and its connection, node 3's stream from 1. Node 2
-	// is closed and node 1's sender to it must be gone: no goroutine of
-	// peer.run may remain but one.
-	waitFor(t, "peer 2's sender to end", func() bool { return countGoroutines("transport.(*peer).run") == 1 })
+	// is closed and node 1's senders to it must be gone: no goroutine of
+	// laneSender.run may remain but peer 3's two lanes.
+	waitFor(t, "peer 2's sender to end", func() bool { return countGoroutines("transport.(*laneSender).run") == 2 })
 
 	// 3 moves to a new address (a restarted pod with a new IP): node 1
 	// reconnects there. An empty address keeps the known one.

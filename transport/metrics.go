@@ -14,7 +14,10 @@ type DropReason string
 
 // Drop reasons, used as keys of Stats.Dropped and as the "reason" label.
 const (
-	// DropQueueFull: the peer's send queue held SendQueueLen messages.
+	// DropQueueFull: the message's lane to the peer was full: it held
+	// its Config limit of messages (BulkQueueLen, UrgentQueueLen) or the
+	// message would have taken it past its limit of bytes
+	// (BulkQueueBytes, UrgentQueueBytes).
 	DropQueueFull DropReason = "queue_full"
 	// DropUnknownPeer: the message's To is not a configured peer.
 	DropUnknownPeer DropReason = "unknown_peer"
@@ -106,7 +109,8 @@ type Stats struct {
 type PeerStats struct {
 	// Addr is the peer's configured address.
 	Addr string
-	// QueueLen is the number of messages waiting in its send queue.
+	// QueueLen is the number of messages waiting in its send queues
+	// (both lanes).
 	QueueLen int
 	// MessagesSent, BatchesSent and BytesSent: as in Stats, to this peer.
 	MessagesSent uint64
@@ -120,6 +124,33 @@ type PeerStats struct {
 	BytesReceived uint64
 	// MessagesDropped counts messages to this peer dropped, any reason.
 	MessagesDropped uint64
+	// Urgent and Bulk are the counters of each lane (see doc.go,
+	// "Lanes"). Drops that happen before a message has a lane (an invalid
+	// message) count in MessagesDropped only.
+	Urgent LaneStats
+	// Bulk: see Urgent.
+	Bulk LaneStats
+}
+
+// LaneStats holds the counters of one lane to one peer.
+type LaneStats struct {
+	// QueueLen and QueueBytes are the messages waiting in the lane's
+	// queue and their encoded size.
+	QueueLen int
+	// QueueBytes: see QueueLen.
+	QueueBytes int
+	// MessagesSent, BatchesSent and BytesSent: as in PeerStats, on this
+	// lane.
+	MessagesSent uint64
+	// BatchesSent: see MessagesSent.
+	BatchesSent uint64
+	// BytesSent: see MessagesSent.
+	BytesSent uint64
+	// MessagesDropped counts messages dropped from this lane, any reason.
+	MessagesDropped uint64
+	// StreamsOpened counts the lane's streams opened: 1 after the first
+	// message, one more per reconnection.
+	StreamsOpened uint64
 }
 
 // DroppedTotal sums Dropped over all reasons.
@@ -156,6 +187,8 @@ type counters struct {
 	promDropped, promRejected, promInvalid *prometheus.CounterVec
 	promSnapBytesSent, promSnapBytesRecv   *prometheus.CounterVec
 	promSnaps                              *prometheus.CounterVec
+	promLaneMsgsSent, promLaneBytesSent    *prometheus.CounterVec
+	promLaneDropped, promLaneStreams       *prometheus.CounterVec
 	reg                                    prometheus.Registerer
 	registered                             []prometheus.Collector
 }
@@ -178,6 +211,10 @@ func newCounters(reg prometheus.Registerer) (*counters, error) {
 		promSnapBytesSent: vec("snapshot_bytes_sent_total", "Snapshot data bytes sent, by peer.", "peer"),
 		promSnapBytesRecv: vec("snapshot_bytes_received_total", "Snapshot data bytes received, by peer.", "peer"),
 		promSnaps:         vec("snapshots_total", "Snapshot transfers that succeeded, by peer and direction.", "peer", "direction"),
+		promLaneMsgsSent:  vec("lane_messages_sent_total", "Raft messages handed to gRPC, by peer and lane (urgent, bulk).", "peer", "lane"),
+		promLaneBytesSent: vec("lane_bytes_sent_total", "Encoded batch bytes handed to gRPC, by peer and lane.", "peer", "lane"),
+		promLaneDropped:   vec("lane_messages_dropped_total", "Outgoing Raft messages dropped, by peer and lane (reasons: messages_dropped_total).", "peer", "lane"),
+		promLaneStreams:   vec("lane_streams_opened_total", "Message streams opened, by peer and lane: one more per reconnection.", "peer", "lane"),
 	}
 	// Every reason's series exists from the start, at 0, so an alert on
 	// its rate sees 0 rather than no data.
@@ -188,16 +225,29 @@ func newCounters(reg prometheus.Registerer) (*counters, error) {
 		for _, col := range []prometheus.Collector{
 			c.promMsgsSent, c.promBytesSent, c.promBatchesSent, c.promMsgsRecv, c.promBytesRecv,
 			c.promDropped, c.promRejected, c.promInvalid, c.promSnapBytesSent, c.promSnapBytesRecv, c.promSnaps,
+			c.promLaneMsgsSent, c.promLaneBytesSent, c.promLaneDropped, c.promLaneStreams,
 		} {
-			if err := reg.Register(col); err != nil {
-				c.unregister()
+			if err := c.register(reg, col); err != nil {
 				return nil, err
 			}
-			c.reg = reg
-			c.registered = append(c.registered, col)
 		}
 	}
 	return c, nil
+}
+
+// register registers col with reg, and on failure unregisters everything
+// registered so far.
+func (c *counters) register(reg prometheus.Registerer, col prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	if err := reg.Register(col); err != nil {
+		c.unregister()
+		return err
+	}
+	c.reg = reg
+	c.registered = append(c.registered, col)
+	return nil
 }
 
 // unregister removes the collectors newCounters registered.
@@ -217,6 +267,33 @@ type peerCounters struct {
 
 	promMsgsSent, promBytesSent, promBatchesSent prometheus.Counter
 	promMsgsRecv, promBytesRecv                  prometheus.Counter
+
+	lanes [numLanes]*laneCounters
+}
+
+// laneCounters are one lane's counters to one peer.
+type laneCounters struct {
+	msgsSent, batchesSent, bytesSent atomic.Uint64
+	dropped, streams                 atomic.Uint64
+
+	promMsgsSent, promBytesSent, promDropped, promStreams prometheus.Counter
+}
+
+func (lc *laneCounters) streamOpened() {
+	lc.streams.Add(1)
+	lc.promStreams.Inc()
+}
+
+func (lc *laneCounters) stats(queueLen, queueBytes int) LaneStats {
+	return LaneStats{
+		QueueLen:        queueLen,
+		QueueBytes:      queueBytes,
+		MessagesSent:    lc.msgsSent.Load(),
+		BatchesSent:     lc.batchesSent.Load(),
+		BytesSent:       lc.bytesSent.Load(),
+		MessagesDropped: lc.dropped.Load(),
+		StreamsOpened:   lc.streams.Load(),
+	}
 }
 
 // rejectReasons are every RejectReason, pre-initialised at 0.
@@ -239,13 +316,23 @@ func (c *counters) forPeer(id uint64) *peerCounters {
 	c.promSnapBytesRecv.WithLabelValues(l)
 	c.promSnaps.WithLabelValues(l, "sent")
 	c.promSnaps.WithLabelValues(l, "received")
-	return &peerCounters{
+	pc := &peerCounters{
 		promMsgsSent:    c.promMsgsSent.WithLabelValues(l),
 		promBytesSent:   c.promBytesSent.WithLabelValues(l),
 		promBatchesSent: c.promBatchesSent.WithLabelValues(l),
 		promMsgsRecv:    c.promMsgsRecv.WithLabelValues(l),
 		promBytesRecv:   c.promBytesRecv.WithLabelValues(l),
 	}
+	for ln := range numLanes {
+		name := ln.String()
+		pc.lanes[ln] = &laneCounters{
+			promMsgsSent:  c.promLaneMsgsSent.WithLabelValues(l, name),
+			promBytesSent: c.promLaneBytesSent.WithLabelValues(l, name),
+			promDropped:   c.promLaneDropped.WithLabelValues(l, name),
+			promStreams:   c.promLaneStreams.WithLabelValues(l, name),
+		}
+	}
+	return pc
 }
 
 // forgetPeer removes a removed peer's Prometheus series.
@@ -254,6 +341,7 @@ func (c *counters) forgetPeer(id uint64) {
 	for _, v := range []*prometheus.CounterVec{
 		c.promMsgsSent, c.promBytesSent, c.promBatchesSent, c.promMsgsRecv, c.promBytesRecv,
 		c.promDropped, c.promInvalid, c.promSnapBytesSent, c.promSnapBytesRecv, c.promSnaps,
+		c.promLaneMsgsSent, c.promLaneBytesSent, c.promLaneDropped, c.promLaneStreams,
 	} {
 		v.DeletePartialMatch(l)
 	}
@@ -261,7 +349,7 @@ func (c *counters) forgetPeer(id uint64) {
 
 func peerLabel(id uint64) string { return strconv.FormatUint(id, 10) }
 
-func (c *counters) sent(pc *peerCounters, msgs, bytes int) {
+func (c *counters) sent(pc *peerCounters, lc *laneCounters, msgs, bytes int) {
 	c.msgsSent.Add(uint64(msgs))
 	c.batchesSent.Add(1)
 	c.bytesSent.Add(uint64(bytes))
@@ -271,6 +359,11 @@ func (c *counters) sent(pc *peerCounters, msgs, bytes int) {
 	pc.promMsgsSent.Add(float64(msgs))
 	pc.promBatchesSent.Inc()
 	pc.promBytesSent.Add(float64(bytes))
+	lc.msgsSent.Add(uint64(msgs))
+	lc.batchesSent.Add(1)
+	lc.bytesSent.Add(uint64(bytes))
+	lc.promMsgsSent.Add(float64(msgs))
+	lc.promBytesSent.Add(float64(bytes))
 }
 
 // received counts an accepted batch; pc is nil for a sender that is not
@@ -289,14 +382,18 @@ func (c *counters) received(pc *peerCounters, msgs, bytes int) {
 }
 
 // drop counts n messages to peer dropped for reason; pc may be nil (the
-// peer is unknown).
-func (c *counters) drop(peer uint64, pc *peerCounters, reason DropReason, n int) {
+// peer is unknown), lc too (the message had no lane yet).
+func (c *counters) drop(peer uint64, pc *peerCounters, lc *laneCounters, reason DropReason, n int) {
 	if n == 0 {
 		return
 	}
 	counterFor(&c.dropped, reason).Add(uint64(n))
 	if pc != nil {
 		pc.dropped.Add(uint64(n))
+	}
+	if lc != nil {
+		lc.dropped.Add(uint64(n))
+		lc.promDropped.Add(float64(n))
 	}
 	c.promDropped.WithLabelValues(peerLabel(peer), string(reason)).Add(float64(n))
 }
@@ -368,8 +465,10 @@ func (c *counters) stats() Stats {
 	return s
 }
 
-func (pc *peerCounters) stats(addr string, queueLen int) PeerStats {
+func (pc *peerCounters) stats(addr string, queueLen int, urgent, bulk LaneStats) PeerStats {
 	return PeerStats{
+		Urgent:           urgent,
+		Bulk:             bulk,
 		Addr:             addr,
 		QueueLen:         queueLen,
 		MessagesSent:     pc.msgsSent.Load(),
@@ -378,5 +477,44 @@ func (pc *peerCounters) stats(addr string, queueLen int) PeerStats {
 		MessagesReceived: pc.msgsRecv.Load(),
 		BytesReceived:    pc.bytesRecv.Load(),
 		MessagesDropped:  pc.dropped.Load(),
+	}
+}
+
+// queueCollector exports each lane's queue depth, read from the queues
+// at scrape time so that the hot path updates no gauge.
+type queueCollector struct {
+	t           *GRPC
+	msgs, bytes *prometheus.Desc
+}
+
+func newQueueCollector(t *GRPC) *queueCollector {
+	desc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName("rafty", "transport", name), help, []string{"peer", "lane"}, nil)
+	}
+	return &queueCollector{
+		t:     t,
+		msgs:  desc("lane_queued_messages", "Messages waiting in a peer's lane queue, by peer and lane (urgent, bulk)."),
+		bytes: desc("lane_queued_bytes", "Encoded bytes of the messages waiting in a peer's lane queue, by peer and lane."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (qc *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- qc.msgs
+	ch <- qc.bytes
+}
+
+// Collect implements prometheus.Collector.
+func (qc *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	peers := qc.t.peers.Load()
+	if peers == nil {
+		return // scraped while New runs
+	}
+	for id, p := range *peers {
+		for _, l := range p.lanes {
+			n, b := l.queued()
+			ch <- prometheus.MustNewConstMetric(qc.msgs, prometheus.GaugeValue, float64(n), peerLabel(id), l.lane.String())
+			ch <- prometheus.MustNewConstMetric(qc.bytes, prometheus.GaugeValue, float64(b), peerLabel(id), l.lane.String())
+		}
 	}
 }

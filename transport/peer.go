@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -15,11 +16,9 @@ import (
 	pb "github.com/rafty-db/rafty/transport/transportpb"
 )
 
-// peer is the sending side of one peer: a bounded queue filled by Send
-// and one goroutine (run) that drains it over a long-lived client stream.
-// Everything queued while a batch was being sent goes into the next
-// batch, so batching adapts to load with no timer and no added latency
-// when idle.
+// peer is the sending side of one peer: two lanes (see lanes.go), each a
+// bounded queue filled by Send and drained by its own goroutine over its
+// own long-lived client stream on its own connection.
 type peer struct {
 	t       *GRPC
 	id      uint64
@@ -27,15 +26,42 @@ type peer struct {
 	pc      *peerCounters
 	hdr     batchHeader
 	hdrSize int
+	lanes   [numLanes]*laneSender
+
+	// singleLane is set when the peer answered UrgentStream with
+	// Unimplemented (a node from before the lanes): everything goes
+	// over the bulk lane's Stream, which such a node understands, until
+	// the bulk lane reconnects (the peer may have been upgraded).
+	singleLane atomic.Bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// shared, when testHooks.sharedLaneConn is set, is the one connection
+	// both lanes use (for the benchmark that compares the two layouts).
+	sharedMu sync.Mutex
+	shared   *grpc.ClientConn
+	running  sync.WaitGroup // the lanes' goroutines
+}
+
+// laneSender is one lane of a peer: its queue and the goroutine (run)
+// that drains it over one stream. Everything queued while a batch was
+// being sent goes into the next batch, so batching adapts to load with no
+// timer and no added latency when idle.
+type laneSender struct {
+	p        *peer
+	lane     lane
+	lc       *laneCounters
+	maxLen   int
+	maxBytes int
 
 	mu      sync.Mutex
 	queue   []queuedMsg
+	bytes   int         // sum of queue[i].size
 	spare   []queuedMsg // the previous batch's array, reused by take
 	stopped bool
 
-	wake   chan struct{} // capacity 1: "the queue is not empty"
-	ctx    context.Context
-	cancel context.CancelFunc
+	wake chan struct{} // capacity 1: "the queue is not empty"
 
 	// Owned by run.
 	conn         *grpc.ClientConn
@@ -43,6 +69,7 @@ type peer struct {
 	streamCancel context.CancelFunc
 	out          outBatch
 	failing      bool // since the last failure, no stream has opened
+	reopened     bool // a stream has been opened before
 }
 
 // maxSpareQueueCap bounds the queue array kept for reuse, so that one
@@ -56,121 +83,181 @@ func (t *GRPC) newPeer(id uint64, addr string) *peer {
 		addr: addr,
 		pc:   t.counters.forPeer(id),
 		hdr:  batchHeader{clusterID: t.cfg.ClusterID, from: t.nodeID(), to: id},
-		wake: make(chan struct{}, 1),
 	}
 	p.hdrSize = p.hdr.size()
 	p.ctx, p.cancel = context.WithCancel(t.ctx)
+	for l := range numLanes {
+		ls := &laneSender{
+			p:    p,
+			lane: l,
+			lc:   p.pc.lanes[l],
+			wake: make(chan struct{}, 1),
+		}
+		switch l {
+		case laneUrgent:
+			ls.maxLen, ls.maxBytes = t.cfg.UrgentQueueLen, t.cfg.UrgentQueueBytes
+		default:
+			ls.maxLen, ls.maxBytes = t.cfg.BulkQueueLen, t.cfg.BulkQueueBytes
+		}
+		p.lanes[l] = ls
+	}
 	return p
 }
 
-func (p *peer) start() { p.t.wg.Go(p.run) }
+func (p *peer) start() {
+	for _, l := range p.lanes {
+		p.running.Add(1)
+		p.t.wg.Go(func() {
+			defer p.running.Done()
+			l.run()
+		})
+	}
+	if p.t.hooks.sharedLaneConn {
+		p.t.wg.Go(func() {
+			p.running.Wait()
+			p.sharedMu.Lock()
+			defer p.sharedMu.Unlock()
+			if p.shared != nil {
+				_ = p.shared.Close()
+				p.shared = nil
+			}
+		})
+	}
+}
 
-// stop ends the peer's goroutine and drops what is queued. The caller
+// stop ends the peer's goroutines and drops what is queued. The caller
 // holds t.mu or is Close.
 func (p *peer) stop() {
-	p.mu.Lock()
-	p.stopped = true
-	n := len(p.queue)
-	p.queue, p.spare = nil, nil
-	p.mu.Unlock()
-	p.t.counters.drop(p.id, p.pc, DropClosed, n)
+	for _, l := range p.lanes {
+		l.mu.Lock()
+		l.stopped = true
+		n := len(l.queue)
+		l.queue, l.spare, l.bytes = nil, nil, 0
+		l.mu.Unlock()
+		p.t.counters.drop(p.id, p.pc, l.lc, DropClosed, n)
+	}
 	p.cancel()
 }
 
-func (p *peer) enqueue(q *queuedMsg) DropReason {
-	p.mu.Lock()
-	if p.stopped {
-		p.mu.Unlock()
+// enqueue queues q on its lane and returns "" or why it was dropped,
+// and the lane's counters.
+func (p *peer) enqueue(q *queuedMsg) (DropReason, *laneCounters) {
+	l := laneOf(q.msg.Type, q.size)
+	if l == laneUrgent && p.singleLane.Load() {
+		l = laneBulk
+	}
+	return p.lanes[l].enqueue(q), p.lanes[l].lc
+}
+
+func (l *laneSender) enqueue(q *queuedMsg) DropReason {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
 		return DropClosed
 	}
-	if len(p.queue) >= p.t.cfg.SendQueueLen {
-		p.mu.Unlock()
+	// maxBytes is at least the largest message the lane takes
+	// (Config.validate), so an empty queue always has room.
+	if len(l.queue) >= l.maxLen || l.bytes+q.size > l.maxBytes {
+		l.mu.Unlock()
 		return DropQueueFull
 	}
-	p.queue = append(p.queue, *q)
-	p.mu.Unlock()
+	l.queue = append(l.queue, *q)
+	l.bytes += q.size
+	l.mu.Unlock()
 	select {
-	case p.wake <- struct{}{}:
+	case l.wake <- struct{}{}:
 	default:
 	}
 	return ""
 }
 
-func (p *peer) queueLen() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.queue)
+// queued returns the messages and bytes queued.
+func (l *laneSender) queued() (int, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queue), l.bytes
 }
 
 // take removes and returns everything queued.
-func (p *peer) take() []queuedMsg {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	b := p.queue
-	p.queue, p.spare = p.spare[:0], nil
+func (l *laneSender) take() []queuedMsg {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.queue
+	l.queue, l.spare, l.bytes = l.spare[:0], nil, 0
 	return b
 }
 
 // recycle returns a sent batch's array for reuse, after clearing it so
 // that it does not keep entry data alive.
-func (p *peer) recycle(b []queuedMsg) {
+func (l *laneSender) recycle(b []queuedMsg) {
 	if cap(b) > maxSpareQueueCap {
 		return
 	}
 	clear(b)
-	p.mu.Lock()
-	if p.spare == nil && !p.stopped {
-		p.spare = b[:0]
+	l.mu.Lock()
+	if l.spare == nil && !l.stopped {
+		l.spare = b[:0]
 	}
-	p.mu.Unlock()
+	l.mu.Unlock()
 }
 
-func (p *peer) run() {
-	defer p.closeConn()
+func (l *laneSender) run() {
+	p := l.p
+	defer l.closeConn()
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
-		case <-p.wake:
+		case <-l.wake:
 		}
 		for p.ctx.Err() == nil {
-			batch := p.take()
+			batch := l.take()
 			if len(batch) == 0 {
 				break
 			}
-			p.send(batch)
-			p.recycle(batch)
+			l.send(batch)
+			l.recycle(batch)
 		}
 	}
 }
 
 // send sends batch, split into gRPC messages of at most MaxMessageBytes,
 // opening the stream first if needed. On failure the unsent rest is
-// dropped and the peer reported unreachable; the next batch opens a new
+// dropped and the peer reported unreachable (or, on the urgent lane of a
+// peer without one, moved to the bulk lane); the next batch opens a new
 // stream.
-func (p *peer) send(batch []queuedMsg) {
-	if p.stream != nil && p.stream.Context().Err() != nil {
+func (l *laneSender) send(batch []queuedMsg) {
+	p := l.p
+	if l.lane == laneUrgent && p.singleLane.Load() {
+		// Queued before the peer turned out to have no urgent lane.
+		l.divert(batch)
+		return
+	}
+	if l.stream != nil && l.stream.Context().Err() != nil {
 		// The peer ended the stream while we were idle (restart,
 		// rejection, keepalive failure); learn why and start afresh.
-		p.streamFailed(nil)
+		l.streamFailed(nil, nil)
+		if l.lane == laneUrgent && p.singleLane.Load() {
+			l.divert(batch)
+			return
+		}
 	}
-	if p.stream == nil {
-		if err := p.openStream(); err != nil {
-			p.fail(batch, DropUnreachable, err)
+	if l.stream == nil {
+		if err := l.openStream(); err != nil {
+			l.fail(batch, DropUnreachable, err)
 			return
 		}
 	}
 	for len(batch) > 0 {
-		n, size := p.split(batch)
-		p.out = outBatch{hdr: p.hdr, msgs: batch[:n], size: size}
-		err := p.stream.SendMsg(&p.out)
-		p.out.msgs = nil
+		n, size := l.split(batch)
+		l.out = outBatch{hdr: p.hdr, msgs: batch[:n], size: size}
+		err := l.stream.SendMsg(&l.out)
+		l.out.msgs = nil
 		if err != nil {
-			reason, err := p.streamFailed(err)
-			p.fail(batch, reason, err)
+			l.streamFailed(err, batch)
 			return
 		}
-		p.t.counters.sent(p.pc, n, size)
+		p.t.counters.sent(p.pc, l.lc, n, size)
 		batch = batch[n:]
 	}
 }
@@ -178,11 +265,11 @@ func (p *peer) send(batch []queuedMsg) {
 // split returns how many leading messages of batch fit in one gRPC
 // message, and that message's size. At least one always fits: Send drops
 // messages too large to fit alone.
-func (p *peer) split(batch []queuedMsg) (int, int) {
-	size := p.hdrSize
+func (l *laneSender) split(batch []queuedMsg) (int, int) {
+	size := l.p.hdrSize
 	for i := range batch {
 		s := framedMessageSize(batch[i].size)
-		if i > 0 && size+s > p.t.cfg.MaxMessageBytes {
+		if i > 0 && size+s > l.p.t.cfg.MaxMessageBytes {
 			return i, size
 		}
 		size += s
@@ -190,16 +277,42 @@ func (p *peer) split(batch []queuedMsg) (int, int) {
 	return len(batch), size
 }
 
-func (p *peer) openStream() error {
-	if p.conn == nil {
+// dialConn returns the connection the lane sends on: its own, or the
+// peer's shared one under testHooks.sharedLaneConn.
+func (l *laneSender) dialConn() (*grpc.ClientConn, error) {
+	p := l.p
+	if !p.t.hooks.sharedLaneConn {
+		return p.t.dial(p.addr)
+	}
+	p.sharedMu.Lock()
+	defer p.sharedMu.Unlock()
+	if p.shared == nil {
 		conn, err := p.t.dial(p.addr)
+		if err != nil {
+			return nil, err
+		}
+		p.shared = conn
+	}
+	return p.shared, nil
+}
+
+func (l *laneSender) openStream() error {
+	p := l.p
+	if l.conn == nil {
+		conn, err := l.dialConn()
 		if err != nil {
 			return err
 		}
-		p.conn = conn
+		l.conn = conn
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
-	st, err := pb.NewRaftClient(p.conn).Stream(ctx)
+	var st grpc.ClientStream
+	var err error
+	if l.lane == laneUrgent {
+		st, err = pb.NewRaftClient(l.conn).UrgentStream(ctx)
+	} else {
+		st, err = pb.NewRaftClient(l.conn).Stream(ctx)
+	}
 	if err != nil {
 		cancel()
 		return err
@@ -208,61 +321,108 @@ func (p *peer) openStream() error {
 	// of sent messages for a transparent retry, which could only
 	// duplicate what Raft retransmits anyway.
 	_ = st.Context()
-	p.stream, p.streamCancel = st, cancel
-	if p.failing {
-		p.failing = false
-		p.t.logger().Info("stream to peer re-established", "peer", p.id, "addr", p.addr)
+	l.stream, l.streamCancel = st, cancel
+	l.lc.streamOpened()
+	if l.lane == laneBulk && l.reopened && p.singleLane.Swap(false) {
+		// A new bulk stream may be to a restarted, upgraded peer: try the
+		// urgent lane again (if the peer still lacks it, the next urgent
+		// batch is diverted back here).
+		p.t.logger().Debug("trying the urgent lane again", "peer", p.id)
+	}
+	l.reopened = true
+	if l.failing {
+		l.failing = false
+		p.t.logger().Info("stream to peer re-established", "peer", p.id, "addr", p.addr, "lane", l.lane.String())
 	} else {
-		p.t.logger().Debug("stream to peer opened", "peer", p.id, "addr", p.addr)
+		p.t.logger().Debug("stream to peer opened", "peer", p.id, "addr", p.addr, "lane", l.lane.String())
 	}
 	return nil
 }
 
 // streamFailed closes the stream after err (nil: it ended on its own)
-// and returns the drop reason and the peer's status.
-func (p *peer) streamFailed(err error) (DropReason, error) {
+// and disposes of batch, the messages not sent: diverted to the bulk lane
+// if the peer turned out to have no urgent lane, else dropped and the
+// peer reported.
+func (l *laneSender) streamFailed(err error, batch []queuedMsg) {
+	p := l.p
 	if err == nil || errors.Is(err, io.EOF) {
 		// SendMsg reports a stream ended by the peer as io.EOF; the
 		// status it ended with comes from RecvMsg.
-		err = p.stream.RecvMsg(new(pb.StreamResponse))
+		err = l.stream.RecvMsg(new(pb.StreamResponse))
 		if err == nil {
 			err = errors.New("peer closed the stream")
 		}
 	}
-	p.closeStream()
+	l.closeStream()
+	if l.lane == laneUrgent && status.Code(err) == codes.Unimplemented {
+		p.singleLane.Store(true)
+		if p.t.limiter.allow(fmt.Sprintf("peer-%d-single-lane", p.id)) {
+			p.t.logger().Info("peer has no urgent lane (an older version): sending everything over one stream",
+				"peer", p.id, "addr", p.addr)
+		}
+		l.divert(batch)
+		return
+	}
+	if len(batch) == 0 {
+		return
+	}
+	reason := DropUnreachable
 	if peerRemovedUs(err) {
-		return DropRemoved, err
+		reason = DropRemoved
+	} else {
+		switch status.Code(err) {
+		case codes.FailedPrecondition, codes.PermissionDenied, codes.InvalidArgument:
+			reason = DropRejected
+		}
 	}
-	switch status.Code(err) {
-	case codes.FailedPrecondition, codes.PermissionDenied, codes.InvalidArgument:
-		return DropRejected, err
-	}
-	return DropUnreachable, err
+	l.fail(batch, reason, err)
 }
 
-func (p *peer) closeStream() {
-	if p.stream != nil {
-		p.streamCancel()
-		p.stream, p.streamCancel = nil, nil
+// divert moves the messages of an urgent batch to the bulk lane, for a
+// peer without an urgent lane.
+func (l *laneSender) divert(batch []queuedMsg) {
+	p := l.p
+	bulk := p.lanes[laneBulk]
+	dropped := map[DropReason]int{}
+	for i := range batch {
+		if reason := bulk.enqueue(&batch[i]); reason != "" {
+			dropped[reason]++
+		}
+	}
+	for reason, n := range dropped {
+		p.t.counters.drop(p.id, p.pc, bulk.lc, reason, n)
+		if reason != DropClosed {
+			p.t.reports.add(p.id)
+		}
 	}
 }
 
-func (p *peer) closeConn() {
-	p.closeStream()
-	if p.conn != nil {
-		_ = p.conn.Close()
-		p.conn = nil
+func (l *laneSender) closeStream() {
+	if l.stream != nil {
+		l.streamCancel()
+		l.stream, l.streamCancel = nil, nil
+	}
+}
+
+func (l *laneSender) closeConn() {
+	l.closeStream()
+	if l.conn != nil {
+		if !l.p.t.hooks.sharedLaneConn {
+			_ = l.conn.Close()
+		}
+		l.conn = nil
 	}
 }
 
 // fail drops batch after a stream error and reports the peer.
-func (p *peer) fail(batch []queuedMsg, reason DropReason, err error) {
+func (l *laneSender) fail(batch []queuedMsg, reason DropReason, err error) {
+	p := l.p
 	if p.ctx.Err() != nil {
 		// Closing or removed: not the peer's fault, nothing to report.
-		p.t.counters.drop(p.id, p.pc, DropClosed, len(batch))
+		p.t.counters.drop(p.id, p.pc, l.lc, DropClosed, len(batch))
 		return
 	}
-	p.t.counters.drop(p.id, p.pc, reason, len(batch))
+	p.t.counters.drop(p.id, p.pc, l.lc, reason, len(batch))
 	if reason == DropRemoved {
 		// Not unreachable: the peer answered, and will go on refusing
 		// this node, which only its handler can act on.
@@ -274,8 +434,8 @@ func (p *peer) fail(batch []queuedMsg, reason DropReason, err error) {
 		return
 	}
 	p.t.reports.add(p.id)
-	p.failing = true
-	if p.t.limiter.allow(fmt.Sprintf("peer-%d-%s", p.id, reason)) {
+	l.failing = true
+	if p.t.limiter.allow(fmt.Sprintf("peer-%d-%s-%s", p.id, l.lane, reason)) {
 		level := p.t.logger().Warn
 		if peerNotServing(err) {
 			// The peer said it is stopping (a graceful stop of one
@@ -287,7 +447,7 @@ func (p *peer) fail(batch []queuedMsg, reason DropReason, err error) {
 			// by itself.
 			level = p.t.logger().Error
 		}
-		level("dropping messages to peer", "peer", p.id, "addr", p.addr, "reason", string(reason),
+		level("dropping messages to peer", "peer", p.id, "addr", p.addr, "lane", l.lane.String(), "reason", string(reason),
 			"messages", len(batch), "err", err)
 	}
 }

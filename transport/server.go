@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -24,15 +25,31 @@ type server struct {
 // errSenderDone marks a message stream the sender closed cleanly.
 var errSenderDone = errors.New("sender closed the stream")
 
-// Stream receives one peer's batches. The receive loop runs in its own
-// goroutine so that Close can end the RPC at once even while the loop is
-// blocked in RecvMsg (gRPC offers no other way to interrupt a server
-// stream); returning from here ends the stream, which then unblocks the
-// loop.
+// Stream receives one peer's batches on its bulk lane (or all of them,
+// from a sender that predates the lanes).
 func (s *server) Stream(ss pb.Raft_StreamServer) error {
-	t := s.t
+	return s.t.serveStream(ss, laneBulk)
+}
+
+// UrgentStream receives one peer's batches on its urgent lane.
+func (s *server) UrgentStream(ss pb.Raft_UrgentStreamServer) error {
+	return s.t.serveStream(ss, laneUrgent)
+}
+
+// batchStream is the server side of Stream and UrgentStream.
+type batchStream interface {
+	SendAndClose(*pb.StreamResponse) error
+	grpc.ServerStream
+}
+
+// serveStream receives the batches of one lane of one peer. The receive
+// loop runs in its own goroutine so that Close can end the RPC at once
+// even while the loop is blocked in RecvMsg (gRPC offers no other way to
+// interrupt a server stream); returning from here ends the stream, which
+// then unblocks the loop.
+func (t *GRPC) serveStream(ss batchStream, l lane) error {
 	done := make(chan error, 1)
-	t.wg.Go(func() { done <- t.receiveBatches(ss) })
+	t.wg.Go(func() { done <- t.receiveBatches(ss, l) })
 	select {
 	case err := <-done:
 		if errors.Is(err, errSenderDone) {
@@ -49,9 +66,9 @@ func (s *server) Snapshot(ss pb.Raft_SnapshotServer) error {
 	return s.t.receiveSnapshot(ss)
 }
 
-// receiveBatches is the receive loop of one message stream. It returns
-// the status that ends the stream.
-func (t *GRPC) receiveBatches(ss pb.Raft_StreamServer) error {
+// receiveBatches is the receive loop of one message stream of lane l. It
+// returns the status that ends the stream.
+func (t *GRPC) receiveBatches(ss grpc.ServerStream, l lane) error {
 	ctx := ss.Context()
 	var sender uint64 // fixed by the first batch
 	var gen uint64    // this stream's delivery generation, see senderOrder
@@ -106,21 +123,29 @@ func (t *GRPC) receiveBatches(ss pb.Raft_StreamServer) error {
 		if len(b.msgs) == 0 {
 			continue
 		}
-		if err := t.deliver(ctx, sender, &gen, b.msgs); err != nil {
+		if err := t.deliver(ctx, orderKey{sender, l}, &gen, b.msgs); err != nil {
 			return err
 		}
 	}
 }
 
-// senderOrder keeps one sender's messages in order across streams. A
-// sender has one stream at a time, but when it replaces one (after a
-// network failure, or a restart) the receiver may still be handling the
-// old stream's last batch while the new one starts. Delivery under mu,
-// with the newest stream's generation recorded, guarantees that once a
-// new stream has delivered anything, the old one delivers nothing more.
+// senderOrder keeps one sender's messages on one lane in order across
+// streams. A sender has one stream per lane at a time, but when it
+// replaces one (after a network failure, or a restart) the receiver may
+// still be handling the old stream's last batch while the new one
+// starts. Delivery under mu, with the newest stream's generation
+// recorded, guarantees that once a new stream has delivered anything,
+// the old one delivers nothing more. The two lanes are independent: a
+// slow delivery on one never holds up the other.
 type senderOrder struct {
 	mu  sync.Mutex
 	gen uint64 // generation of the newest stream that delivered
+}
+
+// orderKey names one lane of one sender.
+type orderKey struct {
+	sender uint64
+	lane   lane
 }
 
 // MaxMessageBytes returns Config.MaxMessageBytes: the node splits the
@@ -129,15 +154,22 @@ func (t *GRPC) MaxMessageBytes() int { return t.cfg.MaxMessageBytes }
 
 var _ driver.MessageLimiter = (*GRPC)(nil)
 
-// deliver hands msgs from sender to the handler, in order with what the
-// sender's other streams delivered. *gen is the stream's generation, 0
-// until its first delivery.
-func (t *GRPC) deliver(ctx context.Context, sender uint64, gen *uint64, msgs []core.Message) error {
+// deliver hands msgs from one lane of a sender to the handler, in order
+// with what that lane's other streams delivered. *gen is the stream's
+// generation, 0 until its first delivery.
+func (t *GRPC) deliver(ctx context.Context, key orderKey, gen *uint64, msgs []core.Message) error {
+	sender := key.sender
 	h := t.currentHandler()
 	if h == nil {
 		return t.starting()
 	}
-	v, _ := t.order.LoadOrStore(sender, new(senderOrder))
+	// One map per lane, keyed by the sender's ID: an integer key below
+	// 256 boxes without allocating, a struct key would not. Load first:
+	// LoadOrStore would allocate a senderOrder on every batch.
+	v, ok := t.order[key.lane].Load(sender)
+	if !ok {
+		v, _ = t.order[key.lane].LoadOrStore(sender, new(senderOrder))
+	}
 	o := v.(*senderOrder)
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -145,7 +177,7 @@ func (t *GRPC) deliver(ctx context.Context, sender uint64, gen *uint64, msgs []c
 		o.gen++
 		*gen = o.gen
 	} else if o.gen != *gen {
-		t.logger().Info("message stream superseded by a newer one", "peer", sender)
+		t.logger().Info("message stream superseded by a newer one", "peer", sender, "lane", key.lane.String())
 		return status.Errorf(codes.Aborted, "transport: node %d has a newer stream from node %d", t.nodeID(), sender)
 	}
 	if err := h.HandleMessages(ctx, msgs); err != nil {

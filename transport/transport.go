@@ -74,7 +74,7 @@ type GRPC struct {
 	peers     atomic.Pointer[map[uint64]*peer] // copy-on-write; Send reads it without locking
 	wg        sync.WaitGroup                   // every goroutine started
 
-	order     sync.Map // sender ID -> *senderOrder
+	order     [numLanes]sync.Map // per lane, sender ID -> *senderOrder
 	reports   reporter
 	limiter   logLimiter
 	closeOnce sync.Once
@@ -104,6 +104,10 @@ type testHooks struct {
 	// snapshotTrailer, if set, rewrites the CRC and length a sender puts
 	// in its snapshot trailer.
 	snapshotTrailer func(crc uint32, total uint64) (uint32, uint64)
+	// sharedLaneConn puts both lanes of a peer on one connection (two
+	// HTTP/2 streams) instead of one connection each, for the benchmark
+	// that compares the two (see doc.go, "Lanes").
+	sharedLaneConn bool
 }
 
 // New validates cfg, opens the listener (unless cfg.Listener is given)
@@ -137,6 +141,12 @@ func New(cfg Config) (*GRPC, error) {
 		codec:     newCodec(),
 		lis:       lis,
 		closeDone: make(chan struct{}),
+	}
+	if err := ctrs.register(cfg.Registerer, newQueueCollector(t)); err != nil {
+		if cfg.Listener == nil {
+			_ = lis.Close()
+		}
+		return nil, fmt.Errorf("transport: registering metrics: %w", err)
 	}
 	t.id.Store(cfg.NodeID)
 	t.log.Store(cfg.Logger.With("component", "transport", "node", cfg.NodeID))
@@ -600,7 +610,7 @@ func (t *GRPC) Peers() []driver.Peer {
 func (t *GRPC) Send(msgs []core.Message) {
 	if t.closedFlg.Load() {
 		for i := range msgs {
-			t.counters.drop(msgs[i].To, nil, DropClosed, 1)
+			t.counters.drop(msgs[i].To, nil, nil, DropClosed, 1)
 		}
 		return
 	}
@@ -608,7 +618,7 @@ func (t *GRPC) Send(msgs []core.Message) {
 	for i := range msgs {
 		m := &msgs[i]
 		p := peers[m.To]
-		reason := t.enqueue(p, m)
+		reason, lc := t.enqueue(p, m)
 		if reason == "" {
 			continue
 		}
@@ -616,20 +626,21 @@ func (t *GRPC) Send(msgs []core.Message) {
 		if p != nil {
 			pc = p.pc
 		}
-		t.counters.drop(m.To, pc, reason, 1)
+		t.counters.drop(m.To, pc, lc, reason, 1)
 		if reason != DropClosed {
 			t.reports.add(m.To)
 		}
 	}
 }
 
-// enqueue queues one message and returns "" or why it was dropped.
-func (t *GRPC) enqueue(p *peer, m *core.Message) DropReason {
+// enqueue queues one message and returns "" or why it was dropped, and
+// the counters of the lane it was given, if any.
+func (t *GRPC) enqueue(p *peer, m *core.Message) (DropReason, *laneCounters) {
 	if p == nil {
 		if t.limiter.allow(fmt.Sprintf("unknown-peer-%d", m.To)) {
 			t.logger().Warn("dropping message to unknown peer", "to", m.To, "type", m.Type.String())
 		}
-		return DropUnknownPeer
+		return DropUnknownPeer, nil
 	}
 	q := queuedMsg{msg: *m}
 	if q.msg.From == core.None {
@@ -639,7 +650,7 @@ func (t *GRPC) enqueue(p *peer, m *core.Message) DropReason {
 		if t.limiter.allow("invalid-send") {
 			t.logger().Error("dropping unsendable message", "msg", m.String(), "err", err)
 		}
-		return DropInvalid
+		return DropInvalid, nil
 	}
 	q.size = messageSize(&q.msg)
 	if p.hdrSize+framedMessageSize(q.size) > t.cfg.MaxMessageBytes {
@@ -647,7 +658,7 @@ func (t *GRPC) enqueue(p *peer, m *core.Message) DropReason {
 			t.logger().Warn("dropping message larger than MaxMessageBytes", "to", m.To, "type", m.Type.String(),
 				"bytes", q.size, "max_message_bytes", t.cfg.MaxMessageBytes)
 		}
-		return DropTooLarge
+		return DropTooLarge, p.pc.lanes[laneOf(q.msg.Type, q.size)]
 	}
 	return p.enqueue(&q)
 }
@@ -669,7 +680,12 @@ func (t *GRPC) checkSendable(m *core.Message) error {
 func (t *GRPC) Stats() Stats {
 	s := t.counters.stats()
 	for id, p := range *t.peers.Load() {
-		s.Peers[id] = p.pc.stats(p.addr, p.queueLen())
+		var ls [numLanes]LaneStats
+		for i, l := range p.lanes {
+			n, b := l.queued()
+			ls[i] = l.lc.stats(n, b)
+		}
+		s.Peers[id] = p.pc.stats(p.addr, ls[laneUrgent].QueueLen+ls[laneBulk].QueueLen, ls[laneUrgent], ls[laneBulk])
 	}
 	return s
 }

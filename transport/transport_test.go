@@ -55,7 +55,12 @@ func TestConfigValidation(t *testing.T) {
 		{"peer space", func(c *Config) { add(c, 3, "a b:1") }, `Peers[1] (ID 3, "a b:1"): address contains ' '`},
 		{"peer too long", func(c *Config) { add(c, 3, strings.Repeat("a", driver.MaxPeerAddrBytes)+":1") }, "at most 512 (MaxPeerAddrBytes)"},
 		{"shared address", func(c *Config) { add(c, 3, c.Peers[0].Addr) }, "Peers[1] (ID 3, \"rafty-1.rafty.default.svc.cluster.local:7000\"): address shared with Peers[0]"},
-		{"negative queue", func(c *Config) { c.SendQueueLen = -1 }, "SendQueueLen is -1"},
+		{"negative bulk queue", func(c *Config) { c.BulkQueueLen = -1 }, "BulkQueueLen is -1"},
+		{"negative urgent queue", func(c *Config) { c.UrgentQueueLen = -1 }, "UrgentQueueLen is -1"},
+		{"bulk bytes below a message", func(c *Config) { c.BulkQueueBytes = DefaultMaxMessageBytes - 1 }, "BulkQueueBytes is 4194303; it must be at least MaxMessageBytes"},
+		{"bulk bytes at a message", func(c *Config) { c.BulkQueueBytes = DefaultMaxMessageBytes }, ""},
+		{"urgent bytes below a message", func(c *Config) { c.UrgentQueueBytes = MaxUrgentMessageBytes - 1 }, "UrgentQueueBytes is 4095"},
+		{"urgent bytes at a message", func(c *Config) { c.UrgentQueueBytes = MaxUrgentMessageBytes }, ""},
 		{"tiny messages", func(c *Config) { c.MaxMessageBytes = 100 }, "MaxMessageBytes is 100"},
 		{"huge chunk", func(c *Config) { c.SnapshotChunkBytes = 2 << 20 }, "SnapshotChunkBytes is 2097152"},
 		{"chunk over message", func(c *Config) { c.MaxMessageBytes, c.SnapshotChunkBytes = 64<<10, 64<<10 }, "does not fit in MaxMessageBytes"},
@@ -82,8 +87,8 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 	// Several problems are reported at once.
-	err := (&Config{SendQueueLen: -1, Handler: newRecorder()}).validate()
-	for _, want := range []string{"ClusterID", "NodeID", "Listener", "SendQueueLen"} {
+	err := (&Config{BulkQueueLen: -1, Handler: newRecorder()}).validate()
+	for _, want := range []string{"ClusterID", "NodeID", "Listener", "BulkQueueLen"} {
 		expectf(t, err != nil && strings.Contains(err.Error(), want), "joined error %v lacks %s", err, want)
 	}
 }
@@ -131,7 +136,11 @@ func TestTwoNodesExchange(t *testing.T) {
 	b.tr.Send([]core.Message{{Type: core.MsgAppResp, To: 1, Term: 3, Index: 12}}) // From filled in
 	waitFor(t, "b receives", func() bool { return b.rec.count() == 2 })
 	waitFor(t, "a receives", func() bool { return a.rec.count() == 1 })
-	equalMessages(t, b.rec.received(), []core.Message{app(1, 2, 10, []byte("x"), []byte("yz")), heartbeat(1, 2, 1)})
+	// The heartbeat takes the urgent lane, the append the bulk one: each
+	// arrives, in no particular order between them.
+	gotUrgent, gotBulk := perLane(b.rec.received())
+	equalMessages(t, gotUrgent, []core.Message{heartbeat(1, 2, 1)})
+	equalMessages(t, gotBulk, []core.Message{app(1, 2, 10, []byte("x"), []byte("yz"))})
 	equalMessages(t, a.rec.received(), []core.Message{{Type: core.MsgAppResp, From: 2, To: 1, Term: 3, Index: 12}})
 
 	sa, sb := a.tr.Stats(), b.tr.Stats()
@@ -187,7 +196,7 @@ func TestThreeNodesOrdering(t *testing.T) {
 }
 
 func TestBatchesCoalesceUnderLoad(t *testing.T) {
-	nodes := newCluster(t, 2, func(c *Config) { c.SendQueueLen = 20000 })
+	nodes := newCluster(t, 2, func(c *Config) { c.UrgentQueueLen = 20000 })
 	a, b := nodes[0], nodes[1]
 	const total = 10000
 	for seq := uint64(1); seq <= total; seq++ {
@@ -262,7 +271,7 @@ func TestFullQueueNeverBlocks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := newRecorder()
 			cfg := testConfig(1, listen(t), []driver.Peer{{ID: 2, Addr: tc.addr(t)}}, rec)
-			cfg.SendQueueLen = queueLen
+			cfg.UrgentQueueLen = queueLen // heartbeats take the urgent lane
 			tr := startNode(t, cfg)
 
 			done := make(chan struct{})
@@ -291,7 +300,7 @@ func TestFullQueueNeverBlocks(t *testing.T) {
 }
 
 func TestSlowReceiverDoesNotBlockSend(t *testing.T) {
-	nodes := newCluster(t, 2, func(c *Config) { c.SendQueueLen = 16 })
+	nodes := newCluster(t, 2, func(c *Config) { c.BulkQueueLen = 16 })
 	a, b := nodes[0], nodes[1]
 	b.rec.block = make(chan struct{}) // never closed: b's handler is stuck
 	payload := make([]byte, 64<<10)

@@ -1379,9 +1379,10 @@ const file_transport_proto_rawDesc = "" +
 	"\x0fMSG_TIMEOUT_NOW\x10\x0f*4\n" +
 	"\tEntryType\x12\x10\n" +
 	"\fENTRY_NORMAL\x10\x00\x12\x15\n" +
-	"\x11ENTRY_CONF_CHANGE\x10\x012\xa8\x01\n" +
+	"\x11ENTRY_CONF_CHANGE\x10\x012\xf9\x01\n" +
 	"\x04Raft\x12I\n" +
-	"\x06Stream\x12\x19.rafty.transport.v1.Batch\x1a\".rafty.transport.v1.StreamResponse(\x01\x12U\n" +
+	"\x06Stream\x12\x19.rafty.transport.v1.Batch\x1a\".rafty.transport.v1.StreamResponse(\x01\x12O\n" +
+	"\fUrgentStream\x12\x19.rafty.transport.v1.Batch\x1a\".rafty.transport.v1.StreamResponse(\x01\x12U\n" +
 	"\bSnapshot\x12!.rafty.transport.v1.SnapshotChunk\x1a$.rafty.transport.v1.SnapshotResponse(\x012\xa2\x01\n" +
 	"\aCluster\x12L\n" +
 	"\x05Probe\x12 .rafty.transport.v1.ProbeRequest\x1a!.rafty.transport.v1.ProbeResponse\x12I\n" +
@@ -1432,15 +1433,17 @@ var file_transport_proto_depIdxs = []int32{
 	3,  // 8: rafty.transport.v1.SnapshotHeader.message:type_name -> rafty.transport.v1.Message
 	16, // 9: rafty.transport.v1.JoinResponse.member:type_name -> rafty.transport.v1.Member
 	2,  // 10: rafty.transport.v1.Raft.Stream:input_type -> rafty.transport.v1.Batch
-	8,  // 11: rafty.transport.v1.Raft.Snapshot:input_type -> rafty.transport.v1.SnapshotChunk
-	12, // 12: rafty.transport.v1.Cluster.Probe:input_type -> rafty.transport.v1.ProbeRequest
-	14, // 13: rafty.transport.v1.Cluster.Join:input_type -> rafty.transport.v1.JoinRequest
-	7,  // 14: rafty.transport.v1.Raft.Stream:output_type -> rafty.transport.v1.StreamResponse
-	11, // 15: rafty.transport.v1.Raft.Snapshot:output_type -> rafty.transport.v1.SnapshotResponse
-	13, // 16: rafty.transport.v1.Cluster.Probe:output_type -> rafty.transport.v1.ProbeResponse
-	15, // 17: rafty.transport.v1.Cluster.Join:output_type -> rafty.transport.v1.JoinResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
+	2,  // 11: rafty.transport.v1.Raft.UrgentStream:input_type -> rafty.transport.v1.Batch
+	8,  // 12: rafty.transport.v1.Raft.Snapshot:input_type -> rafty.transport.v1.SnapshotChunk
+	12, // 13: rafty.transport.v1.Cluster.Probe:input_type -> rafty.transport.v1.ProbeRequest
+	14, // 14: rafty.transport.v1.Cluster.Join:input_type -> rafty.transport.v1.JoinRequest
+	7,  // 15: rafty.transport.v1.Raft.Stream:output_type -> rafty.transport.v1.StreamResponse
+	7,  // 16: rafty.transport.v1.Raft.UrgentStream:output_type -> rafty.transport.v1.StreamResponse
+	11, // 17: rafty.transport.v1.Raft.Snapshot:output_type -> rafty.transport.v1.SnapshotResponse
+	13, // 18: rafty.transport.v1.Cluster.Probe:output_type -> rafty.transport.v1.ProbeResponse
+	15, // 19: rafty.transport.v1.Cluster.Join:output_type -> rafty.transport.v1.JoinResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name

@@ -28,8 +28,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Raft_Stream_FullMethodName   = "/rafty.transport.v1.Raft/Stream"
-	Raft_Snapshot_FullMethodName = "/rafty.transport.v1.Raft/Snapshot"
+	Raft_Stream_FullMethodName       = "/rafty.transport.v1.Raft/Stream"
+	Raft_UrgentStream_FullMethodName = "/rafty.transport.v1.Raft/UrgentStream"
+	Raft_Snapshot_FullMethodName     = "/rafty.transport.v1.Raft/Snapshot"
 )
 
 // RaftClient is the client API for Raft service.
@@ -44,7 +45,18 @@ type RaftClient interface {
 	// batch (FailedPrecondition: wrong cluster or wrong receiver;
 	// PermissionDenied: unknown or inconsistent sender; InvalidArgument:
 	// malformed batch).
+	//
+	// Stream is also the bulk lane: a sender that has two lanes sends its
+	// appends, their responses and forwarded proposals here, and its small
+	// control messages over UrgentStream.
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Batch, StreamResponse], error)
+	// UrgentStream is the urgent lane from one peer, the same protocol as
+	// Stream: heartbeats, votes, read confirmations and the other small
+	// control messages, so that they never queue behind megabytes of
+	// appends. Order holds within each stream, not across the two. A server
+	// that predates it answers Unimplemented, and the sender then sends
+	// everything over Stream.
+	UrgentStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Batch, StreamResponse], error)
 	// Snapshot transfers one snapshot: a SnapshotHeader frame, any number of
 	// data frames, then a SnapshotTrailer frame with the CRC-32C of the data.
 	// The response is sent only after the receiver installed the snapshot.
@@ -72,9 +84,22 @@ func (c *raftClient) Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Raft_StreamClient = grpc.ClientStreamingClient[Batch, StreamResponse]
 
+func (c *raftClient) UrgentStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Batch, StreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Raft_ServiceDesc.Streams[1], Raft_UrgentStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[Batch, StreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raft_UrgentStreamClient = grpc.ClientStreamingClient[Batch, StreamResponse]
+
 func (c *raftClient) Snapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Raft_ServiceDesc.Streams[1], Raft_Snapshot_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Raft_ServiceDesc.Streams[2], Raft_Snapshot_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +122,18 @@ type RaftServer interface {
 	// batch (FailedPrecondition: wrong cluster or wrong receiver;
 	// PermissionDenied: unknown or inconsistent sender; InvalidArgument:
 	// malformed batch).
+	//
+	// Stream is also the bulk lane: a sender that has two lanes sends its
+	// appends, their responses and forwarded proposals here, and its small
+	// control messages over UrgentStream.
 	Stream(grpc.ClientStreamingServer[Batch, StreamResponse]) error
+	// UrgentStream is the urgent lane from one peer, the same protocol as
+	// Stream: heartbeats, votes, read confirmations and the other small
+	// control messages, so that they never queue behind megabytes of
+	// appends. Order holds within each stream, not across the two. A server
+	// that predates it answers Unimplemented, and the sender then sends
+	// everything over Stream.
+	UrgentStream(grpc.ClientStreamingServer[Batch, StreamResponse]) error
 	// Snapshot transfers one snapshot: a SnapshotHeader frame, any number of
 	// data frames, then a SnapshotTrailer frame with the CRC-32C of the data.
 	// The response is sent only after the receiver installed the snapshot.
@@ -114,6 +150,9 @@ type UnimplementedRaftServer struct{}
 
 func (UnimplementedRaftServer) Stream(grpc.ClientStreamingServer[Batch, StreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method Stream not implemented")
+}
+func (UnimplementedRaftServer) UrgentStream(grpc.ClientStreamingServer[Batch, StreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method UrgentStream not implemented")
 }
 func (UnimplementedRaftServer) Snapshot(grpc.ClientStreamingServer[SnapshotChunk, SnapshotResponse]) error {
 	return status.Error(codes.Unimplemented, "method Snapshot not implemented")
@@ -146,6 +185,13 @@ func _Raft_Stream_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Raft_StreamServer = grpc.ClientStreamingServer[Batch, StreamResponse]
 
+func _Raft_UrgentStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RaftServer).UrgentStream(&grpc.GenericServerStream[Batch, StreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Raft_UrgentStreamServer = grpc.ClientStreamingServer[Batch, StreamResponse]
+
 func _Raft_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(RaftServer).Snapshot(&grpc.GenericServerStream[SnapshotChunk, SnapshotResponse]{ServerStream: stream})
 }
@@ -164,6 +210,11 @@ var Raft_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Stream",
 			Handler:       _Raft_Stream_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "UrgentStream",
+			Handler:       _Raft_UrgentStream_Handler,
 			ClientStreams: true,
 		},
 		{
