@@ -559,3 +559,58 @@ func TestSummarizeKeyspaces(t *testing.T) {
 		t.Fatalf("rows %+v", rows)
 	}
 }
+
+// TestPreload: every key written once by the workers with the values a
+// prefill uses, failures counted by kind, then it returns (no window).
+func TestPreload(t *testing.T) {
+	spec := DefaultSpec()
+	spec.Op = OpGet // a preload writes whatever the spec's op
+	spec.Concurrency = 8
+	spec.Keys = 1000
+	spec.Duration = time.Hour // unused: there is no window
+	var (
+		mu      sync.Mutex
+		written = map[string][]byte{}
+	)
+	boom := errors.New("boom")
+	do := func(ctx context.Context, op Op) error {
+		if op.Kind != OpPut {
+			t.Errorf("preload issued %s", op.Kind)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if _, dup := written[op.Key]; dup {
+			t.Errorf("%s written twice", op.Key)
+		}
+		written[op.Key] = slices.Clone(op.Value)
+		if op.Key == KeyName(7) {
+			return boom
+		}
+		return nil
+	}
+	start := time.Now()
+	res := Preload(context.Background(), spec, do, WithClassifier(func(error) string { return "boom" }), WithCPUPids([]int{1}))
+	if time.Since(start) > 30*time.Second {
+		t.Fatalf("preload took %v", time.Since(start))
+	}
+	if len(written) != 1000 || res.Ops != 999 || res.Errors["boom"] != 1 || res.Op != OpPut || !res.Prefill || res.Interrupted {
+		t.Fatalf("%d keys written; result %+v", len(written), res)
+	}
+	if res.Seconds <= 0 || res.OpsPerSec <= 0 || len(res.CPUPids) != 1 {
+		t.Errorf("seconds %v rate %v cpu pids %v", res.Seconds, res.OpsPerSec, res.CPUPids)
+	}
+	// The values are the workers' own, as in a run's prefill: key i by
+	// worker i mod C.
+	for i := range 1000 {
+		want := NewPicker(spec, i%spec.Concurrency).value
+		if got := written[KeyName(i)]; string(got) != string(want) {
+			t.Fatalf("key %d: value of another worker", i)
+		}
+	}
+	// Cancelled: stops early and says so.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if res := Preload(ctx, spec, do); !res.Interrupted || res.Ops != 0 {
+		t.Errorf("cancelled preload: %+v", res)
+	}
+}
