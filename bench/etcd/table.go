@@ -27,7 +27,7 @@ func tableMain(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("table", stderr)
 	out := fs.String("out", "", "write the markdown to this file instead of standard output")
 	header := fs.Bool("header", true, "print the machine, versions and settings above the table")
-	raftyVersion := fs.String("rafty-version", "", "Rafty's version for the header when its results carry none (e.g. a git commit)")
+	raftyVersion := fs.String("rafty-version", "", "Rafty's version for the header when its results carry none or a (devel) one (e.g. a git commit)")
 	var notes []string
 	fs.Func("note", "a sentence to add to the header's settings (repeatable)", func(s string) error {
 		if s = strings.TrimSpace(s); s != "" {
@@ -147,8 +147,14 @@ func tableHeader(results []workload.Result, raftyVersion string, notes []string)
 	for _, r := range results {
 		sys := strings.ToLower(r.System)
 		v := r.Version
-		if v == "" && sys == workload.SystemRafty && raftyVersion != "" {
-			v = raftyVersion
+		if sys == workload.SystemRafty && raftyVersion != "" {
+			switch {
+			case v == "":
+				v = raftyVersion
+			case strings.Contains(v, "(devel)"):
+				// Built without VCS stamping: name the commit.
+				v += " (" + raftyVersion + ")"
+			}
 		}
 		if v == "" {
 			v = "unknown version"
@@ -171,7 +177,7 @@ func tableHeader(results []workload.Result, raftyVersion string, notes []string)
 		} else {
 			add(&leader, "spread over the members")
 		}
-		k := fmt.Sprintf("%s/%s/%d", sys, r.Op, r.Concurrency)
+		k := fmt.Sprintf("%s/%s/%d/%d/%d/%d", sys, r.Op, r.Concurrency, r.ValueBytes, r.Conns, r.Keys)
 		perPoint[k]++
 		rounds = max(rounds, perPoint[k])
 	}

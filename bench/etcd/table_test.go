@@ -14,21 +14,22 @@ import (
 // the results draws the larger keyspace unless --keys names another.
 func TestTableAndChartByKeyspace(t *testing.T) {
 	dir := t.TempDir()
-	res := `{"system":"rafty","op":"put","concurrency":16,"conns":1,"value_bytes":256,"keys":100000,"ops":30000,"seconds":10,"ops_per_sec":3000,"p50_ms":4,"p99_ms":15,"p999_ms":21,"errors":{}}
+	res := `{"system":"rafty","version":"rafty (devel) go1.26.8","op":"put","concurrency":16,"conns":1,"value_bytes":256,"keys":100000,"ops":30000,"seconds":10,"ops_per_sec":3000,"p50_ms":4,"p99_ms":15,"p999_ms":21,"errors":{}}
 {"system":"etcd","op":"put","concurrency":16,"conns":1,"value_bytes":256,"keys":100000,"ops":20000,"seconds":10,"ops_per_sec":2000,"p50_ms":7,"p99_ms":19,"p999_ms":30,"errors":{}}
-{"system":"rafty","op":"put","concurrency":16,"conns":1,"value_bytes":256,"keys":10000,"ops":40000,"seconds":10,"ops_per_sec":4000,"p50_ms":3,"p99_ms":9,"p999_ms":12,"errors":{}}
+{"system":"rafty","version":"rafty (devel) go1.26.8","op":"put","concurrency":16,"conns":1,"value_bytes":256,"keys":10000,"ops":40000,"seconds":10,"ops_per_sec":4000,"p50_ms":3,"p99_ms":9,"p999_ms":12,"errors":{}}
 {"system":"etcd","op":"put","concurrency":16,"conns":1,"value_bytes":256,"keys":10000,"ops":25000,"seconds":10,"ops_per_sec":2500,"p50_ms":6,"p99_ms":18,"p999_ms":25,"errors":{}}`
 	if err := os.WriteFile(filepath.Join(dir, "r.json"), []byte(res), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
 	ctx := context.Background()
-	if code := run(ctx, []string{"table", "--note", "Preloaded.", "--note", "Built so.", dir}, &stdout, &stderr); code != 0 {
+	if code := run(ctx, []string{"table", "--note", "Preloaded.", "--note", "Built so.", "--rafty-version", "git abc123", dir}, &stdout, &stderr); code != 0 {
 		t.Fatalf("table: exit %d: %s", code, stderr.String())
 	}
 	out := stdout.String()
 	big, small := strings.Index(out, "Keyspace 100,000 keys:"), strings.Index(out, "Keyspace 10,000 keys:")
-	if big < 0 || small < big || !strings.Contains(out, "keyspace 100,000/10,000 keys") || !strings.Contains(out, " Preloaded. Built so.\n") {
+	if big < 0 || small < big || !strings.Contains(out, "keyspace 100,000/10,000 keys") || !strings.Contains(out, " Preloaded. Built so.\n") ||
+		!strings.Contains(out, "up to 1 round(s)") || !strings.Contains(out, "Rafty rafty (devel) go1.26.8 (git abc123);") {
 		t.Fatalf("table:\n%s", out)
 	}
 	for _, want := range []string{
