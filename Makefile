@@ -67,7 +67,11 @@ bench-core:
 	cd bench/etcdraft && $(GO) test -run '^$$' -bench . -benchmem -count 5 .
 
 ## bench-compare: Rafty's and etcd's 3-node clusters alternately on loopback,
-## same workload, several rounds; writes artifacts/bench/table.md and chart.svg.
+## same workload, 3 rounds, keyspaces of 100,000 keys (all 7 points) and
+## 10,000 keys (put C=16/128, get C=128), each cluster preloaded before it is
+## measured; etcd built with its own dependency versions (bench/etcd/member).
+## Writes artifacts/bench/table.md (p50/p99/p99.9, one table per keyspace)
+## and chart.svg. About 20 minutes; see bench/etcd/README.md for options.
 bench-compare:
 	bash bench/etcd/compare.sh
 
@@ -77,8 +81,9 @@ bench-compare:
 bench-join:
 	bash scripts/bench-join.sh
 
-## profile: CPU and allocation profiles of the leader under the C=128 put
-## load, saved with their top entries in artifacts/profile.
+## profile: CPU profiles of the leader and of a follower (and the leader's
+## allocations) under 256-byte puts at C=128 over 100,000 preloaded keys
+## (20 s), saved with pprof -top and -top -cum in artifacts/profile.
 profile:
 	GO=$(GO) ./scripts/profile.sh
 

@@ -1,65 +1,116 @@
 #!/usr/bin/env bash
-# Profiles Rafty under load (what `make profile` runs): starts a three-node
-# kvnode cluster on loopback with --enable-pprof, drives it with
-# `kvnode bench` (default: 256-byte puts to the leader at concurrency 128),
-# and saves the leader's CPU and allocation profiles plus the top of each
-# into $OUT (default artifacts/profile). The cluster and its data are
-# removed at exit.
+# profile.sh — CPU profiles of Rafty's leader and of a follower under the
+# comparison's heaviest write point (what `make profile` runs).
 #
-# Environment: OUT, OP (put), CONCURRENCY (128), DURATION (25s; the CPU
-# profile covers 15 s of it after a 5 s warm-up), GO (go).
+# Starts a three-node cluster the way `make bench-compare` does
+# (bench/etcd/rafty-cluster.sh, data on the repository's disk, fsync on) with
+# --enable-pprof, preloads the keyspace as the comparison does (every key
+# written once by 128 clients, `kvnode bench --prefill-only`, not profiled),
+# then runs `kvnode bench` against the leader (default: 256-byte puts at
+# concurrency 128 over 100,000 keys, 3 s warm-up + 20 s) and takes, during the
+# measured window, a CPU profile of the leader and one of a follower (15 s
+# each, at the same time) and the leader's allocation profile. Writes into
+# $OUT (default artifacts/profile):
+#   bench.json, preload.json           the run's and the preload's results
+#   cpu-leader.pprof, cpu-follower.pprof, allocs-leader.pprof
+#   cpu-leader-top.txt, cpu-follower-top.txt     pprof -top (flat)
+#   cpu-leader-cum.txt, cpu-follower-cum.txt     pprof -top -cum (cumulative)
+#   allocs-leader-top.txt                        alloc_space, flat
+#   cluster.log                                  the nodes' logs
+# The cluster and its data are removed at exit (also on Ctrl-C).
+#
+# Environment: OUT, OP (put), CONCURRENCY (128), KEYS (100000), WARMUP (3s, whole seconds),
+# DURATION (20s; the profiles cover 15 s of it), PROFILE_SECONDS (15),
+# RAFTY_SERVE_FLAGS (added to every node), GO (go).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
 out=${OUT:-artifacts/profile}
 op=${OP:-put}
 conc=${CONCURRENCY:-128}
-dur=${DURATION:-25s}
+keys=${KEYS:-100000}
+warmup=${WARMUP:-3s}
+[[ $warmup =~ ^[0-9]+s$ ]] || { echo "profile.sh: WARMUP $warmup: want whole seconds, e.g. 3s" >&2; exit 2; }
+dur=${DURATION:-20s}
+secs=${PROFILE_SECONDS:-15}
 go=${GO:-go}
-bin=bin/kvnode
 
-"$go" build -o "$bin" ./cmd/kvnode
-mkdir -p "$out"
-data=$(mktemp -d "${TMPDIR:-/tmp}/rafty-profile-XXXXXX")
+log() { printf '%s profile: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-peers="1=127.0.0.1:17101,2=127.0.0.1:17102,3=127.0.0.1:17103"
-endpoints="127.0.0.1:17201,127.0.0.1:17202,127.0.0.1:17203"
-pids=()
+mkdir -p bin "$out"
+rm -f "$out"/*.pprof "$out"/*-top.txt "$out"/*-cum.txt "$out"/bench.json "$out"/preload.json
+log "building bin/kvnode and bin/etcdbench"
+"$go" build -o bin/kvnode ./cmd/kvnode
+(cd bench/etcd && "$go" build -o "$ROOT/bin/etcdbench" .)
+
+data=$(mktemp -d "$out/data-XXXXXX")
+cluster=""
+bench=""
 cleanup() {
-	trap - EXIT INT TERM
-	kill -TERM "${pids[@]}" 2>/dev/null || true
-	wait "${pids[@]}" 2>/dev/null || true
-	rm -rf "$data"
+  local code=$?
+  trap - EXIT INT TERM
+  [[ -n $bench ]] && { kill -TERM "$bench" 2>/dev/null || true; wait "$bench" 2>/dev/null || true; }
+  if [[ -n $cluster ]]; then
+    kill -TERM "$cluster" 2>/dev/null || true
+    wait "$cluster" 2>/dev/null || true
+  fi
+  rm -rf "$data"
+  exit "$code"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT TERM
 
-for i in 1 2 3; do
-	"$bin" serve --id "$i" --peers "$peers" --cluster-id rafty-profile --data-dir "$data/node$i" \
-		--peer-listen "127.0.0.1:1710$i" --client-listen "127.0.0.1:1720$i" \
-		--metrics-listen "127.0.0.1:1730$i" --enable-pprof --log-level warn 2>>"$out/node$i.log" &
-	pids+=("$!")
+info=$out/cluster.json
+: >"$info"
+BENCH_DATA_DIR=$data ETCDBENCH=$ROOT/bin/etcdbench RAFTY_SERVE_FLAGS="--enable-pprof ${RAFTY_SERVE_FLAGS:-}" \
+  bash bench/etcd/rafty-cluster.sh "$ROOT/bin/kvnode" >"$info" 2>"$out/cluster.log" &
+cluster=$!
+deadline=$((SECONDS + 90))
+until grep -q '}' "$info" 2>/dev/null; do
+  kill -0 "$cluster" 2>/dev/null || { log "the cluster exited while starting; see $out/cluster.log"; exit 1; }
+  ((SECONDS < deadline)) || { log "the cluster was not ready within 90 s"; exit 1; }
+  sleep 0.2
 done
+list() { sed -n "s/.*\"$1\" *: *\[\([^]]*\)\].*/\1/p" "$info" | tr -d ' "'; }
+endpoints=$(list endpoints)
+IFS=, read -r -a pids <<<"$(list pids)"
+IFS=, read -r -a metrics <<<"$(list metrics)"
 
-# The leader's metrics port serves the profiles; wait (bounded) for one.
+# The leader (node IDs are 1..3 in the order of the lists).
 leader=""
 for _ in $(seq 1 100); do
-	leader=$("$bin" status --endpoints "$endpoints" 2>/dev/null | awk '$3 == "leader" {print $2}' || true)
-	[[ -n $leader ]] && break
-	sleep 0.2
+  leader=$(bin/kvnode status --endpoints "$endpoints" 2>/dev/null | awk '$3 == "leader" {print $2}' | head -1 || true)
+  [[ -n $leader ]] && break
+  sleep 0.2
 done
-[[ -n $leader ]] || { echo "profile: no leader elected" >&2; exit 1; }
-metrics="127.0.0.1:1730$leader"
-echo "profile: leader is node $leader; $op at concurrency $conc for $dur"
+[[ $leader =~ ^[123]$ ]] || { log "no leader elected"; exit 1; }
+follower=$((leader % 3 + 1))
+log "leader is node $leader, profiling node $follower as the follower"
 
-"$bin" bench --endpoints "$endpoints" --leader-only --op "$op" --concurrency "$conc" \
-	--warmup 5s --duration "$dur" --pids "${pids[$((leader - 1))]}" --json --quiet >"$out/bench.json" &
+log "preloading $keys keys (not profiled)"
+bin/kvnode bench --endpoints "$endpoints" --leader-only --prefill-only --json --quiet \
+  --concurrency 128 --keys "$keys" >"$out/preload.json"
+
+log "$op at concurrency $conc over $keys keys: $warmup warm-up + $dur; CPU profiles of ${secs}s"
+bin/kvnode bench --endpoints "$endpoints" --leader-only --op "$op" --concurrency "$conc" --keys "$keys" \
+  --warmup "$warmup" --duration "$dur" --pids "$(IFS=,; echo "${pids[*]}")" --json --quiet >"$out/bench.json" &
 bench=$!
-sleep 5
-curl -fsS -o "$out/cpu.pprof" "http://$metrics/debug/pprof/profile?seconds=15"
-curl -fsS -o "$out/allocs.pprof" "http://$metrics/debug/pprof/allocs"
-wait "$bench"
+# Profile inside the measured window: start one second after the warm-up.
+sleep $((${warmup%s} + 1))
+curl -fsS -o "$out/cpu-leader.pprof" "http://${metrics[leader - 1]}/debug/pprof/profile?seconds=$secs" &
+c1=$!
+curl -fsS -o "$out/cpu-follower.pprof" "http://${metrics[follower - 1]}/debug/pprof/profile?seconds=$secs" &
+c2=$!
+wait "$c1" "$c2"
+curl -fsS -o "$out/allocs-leader.pprof" "http://${metrics[leader - 1]}/debug/pprof/allocs"
+wait "$bench" || log "bench exited non-zero (some operations failed?): see $out/bench.json"
+bench=""
 
-"$go" tool pprof -top -nodecount=25 "$bin" "$out/cpu.pprof" >"$out/cpu-top.txt" 2>/dev/null
-"$go" tool pprof -top -nodecount=25 -sample_index=alloc_space "$bin" "$out/allocs.pprof" >"$out/allocs-top.txt" 2>/dev/null
-echo "profile: results in $out (bench.json, cpu.pprof, allocs.pprof, cpu-top.txt, allocs-top.txt)"
+for who in leader follower; do
+  "$go" tool pprof -top -nodecount=40 bin/kvnode "$out/cpu-$who.pprof" >"$out/cpu-$who-top.txt" 2>/dev/null
+  "$go" tool pprof -top -cum -nodecount=60 bin/kvnode "$out/cpu-$who.pprof" >"$out/cpu-$who-cum.txt" 2>/dev/null
+done
+"$go" tool pprof -top -nodecount=30 -sample_index=alloc_space bin/kvnode "$out/allocs-leader.pprof" >"$out/allocs-leader-top.txt" 2>/dev/null
+log "results in $out: bench.json, cpu-{leader,follower}.pprof with -top.txt (flat) and -cum.txt (cumulative), allocs-leader-top.txt"
 cat "$out/bench.json"

@@ -25,6 +25,7 @@ func chartMain(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "write the SVG to this file instead of standard output")
 	table := fs.String("table", "", "read the figures from the first Rafty/etcd table in this markdown file")
 	title := fs.String("title", defaultChartTitle, "the chart's title")
+	keys := fs.Int("keys", 0, "with result files: draw the results of this keyspace (default: the largest among them)")
 	if err := parseFlags(fs, args, true); err != nil {
 		return err
 	}
@@ -46,7 +47,7 @@ func chartMain(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		rows = workload.Summarize(results)
+		rows = workload.Summarize(ofKeyspace(results, *keys))
 	default:
 		return usagef("want --table FILE.md or result files or directories")
 	}
@@ -69,34 +70,72 @@ const tableHeaderPrefix = "| workload | Rafty ops/s | etcd ops/s |"
 // labelPattern reads a row label written by workload.Row.Label.
 var labelPattern = regexp.MustCompile(`^(put|txn|mixed) (\d+) B, C=(\d+)|^get \((linearizable|serializable)\), C=(\d+)`)
 
+// ofKeyspace returns the results of keyspace keys, or of the largest
+// keyspace among them when keys is 0: a chart, like a table, shows one.
+func ofKeyspace(results []workload.Result, keys int) []workload.Result {
+	if keys == 0 {
+		for _, r := range results {
+			keys = max(keys, r.Keys)
+		}
+	}
+	var out []workload.Result
+	for _, r := range results {
+		if r.Keys == keys {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Columns parseComparisonTable reads, by their header. The p99.9 columns
+// are optional: tables written before they existed have none.
+const (
+	colRaftyOps  = "Rafty ops/s"
+	colEtcdOps   = "etcd ops/s"
+	colRaftyP50  = "Rafty p50 ms"
+	colEtcdP50   = "etcd p50 ms"
+	colRaftyP99  = "Rafty p99 ms"
+	colEtcdP99   = "etcd p99 ms"
+	colRaftyP999 = "Rafty p99.9 ms"
+	colEtcdP999  = "etcd p99.9 ms"
+)
+
 // parseComparisonTable reads the first table rendered by workload.Table
-// in r: per row the label, the two systems' ops/s, p50 and p99 (columns 2,
-// 3, 5, 6, 8, 9). A missing figure ("–") is NaN.
+// in r: per row the label, the two systems' ops/s, p50, p99 and, when the
+// table has them, p99.9, found by their column headers. A missing figure
+// ("–") is NaN, and so is p99.9 in a table without its columns.
 func parseComparisonTable(r io.Reader) ([]workload.Row, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	inTable := false
-	var rows []workload.Row
+	var (
+		col   map[string]int // header -> cell index; nil until the header
+		width int            // cells a row must have: as many as the header
+		rows  []workload.Row
+	)
 	line := 0
 	for sc.Scan() {
 		line++
 		text := strings.TrimSpace(sc.Text())
-		if !inTable {
-			inTable = strings.HasPrefix(text, tableHeaderPrefix)
+		if col == nil {
+			if strings.HasPrefix(text, tableHeaderPrefix) {
+				header := splitCells(text)
+				var err error
+				if col, err = tableColumns(header); err != nil {
+					return nil, fmt.Errorf("line %d: %w", line, err)
+				}
+				width = len(header)
+			}
 			continue
 		}
 		if !strings.HasPrefix(text, "|") {
 			break // the end of the first table
 		}
-		cells := strings.Split(strings.Trim(text, "|"), "|")
-		for i := range cells {
-			cells[i] = strings.TrimSpace(cells[i])
-		}
+		cells := splitCells(text)
 		if strings.HasPrefix(cells[0], "---") {
 			continue
 		}
-		if len(cells) < 10 {
-			return nil, fmt.Errorf("line %d: %d cells, want at least 10", line, len(cells))
+		if len(cells) != width {
+			return nil, fmt.Errorf("line %d: %d cells, want %d as in the header", line, len(cells), width)
 		}
 		m := labelPattern.FindStringSubmatch(cells[0])
 		if m == nil {
@@ -118,14 +157,22 @@ func parseComparisonTable(r io.Reader) ([]workload.Row, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %q: %v", line, cells[0], err)
 		}
-		nums := make([]float64, 10)
-		for _, i := range []int{1, 2, 4, 5, 7, 8} {
-			if nums[i], err = parseFigure(cells[i]); err != nil {
-				return nil, fmt.Errorf("line %d, column %d: %v", line, i+1, err)
+		fig := func(name string) float64 {
+			i, ok := col[name]
+			if !ok || err != nil {
+				return math.NaN()
 			}
+			var v float64
+			if v, err = parseFigure(cells[i]); err != nil {
+				err = fmt.Errorf("line %d, column %q: %v", line, name, err)
+			}
+			return v
 		}
-		row.Rafty = workload.Summary{OpsPerSec: nums[1], P50: nums[4], P99: nums[7]}
-		row.Etcd = workload.Summary{OpsPerSec: nums[2], P50: nums[5], P99: nums[8]}
+		row.Rafty = workload.Summary{OpsPerSec: fig(colRaftyOps), P50: fig(colRaftyP50), P99: fig(colRaftyP99), P999: fig(colRaftyP999)}
+		row.Etcd = workload.Summary{OpsPerSec: fig(colEtcdOps), P50: fig(colEtcdP50), P99: fig(colEtcdP99), P999: fig(colEtcdP999)}
+		if err != nil {
+			return nil, err
+		}
 		rows = append(rows, row)
 	}
 	if err := sc.Err(); err != nil {
@@ -135,6 +182,39 @@ func parseComparisonTable(r io.Reader) ([]workload.Row, error) {
 		return nil, errors.New("no comparison table (a header starting " + tableHeaderPrefix + ")")
 	}
 	return rows, nil
+}
+
+// splitCells splits a markdown table row into its trimmed cells.
+func splitCells(line string) []string {
+	cells := strings.Split(strings.Trim(line, "|"), "|")
+	for i := range cells {
+		cells[i] = strings.TrimSpace(cells[i])
+	}
+	return cells
+}
+
+// tableColumns maps the header cells the chart reads to their index; the
+// ops/s, p50 and p99 columns of both systems are required.
+func tableColumns(header []string) (map[string]int, error) {
+	if len(header) < 2 {
+		return nil, errors.New("a header of one column")
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		switch h {
+		case colRaftyOps, colEtcdOps, colRaftyP50, colEtcdP50, colRaftyP99, colEtcdP99, colRaftyP999, colEtcdP999:
+			if _, dup := col[h]; dup {
+				return nil, fmt.Errorf("column %q twice", h)
+			}
+			col[h] = i
+		}
+	}
+	for _, h := range []string{colRaftyOps, colEtcdOps, colRaftyP50, colEtcdP50, colRaftyP99, colEtcdP99} {
+		if _, ok := col[h]; !ok {
+			return nil, fmt.Errorf("the table has no column %q", h)
+		}
+	}
+	return col, nil
 }
 
 // parseFigure reads "8,408", "13.3" or "–" (NaN).
@@ -168,10 +248,11 @@ var chartSystems = []systemStyle{
 	{"etcd", "#e0731c", func(r workload.Row) workload.Summary { return r.Etcd }},
 }
 
-// point is one measured workload point of one system.
+// point is one measured workload point of one system. p999 is NaN when
+// not known (a table written before the p99.9 columns).
 type point struct {
-	c             int
-	ops, p50, p99 float64
+	c                   int
+	ops, p50, p99, p999 float64
 }
 
 // panel is one operation's points per system, by rising concurrency.
@@ -198,7 +279,7 @@ func panels(rows []workload.Row) []panel {
 			if !(sum.OpsPerSec > 0) || !(sum.P50 > 0) || !(sum.P99 > 0) {
 				continue // missing or NaN
 			}
-			ps[i].points[s] = append(ps[i].points[s], point{r.Concurrency, sum.OpsPerSec, sum.P50, sum.P99})
+			ps[i].points[s] = append(ps[i].points[s], point{r.Concurrency, sum.OpsPerSec, sum.P50, sum.P99, sum.P999})
 		}
 	}
 	return ps
@@ -225,7 +306,9 @@ func panelTitle(r workload.Row) string {
 // renderChart draws one panel per operation: throughput (ops/s, linear)
 // across, latency (ms, logarithmic) up, a solid line through each
 // system's p50 and a dashed one through its p99, each point labelled with
-// its client concurrency C. The same rows always give the same bytes.
+// its client concurrency C. p99.9 is in each point's tooltip only: a third
+// pair of lines per panel made the panels unreadable, and the table beside
+// the chart has the figure. The same rows always give the same bytes.
 func renderChart(rows []workload.Row, title string) (string, error) {
 	ps := panels(rows)
 	if len(ps) == 0 {
@@ -318,8 +401,12 @@ func drawPanel(b *strings.Builder, p panel, x0, y0 int) {
 			}
 			fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n", sys.color, pc.dash, strings.Join(coords, " "))
 			for _, q := range pts {
-				fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s C=%d: %s ops/s, p50 %s ms, p99 %s ms</title></circle>`+"\n",
-					xOf(q.ops), yOf(pc.ms(q)), sys.color, esc(sys.name), q.c, axisNumber(math.Round(q.ops)), axisNumber(q.p50), axisNumber(q.p99))
+				p999 := ""
+				if q.p999 > 0 {
+					p999 = ", p99.9 " + axisNumber(q.p999) + " ms"
+				}
+				fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s C=%d: %s ops/s, p50 %s ms, p99 %s ms%s</title></circle>`+"\n",
+					xOf(q.ops), yOf(pc.ms(q)), sys.color, esc(sys.name), q.c, axisNumber(math.Round(q.ops)), axisNumber(q.p50), axisNumber(q.p99), p999)
 			}
 		}
 		for _, q := range pts {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -42,6 +43,36 @@ type clusterInfo struct {
 	DataDir   string   `json:"data_dir"`  // removed when the cluster stops
 }
 
+// Settings of every member of a benchmark cluster.
+const (
+	// defaultQuotaBytes is the members' backend quota: 8 GiB, etcd's
+	// documented maximum suggestion, far above what a benchmark run writes
+	// (a fresh cluster per round), so the quota alarm never fires mid-run.
+	defaultQuotaBytes = 8 << 30
+	// memberBinName is the etcd member binary, built from the separate
+	// module in member/ with etcd's own dependency versions; by default
+	// it is looked for next to etcdbench (compare.sh builds both into bin/).
+	memberBinName = "etcd-member"
+)
+
+// memberConfig is one member's command line (see member/main.go).
+type memberConfig struct {
+	name, dataDir      string
+	peerURL, clientURL string
+	initialCluster     string
+	logLevel           string
+	quotaBytes         int64
+}
+
+func (m memberConfig) args() []string {
+	return []string{
+		"--name", m.name, "--data-dir", m.dataDir,
+		"--peer-url", m.peerURL, "--client-url", m.clientURL,
+		"--initial-cluster", m.initialCluster, "--log-level", m.logLevel,
+		"--quota-bytes", fmt.Sprint(m.quotaBytes),
+	}
+}
+
 // member is one running member process.
 type member struct {
 	cfg    memberConfig
@@ -51,7 +82,7 @@ type member struct {
 }
 
 // clusterMain is `etcdbench cluster`: start the members as child
-// processes of this binary, wait until all are healthy, print clusterInfo
+// processes (of the etcd-member binary), wait until all are healthy, print clusterInfo
 // and run until SIGTERM/SIGINT (ctx) or until a member dies, then stop
 // every member and remove the data directory.
 func clusterMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -61,11 +92,16 @@ func clusterMain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	logLevel := fs.String("log-level", "warn", "members' log level: debug, info, warn or error")
 	quota := fs.Int64("quota-bytes", defaultQuotaBytes, "members' backend quota in bytes")
 	readyTimeout := fs.Duration("ready-timeout", defaultReadyTimeout, "bound on waiting for a healthy cluster")
+	memberBin := fs.String("member-bin", "", "the etcd member binary (built from bench/etcd/member; default: "+memberBinName+" next to etcdbench)")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
 	if *n < 1 || *n > 9 {
 		return usagef("--members %d: want 1..9", *n)
+	}
+	bin, err := findMemberBin(*memberBin)
+	if err != nil {
+		return err
 	}
 	dir, err := os.MkdirTemp(*parent, "etcdbench-")
 	if err != nil {
@@ -73,7 +109,7 @@ func clusterMain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer os.RemoveAll(dir)
 
-	members, err := startMembers(dir, *n, *logLevel, *quota, stderr)
+	members, err := startMembers(bin, dir, *n, *logLevel, *quota, stderr)
 	if err != nil {
 		return err
 	}
@@ -119,9 +155,30 @@ func clusterMain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 }
 
-// startMembers starts n member processes on free loopback ports with their
-// data under dir. On error, members already started are stopped.
-func startMembers(dir string, n int, logLevel string, quota int64, stderr io.Writer) ([]*member, error) {
+// findMemberBin returns the member binary to run: bin if given, else
+// memberBinName next to this executable. It must exist.
+func findMemberBin(bin string) (string, error) {
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", err
+		}
+		bin = filepath.Join(filepath.Dir(exe), memberBinName)
+	}
+	st, err := os.Stat(bin)
+	if err != nil {
+		return "", fmt.Errorf("the etcd member binary: %w (build it: cd bench/etcd/member && go build -o ../../../bin/%s .)", err, memberBinName)
+	}
+	if st.IsDir() || st.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("the etcd member binary %s is not an executable file", bin)
+	}
+	return bin, nil
+}
+
+// startMembers starts n processes of the member binary bin on free loopback
+// ports with their data under dir. On error, members already started are
+// stopped.
+func startMembers(bin, dir string, n int, logLevel string, quota int64, stderr io.Writer) ([]*member, error) {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
@@ -140,15 +197,11 @@ func startMembers(dir string, n int, logLevel string, quota int64, stderr io.Wri
 		}
 		initial = append(initial, name+"="+cfgs[i].peerURL)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	var mu sync.Mutex // serialises the members' log lines on stderr
 	var members []*member
 	for i := range cfgs {
 		cfgs[i].initialCluster = strings.Join(initial, ",")
-		cmd := exec.Command(exe, cfgs[i].args()...)
+		cmd := exec.Command(bin, cfgs[i].args()...)
 		out := &lineWriter{mu: &mu, w: stderr, prefix: "[etcd " + cfgs[i].name + "] "}
 		cmd.Stdout, cmd.Stderr = out, out
 		// If this process dies without stopping them, so do the members.

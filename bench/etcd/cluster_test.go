@@ -28,7 +28,8 @@ import (
 
 // asMainEnv makes the test binary behave as etcdbench itself, so the
 // smoke test runs the real `cluster` command as a process, which starts
-// its members as further processes of the same binary.
+// its members as processes of the etcd-member binary (built by the test
+// from member/, as compare.sh builds it).
 const asMainEnv = "ETCDBENCH_AS_MAIN"
 
 func TestMain(m *testing.M) {
@@ -61,6 +62,19 @@ func (s *syncBuffer) String() string {
 
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
+// buildMember builds the etcd member binary from its own module (member/)
+// into a temporary directory and returns its path.
+func buildMember(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), memberBinName)
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = "member"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the member: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // TestClusterSmoke starts a real 3-member cluster (`etcdbench cluster`, 4
 // processes), drives a short mixed workload through the load code, checks
 // the result and the data, stops the cluster with SIGTERM, and checks that
@@ -70,8 +84,9 @@ func TestClusterSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	memberBin := buildMember(t)
 	parent := t.TempDir()
-	cmd := exec.Command(exe, "cluster", "--data-dir", parent)
+	cmd := exec.Command(exe, "cluster", "--data-dir", parent, "--member-bin", memberBin)
 	cmd.Env = append(os.Environ(), asMainEnv+"=1")
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
@@ -276,6 +291,10 @@ func TestCommandLine(t *testing.T) {
 	if code := run(ctx, []string{"ports", "5"}, &out, &errOut); code != 0 || len(strings.Fields(out.String())) != 5 {
 		t.Errorf("ports 5: exit %d, out %q, err %q", code, out.String(), errOut.String())
 	}
+	if code := run(ctx, []string{"cluster", "--member-bin", "/nonexistent/etcd-member"}, &out, &errOut); code != 1 ||
+		!strings.Contains(errOut.String(), "etcd member binary") {
+		t.Errorf("cluster without a member binary: exit %d, stderr %q", code, errOut.String())
+	}
 	for _, args := range [][]string{
 		{},
 		{"nope"},
@@ -283,7 +302,7 @@ func TestCommandLine(t *testing.T) {
 		{"load", "--op", "scan"},
 		{"load", "--conns", "0"},
 		{"load", "--pids", "x"},
-		{"member", "--name", "m1"},
+		{"member", "--name", "m1"}, // the member is its own binary now
 		{"cluster", "--members", "0"},
 		{"table"},
 	} {

@@ -32,6 +32,7 @@ type loadConfig struct {
 	opTimeout   time.Duration
 	dialTimeout time.Duration
 	progress    io.Writer // nil: no progress lines
+	prefillOnly bool      // workload.Preload instead of workload.Run
 }
 
 // loadMain is `etcdbench load`: run one workload against an etcd cluster
@@ -45,6 +46,7 @@ func loadMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pids := fs.String("pids", "", "server process IDs PID,... whose CPU time over the measured window is reported")
 	jsonOut := fs.Bool("json", false, "print the result as one JSON object")
 	quiet := fs.Bool("quiet", false, "no progress lines on standard error")
+	fs.BoolVar(&cfg.prefillOnly, "prefill-only", false, "only write every key once, as --prefill does, and report that (no warm-up, no measured window): a preload")
 	fs.DurationVar(&cfg.opTimeout, "op-timeout", defaultOpTimeout, "deadline of each operation (an expired one counts as error kind \"timeout\")")
 	fs.DurationVar(&cfg.dialTimeout, "dial-timeout", defaultDialTimeout, "bound on connecting and on the leader lookup")
 	if err := parseFlags(fs, args, false); err != nil {
@@ -144,7 +146,12 @@ func runLoad(ctx context.Context, cfg loadConfig) (workload.Result, error) {
 	if cfg.progress != nil {
 		opts = append(opts, workload.WithProgress(cfg.progress, label))
 	}
-	res := workload.Run(ctx, cfg.spec, do, opts...)
+	var res workload.Result
+	if cfg.prefillOnly {
+		res = workload.Preload(ctx, cfg.spec, do, opts...)
+	} else {
+		res = workload.Run(ctx, cfg.spec, do, opts...)
+	}
 	res.System = workload.SystemEtcd
 	res.Version = "etcd " + ver
 	res.LeaderOnly = cfg.leaderOnly

@@ -1,17 +1,18 @@
 // Command etcdbench runs the etcd half of Rafty's side by side benchmark: a
-// 3-member etcd cluster (go.etcd.io/etcd/server/v3 embed, one member per
-// process) and a load generator (go.etcd.io/etcd/client/v3) that drives the
-// workload defined in github.com/rafty-db/rafty/bench/workload.
+// 3-member etcd cluster (one etcd-member process per member: the separate
+// module in member/, built with etcd's own dependency versions) and a load
+// generator (go.etcd.io/etcd/client/v3) that drives the workload defined in
+// github.com/rafty-db/rafty/bench/workload.
 //
 //	etcdbench cluster [--data-dir DIR]            # prints {"endpoints":[...],"pids":[...]} when healthy
 //	etcdbench load --endpoints A,B,C --leader-only --op put --concurrency 16 --json --pids P1,P2,P3
 //	etcdbench table artifacts/bench/results       # markdown comparison table
 //	etcdbench chart --out chart.svg artifacts/bench/results  # throughput–latency chart
-//	etcdbench member ...                          # one member; started by cluster
 //	etcdbench ports N                             # N free loopback ports (for scripts)
 //
 // It lives in its own Go module so etcd never becomes a dependency of
-// github.com/rafty-db/rafty. See README.md.
+// github.com/rafty-db/rafty; the etcd server lives in a third module
+// (member/) so that Rafty's dependency versions never reach it. See README.md.
 package main
 
 import (
@@ -28,7 +29,6 @@ import (
 const usage = `usage: etcdbench COMMAND [flags]
 
 commands:
-  member    run one embedded etcd member (normally started by "cluster")
   cluster   start a 3-member etcd cluster on loopback, print its endpoints and
             member PIDs as JSON when healthy, stop it on SIGTERM/SIGINT
   load      drive a workload against --endpoints and print the result
@@ -57,8 +57,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch args[0] {
-	case "member":
-		err = memberMain(ctx, args[1:], stderr)
 	case "cluster":
 		err = clusterMain(ctx, args[1:], stdout, stderr)
 	case "load":

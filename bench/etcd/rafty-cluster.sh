@@ -6,7 +6,11 @@
 # $TMPDIR or /tmp), waits until every node answers /readyz, prints one JSON
 # line on stdout (the same shape as `etcdbench cluster`):
 #
-#   {"system":"rafty","version":"","endpoints":["127.0.0.1:P",...],"pids":[...],"leader":"","data_dir":"..."}
+#   {"system":"rafty","version":"","endpoints":["127.0.0.1:P",...],"pids":[...],"leader":"","data_dir":"...",
+#    "metrics":["127.0.0.1:M",...]}
+#
+# (metrics: each node's metrics address, where --enable-pprof in
+# RAFTY_SERVE_FLAGS serves /debug/pprof; scripts/profile.sh uses it.)
 #
 # and runs until SIGTERM/SIGINT or until a node dies; then it stops every
 # node with SIGTERM (SIGKILL after 20 s) and removes the data directory.
@@ -74,8 +78,8 @@ for i in 1 2 3; do
   done
 done
 
-printf '{"system":"rafty","version":"","endpoints":["%s","%s","%s"],"pids":[%s,%s,%s],"leader":"","data_dir":"%s"}\n' \
-  "${endpoints[@]}" "${pids[@]}" "$dir"
+printf '{"system":"rafty","version":"","endpoints":["%s","%s","%s"],"pids":[%s,%s,%s],"leader":"","data_dir":"%s","metrics":["127.0.0.1:%s","127.0.0.1:%s","127.0.0.1:%s"]}\n' \
+  "${endpoints[@]}" "${pids[@]}" "$dir" "${ports[6]}" "${ports[7]}" "${ports[8]}"
 
 while true; do
   for p in "${pids[@]}"; do

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -20,12 +21,20 @@ import (
 // tableMain is `etcdbench table [--out FILE] PATH...`: read results (JSON
 // files, or directories of *.json files) and print the markdown comparison:
 // a header naming the machine, the versions and the settings, then
-// workload.Table.
+// workload.Table, one per keyspace (largest first) when the results span
+// several.
 func tableMain(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("table", stderr)
 	out := fs.String("out", "", "write the markdown to this file instead of standard output")
 	header := fs.Bool("header", true, "print the machine, versions and settings above the table")
-	raftyVersion := fs.String("rafty-version", "", "Rafty's version for the header when its results carry none (e.g. a git commit)")
+	raftyVersion := fs.String("rafty-version", "", "Rafty's version for the header when its results carry none or a (devel) one (e.g. a git commit)")
+	var notes []string
+	fs.Func("note", "a sentence to add to the header's settings (repeatable)", func(s string) error {
+		if s = strings.TrimSpace(s); s != "" {
+			notes = append(notes, s)
+		}
+		return nil
+	})
 	if err := parseFlags(fs, args, true); err != nil {
 		return err
 	}
@@ -41,10 +50,10 @@ func tableMain(args []string, stdout, stderr io.Writer) error {
 	}
 	var b strings.Builder
 	if *header {
-		b.WriteString(tableHeader(results, *raftyVersion))
+		b.WriteString(tableHeader(results, *raftyVersion, notes))
 		b.WriteString("\n")
 	}
-	b.WriteString(workload.Table(results))
+	b.WriteString(keyspaceTables(results))
 	if *out == "" {
 		_, err = io.WriteString(stdout, b.String())
 		return err
@@ -96,9 +105,35 @@ func readResults(paths []string) ([]workload.Result, error) {
 	return results, nil
 }
 
+// keyspaceTables is workload.Table of the results, or with several
+// keyspaces one table per keyspace, largest first, each under a line
+// naming it (so the first table, the one docs/benchmarks.md's chart is
+// drawn from, is of the largest keyspace).
+func keyspaceTables(results []workload.Result) string {
+	byKeys := map[int][]workload.Result{}
+	for _, r := range results {
+		byKeys[r.Keys] = append(byKeys[r.Keys], r)
+	}
+	if len(byKeys) == 1 {
+		return workload.Table(results)
+	}
+	keys := slices.Sorted(maps.Keys(byKeys))
+	slices.Reverse(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "Keyspace %s keys:\n\n", thousands(k))
+		b.WriteString(workload.Table(byKeys[k]))
+	}
+	return b.String()
+}
+
 // tableHeader describes where and how the results were measured.
-// raftyVersion names Rafty's version when its results do not.
-func tableHeader(results []workload.Result, raftyVersion string) string {
+// raftyVersion names Rafty's version when its results do not; notes are
+// added to the settings.
+func tableHeader(results []workload.Result, raftyVersion string, notes []string) string {
 	versions := map[string][]string{}
 	rounds := 0
 	var conns, keys, secs, warm, leader []string
@@ -112,8 +147,14 @@ func tableHeader(results []workload.Result, raftyVersion string) string {
 	for _, r := range results {
 		sys := strings.ToLower(r.System)
 		v := r.Version
-		if v == "" && sys == workload.SystemRafty && raftyVersion != "" {
-			v = raftyVersion
+		if sys == workload.SystemRafty && raftyVersion != "" {
+			switch {
+			case v == "":
+				v = raftyVersion
+			case strings.Contains(v, "(devel)"):
+				// Built without VCS stamping: name the commit.
+				v += " (" + raftyVersion + ")"
+			}
 		}
 		if v == "" {
 			v = "unknown version"
@@ -136,7 +177,7 @@ func tableHeader(results []workload.Result, raftyVersion string) string {
 		} else {
 			add(&leader, "spread over the members")
 		}
-		k := fmt.Sprintf("%s/%s/%d", sys, r.Op, r.Concurrency)
+		k := fmt.Sprintf("%s/%s/%d/%d/%d/%d", sys, r.Op, r.Concurrency, r.ValueBytes, r.Conns, r.Keys)
 		perPoint[k]++
 		rounds = max(rounds, perPoint[k])
 	}
@@ -158,9 +199,13 @@ func tableHeader(results []workload.Result, raftyVersion string) string {
 		"closed loop, %s client connection(s) %s; keyspace %s keys, %s-second window after %s-second warm-up; "+
 		"up to %d round(s), the systems alternating, each with a fresh cluster; figures are medians over rounds, "+
 		"ratios are Rafty/etcd of the medians (throughput: above 1 favours Rafty; latency and CPU: below 1 does). "+
-		"CPU is the three servers' user+system time per 1,000 successful operations.\n",
+		"CPU is the three servers' user+system time per 1,000 successful operations.",
 		strings.Join(conns, "/"), strings.Join(leader, "/"), strings.Join(keys, "/"),
 		strings.Join(secs, "/"), strings.Join(warm, "/"), rounds)
+	for _, n := range notes {
+		b.WriteString(" " + n)
+	}
+	b.WriteString("\n")
 	return b.String()
 }
 

@@ -140,8 +140,8 @@ func Run(ctx context.Context, spec Spec, do DoFunc, opts ...Option) Result {
 	}
 
 	if spec.Prefill {
-		if msg := prefill(ctx, spec, pickers, do, cfg, &done, &failed, progress); msg != "" {
-			res.Warnings = append(res.Warnings, msg)
+		if _, errs := prefill(ctx, spec, pickers, do, cfg, &done, &failed, progress); len(errs) > 0 {
+			res.Warnings = append(res.Warnings, "prefill: failed writes: "+formatCounts(errs))
 		}
 		if ctx.Err() != nil {
 			res.Interrupted = true
@@ -309,10 +309,10 @@ loop:
 	return res
 }
 
-// prefill writes every key once with the run's workers and returns a
-// warning when some writes failed.
+// prefill writes every key once with the run's workers and returns how
+// many writes succeeded and the failed ones by kind.
 func prefill(ctx context.Context, spec Spec, pickers []*Picker, do DoFunc, cfg runConfig,
-	done, failed *atomic.Int64, progress func(phase, where string, last, cur int64)) string {
+	done, failed *atomic.Int64, progress func(phase, where string, last, cur int64)) (int64, map[string]int64) {
 	var (
 		mu   sync.Mutex
 		errs = map[string]int64{}
@@ -346,28 +346,99 @@ func prefill(ctx context.Context, spec Spec, pickers []*Picker, do DoFunc, cfg r
 	for {
 		select {
 		case <-finished:
+			written := done.Load() - failed.Load()
 			if cfg.progress != nil {
-				fmt.Fprintf(cfg.progress, "%s prefill done: %d keys written, %d failed\n", cfg.label, done.Load()-failed.Load(), failed.Load())
+				fmt.Fprintf(cfg.progress, "%s prefill done: %d keys written, %d failed\n", cfg.label, written, failed.Load())
 			}
 			// Progress counters restart for the timed phases.
 			done.Store(0)
 			failed.Store(0)
-			if len(errs) == 0 {
-				return ""
-			}
-			kinds := slices.Collect(maps.Keys(errs))
-			sort.Strings(kinds)
-			var parts []string
-			for _, k := range kinds {
-				parts = append(parts, fmt.Sprintf("%s %d", k, errs[k]))
-			}
-			return "prefill: failed writes: " + strings.Join(parts, ", ")
+			return written, errs
 		case <-tick.C:
 			cur := done.Load()
 			progress("prefill", fmt.Sprintf("%d/%d", cur, spec.Keys), last, cur)
 			last = cur
 		}
 	}
+}
+
+// formatCounts writes counts by kind as "kind n, kind n", kinds sorted.
+func formatCounts(m map[string]int64) string {
+	kinds := slices.Collect(maps.Keys(m))
+	sort.Strings(kinds)
+	parts := make([]string, len(kinds))
+	for i, k := range kinds {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Preload writes every key once, exactly as Spec.Prefill does before a
+// run (the same workers, keys and values), and returns when it is done:
+// no warm-up and no measured window. It is how a comparison fills the
+// keyspace of a fresh cluster before its first measured point, the same
+// way for both systems. In the result, Op is "put" and Prefill true; Ops
+// counts the keys written, Seconds the time the preload took (OpsPerSec
+// follows), Errors the failed writes by kind, CPUSeconds the servers' CPU
+// over the preload when WithCPUPids is given; latencies are not recorded.
+// spec must be valid (Validate); Preload panics otherwise.
+func Preload(ctx context.Context, spec Spec, do DoFunc, opts ...Option) Result {
+	if err := spec.Validate(); err != nil {
+		panic("workload.Preload: " + err.Error())
+	}
+	cfg := runConfig{classify: DefaultClassify}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	res := Result{
+		Op:          OpPut,
+		Concurrency: spec.Concurrency,
+		Conns:       spec.Conns,
+		ValueBytes:  spec.ValueBytes,
+		Keys:        spec.Keys,
+		Seed:        spec.Seed,
+		Prefill:     true,
+		CPUPids:     cfg.pids,
+		StartedAt:   time.Now().UTC().Truncate(time.Millisecond),
+	}
+	names := keyTable(spec.Keys)
+	pickers := make([]*Picker, spec.Concurrency)
+	for w := range pickers {
+		pickers[w] = newPicker(spec, w, names)
+	}
+	var done, failed atomic.Int64
+	progress := func(phase, where string, last, cur int64) {
+		if cfg.progress != nil {
+			fmt.Fprintf(cfg.progress, "%s %-7s %-11s %8d ops/s  done %d  errors %d\n",
+				cfg.label, phase, where, cur-last, cur, failed.Load())
+		}
+	}
+	var cpu0 float64
+	var cpuErr error
+	if len(cfg.pids) > 0 {
+		cpu0, cpuErr = ProcCPUSeconds(cfg.pids)
+	}
+	start := time.Now()
+	written, errs := prefill(ctx, spec, pickers, do, cfg, &done, &failed, progress)
+	res.Seconds = time.Since(start).Seconds()
+	if len(cfg.pids) > 0 && cpuErr == nil {
+		var cpu1 float64
+		if cpu1, cpuErr = ProcCPUSeconds(cfg.pids); cpuErr == nil {
+			res.CPUSeconds = math.Round((cpu1-cpu0)*1000) / 1000
+		}
+	}
+	if cpuErr != nil {
+		res.Warnings = append(res.Warnings, "cpu: "+cpuErr.Error())
+		res.CPUPids = nil
+	}
+	res.LoadAvg1, _ = LoadAvg1()
+	res.Ops = written
+	res.Errors = errs
+	if res.Seconds > 0 {
+		res.OpsPerSec = float64(written) / res.Seconds
+	}
+	res.Interrupted = ctx.Err() != nil
+	return res
 }
 
 func sumErrors(m map[string]int64) int64 {

@@ -18,11 +18,11 @@ const (
 // Summary is one system's figures at one workload point: medians over the
 // rounds (NaN when there is nothing to take the median of).
 type Summary struct {
-	Rounds    int
-	OpsPerSec float64
-	P50, P99  float64 // milliseconds
-	CPUPer1k  float64 // servers' CPU seconds per 1,000 operations
-	Errors    map[string]int64
+	Rounds         int
+	OpsPerSec      float64
+	P50, P99, P999 float64 // milliseconds
+	CPUPer1k       float64 // servers' CPU seconds per 1,000 operations
+	Errors         map[string]int64
 }
 
 // Row is one workload point of the comparison.
@@ -31,15 +31,18 @@ type Row struct {
 	Concurrency int
 	ValueBytes  int
 	Conns       int
+	// Keys is the keyspace: results of different keyspaces are never
+	// taken together (the label does not show it; a table is of one).
+	Keys        int
 	Rafty, Etcd Summary
 }
 
 // Ratio of the medians, Rafty / etcd, for each figure; NaN where a side is
 // missing. For throughput above 1 favours Rafty, for latency and CPU below 1
 // does.
-func (r Row) Ratio() (opsPerSec, p50, p99, cpu float64) {
+func (r Row) Ratio() (opsPerSec, p50, p99, p999, cpu float64) {
 	return ratio(r.Rafty.OpsPerSec, r.Etcd.OpsPerSec), ratio(r.Rafty.P50, r.Etcd.P50),
-		ratio(r.Rafty.P99, r.Etcd.P99), ratio(r.Rafty.CPUPer1k, r.Etcd.CPUPer1k)
+		ratio(r.Rafty.P99, r.Etcd.P99), ratio(r.Rafty.P999, r.Etcd.P999), ratio(r.Rafty.CPUPer1k, r.Etcd.CPUPer1k)
 }
 
 func ratio(a, b float64) float64 {
@@ -74,6 +77,7 @@ type pointKey struct {
 	concurrency int
 	valueBytes  int
 	conns       int
+	keys        int
 }
 
 // opOrder is the order of rows: writes first, then reads, then the rest.
@@ -94,13 +98,13 @@ func opOrder(op string) int {
 }
 
 // Summarize groups results by workload point (op, concurrency, value
-// size, connections) and system ("rafty" or "etcd", any case; others are
-// ignored), taking medians over the rounds. Rows are ordered by op (put,
-// get, sget, txn, mixed) then concurrency.
+// size, connections, keyspace) and system ("rafty" or "etcd", any case; others are
+// ignored), taking medians over the rounds. Rows are ordered by keyspace
+// (largest first), then op (put, get, sget, txn, mixed), then concurrency.
 func Summarize(results []Result) []Row {
 	type acc struct {
-		ops, p50, p99, cpu []float64
-		errs               map[string]int64
+		ops, p50, p99, p999, cpu []float64
+		errs                     map[string]int64
 	}
 	groups := map[pointKey]map[string]*acc{}
 	for _, r := range results {
@@ -108,7 +112,7 @@ func Summarize(results []Result) []Row {
 		if sys != SystemRafty && sys != SystemEtcd {
 			continue
 		}
-		k := pointKey{r.Op, r.Concurrency, r.ValueBytes, r.Conns}
+		k := pointKey{r.Op, r.Concurrency, r.ValueBytes, r.Conns, r.Keys}
 		if groups[k] == nil {
 			groups[k] = map[string]*acc{}
 		}
@@ -120,6 +124,7 @@ func Summarize(results []Result) []Row {
 		a.ops = append(a.ops, r.OpsPerSec)
 		a.p50 = append(a.p50, ms(r.P50))
 		a.p99 = append(a.p99, ms(r.P99))
+		a.p999 = append(a.p999, ms(r.P999))
 		a.cpu = append(a.cpu, r.CPUPer1kOps())
 		for kind, n := range r.Errors {
 			a.errs[kind] += n
@@ -128,13 +133,14 @@ func Summarize(results []Result) []Row {
 	summary := func(a *acc) Summary {
 		if a == nil {
 			nan := math.NaN()
-			return Summary{OpsPerSec: nan, P50: nan, P99: nan, CPUPer1k: nan}
+			return Summary{OpsPerSec: nan, P50: nan, P99: nan, P999: nan, CPUPer1k: nan}
 		}
 		return Summary{
 			Rounds:    len(a.ops),
 			OpsPerSec: Median(a.ops),
 			P50:       Median(a.p50),
 			P99:       Median(a.p99),
+			P999:      Median(a.p999),
 			CPUPer1k:  Median(a.cpu),
 			Errors:    a.errs,
 		}
@@ -142,6 +148,9 @@ func Summarize(results []Result) []Row {
 	keys := slices.Collect(maps.Keys(groups))
 	sort.Slice(keys, func(i, j int) bool {
 		a, b := keys[i], keys[j]
+		if a.keys != b.keys {
+			return a.keys > b.keys
+		}
 		if opOrder(a.op) != opOrder(b.op) {
 			return opOrder(a.op) < opOrder(b.op)
 		}
@@ -159,7 +168,7 @@ func Summarize(results []Result) []Row {
 	rows := make([]Row, 0, len(keys))
 	for _, k := range keys {
 		rows = append(rows, Row{
-			Op: k.op, Concurrency: k.concurrency, ValueBytes: k.valueBytes, Conns: k.conns,
+			Op: k.op, Concurrency: k.concurrency, ValueBytes: k.valueBytes, Conns: k.conns, Keys: k.keys,
 			Rafty: summary(groups[k][SystemRafty]),
 			Etcd:  summary(groups[k][SystemEtcd]),
 		})
@@ -187,24 +196,27 @@ func (r Row) Label() string {
 }
 
 // Table renders results as a markdown table comparing Rafty with etcd at
-// each workload point: medians over rounds of throughput, p50 and p99
-// latency and the servers' CPU seconds per 1,000 operations, each with the
-// ratio Rafty/etcd of the medians, and the number of rounds. Errors, if
-// any, are listed under the table.
+// each workload point: medians over rounds of throughput, p50, p99 and
+// p99.9 latency and the servers' CPU seconds per 1,000 operations, each
+// with the ratio Rafty/etcd of the medians, and the number of rounds.
+// Errors, if any, are listed under the table. Results of one keyspace make
+// one table: with several, rows of the same label would repeat.
 func Table(results []Result) string {
 	rows := Summarize(results)
 	var b strings.Builder
 	b.WriteString("| workload | Rafty ops/s | etcd ops/s | Rafty/etcd | Rafty p50 ms | etcd p50 ms | Rafty/etcd | " +
-		"Rafty p99 ms | etcd p99 ms | Rafty/etcd | Rafty CPU s/1k ops | etcd CPU s/1k ops | Rafty/etcd | rounds (Rafty/etcd) |\n")
-	b.WriteString("| --- |" + strings.Repeat(" ---: |", 12) + " :---: |\n")
+		"Rafty p99 ms | etcd p99 ms | Rafty/etcd | Rafty p99.9 ms | etcd p99.9 ms | Rafty/etcd | " +
+		"Rafty CPU s/1k ops | etcd CPU s/1k ops | Rafty/etcd | rounds (Rafty/etcd) |\n")
+	b.WriteString("| --- |" + strings.Repeat(" ---: |", 15) + " :---: |\n")
 	var errLines []string
 	for _, r := range rows {
-		ro, r50, r99, rc := r.Ratio()
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d |\n",
+		ro, r50, r99, r999, rc := r.Ratio()
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d |\n",
 			r.Label(),
 			fmtRate(r.Rafty.OpsPerSec), fmtRate(r.Etcd.OpsPerSec), fmtRatio(ro),
 			fmtMS(r.Rafty.P50), fmtMS(r.Etcd.P50), fmtRatio(r50),
 			fmtMS(r.Rafty.P99), fmtMS(r.Etcd.P99), fmtRatio(r99),
+			fmtMS(r.Rafty.P999), fmtMS(r.Etcd.P999), fmtRatio(r999),
 			fmtCPU(r.Rafty.CPUPer1k), fmtCPU(r.Etcd.CPUPer1k), fmtRatio(rc),
 			r.Rafty.Rounds, r.Etcd.Rounds)
 		for _, s := range []struct {

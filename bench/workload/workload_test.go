@@ -456,9 +456,10 @@ func TestMedian(t *testing.T) {
 	}
 }
 
+// res is a result whose p99.9 is twice its p99.
 func res(sys, op string, c int, rate float64, p50, p99 time.Duration, cpu float64, ops int64) Result {
-	return Result{System: sys, Op: op, Concurrency: c, Conns: 1, ValueBytes: 256, OpsPerSec: rate,
-		Ops: ops, Seconds: 10, P50: p50, P99: p99, CPUSeconds: cpu, CPUPids: []int{1, 2, 3}}
+	return Result{System: sys, Op: op, Concurrency: c, Conns: 1, ValueBytes: 256, Keys: 100_000, OpsPerSec: rate,
+		Ops: ops, Seconds: 10, P50: p50, P99: p99, P999: 2 * p99, CPUSeconds: cpu, CPUPids: []int{1, 2, 3}}
 }
 
 func TestSummarizeAndTable(t *testing.T) {
@@ -502,11 +503,14 @@ func TestSummarizeAndTable(t *testing.T) {
 	if math.Abs(put.Etcd.CPUPer1k-0.1) > 1e-12 || math.Abs(put.Rafty.CPUPer1k-0.05) > 1e-12 {
 		t.Fatalf("cpu per 1k %v %v", put.Rafty.CPUPer1k, put.Etcd.CPUPer1k)
 	}
-	ro, r50, r99, rc := put.Ratio()
-	if math.Abs(ro-8500.0/4300) > 1e-12 || r50 != 0.5 || r99 != 0.5 || math.Abs(rc-0.5) > 1e-12 {
-		t.Fatalf("ratios %v %v %v %v", ro, r50, r99, rc)
+	if put.Etcd.P999 != 20 || put.Rafty.P999 != 10 {
+		t.Fatalf("p99.9 medians %v %v", put.Rafty.P999, put.Etcd.P999)
 	}
-	if ro, _, _, _ := rows[2].Ratio(); !math.IsNaN(ro) {
+	ro, r50, r99, r999, rc := put.Ratio()
+	if math.Abs(ro-8500.0/4300) > 1e-12 || r50 != 0.5 || r99 != 0.5 || r999 != 0.5 || math.Abs(rc-0.5) > 1e-12 {
+		t.Fatalf("ratios %v %v %v %v %v", ro, r50, r99, r999, rc)
+	}
+	if ro, _, _, _, _ := rows[2].Ratio(); !math.IsNaN(ro) {
 		t.Fatalf("ratio with a missing side = %v", ro)
 	}
 	if !math.IsNaN(rows[3].Etcd.CPUPer1k) {
@@ -516,9 +520,11 @@ func TestSummarizeAndTable(t *testing.T) {
 	table := Table(results)
 	lines := strings.Split(strings.TrimSpace(table), "\n")
 	for _, want := range []string{
-		"| put 256 B, C=16 | 8,500 | 4,300 | 1.98× | 2.00 | 4.00 | 0.50× | 5.00 | 10.0 | 0.50× | 0.050 | 0.100 | 0.50× | 2/3 |",
-		"| get (linearizable), C=16 | – | 11,500 | – | – | 1.00 | – | – | 3.00 | – | – | 0.020 | – | 0/1 |",
-		"| get (serializable), C=128 | – | 20,000 | – | – | 6.00 | – | – | 15.0 | – | – | – | – | 0/1 |",
+		"| workload | Rafty ops/s | etcd ops/s | Rafty/etcd | Rafty p50 ms | etcd p50 ms | Rafty/etcd | Rafty p99 ms | etcd p99 ms | Rafty/etcd | " +
+			"Rafty p99.9 ms | etcd p99.9 ms | Rafty/etcd | Rafty CPU s/1k ops | etcd CPU s/1k ops | Rafty/etcd | rounds (Rafty/etcd) |",
+		"| put 256 B, C=16 | 8,500 | 4,300 | 1.98× | 2.00 | 4.00 | 0.50× | 5.00 | 10.0 | 0.50× | 10.0 | 20.0 | 0.50× | 0.050 | 0.100 | 0.50× | 2/3 |",
+		"| get (linearizable), C=16 | – | 11,500 | – | – | 1.00 | – | – | 3.00 | – | – | 6.00 | – | – | 0.020 | – | 0/1 |",
+		"| get (serializable), C=128 | – | 20,000 | – | – | 6.00 | – | – | 15.0 | – | – | 30.0 | – | – | – | – | 0/1 |",
 		"- etcd, put 256 B, C=16: timeout 2",
 	} {
 		if !slices.Contains(lines, want) {
@@ -539,5 +545,72 @@ func TestThousands(t *testing.T) {
 	want := []string{"0", "999", "1,000", "1,234,567", "-4,300"}
 	if !slices.Equal(got, want) {
 		t.Errorf("thousands %q, want %q", got, want)
+	}
+}
+
+// TestSummarizeKeyspaces: results of different keyspaces are separate
+// rows, the largest keyspace first.
+func TestSummarizeKeyspaces(t *testing.T) {
+	small := res("etcd", OpPut, 16, 5000, time.Millisecond, 2*time.Millisecond, 1, 50000)
+	small.Keys = 10_000
+	big := res("etcd", OpPut, 16, 3000, time.Millisecond, 2*time.Millisecond, 1, 30000)
+	rows := Summarize([]Result{small, big})
+	if len(rows) != 2 || rows[0].Keys != 100_000 || rows[0].Etcd.OpsPerSec != 3000 || rows[1].Keys != 10_000 || rows[1].Etcd.Rounds != 1 {
+		t.Fatalf("rows %+v", rows)
+	}
+}
+
+// TestPreload: every key written once by the workers with the values a
+// prefill uses, failures counted by kind, then it returns (no window).
+func TestPreload(t *testing.T) {
+	spec := DefaultSpec()
+	spec.Op = OpGet // a preload writes whatever the spec's op
+	spec.Concurrency = 8
+	spec.Keys = 1000
+	spec.Duration = time.Hour // unused: there is no window
+	var (
+		mu      sync.Mutex
+		written = map[string][]byte{}
+	)
+	boom := errors.New("boom")
+	do := func(ctx context.Context, op Op) error {
+		if op.Kind != OpPut {
+			t.Errorf("preload issued %s", op.Kind)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if _, dup := written[op.Key]; dup {
+			t.Errorf("%s written twice", op.Key)
+		}
+		written[op.Key] = slices.Clone(op.Value)
+		if op.Key == KeyName(7) {
+			return boom
+		}
+		return nil
+	}
+	start := time.Now()
+	res := Preload(context.Background(), spec, do, WithClassifier(func(error) string { return "boom" }), WithCPUPids([]int{1}))
+	if time.Since(start) > 30*time.Second {
+		t.Fatalf("preload took %v", time.Since(start))
+	}
+	if len(written) != 1000 || res.Ops != 999 || res.Errors["boom"] != 1 || res.Op != OpPut || !res.Prefill || res.Interrupted {
+		t.Fatalf("%d keys written; result %+v", len(written), res)
+	}
+	if res.Seconds <= 0 || res.OpsPerSec <= 0 || len(res.CPUPids) != 1 {
+		t.Errorf("seconds %v rate %v cpu pids %v", res.Seconds, res.OpsPerSec, res.CPUPids)
+	}
+	// The values are the workers' own, as in a run's prefill: key i by
+	// worker i mod C.
+	for i := range 1000 {
+		want := NewPicker(spec, i%spec.Concurrency).value
+		if got := written[KeyName(i)]; string(got) != string(want) {
+			t.Fatalf("key %d: value of another worker", i)
+		}
+	}
+	// Cancelled: stops early and says so.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if res := Preload(ctx, spec, do); !res.Interrupted || res.Ops != 0 {
+		t.Errorf("cancelled preload: %+v", res)
 	}
 }

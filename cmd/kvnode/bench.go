@@ -28,6 +28,9 @@ const (
 	flagJSON       = "json"
 	flagQuiet      = "quiet"
 	flagOpTimeout  = "op-timeout"
+	// flagPrefillOnly is shared with etcdbench load (bench/etcd): the
+	// comparison preloads both systems' keyspaces with it.
+	flagPrefillOnly = "prefill-only"
 
 	defaultOpTimeout = 5 * time.Second
 )
@@ -59,6 +62,8 @@ func benchCommand() *cli.Command {
 				Usage: "weights of --op mixed: kind=weight,... over put, get, sget, txn"},
 			&cli.Int64Flag{Name: workload.FlagSeed, Value: def.Seed, Category: "workload", Usage: "seed of the per-client random sources"},
 			&cli.BoolFlag{Name: workload.FlagPrefill, Category: "workload", Usage: "write every key once before the warm-up (not measured)"},
+			&cli.BoolFlag{Name: flagPrefillOnly, Category: "workload",
+				Usage: "only write every key once, as --prefill does, and report that (no warm-up, no measured window): a preload"},
 			&cli.BoolFlag{Name: flagLeaderOnly, Usage: "send everything to the leader (found with the Status RPC)"},
 			&cli.StringFlag{Name: flagPids, Usage: "server process IDs `P1,P2,...` whose CPU time the result reports"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print the result as one JSON line (a bench/workload Result)"},
@@ -150,7 +155,12 @@ func runBench(ctx context.Context, cmd *cli.Command, spec workload.Spec, eps []s
 	if len(pids) > 0 {
 		opts = append(opts, workload.WithCPUPids(pids))
 	}
-	res := workload.Run(ctx, spec, do, opts...)
+	var res workload.Result
+	if cmd.Bool(flagPrefillOnly) {
+		res = workload.Preload(ctx, spec, do, opts...)
+	} else {
+		res = workload.Run(ctx, spec, do, opts...)
+	}
 	res.System = "rafty"
 	res.Version = "rafty " + currentVersion().short()
 	res.LeaderOnly = cmd.Bool(flagLeaderOnly)
@@ -162,6 +172,11 @@ func runBench(ctx context.Context, cmd *cli.Command, spec workload.Spec, eps []s
 		if _, err = fmt.Fprintf(cmd.Writer, "%s\n", b); err != nil {
 			return err
 		}
+		return samples.failure(res)
+	}
+	if res.Prefill && cmd.Bool(flagPrefillOnly) {
+		fmt.Fprintf(cmd.Writer, "preload c=%d conns=%d: %d keys written in %.1fs (%.0f/s); errors %v\n",
+			res.Concurrency, res.Conns, res.Ops, res.Seconds, res.OpsPerSec, res.Errors)
 		return samples.failure(res)
 	}
 	fmt.Fprintf(cmd.Writer, "%s c=%d conns=%d: %.0f ops/s over %.1fs; latency p50 %v p90 %v p99 %v p99.9 %v; errors %v\n",

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/rafty-db/rafty/app/kv/kvpb"
 	"github.com/rafty-db/rafty/bench/workload"
 )
@@ -106,6 +109,40 @@ func TestBenchNothingCompleted(t *testing.T) {
 		"--op-timeout", "5s", "--quiet"}
 	code, stdout, stderr := runCLI(t, args...)
 	if code != exitFailure || !strings.HasPrefix(stderr, "kvnode: bench: no operation completed within the measured ") {
+		t.Errorf("exit %d stdout %q stderr %q", code, stdout, stderr)
+	}
+}
+
+// --prefill-only writes every key once and reports it, with no measured
+// window: how bench/etcd/compare.sh preloads the keyspace, the same way
+// etcdbench load --prefill-only does for etcd.
+func TestBenchPrefillOnly(t *testing.T) {
+	f := newFakeKV()
+	ep := startFakeKV(t, f)
+	code, stdout, stderr := runCLI(t, "bench", "--endpoints", ep, "--prefill-only", "--json", "--quiet",
+		"--op", "get", "--concurrency", "4", "--keys", "50", "--value-bytes", "16", "--duration", "1h")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var res workload.Result
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("output %q: %v", stdout, err)
+	}
+	if res.Op != workload.OpPut || !res.Prefill || res.Ops != 50 || res.Keys != 50 || len(res.Errors) != 0 || res.System != "rafty" {
+		t.Errorf("result %+v", res)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.data) != 50 || len(f.data[workload.KeyName(49)]) != 16 {
+		t.Errorf("the store holds %d keys after the preload", len(f.data))
+	}
+
+	// A failed write fails the preload (exit 1), after the result.
+	f.failures = []error{status.Error(codes.Unavailable, "down")}
+	f.mu.Unlock()
+	code, stdout, stderr = runCLI(t, "bench", "--endpoints", ep, "--prefill-only", "--json", "--quiet", "--concurrency", "2", "--keys", "10")
+	f.mu.Lock()
+	if code != exitFailure || !strings.Contains(stderr, "unavailable 1") || !strings.Contains(stdout, `"unavailable":1`) {
 		t.Errorf("exit %d stdout %q stderr %q", code, stdout, stderr)
 	}
 }
