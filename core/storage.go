@@ -13,7 +13,7 @@ var ErrUnavailable = errors.New("raft log: requested index is not yet stored")
 // LogReader is the read-only view of the durable log that the core
 // consumes. disk implements it; tests use memlog. The core never writes
 // through it: it asks the driver to persist via Ready and learns what became
-// durable via Advance.
+// durable via Advance (or AckPersisted with AsyncStorageWrites).
 //
 // Invariants a LogReader keeps:
 //   - Entries (FirstIndex ..= LastIndex) are contiguous; FirstIndex-1 is the

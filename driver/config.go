@@ -218,15 +218,20 @@ type Config struct {
 	// up (ErrSnapshotUnsupported). The embedder owns it; the node does not
 	// close it.
 	Snapshots SnapshotStore
-	// SnapshotEntries: take a snapshot once this many log entries were
-	// applied since the latest one.
+	// SnapshotEntries: once this many log entries were applied since the
+	// last compaction, compact. With a state machine implementing Syncer
+	// the driver syncs it and compacts the log below the synced index (no
+	// snapshot data is written; a snapshot is produced only for a
+	// follower that needs one); without, it takes a snapshot and compacts
+	// below it.
 	SnapshotEntries int
-	// SnapshotBytes: take a snapshot once the entries applied since the
-	// latest one total this many bytes (as core.Entry.Size counts them),
+	// SnapshotBytes: the same once the entries applied since the last
+	// compaction total this many bytes (as core.Entry.Size counts them),
 	// whichever of the two comes first.
 	SnapshotBytes int64
-	// CompactionMarginEntries and CompactionMarginBytes: once a snapshot
-	// at index S is durable, the log is compacted up to S minus a margin
+	// CompactionMarginEntries and CompactionMarginBytes: once the state
+	// machine holds index S durably (Syncer.Sync's index, or a snapshot's
+	// without a Syncer), the log is compacted up to S minus a margin
 	// of at most this many entries and at most this many bytes, so that a
 	// follower briefly behind catches up from the log instead of needing a
 	// snapshot. The log then holds at most the margin plus what the
@@ -499,6 +504,11 @@ func (c *Config) tuneRaft() core.Config {
 	if c.TuneRaft != nil {
 		c.TuneRaft(&rc)
 	}
+	// The driver persists and applies off its loop (persist.go,
+	// apply.go), so the core must follow the asynchronous contract
+	// whatever TuneRaft set: it then says in each Ready what to write,
+	// sync and apply, and bounds what is being applied.
+	rc.AsyncStorageWrites = true
 	return rc
 }
 

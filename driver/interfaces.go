@@ -40,14 +40,16 @@ type Storage interface {
 	// The driver calls it in two ways: with a snapshot received from the
 	// leader (its data already restored into the state machine), and, for
 	// log compaction, with the position (index, term, membership) of the
-	// compaction point, which lies a margin below the latest local
-	// snapshot and matches the log there, so the entries after it are
-	// kept. The driver itself keeps track of the latest snapshot with data
-	// (in SnapshotStore) and reports it to the core.
+	// compaction point, which lies a margin below the index the state
+	// machine holds durably (Syncer.Sync's, or the latest local
+	// snapshot's without a Syncer) and matches the log there, so the
+	// entries after it are kept. InitialState then reports that point,
+	// never a snapshot beyond it: the driver alone keeps track of
+	// snapshots with data (SnapshotStore).
 	InstallSnapshot(meta core.SnapshotMeta) error
 
 	// Compact allows every entry at or below index to be discarded. index
-	// must not exceed the latest snapshot's index. Term(index) remains
+	// must not exceed the index last passed to InstallSnapshot. Term(index) remains
 	// answerable. Durable on return.
 	Compact(index uint64) error
 
@@ -145,7 +147,8 @@ type SnapshotWriter = interface {
 //   - The Message slices handed to Send are never modified afterwards by
 //     the caller; the transport must not modify them either.
 //   - Send may be called from several goroutines at once: besides the
-//     loop, the handler answers forwarded proposals it drops and the disk
+//     loop, the persister sends MessagesAfterPersist once their write is
+//     durable (persist.go), the handler answers forwarded proposals it drops and the disk
 //     watchdog asks a follower to take over (ordering between those
 //     callers does not matter).
 type Transport interface {

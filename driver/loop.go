@@ -280,11 +280,10 @@ func (l *loop) iterate(ev event) error {
 	l.updatePeers()
 	l.checkPeers()
 	l.autoPromote()
-	if !l.snapshotDue() {
-		return nil
-	}
-	// Capturing the state machine must not overlap Apply.
-	return l.withStateMachine(func(StateMachine) error { return l.maybeSnapshot() })
+	// Capturing the state machine goes through withStateMachine
+	// (snapshotter.go), so that it does not overlap Apply; a sync for
+	// compaction does not need the applier drained.
+	return l.maybeSnapshot()
 }
 
 // snapshotEvents handles the snapshot-related event that woke the loop,

@@ -229,14 +229,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	rc := cfg.raftConfig(applied, rand.Uint64())
-	if rc.Applied != applied || rc.ID != cfg.ID {
-		return nil, errors.New("driver: TuneRaft must not change ID or Applied")
-	}
-	// The driver persists and applies off its loop (persist.go,
-	// apply.go); the core then says in each Ready what to write, sync
-	// and apply, and bounds what is being applied.
-	rc.AsyncStorageWrites = true
-	rc.MaxApplyingBytes = uint64(cfg.MaxApplyQueueBytes)
 	rn, err := core.New(rc, reader)
 	if err != nil {
 		return nil, fmt.Errorf("driver: restoring node %d: %w", cfg.ID, err)

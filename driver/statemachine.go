@@ -57,7 +57,9 @@ type StateMachine interface {
 
 	// Snapshot captures the state as of the last applied command and
 	// returns a source that streams it. It is called from the loop
-	// goroutine between Apply calls (the applier idle), so it must be
+	// goroutine with the applier idle (through the driver's
+	// withStateMachine): periodically for a state machine without Syncer,
+	// and when a follower needs a snapshot or a backup is taken. It must be
 	// quick (the loop waits for it): capture a point-in-time view (a
 	// Pebble snapshot, a copy-on-write reference, or a copy of small
 	// state) and leave the streaming to the source. The
@@ -94,9 +96,13 @@ type SnapshotSource interface {
 
 // Syncer is implemented by a StateMachine whose Apply does not make its
 // effects durable on return (app/kv.Store writes without fsync, since the
-// Raft log is the write-ahead log). Before compacting the log the driver
-// calls Sync, which must make every command applied so far durable and
-// return the applied index it covers; the log is never compacted past it.
+// Raft log is the write-ahead log). Every SnapshotEntries entries or
+// SnapshotBytes bytes applied the driver calls Sync, on a goroutine of its
+// own and possibly concurrently with Apply and Restore; it must make every
+// command applied so far durable and return an applied index all of whose
+// effects are durable. The log is compacted to at most that index (a
+// margin below it) and no snapshot data is written: a snapshot is captured
+// (Snapshot) only when a follower needs one or a backup is taken.
 // A state machine without Sync is taken to be either durable on return or
 // in memory (Applied 0), in which case Start restores it from the latest
 // snapshot.
