@@ -97,12 +97,15 @@ func (t *totals) String() string {
 	}
 	if len(t.slow) > 0 {
 		var took []time.Duration
-		stalls, probe := 0, 0
+		stalls, wentOn, probe := 0, 0, 0
 		for _, sd := range t.slow {
-			if sd.newLeader == 0 {
-				stalls++
-			} else {
+			switch {
+			case sd.newLeader != 0:
 				took = append(took, sd.newLeader)
+			case sd.probeWrites > 0:
+				wentOn++
+			default:
+				stalls++
 			}
 			probe += sd.probeWrites
 		}
@@ -111,7 +114,7 @@ func (t *totals) String() string {
 		if len(took) > 0 {
 			s += fmt.Sprintf(" (after %v to %v, median %v)", took[0].Round(10*time.Millisecond), took[len(took)-1].Round(10*time.Millisecond), took[len(took)/2].Round(10*time.Millisecond))
 		}
-		s += fmt.Sprintf(", stalled %d times; %d writes through the other nodes meanwhile", stalls, probe)
+		s += fmt.Sprintf(", the others went on without a hand-over %d times, stalled %d times; %d writes through the other nodes meanwhile", wentOn, stalls, probe)
 	}
 	return s
 }
@@ -292,9 +295,14 @@ func runSchedule(t *testing.T, c cluster, nc *nodeClients, p plan, opts schedule
 	e.ms2.wipedReadsBack = wipedBack
 	e.mu.Unlock()
 	for _, sd := range e.slowDisks {
-		if sd.newLeader == 0 {
-			violate("slow disk on leader %d (+%v per write): no other node took over, the cluster stalled behind it", sd.node+1, sd.delay)
-		} else if sd.probeWrites == 0 {
+		// Since the driver persists asynchronously (issue 15) a leader
+		// whose own fsyncs are slow but below DiskStallTimeout keeps
+		// heartbeating: the followers' quorum commits without it and the
+		// cluster goes on through them, which is as good as a hand-over.
+		// A stall is neither happening.
+		if sd.newLeader == 0 && sd.probeWrites == 0 {
+			violate("slow disk on leader %d (+%v per write): no other node took over and no write through the other nodes succeeded: the cluster stalled behind it", sd.node+1, sd.delay)
+		} else if sd.newLeader != 0 && sd.probeWrites == 0 {
 			violate("slow disk on leader %d (+%v per write): another node took over, but no write through the other nodes succeeded", sd.node+1, sd.delay)
 		}
 	}
