@@ -263,6 +263,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		reapplied:         make(chan struct{}),
 	}
 	n.readSeq.Store(rand.Uint64())
+	// Published before NewTransport: a transport may deliver to the
+	// handler as soon as it exists, and the handler reads the status
+	// (refuseRemoved, refuseDropped).
+	st := rn.Status()
+	n.publishStatus(st)
 	if cfg.NewTransport != nil {
 		t, err := cfg.NewTransport(n.Handler())
 		if err != nil {
@@ -277,8 +282,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	} else {
 		n.transport = cfg.Transport
 	}
-	st := rn.Status()
-	n.publishStatus(st)
 	n.ctx, n.cancel = context.WithCancel(ctx)
 	// Started only now that the node can take traffic: a transport
 	// delivers to the handler as soon as it runs.
