@@ -91,7 +91,7 @@ type server struct {
 // stops it gracefully within cfg.ShutdownTimeout. It returns nil after a
 // clean stop, and an error when the node could not start or failed.
 func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
-	log.Info("starting kvnode", cfg.LogAttrs()...)
+	log.Info("starting kvnode", append(cfg.LogAttrs(), "gc_percent", tuneGC())...)
 	s := &server{cfg: cfg, log: log, reg: newRegistry(), serveErr: make(chan error, 2), limits: kv.DefaultLimits()}
 	s.ready = &readiness{node: &s.node}
 	if err := s.start(ctx); err != nil {
