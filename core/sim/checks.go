@@ -442,5 +442,5 @@ func (s *Sim) checkAsyncLeader(sn *simNode) error {
 		return nil
 	}
 	sn.a.checkedCommit = commit
-	return s.checkCommitQuorum(sn, sn.active, commit)
+	return s.checkCommitQuorum(sn, sn.active, sn.activeIdx, commit)
 }

@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -445,7 +446,13 @@ func (s *Sim) holds(id, index, term uint64) bool {
 // In async mode it runs in every workload, whenever a leader's commit
 // index moves (checkAsyncLeader), and durably means fsynced; the leader
 // itself counts only once AckPersisted covered the entry.
-func (s *Sim) checkCommitQuorum(sn *simNode, m core.Membership, commit uint64) error {
+//
+// It also checks against the configuration in force at commit-1 by the
+// leader's own log (committed up to commit, so the committed sequence):
+// no quorum of it may avoid every holder. A leader whose active
+// configuration lags one change behind passes (one-step changes keep
+// quorums intersecting); one that lags two does not (seed 43428).
+func (s *Sim) checkCommitQuorum(sn *simNode, m core.Membership, mIdx, commit uint64) error {
 	if (!s.opts.Reconfig && !s.opts.Async) || commit == 0 {
 		return nil
 	}
@@ -469,6 +476,32 @@ func (s *Sim) checkCommitQuorum(sn *simNode, m core.Membership, commit uint64) e
 		}
 		return fmt.Errorf("commit quorum: leader %d of term %d commits %d under %s, but only %v hold it durably (the leader counting once acknowledged)",
 			sn.id, term, commit, fmtMembership(m), have)
+	}
+	if !s.opts.Reconfig || mIdx+1 >= commit {
+		return nil
+	}
+	ents, err := sn.log.Entries(mIdx+1, commit, math.MaxUint64)
+	if err != nil || len(ents) == 0 || ents[0].Index != mIdx+1 {
+		return nil // compacted: not checkable here
+	}
+	inForce, changed := m, false
+	for _, e := range ents {
+		if e.Type != core.EntryConfChange {
+			continue
+		}
+		cc, err := core.UnmarshalConfChange(e.Data)
+		if err != nil {
+			return nil
+		}
+		next, err := inForce.Apply(cc)
+		if err != nil {
+			return nil // checked where it is applied
+		}
+		inForce, changed = next, true
+	}
+	if changed && isQuorum(inForce, func(id uint64) bool { return !holders(id) }) {
+		return fmt.Errorf("commit quorum: leader %d of term %d commits %d under its active %s (from %d), but the configuration in force at %d by its log is %s, a quorum of which does not hold it",
+			sn.id, term, commit, fmtMembership(m), mIdx, commit-1, fmtMembership(inForce))
 	}
 	return nil
 }

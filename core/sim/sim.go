@@ -1068,7 +1068,7 @@ func (s *Sim) process(sn *simNode, mayCrash bool) error {
 	}
 	// The configuration that counted the acknowledgements behind this
 	// commit is the one active before this Ready's committed entries.
-	activeBefore := sn.active
+	activeBefore, activeBeforeIdx := sn.active, sn.activeIdx
 	if err := s.checkDurableTerm(sn, rd.HardState); err != nil {
 		return err
 	}
@@ -1076,7 +1076,7 @@ func (s *Sim) process(sn *simNode, mayCrash bool) error {
 		return s.wrap(sn, err)
 	}
 	if !rd.HardState.IsZero() && sn.n.Role() == core.RoleLeader && rd.HardState.Term == sn.n.Term() {
-		if err := s.checkCommitQuorum(sn, activeBefore, rd.HardState.Commit); err != nil {
+		if err := s.checkCommitQuorum(sn, activeBefore, activeBeforeIdx, rd.HardState.Commit); err != nil {
 			return err
 		}
 	}
