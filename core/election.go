@@ -97,6 +97,7 @@ func (n *Node) becomeLeader() {
 	// "replicates" to itself by persisting.
 	n.self.becomeReplicate()
 	n.self.Match = n.log.persistedIndex()
+	n.confSeenTo, n.pendingConfs = n.confScanned, nil
 	// A no-op in the new term (paper §5.4.2, §8): entries of earlier terms
 	// commit only once an entry of this term does.
 	n.log.append(Entry{Index: n.log.lastIndex() + 1, Term: n.term, Type: EntryNormal})

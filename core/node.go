@@ -48,6 +48,13 @@ type Node struct {
 	// confCheckedTo: committed entries in (confScanned, confCheckedTo]
 	// hold no configuration entry (committedConfPending's memo).
 	confCheckedTo uint64
+	// Leader only (commitCap): confSeenTo is how far the log above
+	// confScanned was scanned for configuration entries, and pendingConfs
+	// the indexes of those found and not yet activated, ascending. Reset
+	// when leadership starts; a leader never truncates its own log, so
+	// they only grow until activation prunes them.
+	confSeenTo   uint64
+	pendingConfs []uint64
 	// peers lists every other member, sorted: output order must never
 	// depend on map iteration, or runs would not replay from a seed.
 	peers []uint64

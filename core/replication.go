@@ -402,6 +402,14 @@ func (n *Node) maybeCommit() bool {
 	if err != nil || t != n.term {
 		return false
 	}
+	// A quorum holds an entry of this term at idx, so everything before
+	// it is committed in the usual sense; commitCap may still hold back
+	// a suffix (then up to an entry of an older term, and reads keep
+	// waiting for committedInTerm).
+	idx = n.commitCap(idx)
+	if idx <= n.log.committed {
+		return false
+	}
 	wasCommittedInTerm := n.committedInTerm()
 	n.log.commitTo(idx)
 	for len(n.uncommitted) > 0 && n.uncommitted[0].last <= idx {
@@ -411,10 +419,53 @@ func (n *Node) maybeCommit() bool {
 	if len(n.uncommitted) == 0 {
 		n.uncommitted = n.uncommitted[:0:0]
 	}
-	if !wasCommittedInTerm {
+	if !wasCommittedInTerm && n.committedInTerm() {
 		n.releaseReadsAwaitingCommit()
 	}
 	return true
+}
+
+// commitCap lowers idx, an index a quorum of the active configuration
+// holds, to below the second configuration entry not yet activated. A
+// quorum of the active configuration B may commit the entry creating the
+// next configuration C and what follows it (every quorum of B meets every
+// quorum of C: one change at a time, or joint consensus), but not the
+// entry creating D after C: B and D may have disjoint quorums. So D and
+// everything after it wait until C is active, and are then committed
+// under C. A leader normally never holds two unactivated configuration
+// entries (one change in flight), but a restarted node can: a power loss
+// took back its commit index after it had activated C and appended D,
+// and it is elected again under B (core/sim seed 43428).
+func (n *Node) commitCap(idx uint64) uint64 {
+	k := 0
+	for k < len(n.pendingConfs) && n.pendingConfs[k] <= n.confScanned {
+		k++
+	}
+	n.pendingConfs = n.pendingConfs[k:]
+	lo := max(n.confSeenTo, n.confScanned) + 1
+	for len(n.pendingConfs) < 2 && lo <= idx {
+		ents, err := n.log.entries(lo, idx+1, n.cfg.MaxCommittedBytesPerReady)
+		if err != nil || len(ents) == 0 {
+			var se *StorageError
+			if errors.As(err, &se) {
+				n.fail(err)
+			}
+			// Not readable now: commit nothing that was not checked.
+			return min(idx, lo-1)
+		}
+		for i := 0; i < len(ents) && len(n.pendingConfs) < 2; i++ {
+			// Stops at the second: pendingConfs holds at most two.
+			if ents[i].Type == EntryConfChange {
+				n.pendingConfs = append(n.pendingConfs, ents[i].Index)
+			}
+			n.confSeenTo = ents[i].Index
+		}
+		lo = n.confSeenTo + 1
+	}
+	if len(n.pendingConfs) >= 2 {
+		return min(idx, n.pendingConfs[1]-1)
+	}
+	return idx
 }
 
 // committedInTerm reports whether the leader has committed an entry of its

@@ -150,7 +150,7 @@ func TestSimulationReconfig(t *testing.T) {
 // commit hint); 19099 (commit stalled when leaving a joint configuration
 // that already had a quorum: core ce9ba25); 10979 (a snapshot acknowledged
 // while an AckApplied below it was pending).
-var reconfigRegressionSeeds = []uint64{70, 274, 371, 674, 1232, 1442, 2276, 2277, 2983, 7870, 10979, 19099, 66708}
+var reconfigRegressionSeeds = []uint64{70, 274, 371, 674, 1232, 1442, 2276, 2277, 2983, 7870, 10979, 19099, 43428, 66708}
 
 // simRegressionSeeds are seeds of TestSimulation that found bugs; 23113
 // (async): an append acknowledgement of entries a newer leader's append
