@@ -205,7 +205,11 @@ func (l *loop) run() {
 	l.checkPeers()
 	for {
 		var ev event
-		if !(l.rn.HasReady() && l.canTakeReady()) && l.carry == nil {
+		propc := n.propc
+		if l.holdProposals() {
+			propc = nil
+		}
+		if !(l.rn.HasReady() && l.canTakeReady()) && (l.carry == nil || propc == nil) {
 			select {
 			case <-n.ctx.Done():
 				return
@@ -213,7 +217,7 @@ func (l *loop) run() {
 			case <-l.persister.notify:
 			case <-l.applier.notify:
 			case ev.msgs = <-n.inbox:
-			case ev.prop = <-n.propc:
+			case ev.prop = <-propc:
 			case ev.read = <-n.readc:
 			case c := <-n.ctrlc:
 				ev.ctrl = &c
@@ -258,7 +262,13 @@ func (l *loop) iterate(ev event) error {
 		// Stopped while a control request ran: take no more work.
 		return nil
 	}
-	if err := l.proposeBatch(ev.prop); err != nil {
+	if l.holdProposals() {
+		if ev.prop != nil {
+			// Became leader while its follower-era write runs: the
+			// proposal heads the next batch.
+			l.carry = ev.prop
+		}
+	} else if err := l.proposeBatch(ev.prop); err != nil {
 		return err
 	}
 	if err := l.issueReads(ev.read); err != nil {
@@ -633,6 +643,21 @@ func (l *loop) runControl(first *ctrlRequest) error {
 // proposeBatch hands the core every queued proposal, up to the batch
 // limits, in one Propose call: one append, one write, one replication
 // round for all of them.
+// holdProposals reports whether queued proposals wait: on a leader while
+// entries it handed to the persister are being written. Everything that
+// arrives meanwhile then goes into the core as one batch when the write
+// completes — one run of entries per fsync and one append per follower —
+// as when the loop itself blocked in Save. Without it the loop, which no
+// longer waits for the disk, took a Ready for nearly every proposal: 1.2
+// proposals per batch and 38,000 appends to each follower for 46,000 puts
+// at C=128, whose per-message cost halved throughput (issue 15). Nothing
+// else waits: acknowledgements, commits, applies, reads and heartbeats go
+// on during the write. A follower forwards at once (its own writes are
+// the leader's entries).
+func (l *loop) holdProposals() bool {
+	return l.role == core.RoleLeader && l.persistBytes > 0
+}
+
 func (l *loop) proposeBatch(first *proposalWaiter) error {
 	n := l.n
 	batch, ws := l.batch[:0], l.batchW[:0]
