@@ -41,68 +41,68 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string) (value, co
 	return 0, 0
 }
 
-// TestPersistQueueLimit: with the disk stalled, the loop queues Readies'
-// persist batches until MaxPersistQueueBytes is reached, then takes no
-// more Readies while proposals keep entering the core (its own limits
-// bound them); once the disk returns, the batches queued during the stall
-// are merged into few Saves (group commit) and every proposal succeeds.
+// TestPersistQueueLimit: with a follower's disk stalled, its loop queues
+// the persist batches of the leader's appends until MaxPersistQueueBytes
+// is reached, then takes no more Readies while the leader goes on with
+// the other follower; once the disk returns, the batches queued during
+// the stall are merged into few Saves (group commit) and it catches up.
+// (A leader cannot fill its own queue one proposal at a time: it holds
+// proposals while its write runs, TestLeaderHoldsProposalsDuringWrite.)
 func TestPersistQueueLimit(t *testing.T) {
 	const limit = 8 << 10
-	reg := prometheus.NewRegistry()
-	c := newCluster(t, 1, withConfig(func(cfg *driver.Config) {
+	regs := map[uint64]*prometheus.Registry{}
+	var mu sync.Mutex
+	c := newCluster(t, 3, withConfig(func(cfg *driver.Config) {
+		mu.Lock()
+		defer mu.Unlock()
+		if regs[cfg.ID] == nil {
+			regs[cfg.ID] = prometheus.NewRegistry()
+		}
 		cfg.MaxPersistQueueBytes = limit
-		cfg.Registerer = reg
+		cfg.Registerer = regs[cfg.ID]
 	}))
 	lead := c.leader()
-	n := c.nodes[lead]
 	c.propose(lead, "warm-up")
+	var f uint64
+	for _, id := range c.running() {
+		if id != lead {
+			f = id
+			break
+		}
+	}
+	reg := regs[f]
 	queued := func() float64 {
 		v, _ := metricValue(t, reg, "rafty_driver_persist_queue_bytes")
 		return v
 	}
 	batchesBefore, savesBefore := metricValue(t, reg, "rafty_driver_save_batches")
-	release := c.stores[lead].stall()
+	release := c.stores[f].stall()
 	defer release()
 
 	cmd := strings.Repeat("x", 1000)
-	errs := make(chan error, 64)
-	propose := func(i int) {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), awaitTimeout)
-			defer cancel()
-			_, err := n.Propose(ctx, []byte(fmt.Sprintf("%s%d", cmd, i)))
-			errs <- err
-		}()
-	}
-	// One at a time, each in a Ready of its own, until the limit.
+	// One at a time (each committed by the leader and the other
+	// follower), each reaching f in an append of its own, until the limit.
 	i := 0
 	for queued() < limit {
 		prev := queued()
-		propose(i)
+		c.propose(lead, fmt.Sprintf("%s%d", cmd, i))
 		i++
-		await(t, "the proposal's persist batch queued", func() bool { return queued() > prev })
+		await(t, "the append's persist batch queued on the follower", func() bool { return queued() > prev })
 	}
 	atLimit := queued()
-	t.Logf("persist queue at %v bytes (limit %d) after %d proposals", atLimit, limit, i)
-	// More proposals enter the core, but no Ready is taken: the queue
-	// stays where it is.
-	last := n.Status().LastIndex
+	t.Logf("follower %d: persist queue at %v bytes (limit %d) after %d proposals", f, atLimit, limit, i)
+	// More appends reach f's core, but it takes no Ready: the queue stays.
 	for range 10 {
-		propose(i)
+		c.propose(lead, fmt.Sprintf("%s%d", cmd, i))
 		i++
 	}
-	await(t, "10 more proposals in the core", func() bool { return n.Status().LastIndex >= last+10 })
-	// One full loop iteration after they were appended.
-	driver.BlockLoop(n)()
+	driver.BlockLoop(c.nodes[f])()
 	if got := queued(); got != atLimit {
 		t.Fatalf("persist queue went from %v to %v bytes while at its limit (%d)", atLimit, got, limit)
 	}
 	release()
-	for range i {
-		if err := awaitChan(t, "a proposal", errs); err != nil {
-			t.Fatalf("proposal: %v", err)
-		}
-	}
+	last := c.nodes[lead].Status().Commit
+	await(t, "the follower to catch up", func() bool { return c.nodes[f].Status().Applied >= last })
 	await(t, "the persist queue to empty", func() bool { return queued() == 0 })
 	batches, saves := metricValue(t, reg, "rafty_driver_save_batches")
 	batches, saves = batches-batchesBefore, saves-savesBefore
@@ -110,6 +110,55 @@ func TestPersistQueueLimit(t *testing.T) {
 		t.Fatalf("%v persist batches in %v Saves: none merged", batches, saves)
 	}
 	t.Logf("%v persist batches in %v Saves", batches, saves)
+}
+
+// TestLeaderHoldsProposalsDuringWrite: while a leader's own entries are
+// being written, proposals wait in its queue instead of each taking a
+// Ready (and an append per follower); when the write completes they enter
+// the core as one batch.
+func TestLeaderHoldsProposalsDuringWrite(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := newCluster(t, 1, withConfig(func(cfg *driver.Config) { cfg.Registerer = reg }))
+	lead := c.leader()
+	n := c.nodes[lead]
+	c.propose(lead, "warm-up")
+	release := c.stores[lead].stall()
+	defer release()
+	errs := make(chan error, 64)
+	propose := func(cmd string) {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), awaitTimeout)
+			defer cancel()
+			_, err := n.Propose(ctx, []byte(cmd))
+			errs <- err
+		}()
+	}
+	last := n.Status().LastIndex
+	propose("first")
+	await(t, "the first proposal in the log", func() bool { return n.Status().LastIndex == last+1 })
+	const held = 20
+	for i := range held {
+		propose(fmt.Sprint("held", i))
+	}
+	await(t, "the proposals queued", func() bool { return n.Status().PendingProposals >= held+1 })
+	driver.BlockLoop(n)()
+	if got := n.Status().LastIndex; got != last+1 {
+		t.Fatalf("last index %d while the first write runs, want %d: proposals were not held", got, last+1)
+	}
+	sumBefore, countBefore := metricValue(t, reg, "rafty_driver_proposals_per_batch")
+	release()
+	for range held + 1 {
+		if err := awaitChan(t, "a proposal", errs); err != nil {
+			t.Fatalf("proposal: %v", err)
+		}
+	}
+	sum, count := metricValue(t, reg, "rafty_driver_proposals_per_batch")
+	if sum-sumBefore != held || count-countBefore > 2 {
+		t.Fatalf("the %d held proposals entered the core in %v batches (%v proposals), want one or two", held, count-countBefore, sum-sumBefore)
+	}
+	if n.Status().LastIndex != last+1+held {
+		t.Fatalf("last index %d, want %d", n.Status().LastIndex, last+1+held)
+	}
 }
 
 // gatedSM blocks Apply while its gate is closed (armed).
