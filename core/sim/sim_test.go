@@ -154,7 +154,8 @@ var reconfigRegressionSeeds = []uint64{70, 274, 371, 674, 1232, 1442, 2276, 2277
 
 // simRegressionSeeds are seeds of TestSimulation that found bugs; 23113
 // (async): an append acknowledgement of entries a newer leader's append
-// replaced before they were written (see checkDurableMessages).
+// replaced before they were written left after that Ready (core 7d4edda
+// withdraws it; see checkDurableMessages).
 var simRegressionSeeds = []uint64{23113}
 
 // regression runs seeds first, in both modes unless -sim.async picks one.
