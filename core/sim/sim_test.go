@@ -149,7 +149,10 @@ func TestSimulationReconfig(t *testing.T) {
 // voter lost appends it had sent: core 682dd66, vote requests carry a
 // commit hint); 19099 (commit stalled when leaving a joint configuration
 // that already had a quorum: core ce9ba25); 10979 (a snapshot acknowledged
-// while an AckApplied below it was pending).
+// while an AckApplied below it was pending); 43428 (a lone voter whose
+// commit index a power loss took back below two configuration changes
+// committed both, and data after them, under the older one: core 0d04c25
+// commits at most up to the second configuration not yet activated).
 var reconfigRegressionSeeds = []uint64{70, 274, 371, 674, 1232, 1442, 2276, 2277, 2983, 7870, 10979, 19099, 43428, 66708}
 
 // simRegressionSeeds are seeds of TestSimulation that found bugs; 23113
