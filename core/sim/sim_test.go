@@ -149,12 +149,16 @@ func TestSimulationReconfig(t *testing.T) {
 // voter lost appends it had sent: core 682dd66, vote requests carry a
 // commit hint); 19099 (commit stalled when leaving a joint configuration
 // that already had a quorum: core ce9ba25); 10979 (a snapshot acknowledged
-// while an AckApplied below it was pending).
+// while an AckApplied below it was pending); 43428 (a lone voter whose
+// commit index a power loss took back below two configuration changes
+// committed both, and data after them, under the older one: core 0d04c25
+// commits at most up to the second configuration not yet activated).
 var reconfigRegressionSeeds = []uint64{70, 274, 371, 674, 1232, 1442, 2276, 2277, 2983, 7870, 10979, 19099, 43428, 66708}
 
 // simRegressionSeeds are seeds of TestSimulation that found bugs; 23113
 // (async): an append acknowledgement of entries a newer leader's append
-// replaced before they were written (see checkDurableMessages).
+// replaced before they were written left after that Ready (core 7d4edda
+// withdraws it; see checkDurableMessages).
 var simRegressionSeeds = []uint64{23113}
 
 // regression runs seeds first, in both modes unless -sim.async picks one.
