@@ -120,7 +120,11 @@ func (s *server) planRestart(ident *identity, hs core.HardState) (*startPlan, er
 	if ident.NodeID == 0 {
 		return nil, fmt.Errorf("%s holds Raft state of a join that never got an ID (%s): move the data directory aside and start again", cfg.DataDir, identityFile)
 	}
-	if cfg.IDExplicit && cfg.ID != ident.NodeID {
+	// An explicit --id that differs is refused (another member's data),
+	// unless the data is this member's under the same name: it joined as
+	// a new member with the same flags (its data directory was empty
+	// while the others had already bootstrapped) and keeps them.
+	if cfg.IDExplicit && cfg.ID != ident.NodeID && (ident.Name == "" || ident.Name != cfg.Name) {
 		return nil, fmt.Errorf("--%s %d disagrees with %s, which holds member %d: this data belongs to member %d",
 			flagID, cfg.ID, cfg.DataDir, ident.NodeID, ident.NodeID)
 	}
