@@ -441,6 +441,11 @@ func TestSnapshotWipedFollowerRejoins(t *testing.T) {
 	c := newKVCluster(t, 3, true, func(_ uint64, cfg *driver.Config) {
 		cfg.SnapshotEntries = 500
 		cfg.CompactionMarginEntries = 50
+		// A transfer that fails under load (the receiver still
+		// restarting) is retried after this, doubled per failure: at the
+		// default 1 s a few failures outlast the wait below (seen once
+		// in CI under the whole suite).
+		cfg.SnapshotRetryDelay = 50 * time.Millisecond
 	})
 	lead := c.leader()
 	c.puts(2000, 200, 64, "before")
